@@ -1,0 +1,139 @@
+"""The stage IR: what one stage is, as frozen data that both engines read.
+
+A Stage says which image it starts from, its environment, its named inputs (upstream stage outputs,
+source trees, local directories), its cache mounts, its steps (argv lists) and its output. Nothing here
+does I/O; the digests of inputs are found elsewhere (sources.py) and combined in keys.py.
+
+What is *not* part of a stage's key is kept in fields of its own (`build_env`, `caches`, `secrets`),
+so keys.py can leave them out by name rather than by convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+InputKind = Literal["stage", "source", "dir"]
+InputMode = Literal["copy", "mount"]
+
+
+@dataclass(frozen=True)
+class Image:
+    """The image a stage starts from.
+
+    `ref` is what engines use (`FROM ref`); `bootstrap` is set when the tool makes the image itself
+    (debootstrap + docker import) from a recipe, in which case `ref` is a local tag derived from it.
+    """
+
+    ref: str
+    bootstrap: tuple[tuple[str, str], ...] | None = None  # canonical recipe (sorted key -> json value)
+
+
+@dataclass(frozen=True)
+class Input:
+    """A named input. `ref` names what it is: a stage name, a source name, or a directory path
+    (relative to build.yaml). Copy inputs are placed into the image (the build may write there);
+    mount inputs are bind-mounted read-only into the steps that list them."""
+
+    name: str
+    kind: InputKind
+    ref: str
+    path: str
+    mode: InputMode = "mount"
+
+
+@dataclass(frozen=True)
+class Cache:
+    """A persistent cache mount (ccache, pip, cubins). Never part of a key."""
+
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command. argv is run without a shell unless argv[0] is `sh` (stages say so explicitly).
+
+    `mounts` names the mount-mode inputs this step sees; `layer` names the image layer the step makes
+    (the runtime stage's layers by change frequency)."""
+
+    argv: tuple[str, ...]
+    mounts: tuple[str, ...] = ()
+    workdir: str = ""
+    layer: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.argv or not all(isinstance(a, str) for a in self.argv):
+            raise TypeError(f"Step argv must be a non-empty list of str, got {self.argv!r}")
+
+    def show(self) -> str:
+        import shlex
+
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class Output:
+    """`wheels`: the directory `path` is exported to the store. `image`: the stage's container is the
+    product, tagged `tag`, with `env` set last (so env changes do not rebuild the layers)."""
+
+    kind: Literal["wheels", "image"]
+    path: str = "/out"
+    tag: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    doc: str
+    platform: str
+    base: Image
+    steps: tuple[Step, ...]
+    output: Output
+    env: tuple[tuple[str, str], ...] = ()
+    inputs: tuple[Input, ...] = ()
+    network: bool = True
+    # Spec keys (dotted) and values that shaped this stage: shown by `stages`, used to explain rebuilds.
+    knobs: tuple[tuple[str, str], ...] = ()
+    # --- not part of the key ---
+    build_env: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    caches: tuple[Cache, ...] = field(default=(), compare=False)
+    secrets: tuple[str, ...] = field(default=(), compare=False)
+
+    def input(self, name: str) -> Input:
+        for i in self.inputs:
+            if i.name == name:
+                return i
+        raise KeyError(name)
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        return tuple(i.ref for i in self.inputs if i.kind == "stage")
+
+    def validate(self) -> None:
+        """Internal consistency: names unique, mounts refer to mount inputs. Raises ValueError."""
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage {self.name}: duplicate input names {names}")
+        mountable = {i.name for i in self.inputs if i.mode == "mount"}
+        for step in self.steps:
+            missing = set(step.mounts) - mountable
+            if missing:
+                raise ValueError(f"stage {self.name}: step {step.show()!r} mounts unknown inputs {missing}")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source tree a stage builds from: a repository at a ref with PRs and local patches applied,
+    or a local git checkout (`source_dir`) at its HEAD. Resolved to commit SHAs by sources.py."""
+
+    name: str
+    repo: str
+    ref: str
+    prs: tuple[int | str, ...] = ()
+    patches: tuple[str, ...] | None = None  # None: every *.patch / *.diff in docker-contexts/<name>/patches/
+    source_dir: str | None = None
+    # vLLM tolerates PR conflicts in these paths (docs, tests); any other conflict fails.
+    tolerate_conflicts: tuple[str, ...] = ()

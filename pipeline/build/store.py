@@ -1,0 +1,196 @@
+"""The artifact store: `<store>/<stage>/<key>/` holds a stage's exported files and `manifest.json`.
+
+A stage whose key is in the store is not run. Entries are written into a temp directory beside their
+final place and renamed into it, so a reader sees a whole entry or none, and two builds writing the
+same key both succeed (the second finds the first's entry and drops its own). Reads verify every
+file's sha256; a mismatch is reported and the entry is moved aside so the stage is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_cache_path
+
+from pipeline.errors import StoreError
+
+MANIFEST = "manifest.json"
+
+
+def cache_root() -> Path:
+    """Where mirrors, logs and (by default) the store live: $SPARK_PIPELINE_CACHE or the user cache."""
+    env = os.environ.get("SPARK_PIPELINE_CACHE")
+    return Path(env) if env else user_cache_path("spark-pipeline")
+
+
+def default_store() -> Path:
+    env = os.environ.get("SPARK_PIPELINE_STORE")
+    return Path(env) if env else cache_root() / "store"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    stage: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return list(self.manifest.get("files", []))
+
+    @property
+    def size(self) -> int:
+        return sum(int(f.get("size", 0)) for f in self.files)
+
+    @property
+    def created(self) -> float:
+        return float(self.manifest.get("created", 0))
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def entry_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def has(self, stage: str, key: str) -> bool:
+        return (self.entry_path(stage, key) / MANIFEST).is_file()
+
+    def get(self, stage: str, key: str) -> Entry | None:
+        path = self.entry_path(stage, key)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StoreError(f"store entry {stage}/{key[:12]} is unreadable: {e}") from None
+        return Entry(stage=stage, key=key, path=path, manifest=manifest)
+
+    def verify(self, stage: str, key: str) -> tuple[Entry | None, str]:
+        """(the entry, '') when every file matches its manifest; (None, why) otherwise.
+
+        A corrupt entry is moved out of the way so the stage is rebuilt, never used."""
+        entry = self.get(stage, key)
+        if entry is None:
+            return None, "not in the store"
+        for f in entry.files:
+            p = entry.path / f["path"]
+            if not p.is_file() or p.stat().st_size != f["size"] or file_sha256(p) != f["sha256"]:
+                self._quarantine(entry.path)
+                return None, f"store entry {stage}/{key[:12]} is corrupt ({f['path']} does not match its sha256)"
+        return entry, ""
+
+    def _quarantine(self, path: Path) -> None:
+        target = path.with_name(f".corrupt-{path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            path.rename(target)
+        except OSError:
+            return
+        shutil.rmtree(target, ignore_errors=True)
+
+    def staging_dir(self, stage: str) -> Path:
+        """A fresh temp dir on the store's filesystem, so the final rename is atomic."""
+        d = self.root / stage / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        d.mkdir(parents=True)
+        return d
+
+    def commit(self, stage: str, key: str, staging: Path, meta: dict[str, Any]) -> Entry:
+        """Hash the files in `staging`, write the manifest last, rename into place."""
+        files = []
+        for p in sorted(staging.rglob("*")):
+            if p.is_file() and p.name != MANIFEST:
+                files.append({"path": p.relative_to(staging).as_posix(), "size": p.stat().st_size,
+                              "sha256": file_sha256(p)})
+        manifest = {**meta, "stage": stage, "key": key, "files": files, "created": time.time()}
+        mpath = staging / MANIFEST
+        with mpath.open("w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(staging)
+        final = self.entry_path(stage, key)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            # Another build committed the same key first: same inputs, same content; keep theirs.
+            shutil.rmtree(staging, ignore_errors=True)
+            if not self.has(stage, key):
+                raise StoreError(f"cannot write store entry {final}") from None
+        _fsync_dir(final.parent)
+        entry = self.get(stage, key)
+        assert entry is not None
+        return entry
+
+    def entries(self) -> list[Entry]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for d in sorted(stage_dir.iterdir()):
+                if d.name.startswith("."):
+                    continue
+                e = self.get(stage_dir.name, d.name)
+                if e is not None:
+                    out.append(e)
+        return out
+
+    def clean_staging(self, older_than: float = 3600) -> int:
+        """Remove temp dirs left by killed builds (older than `older_than` seconds)."""
+        n = 0
+        now = time.time()
+        if not self.root.is_dir():
+            return 0
+        for d in self.root.glob("*/.tmp-*"):
+            try:
+                if now - d.stat().st_mtime > older_than:
+                    shutil.rmtree(d, ignore_errors=True)
+                    n += 1
+            except FileNotFoundError:
+                continue
+        return n
+
+    def gc(self, keep: set[tuple[str, str]], keep_recent: int) -> list[Entry]:
+        """Delete entries not in `keep` beyond the `keep_recent` newest per stage. Returns the removed."""
+        removed: list[Entry] = []
+        by_stage: dict[str, list[Entry]] = {}
+        for e in self.entries():
+            by_stage.setdefault(e.stage, []).append(e)
+        for entries in by_stage.values():
+            entries.sort(key=lambda e: e.created, reverse=True)
+            for i, e in enumerate(entries):
+                if (e.stage, e.key) in keep or i < keep_recent:
+                    continue
+                gone = e.path.with_name(f".gc-{e.key}-{uuid.uuid4().hex[:8]}")
+                e.path.rename(gone)  # atomic removal from the store's view, then delete
+                shutil.rmtree(gone, ignore_errors=True)
+                removed.append(e)
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,186 @@
+"""build.yaml: what to build. Every knob of the bash toolkit that changes the build has a key here.
+
+Defaults live in the repo's build.yaml (with a why comment each); the model's own defaults are the same
+values so that a minimal file works too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from pipeline.spec.types import (
+    STRICT,
+    AptPackage,
+    EnvName,
+    EnvValue,
+    Flag,
+    GitRef,
+    GpuArch,
+    ImageRef,
+    NonEmptyStr,
+    OptionalVersion,
+    Package,
+    PositiveInt,
+    PullRequest,
+    RepoUrl,
+    Version,
+)
+
+STAGES = ("base", "triton", "flashinfer", "vllm", "runtime")
+
+
+class Bootstrap(BaseModel):
+    """A base image the tool makes itself (debootstrap + `docker import`), keyed by this recipe."""
+
+    model_config = STRICT
+    suite: NonEmptyStr = "bookworm"
+    include: list[AptPackage] = Field(default_factory=list)
+    # Wheels installed into the image when it is made (e.g. nvcc from PyPI for the smoke stack).
+    pip: list[Package] = Field(default_factory=list)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+
+
+class ImageSpec(BaseModel):
+    """Exactly one of `ref` (an image from a registry or the local Docker) or `bootstrap`."""
+
+    model_config = STRICT
+    ref: ImageRef | None = None
+    bootstrap: Bootstrap | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ImageSpec:
+        if (self.ref is None) == (self.bootstrap is None):
+            raise ValueError("expected exactly one of 'ref' or 'bootstrap'")
+        return self
+
+
+def _with_image(v: object) -> object:
+    """`image: nvidia/cuda:…` is shorthand for `image: {ref: nvidia/cuda:…}`."""
+    if isinstance(v, dict) and isinstance(v.get("image"), str):
+        return {**v, "image": {"ref": v["image"]}}
+    return v
+
+
+class TorchSpec(BaseModel):
+    model_config = STRICT
+    version: Version = "2.13.0"
+    torchvision: OptionalVersion = "0.28.0"
+    torchaudio: OptionalVersion = "2.11.0"
+    # A package index URL, or a local directory of wheels (tests, air-gapped machines).
+    index: NonEmptyStr = "https://download.pytorch.org/whl/cu130"
+
+
+class NcclSpec(BaseModel):
+    model_config = STRICT
+    enabled: Flag = True
+    repo: RepoUrl = "https://github.com/NVIDIA/nccl.git"
+    ref: GitRef = "v2.30u1"
+
+
+class BaseStageSpec(BaseModel):
+    model_config = STRICT
+    image: ImageSpec = Field(default_factory=lambda: ImageSpec(ref="nvidia/cuda:13.0.2-devel-ubuntu24.04"))
+    apt_packages: list[AptPackage] = Field(default_factory=list)
+    pip_packages: list[Package] = Field(default_factory=list)
+    torch: TorchSpec = Field(default_factory=TorchSpec)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_shorthand(cls, v: object) -> object:
+        return _with_image(v)
+
+
+class TritonSpec(BaseModel):
+    model_config = STRICT
+    source: Literal["pip", "git"] = "pip"
+    repo: RepoUrl = "https://github.com/triton-lang/triton.git"
+    ref: GitRef = "v3.6.0"
+    wheels: list[NonEmptyStr] = Field(default_factory=lambda: [".", "python/triton_kernels"])
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+
+
+class FlashInferSpec(BaseModel):
+    model_config = STRICT
+    repo: RepoUrl = "https://github.com/flashinfer-ai/flashinfer.git"
+    ref: GitRef = "main"
+    prs: list[PullRequest] = Field(default_factory=list)
+    arch_list: GpuArch | None = None
+    cubin_cache: Flag = True
+    wheels: list[NonEmptyStr] = Field(default_factory=lambda: [".", "flashinfer-cubin", "flashinfer-jit-cache"])
+    patches: list[NonEmptyStr] | None = None
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+
+
+class VllmSpec(BaseModel):
+    model_config = STRICT
+    repo: RepoUrl = "https://github.com/vllm-project/vllm.git"
+    ref: GitRef = "main"
+    prs: list[PullRequest] = Field(default_factory=list)
+    preset_prs: Literal["auto", "apply", "skip"] = "auto"
+    presets: list[PullRequest] = Field(default_factory=list)
+    patches: list[NonEmptyStr] | None = None
+    source_dir: NonEmptyStr | None = None
+    prepare: list[list[NonEmptyStr]] = Field(default_factory=list)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+
+
+class RuntimeSpec(BaseModel):
+    model_config = STRICT
+    image: ImageSpec = Field(default_factory=lambda: ImageSpec(ref="nvidia/cuda:13.0.2-devel-ubuntu24.04"))
+    apt_packages: list[AptPackage] = Field(default_factory=list)
+    pip_packages: list[Package] = Field(default_factory=list)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    tag: ImageRef = "vllm-node"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_shorthand(cls, v: object) -> object:
+        return _with_image(v)
+
+
+class BuildSpec(BaseModel):
+    model_config = STRICT
+    gpu_arch: GpuArch = "12.1a"
+    platform: Literal["linux/arm64", "linux/amd64"] = "linux/arm64"
+    build_jobs: PositiveInt = 16
+    engine: Literal["auto", "dagger", "buildkit"] = "auto"
+    network: Flag = True
+    secrets: list[EnvName] = Field(default_factory=list)
+    base: BaseStageSpec = Field(default_factory=BaseStageSpec)
+    nccl: NcclSpec = Field(default_factory=NcclSpec)
+    triton: TritonSpec = Field(default_factory=TritonSpec)
+    flashinfer: FlashInferSpec = Field(default_factory=FlashInferSpec)
+    vllm: VllmSpec = Field(default_factory=VllmSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    # --- derived knobs -------------------------------------------------------------------------
+    @property
+    def arches(self) -> list[str]:
+        return [a for a in re.split(r"[;\s]+", self.gpu_arch.strip()) if a]
+
+    @property
+    def flashinfer_arch_list(self) -> str:
+        return self.flashinfer.arch_list or self.gpu_arch
+
+    @property
+    def nccl_gencode(self) -> str:
+        """The toolkit's rule: drop the a/f suffix and the dot (12.1a -> compute_121/sm_121)."""
+        parts = []
+        for arch in self.arches:
+            num = arch.rstrip("af").replace(".", "")
+            parts.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+        return " ".join(dict.fromkeys(parts))
+
+    def vllm_prs(self) -> list[int | str]:
+        """The PRs to apply to vLLM: the union of `prs` and, when the preset policy says so, `presets`."""
+        apply_presets = {
+            "apply": True,
+            "skip": False,
+            "auto": not self.vllm.prs and self.vllm.ref == "main" and self.vllm.source_dir is None,
+        }[self.vllm.preset_prs]
+        chosen = list(self.vllm.presets) + list(self.vllm.prs) if apply_presets else list(self.vllm.prs)
+        return list(dict.fromkeys(chosen))

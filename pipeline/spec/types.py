@@ -1,0 +1,123 @@
+"""Validated scalar types shared by every spec file (build.yaml, cluster.yaml, recipes).
+
+Each type raises a ValueError whose text is the whole user-facing sentence ("expected …, got …"), so
+that an error reads `build.yaml:vllm.ref: expected a branch, tag or 40-hex SHA, got 12`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict
+
+STRICT = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+
+
+def describe(value: Any) -> str:
+    """How a bad value is shown after 'got'."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def expect(what: str, check: Callable[[Any], bool], convert: Callable[[Any], Any] = lambda v: v):
+    """A validator that accepts values passing `check` and otherwise says what was expected."""
+
+    def validate(value: Any) -> Any:
+        if not check(value):
+            raise ValueError(f"expected {what}, got {describe(value)}")
+        return convert(value)
+
+    return BeforeValidator(validate)
+
+
+_REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/+-]+(?<![./])$")
+_ARCH_RE = re.compile(r"^\d{1,2}\.\d[af]?$")
+_IMAGE_RE = re.compile(
+    r"^(?P<name>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+_PR_URL_RE = re.compile(r"^https://github\.com/(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+)/pull/(?P<num>[1-9]\d*)/?$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PKG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~*+ ;:'\"/@]*$")
+_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def is_git_ref(v: Any) -> bool:
+    return _is_str(v) and bool(_REF_RE.match(v)) and "@{" not in v and not v.endswith(".lock")
+
+
+def is_gpu_arch(v: Any) -> bool:
+    return _is_str(v) and all(_ARCH_RE.match(p) for p in re.split(r"[;\s]+", v.strip()))
+
+
+def is_image_ref(v: Any) -> bool:
+    return _is_str(v) and bool(_IMAGE_RE.match(v))
+
+
+def image_digest(ref: str) -> str | None:
+    m = _IMAGE_RE.match(ref)
+    return m.group("digest") if m else None
+
+
+def parse_pr(v: Any) -> int | str:
+    """A PR is a positive number (of the stage's repo) or a full GitHub pull-request URL."""
+    if isinstance(v, bool):
+        raise ValueError("expected a PR number or https://github.com/OWNER/REPO/pull/N, got " + describe(v))
+    if isinstance(v, int) and v > 0:
+        return v
+    if isinstance(v, str) and v.isdigit() and int(v) > 0:
+        return int(v)
+    if isinstance(v, str) and _PR_URL_RE.match(v):
+        return v.rstrip("/")
+    raise ValueError(f"expected a PR number or https://github.com/OWNER/REPO/pull/N, got {describe(v)}")
+
+
+def pr_url_parts(url: str) -> tuple[str, int]:
+    """`https://github.com/o/r/pull/7` -> (`https://github.com/o/r.git`, 7)."""
+    m = _PR_URL_RE.match(url)
+    assert m, url
+    return f"https://github.com/{m['owner']}/{m['repo']}.git", int(m["num"])
+
+
+GitRef = Annotated[str, expect("a branch, tag or 40-hex SHA", is_git_ref)]
+GpuArch = Annotated[str, expect("a CUDA arch such as 12.1a, 12.0f or 12.1a;12.0f", is_gpu_arch)]
+ImageRef = Annotated[str, expect("an image reference such as nvidia/cuda:13.0.2-devel-ubuntu24.04@sha256:…",
+                                 is_image_ref)]
+PullRequest = Annotated[int | str, BeforeValidator(parse_pr)]
+EnvName = Annotated[str, expect("an environment variable name (letters, digits, _)",
+                                lambda v: _is_str(v) and bool(_ENV_NAME_RE.match(v)))]
+EnvValue = Annotated[str, expect("a string, number or boolean value",
+                                 lambda v: isinstance(v, str | int | float) and not isinstance(v, bool)
+                                 or isinstance(v, bool),
+                                 lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v))]
+Package = Annotated[str, expect("a pip requirement such as ray[default]==2.60.0",
+                                lambda v: _is_str(v) and bool(_PKG_RE.match(v)))]
+AptPackage = Annotated[str, expect("a Debian package name",
+                                   lambda v: _is_str(v) and bool(re.match(r"^[a-z0-9][a-z0-9+.-]+(=\S+)?$", v)))]
+Version = Annotated[str, expect("a version such as 2.13.0",
+                                lambda v: isinstance(v, str | int | float) and not isinstance(v, bool)
+                                and bool(_VERSION_RE.match(str(v))), str)]
+OptionalVersion = Annotated[str, expect("a version such as 2.11.0, or none",
+                                        lambda v: v == "none" or isinstance(v, str | float)
+                                        and bool(_VERSION_RE.match(str(v))), str)]
+RepoUrl = Annotated[str, expect("a git URL (https://…, ssh, file://…) or a local path",
+                                lambda v: _is_str(v) and " " not in v.strip() and "\n" not in v)]
+PositiveInt = Annotated[int, expect("a whole number ≥ 1",
+                                    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)]
+Flag = Annotated[bool, expect("true or false", lambda v: isinstance(v, bool))]
+NonEmptyStr = Annotated[str, expect("a non-empty string", _is_str)]

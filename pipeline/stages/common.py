@@ -1,0 +1,76 @@
+"""Pieces every stage module uses: paths inside build containers and recurring steps."""
+
+from __future__ import annotations
+
+from pipeline.build.ir import Cache, Input, Step
+from pipeline.spec.build import BuildSpec
+
+OUT = "/out"
+
+
+def wheels_path(stage: str) -> str:
+    return f"/wheels/{stage}"
+
+
+def src_path(name: str) -> str:
+    return f"/src/{name}"
+
+
+def stage_input(stage: str) -> Input:
+    """An upstream stage's exported wheels, bind-mounted read-only where a step asks for them."""
+    return Input(name=stage, kind="stage", ref=stage, path=wheels_path(stage), mode="mount")
+
+
+def source_input(name: str) -> Input:
+    """A source tree copied into the image at /src/<name> (builds write into their tree)."""
+    return Input(name=f"src-{name}", kind="source", ref=name, path=src_path(name), mode="copy")
+
+
+def install_wheels(*stages: str, deps: bool = True, layer: str = "") -> Step:
+    """Install every wheel exported by `stages`, offline (`--no-index`): the store is the only index."""
+    find = " ".join(f"--find-links {wheels_path(s)}" for s in stages)
+    files = " ".join(f"{wheels_path(s)}/*.whl" for s in stages)
+    nodeps = "" if deps else " --no-deps"
+    return Step(argv=("sh", "-c", f"python3 -m pip install --no-index{nodeps} {find} {files}"),
+                mounts=stages, layer=layer)
+
+
+def pip_wheel(src: str, mounts: tuple[str, ...] = ()) -> Step:
+    """Build one wheel from a source directory with the already-installed torch (no build isolation)."""
+    return Step(argv=("python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+                      "--wheel-dir", OUT, src), mounts=mounts)
+
+
+def compile_build_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
+    """Parallelism knobs (toolkit: BUILD_JOBS). They change how fast, not what: never in a key."""
+    jobs = str(spec.build_jobs)
+    return (("MAX_JOBS", jobs), ("CMAKE_BUILD_PARALLEL_LEVEL", jobs), ("NINJAFLAGS", f"-j{jobs}"),
+            ("MAKEFLAGS", f"-j{jobs}"), ("CARGO_BUILD_JOBS", jobs))
+
+
+def compiler_caches(platform: str) -> tuple[Cache, ...]:
+    """ccache and pip caches, one volume per platform so arm64 and amd64 objects never mix."""
+    arch = platform.split("/")[-1]
+    return (Cache(name=f"ccache-{arch}", path="/root/.ccache"),
+            Cache(name=f"pip-{arch}", path="/root/.cache/pip"))
+
+
+COMMON_ENV = (
+    ("DEBIAN_FRONTEND", "noninteractive"),
+    ("PIP_BREAK_SYSTEM_PACKAGES", "1"),
+    ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+    ("PIP_NO_INPUT", "1"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+)
+
+CCACHE_ENV = (
+    ("CCACHE_DIR", "/root/.ccache"),
+    ("CCACHE_MAXSIZE", "50G"),
+    ("CCACHE_COMPRESS", "1"),
+    ("CMAKE_CXX_COMPILER_LAUNCHER", "ccache"),
+    ("CMAKE_CUDA_COMPILER_LAUNCHER", "ccache"),
+)
+
+
+def env_items(extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(extra.items()))

@@ -1,0 +1,58 @@
+"""flashinfer — FlashInfer built from source: flashinfer-python, flashinfer-cubin, flashinfer-jit-cache.
+
+Produces: one wheel per directory in `flashinfer.wheels`, built against the base stage's torch with
+FLASHINFER_CUDA_ARCH_LIST = `flashinfer.arch_list` (default: gpu_arch).
+
+Cubin cache (toolkit §1.4, our form): with `flashinfer.cubin_cache`, a persistent cache volume is
+mounted over flashinfer-cubin's download directory, and FlashInfer's downloader keeps files that are
+already there with a valid checksum (upstream behaviour since PR #5240; older refs get it from a patch
+in docker-contexts/flashinfer/patches/). So a rebuild fetches only cubins it has not seen. The cache is
+never part of the key: the cubins' content is pinned by the checksums in the source tree.
+
+Key changes with: flashinfer.repo/ref/prs (resolved commits), its patches' contents, arch_list /
+gpu_arch, flashinfer.wheels, flashinfer.env, the triton and base stages' keys, platform, network.
+"""
+
+from __future__ import annotations
+
+from pipeline.build.ir import Cache, Output, SourceSpec, Stage
+from pipeline.spec.build import BuildSpec
+from pipeline.stages import common
+from pipeline.stages.images import image_of
+
+NAME = "flashinfer"
+CUBIN_SUBDIR = "flashinfer-cubin"
+CUBIN_DIR = f"{common.src_path('flashinfer')}/{CUBIN_SUBDIR}/flashinfer_cubin/cubins"
+
+
+def sources(spec: BuildSpec) -> list[SourceSpec]:
+    fi = spec.flashinfer
+    return [SourceSpec(name="flashinfer", repo=fi.repo, ref=fi.ref, prs=tuple(fi.prs),
+                       patches=tuple(fi.patches) if fi.patches is not None else None)]
+
+
+def stage(spec: BuildSpec) -> Stage:
+    fi = spec.flashinfer
+    src = common.src_path("flashinfer")
+    caches = common.compiler_caches(spec.platform)
+    if fi.cubin_cache and CUBIN_SUBDIR in fi.wheels:
+        caches += (Cache(name="flashinfer-cubins", path=CUBIN_DIR),)
+    steps = [common.install_wheels("base"), common.install_wheels("triton", deps=False)]
+    steps += [common.pip_wheel(src if sub in (".", "") else f"{src}/{sub}") for sub in fi.wheels]
+    return Stage(
+        name=NAME,
+        doc=__doc__ or "",
+        platform=spec.platform,
+        base=image_of(spec.base.image),
+        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch),
+             ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list), *common.env_items(fi.env)),
+        inputs=(common.stage_input("base"), common.stage_input("triton"), common.source_input("flashinfer")),
+        steps=tuple(steps),
+        output=Output(kind="wheels", path=common.OUT),
+        network=spec.network,
+        knobs=(("gpu_arch", spec.gpu_arch), ("flashinfer.arch_list", spec.flashinfer_arch_list),
+               ("flashinfer.wheels", ",".join(fi.wheels)), ("platform", spec.platform)),
+        build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
+        caches=caches,
+        secrets=tuple(spec.secrets),
+    )

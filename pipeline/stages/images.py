@@ -1,0 +1,20 @@
+"""Base images of stages: a pinned reference, or a recipe the tool turns into a local image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pipeline.build.ir import Image
+from pipeline.spec.build import ImageSpec
+
+
+def image_of(spec: ImageSpec) -> Image:
+    if spec.ref is not None:
+        return Image(ref=spec.ref)
+    assert spec.bootstrap is not None
+    recipe = spec.bootstrap.model_dump(mode="json")
+    canonical = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in recipe.items()))
+    digest = hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+    # The tag names the recipe, so a changed recipe never reuses an old image.
+    return Image(ref=f"spark-pipeline-base:{spec.bootstrap.suite}-{digest[:16]}", bootstrap=canonical)

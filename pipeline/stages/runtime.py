@@ -1,0 +1,71 @@
+"""runtime — the image that runs vLLM, layered by how often each part changes.
+
+Produces: a container image tagged `runtime.tag` (default vllm-node), one layer per change frequency:
+OS packages (`runtime.apt_packages`), torch (+ NCCL), runtime extras (`runtime.pip_packages`, e.g. ray),
+Triton + FlashInfer, vLLM, then scripts (docker-contexts/runtime/) and build metadata. Wheels are
+bind-mounted from the store while they install, never copied into a layer, so a vLLM bump changes only
+the last layers and a node that has the previous image receives only those bytes. `runtime.env` is
+set last, so changing it rebuilds no layer.
+
+Key changes with: runtime.image, runtime.apt_packages, runtime.pip_packages, runtime.env, the contents
+of docker-contexts/runtime/, every upstream stage's key, gpu_arch, nccl.enabled, platform, network.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pipeline.build.ir import Input, Output, Stage, Step
+from pipeline.spec.build import BuildSpec
+from pipeline.stages import common
+from pipeline.stages.images import image_of
+
+NAME = "runtime"
+WORKDIR = "/workspace/vllm"
+SCRIPTS_DIR = "docker-contexts/runtime"
+METADATA = "/workspace/build-metadata.json"
+
+
+def stage(spec: BuildSpec) -> Stage:
+    rt = spec.runtime
+    steps: list[Step] = []
+    if rt.apt_packages:
+        steps.append(Step(argv=("sh", "-c", "apt-get update && apt-get install -y --no-install-recommends "
+                                + shlex.join(rt.apt_packages) + " && rm -rf /var/lib/apt/lists/*"),
+                          layer="os"))
+    steps.append(common.install_wheels("base", layer="torch"))
+    if spec.nccl.enabled:
+        # The custom NCCL replaces the one pip brought, as the toolkit does (multi-node hangs, vllm#42354).
+        steps.append(Step(argv=("sh", "-c",
+                                "mkdir -p /opt/nccl && for f in /wheels/base/nccl/*.txz; do "
+                                "tar -xJf \"$f\" -C /opt/nccl --strip-components=1; done && "
+                                "echo /opt/nccl/lib > /etc/ld.so.conf.d/nccl.conf && ldconfig && "
+                                "for lib in $(python3 -c 'import glob,site;print(\" \".join(glob.glob("
+                                "site.getsitepackages()[0]+\"/nvidia/nccl/lib/libnccl.so.2\")))'); do "
+                                "ln -sf /opt/nccl/lib/libnccl.so.2 \"$lib\"; done"),
+                          mounts=("base",), layer="torch"))
+    if rt.pip_packages:
+        steps.append(Step(argv=("python3", "-m", "pip", "install", "--no-cache-dir", *rt.pip_packages),
+                          layer="extras"))
+    steps.append(common.install_wheels("triton", "flashinfer", deps=False, layer="triton-flashinfer"))
+    steps.append(common.install_wheels("vllm", deps=False, layer="vllm"))
+    steps.append(Step(argv=("sh", "-c", f"mkdir -p {WORKDIR} && cp -a /inputs/scripts/. /workspace/"),
+                      mounts=("scripts",), layer="scripts"))
+    out_env = (("TORCH_CUDA_ARCH_LIST", spec.gpu_arch),
+               ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list),
+               ("VLLM_BASE_DIR", WORKDIR), *common.env_items(rt.env))
+    return Stage(
+        name=NAME,
+        doc=__doc__ or "",
+        platform=spec.platform,
+        base=image_of(rt.image),
+        env=common.COMMON_ENV,
+        inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
+                common.stage_input("vllm"),
+                Input(name="scripts", kind="dir", ref=SCRIPTS_DIR, path="/inputs/scripts", mode="mount")),
+        steps=tuple(steps),
+        output=Output(kind="image", path=METADATA, tag=rt.tag, env=out_env, workdir=WORKDIR),
+        network=spec.network,
+        knobs=(("gpu_arch", spec.gpu_arch), ("runtime.tag", rt.tag), ("platform", spec.platform)),
+        secrets=tuple(spec.secrets),
+    )

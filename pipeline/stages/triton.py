@@ -1,0 +1,56 @@
+"""triton — the Triton wheel(s) every later stage and the runtime use.
+
+Produces: with `triton.source: pip`, the Triton wheel that torch pins, taken from the base stage's
+download (so Triton always matches torch); with `triton.source: git`, wheels built from source at
+`triton.ref` for each directory in `triton.wheels` (the toolkit's January build: triton +
+triton_kernels).
+
+Key changes with: triton.source; for git: triton.repo/ref (the resolved commit), triton.wheels,
+triton.env, gpu_arch; the base stage's key (torch is built against); platform, network.
+"""
+
+from __future__ import annotations
+
+from pipeline.build.ir import Output, SourceSpec, Stage, Step
+from pipeline.spec.build import BuildSpec
+from pipeline.stages import common
+from pipeline.stages.images import image_of
+
+NAME = "triton"
+
+
+def sources(spec: BuildSpec) -> list[SourceSpec]:
+    if spec.triton.source != "git":
+        return []
+    return [SourceSpec(name="triton", repo=spec.triton.repo, ref=spec.triton.ref)]
+
+
+def stage(spec: BuildSpec) -> Stage:
+    inputs = [common.stage_input("base")]
+    env = [*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch)]
+    knobs = [("triton.source", spec.triton.source), ("platform", spec.platform)]
+    if spec.triton.source == "pip":
+        steps = [Step(argv=("sh", "-c", f"mkdir -p {common.OUT} && cp {common.wheels_path('base')}/triton-*.whl "
+                                        f"{common.OUT}/"), mounts=("base",))]
+    else:
+        inputs.append(common.source_input("triton"))
+        env += [("TRITON_BUILD_WITH_CCACHE", "true"), *common.env_items(spec.triton.env)]
+        src = common.src_path("triton")
+        steps = [common.install_wheels("base")]
+        steps += [common.pip_wheel(src if sub in (".", "") else f"{src}/{sub}") for sub in spec.triton.wheels]
+        knobs += [("gpu_arch", spec.gpu_arch), ("triton.wheels", ",".join(spec.triton.wheels))]
+    return Stage(
+        name=NAME,
+        doc=__doc__ or "",
+        platform=spec.platform,
+        base=image_of(spec.base.image),
+        env=tuple(env),
+        inputs=tuple(inputs),
+        steps=tuple(steps),
+        output=Output(kind="wheels", path=common.OUT),
+        network=spec.network,
+        knobs=tuple(knobs),
+        build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
+        caches=common.compiler_caches(spec.platform),
+        secrets=tuple(spec.secrets),
+    )

@@ -1,0 +1,56 @@
+"""vllm — vLLM built from source at any ref, with upstream PRs and local patches applied.
+
+Produces: the vLLM wheel, compiled for TORCH_CUDA_ARCH_LIST = gpu_arch against the base stage's
+torch, the triton stage's Triton and the flashinfer stage's FlashInfer. Before the build, the
+`vllm.prepare` commands run in the source tree (the toolkit's requirement prep: reuse the installed
+torch, drop the flashinfer pin, install the build requirements).
+
+Sources: `vllm.repo` at `vllm.ref`, or a clean local checkout (`vllm.source_dir`) at its HEAD; then the
+PRs (`vllm.prs`, plus `vllm.presets` as `vllm.preset_prs` decides) merged the toolkit's way, conflicts
+tolerated only in tests/, docs/, *.md, *.rst; then docker-contexts/vllm/patches/.
+
+Key changes with: the resolved vLLM commit, each PR's head commit, each patch's content, vllm.prepare,
+vllm.env, gpu_arch, the base, triton and flashinfer stages' keys, platform, network.
+"""
+
+from __future__ import annotations
+
+from pipeline.build.ir import Output, SourceSpec, Stage, Step
+from pipeline.spec.build import BuildSpec
+from pipeline.stages import common
+from pipeline.stages.images import image_of
+
+NAME = "vllm"
+TOLERATED = ("tests/*", "docs/*", "*.md", "*.rst")
+
+
+def sources(spec: BuildSpec) -> list[SourceSpec]:
+    v = spec.vllm
+    return [SourceSpec(name="vllm", repo=v.repo, ref=v.ref, prs=tuple(spec.vllm_prs()),
+                       patches=tuple(v.patches) if v.patches is not None else None,
+                       source_dir=v.source_dir, tolerate_conflicts=TOLERATED)]
+
+
+def stage(spec: BuildSpec) -> Stage:
+    src = common.src_path("vllm")
+    steps = [common.install_wheels("base"), common.install_wheels("triton", "flashinfer", deps=False)]
+    steps += [Step(argv=tuple(cmd), workdir=src) for cmd in spec.vllm.prepare]
+    steps.append(common.pip_wheel(src))
+    return Stage(
+        name=NAME,
+        doc=__doc__ or "",
+        platform=spec.platform,
+        base=image_of(spec.base.image),
+        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch), ("VLLM_TARGET_DEVICE", "cuda"),
+             *common.env_items(spec.vllm.env)),
+        inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
+                common.source_input("vllm")),
+        steps=tuple(steps),
+        output=Output(kind="wheels", path=common.OUT),
+        network=spec.network,
+        knobs=(("gpu_arch", spec.gpu_arch), ("vllm.preset_prs", spec.vllm.preset_prs),
+               ("platform", spec.platform)),
+        build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
+        caches=common.compiler_caches(spec.platform),
+        secrets=tuple(spec.secrets),
+    )
