@@ -72,20 +72,21 @@ def explain(old: LockedStage | None, key: str, facts: Mapping[str, str]) -> tupl
     if old.key == key:
         return ("not in the store",)
     reasons: list[str] = []
+    upstream: list[str] = []
     for label in sorted(set(old.facts) | set(facts)):
         before, after = old.facts.get(label), facts.get(label)
         if before == after:
             continue
         if label.startswith(UPSTREAM):
             if after is not None:
-                reasons.append(f"{label} rebuilt")
+                upstream.append(f"{label} rebuilt")
         elif before is None:
             reasons.append(f"{label}: added ({short(after or '')})")
         elif after is None:
             reasons.append(f"{label}: removed")
         else:
             reasons.append(f"{label}: {short(before)} → {short(after)}")
-    return tuple(reasons) or ("stage definition changed (steps or environment)",)
+    return tuple(reasons + upstream) or ("stage definition changed (steps or environment)",)
 
 
 def make_plan(stages: list[Stage], resolved: Mapping[tuple[str, str], Resolved],

@@ -7,7 +7,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pipeline.build.lock import write_lock
+from pipeline.build.lock import write_lock as save_lock
 from pipeline.build.plan import Plan, lock_of
 from pipeline.build.resolve import plan_build
 from pipeline.cli.options import build_options, load_from_options, mirrors_from, store_from
@@ -53,7 +53,7 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
         console.print(f"{n} of {len(the_plan.stages)} stages to build; store: {store.root}")
     if write_lock:
         path = build.root / "build.lock"
-        write_lock(path, lock_of(the_plan, res.lock_sources()))
+        save_lock(path, lock_of(the_plan, res.lock_sources()))
         console.print(f"wrote {path}")
 
 

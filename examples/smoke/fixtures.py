@@ -1,0 +1,256 @@
+"""Generate the smoke stack's fixture sources: tiny git repositories shaped like NCCL, Triton,
+FlashInfer and vLLM, a local wheel index with a torch stand-in, and the smoke build.yaml.
+
+    python -m examples.smoke.fixtures DIR      # then: python -m pipeline build -f DIR/build.yaml
+
+The fixtures go through the same stage definitions as the real build; their builds record what they
+saw (arch lists, job counts) in the wheels, and the vLLM fixture compiles a real CUDA kernel with nvcc
+for the arch list it is given, so tests can check that `--gpu-arch` reached the compiler.
+Commits use fixed dates and identities, so the same fixtures give the same SHAs (and keys) every time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).parent
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "smoke", "GIT_AUTHOR_EMAIL": "smoke@example.invalid",
+    "GIT_COMMITTER_NAME": "smoke", "GIT_COMMITTER_EMAIL": "smoke@example.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent",
+}
+
+# A setup.py fragment every fixture uses: record the build environment inside the package.
+BUILD_INFO = '''
+import json, os
+from pathlib import Path
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+KEYS = ("TORCH_CUDA_ARCH_LIST", "FLASHINFER_CUDA_ARCH_LIST", "MAX_JOBS", "NCCL_NVCC_GENCODE")
+
+
+class BuildInfo(build_py):
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / PKG / "_build_info.json"
+        target.write_text(json.dumps({k: os.environ.get(k) for k in KEYS}, sort_keys=True))
+        extra(Path(self.build_lib) / PKG)
+'''
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+def make_repo(path: Path, files: dict[str, str], message: str = "initial") -> str:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    write(path, files)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def commit(path: Path, files: dict[str, str], message: str) -> str:
+    write(path, files)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def make_pr(path: Path, number: int, files: dict[str, str], base: str = "main") -> str:
+    """A PR the GitHub way: a branch whose head is also published as refs/pull/N/head."""
+    git(path, "checkout", "-q", "-b", f"pr-{number}", base)
+    sha = commit(path, files, f"PR #{number}")
+    git(path, "update-ref", f"refs/pull/{number}/head", sha)
+    git(path, "checkout", "-q", "main")
+    git(path, "branch", "-q", "-D", f"pr-{number}")
+    return sha
+
+
+def setup_py(pkg: str, name: str, version: str, extra: str = "def extra(pkg_dir):\n    pass\n") -> str:
+    return (f"PKG = {pkg!r}\n" + BUILD_INFO + "\n" + extra + "\n\n"
+            f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}},\n"
+            f"      include_package_data=True, package_data={{PKG: ['*.fatbin', '*.json', 'cubins/*']}})\n")
+
+
+# --- the torch stand-in wheel --------------------------------------------------------------------
+
+def write_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A minimal valid py3-none-any wheel (PEP 427), written directly."""
+    dist = f"{name}-{version}"
+    info = f"{dist}.dist-info"
+    contents = dict(files)
+    contents[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    contents[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: smoke-fixtures\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for rel, text in contents.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{rel},sha256={digest},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    contents[f"{info}/RECORD"] = "\n".join(record) + "\n"
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for rel in sorted(contents):
+            zi = zipfile.ZipInfo(rel, date_time=(2026, 1, 1, 0, 0, 0))
+            z.writestr(zi, contents[rel])
+    return path
+
+
+def torch_index(dest: Path, version: str = "2.13.0") -> None:
+    write_wheel(dest, "torch", version, {
+        "torch/__init__.py": f'__version__ = "{version}"\nSTAND_IN = True  # smoke-stack stand-in for PyTorch\n',
+    })
+
+
+# --- source repositories -------------------------------------------------------------------------
+
+KERNEL = """extern "C" __global__ void add_one(float *x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += 1.0f;
+}
+"""
+
+VLLM_EXTRA = '''
+import re, subprocess
+
+
+def gencodes(arch_list):
+    """TORCH_CUDA_ARCH_LIST (e.g. "12.1a;12.0f") -> nvcc -gencode flags, the way torch does it."""
+    out = []
+    for arch in re.split(r"[;\\s]+", arch_list.strip()):
+        num = arch.replace(".", "")
+        out += ["-gencode", f"arch=compute_{num},code=sm_{num}"]
+    return out
+
+
+def extra(pkg_dir):
+    arches = os.environ["TORCH_CUDA_ARCH_LIST"]
+    nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
+    subprocess.run([nvcc, "-fatbin", *gencodes(arches), "-o", str(pkg_dir / "_kernels.fatbin"),
+                    "csrc/kernel.cu"], check=True)
+'''
+
+CUBIN_EXTRA = '''
+import hashlib, shutil
+from urllib.parse import urlparse
+
+
+def extra(pkg_dir):
+    """Fetch cubins listed in checksums.txt from FLASHINFER_CUBINS_REPOSITORY, skipping files that are
+    already present with a valid checksum (what makes the cubin cache work)."""
+    repo = urlparse(os.environ["FLASHINFER_CUBINS_REPOSITORY"]).path
+    cache = Path("flashinfer_cubin/cubins")
+    cache.mkdir(parents=True, exist_ok=True)
+    log = {"downloaded": [], "reused": []}
+    for line in Path("checksums.txt").read_text().split("\\n"):
+        if not line.strip():
+            continue
+        digest, name = line.split()
+        have = cache / name
+        if have.exists() and hashlib.sha256(have.read_bytes()).hexdigest() == digest:
+            log["reused"].append(name)
+        else:
+            shutil.copyfile(os.path.join(repo, name), have)
+            log["downloaded"].append(name)
+        (pkg_dir / "cubins").mkdir(exist_ok=True)
+        shutil.copyfile(have, pkg_dir / "cubins" / name)
+    (pkg_dir / "_fetch_log.json").write_text(json.dumps(log, sort_keys=True))
+'''
+
+NCCL_MAKEFILE = """# Shaped like NCCL's: `make src.build NVCC_GENCODE=...` then `make pkg.txz.build`.
+CUDA_HOME ?= /usr/local/cuda
+NVCC_GENCODE ?= -gencode=arch=compute_90,code=sm_90
+
+src.build:
+\tmkdir -p build/lib build/include
+\t$(CUDA_HOME)/bin/nvcc -fatbin $(NVCC_GENCODE) -o build/lib/libnccl_kernels.fatbin src/collectives.cu
+\techo '$(NVCC_GENCODE)' > build/lib/gencode.txt
+\tcp src/nccl.h build/include/
+
+pkg.txz.build: src.build
+\tmkdir -p build/pkg/txz
+\ttar -C build -cJf build/pkg/txz/nccl_2.30.1-1+cuda13.0_smoke.txz --transform 's,^,nccl/,' lib include
+"""
+
+
+def make_sources(root: Path) -> dict[str, str]:
+    """Create every fixture repository under root/repos; returns name -> HEAD sha of main."""
+    repos = root / "repos"
+    heads = {}
+    heads["nccl"] = make_repo(repos / "nccl", {
+        "Makefile": NCCL_MAKEFILE,
+        "src/collectives.cu": KERNEL.replace("add_one", "nccl_all_reduce_stub"),
+        "src/nccl.h": "#define NCCL_MAJOR 2\n",
+    })
+    heads["triton"] = make_repo(repos / "triton", {
+        "setup.py": setup_py("triton", "triton", "3.6.0"),
+        "triton/__init__.py": '"""smoke-stack stand-in for Triton"""\n',
+    })
+    cubins = {f"gemm_sm121_{i}.cubin": f"cubin payload {i}\n" * 64 for i in range(3)}
+    checksums = "".join(f"{hashlib.sha256(t.encode()).hexdigest()} {n}\n" for n, t in sorted(cubins.items()))
+    heads["flashinfer"] = make_repo(repos / "flashinfer", {
+        "setup.py": setup_py("flashinfer", "flashinfer-python", "0.6.5"),
+        "flashinfer/__init__.py": '"""smoke-stack stand-in for FlashInfer"""\n',
+        "flashinfer-cubin/setup.py": setup_py("flashinfer_cubin", "flashinfer-cubin", "0.6.5", CUBIN_EXTRA),
+        "flashinfer-cubin/flashinfer_cubin/__init__.py": "",
+        "flashinfer-cubin/checksums.txt": checksums,
+        **{f"third_party/cubin-artifactory/{n}": t for n, t in cubins.items()},
+        "flashinfer-jit-cache/setup.py": setup_py("flashinfer_jit_cache", "flashinfer-jit-cache", "0.6.5"),
+        "flashinfer-jit-cache/flashinfer_jit_cache/__init__.py": "",
+    })
+    heads["vllm"] = make_repo(repos / "vllm", {
+        "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA),
+        "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\n',
+        "csrc/kernel.cu": KERNEL,
+        "use_existing_torch.py": ("from pathlib import Path\n"
+                                  "p = Path('requirements/cuda.txt')\n"
+                                  "p.write_text(''.join(l for l in p.read_text().splitlines(True)"
+                                  " if not l.startswith('torch')))\n"),
+        "requirements/cuda.txt": "torch==2.13.0\nflashinfer-python==0.6.5\nnumba\n",
+        "requirements/build/cuda.txt": "# build requirements: none beyond setuptools for the smoke stack\n",
+        "docs/index.md": "# vLLM smoke fixture\n",
+    })
+    # Two PRs: one touching code, one touching only docs (vLLM tolerates doc conflicts).
+    make_pr(repos / "vllm", 101, {"vllm/pr101.py": "FEATURE = 'from PR 101'\n"})
+    make_pr(repos / "vllm", 102, {"docs/index.md": "# vLLM smoke fixture (PR 102)\n"})
+    return heads
+
+
+def generate(root: Path) -> Path:
+    """Fixture sources, the torch index and build.yaml under `root`; returns the build.yaml path."""
+    root.mkdir(parents=True, exist_ok=True)
+    make_sources(root)
+    torch_index(root / "torch-index")
+    shutil.copyfile(HERE / "build.yaml", root / "build.yaml")
+    ctx = root / "docker-contexts" / "runtime"
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "README.smoke").write_text("scripts copied into /workspace by the runtime stage\n")
+    return root / "build.yaml"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m examples.smoke.fixtures DIR")
+    print(generate(Path(sys.argv[1]).resolve()))
