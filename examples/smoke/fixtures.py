@@ -102,7 +102,8 @@ def write_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> P
     info = f"{dist}.dist-info"
     contents = dict(files)
     contents[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    contents[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: smoke-fixtures\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    contents[f"{info}/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: smoke-fixtures\nRoot-Is-Purelib: true\n"
+                                 "Tag: py3-none-any\n")
     record = []
     for rel, text in contents.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()

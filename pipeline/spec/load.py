@@ -62,7 +62,7 @@ def read_yaml(path: Path, label: str) -> tuple[dict[str, Any], dict[tuple[str, .
     except OSError as e:
         raise ConfigError(f"{label}: cannot read ({e.strerror})") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)
         lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
@@ -134,7 +134,7 @@ def format_errors(exc: ValidationError, model: type[BaseModel], label: str,
     messages: list[str] = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        loc = tuple(p for p in loc if p not in ("str", "int", "list[...]", "dict[...]"))
+        loc = tuple(p for p in loc if p not in ("str", "int", "list[...]", "dict[...]", "[key]"))
         dotted = ".".join(str(p) for p in loc)
         msg = err["msg"]
         kind = err["type"]

@@ -102,7 +102,7 @@ PullRequest = Annotated[int | str, BeforeValidator(parse_pr)]
 EnvName = Annotated[str, expect("an environment variable name (letters, digits, _)",
                                 lambda v: _is_str(v) and bool(_ENV_NAME_RE.match(v)))]
 EnvValue = Annotated[str, expect("a string, number or boolean value",
-                                 lambda v: isinstance(v, str | int | float) and not isinstance(v, bool)
+                                 lambda v: (isinstance(v, str | int | float) and not isinstance(v, bool))
                                  or isinstance(v, bool),
                                  lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v))]
 Package = Annotated[str, expect("a pip requirement such as ray[default]==2.60.0",
@@ -113,8 +113,8 @@ Version = Annotated[str, expect("a version such as 2.13.0",
                                 lambda v: isinstance(v, str | int | float) and not isinstance(v, bool)
                                 and bool(_VERSION_RE.match(str(v))), str)]
 OptionalVersion = Annotated[str, expect("a version such as 2.11.0, or none",
-                                        lambda v: v == "none" or isinstance(v, str | float)
-                                        and bool(_VERSION_RE.match(str(v))), str)]
+                                        lambda v: v == "none" or (isinstance(v, str | float)
+                                        and bool(_VERSION_RE.match(str(v)))), str)]
 RepoUrl = Annotated[str, expect("a git URL (https://…, ssh, file://…) or a local path",
                                 lambda v: _is_str(v) and " " not in v.strip() and "\n" not in v)]
 PositiveInt = Annotated[int, expect("a whole number ≥ 1",

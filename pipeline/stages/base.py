@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 
-from pipeline.build.ir import Image, Input, Output, SourceSpec, Stage, Step
+from pipeline.build.ir import Input, Output, SourceSpec, Stage, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import image_of
@@ -77,6 +77,7 @@ def stage(spec: BuildSpec) -> Stage:
              ("base.torch.index", index)]
     if spec.nccl.enabled:
         knobs.append(("nccl.gencode", spec.nccl_gencode))
+    knobs += common.env_knobs("base", spec.base.env)
     return Stage(
         name=NAME,
         doc=__doc__ or "",

@@ -74,3 +74,8 @@ CCACHE_ENV = (
 
 def env_items(extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(extra.items()))
+
+
+def env_knobs(section: str, extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """`vllm.env.FOO` -> value, so plan can name an env change as the reason for a rebuild."""
+    return tuple((f"{section}.env.{k}", v) for k, v in sorted(extra.items()))

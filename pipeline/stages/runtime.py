@@ -66,6 +66,7 @@ def stage(spec: BuildSpec) -> Stage:
         steps=tuple(steps),
         output=Output(kind="image", path=METADATA, tag=rt.tag, env=out_env, workdir=WORKDIR),
         network=spec.network,
-        knobs=(("gpu_arch", spec.gpu_arch), ("runtime.tag", rt.tag), ("platform", spec.platform)),
+        knobs=(("gpu_arch", spec.gpu_arch), ("runtime.tag", rt.tag), ("platform", spec.platform),
+               *common.env_knobs("runtime", rt.env)),
         secrets=tuple(spec.secrets),
     )

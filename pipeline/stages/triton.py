@@ -38,7 +38,8 @@ def stage(spec: BuildSpec) -> Stage:
         src = common.src_path("triton")
         steps = [common.install_wheels("base")]
         steps += [common.pip_wheel(src if sub in (".", "") else f"{src}/{sub}") for sub in spec.triton.wheels]
-        knobs += [("gpu_arch", spec.gpu_arch), ("triton.wheels", ",".join(spec.triton.wheels))]
+        knobs += [("gpu_arch", spec.gpu_arch), ("triton.wheels", ",".join(spec.triton.wheels)),
+                  *common.env_knobs("triton", spec.triton.env)]
     return Stage(
         name=NAME,
         doc=__doc__ or "",

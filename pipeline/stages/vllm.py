@@ -49,7 +49,7 @@ def stage(spec: BuildSpec) -> Stage:
         output=Output(kind="wheels", path=common.OUT),
         network=spec.network,
         knobs=(("gpu_arch", spec.gpu_arch), ("vllm.preset_prs", spec.vllm.preset_prs),
-               ("platform", spec.platform)),
+               ("platform", spec.platform), *common.env_knobs("vllm", spec.vllm.env)),
         build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
         caches=common.compiler_caches(spec.platform),
         secrets=tuple(spec.secrets),
