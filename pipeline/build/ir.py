@@ -48,6 +48,8 @@ class Cache:
 
     name: str
     path: str
+    # locked: one writer at a time (a download directory); shared: safe for concurrent use (ccache, pip).
+    sharing: Literal["shared", "locked"] = "shared"
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"
 
 
 def git(*args: str, cwd: Path | None = None, check: bool = True, input: bytes | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, **GIT_ENV}
+        timeout: float = 600, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, **GIT_ENV, **(extra_env or {})}
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, input=input, capture_output=True,
                           timeout=timeout, check=False)
     if check and proc.returncode != 0:

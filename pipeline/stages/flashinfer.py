@@ -36,7 +36,7 @@ def stage(spec: BuildSpec) -> Stage:
     src = common.src_path("flashinfer")
     caches = common.compiler_caches(spec.platform)
     if fi.cubin_cache and CUBIN_SUBDIR in fi.wheels:
-        caches += (Cache(name="flashinfer-cubins", path=CUBIN_DIR),)
+        caches += (Cache(name="flashinfer-cubins", path=CUBIN_DIR, sharing="locked"),)
     steps = [common.install_wheels("base"), common.install_wheels("triton", deps=False)]
     steps += [common.pip_wheel(src if sub in (".", "") else f"{src}/{sub}") for sub in fi.wheels]
     return Stage(

@@ -1,0 +1,116 @@
+"""Base images the tool makes itself from a recipe: debootstrap + `docker import`, then the recipe's
+wheels installed in one more layer. Used by the smoke stack (no registry needed anywhere).
+
+The image is tagged by the recipe hash (see stages/images.py), so it is made once and reused while
+the recipe holds; the Debian mirror is not part of the recipe (where the packages come from does not
+change what they are). Making one needs root and debootstrap.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.build.ir import Image
+from pipeline.engines.docker_cli import Docker, tail
+from pipeline.errors import PipelineError
+
+ARCH = {"linux/amd64": ("amd64", "x86_64"), "linux/arm64": ("arm64", "aarch64")}
+PYTHON = {"bookworm": "3.11", "trixie": "3.13", "bullseye": "3.9"}
+TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale")
+
+
+def debian_mirror() -> str:
+    """The mirror apt already uses here (deb822 or one-line sources), or $SPARK_PIPELINE_DEBIAN_MIRROR."""
+    env = os.environ.get("SPARK_PIPELINE_DEBIAN_MIRROR")
+    if env:
+        return env
+    for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        uri = None
+        for line in f.read_text().splitlines():
+            if line.startswith("URIs:"):
+                uri = line.split()[1]
+            if line.startswith("Suites:") and uri and "-" not in line.split()[1]:
+                return uri
+    return "http://deb.debian.org/debian"
+
+
+def recipe_of(image: Image) -> dict[str, object]:
+    assert image.bootstrap is not None
+    return {k: json.loads(v) for k, v in image.bootstrap}
+
+
+def ensure(image: Image, platform: str, docker: Docker, workdir: Path, say: Callable[[str], None]) -> None:
+    """Make `image.ref` from its recipe unless the local Docker has it already."""
+    if image.bootstrap is None or docker.image_id(image.ref):
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock_path = workdir / f"{image.ref.replace('/', '_').replace(':', '_')}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds at once make the image once
+        if docker.image_id(image.ref):
+            return
+        _make(image, platform, docker, workdir, say)
+
+
+def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Callable[[str], None]) -> None:
+    recipe = recipe_of(image)
+    suite = str(recipe["suite"])
+    deb_arch, py_arch = ARCH[platform]
+    if os.geteuid() != 0 or not shutil.which("debootstrap"):
+        raise PipelineError(f"making base image {image.ref} needs root and debootstrap "
+                            "(apt-get install debootstrap); or point the stage at an image reference")
+    log = workdir / f"{image.ref.replace('/', '_').replace(':', '_')}.log"
+    with tempfile.TemporaryDirectory(prefix="bootstrap-", dir=workdir) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        include = ",".join(recipe.get("include", []) or [])  # type: ignore[arg-type]
+        mirror = debian_mirror()
+        say(f"making base image {image.ref}: debootstrap {suite} ({deb_arch}) from {mirror} (about a minute)")
+        argv = ["debootstrap", "--variant=minbase", f"--arch={deb_arch}"]
+        if include:
+            argv.append(f"--include={include}")
+        argv += [suite, str(rootfs), mirror]
+        with log.open("wb") as out:
+            if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
+                raise PipelineError(f"debootstrap failed for {image.ref}; log: {log}\n{tail(log)}")
+        for rel in TRIM:
+            for p in (rootfs / rel).glob("*"):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        stage1 = f"{image.ref}-rootfs"
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imp = subprocess.run(docker.cmd("import", "--platform", platform, "--change", "ENV LANG=C.UTF-8",
+                                        "--change", 'CMD ["/bin/bash"]', "-", stage1),
+                             stdin=tar.stdout, capture_output=True, check=False)
+        tar.wait()
+        if imp.returncode != 0:
+            raise PipelineError(f"docker import failed for {image.ref}: {imp.stderr.decode(errors='replace')}")
+        ctx = Path(tmp) / "ctx"
+        (ctx / "wheels").mkdir(parents=True)
+        pip = [str(p) for p in recipe.get("pip", []) or []]  # type: ignore[union-attr]
+        if pip:
+            say(f"downloading {len(pip)} wheels for {image.ref}")
+            platforms = [f"--platform=manylinux{t}_{py_arch}" for t in ("2014", "_2_17", "_2_28", "_2_34", "_2_12")]
+            dl = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                  f"--python-version={PYTHON.get(suite, '3.11')}", *platforms, "-d", str(ctx / "wheels"), *pip]
+            with log.open("ab") as out:
+                if subprocess.run(dl, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
+                    raise PipelineError(f"pip download failed for {image.ref}; log: {log}\n{tail(log)}")
+        env = recipe.get("env", {}) or {}
+        lines = [f"FROM {stage1}"]
+        if pip:
+            lines.append("RUN --mount=type=bind,source=wheels,target=/tmp/wheels python3 -m pip install "
+                         "--no-index --no-deps --no-cache-dir --break-system-packages /tmp/wheels/*.whl")
+        lines += [f"ENV {k}={json.dumps(str(v))}" for k, v in sorted(env.items())]  # type: ignore[union-attr]
+        (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
+        code = docker.stream(["build", "--network", "none", "--platform", platform, "-t", image.ref, str(ctx)], log)
+        docker.run("rmi", stage1, check=False)
+        if code != 0:
+            raise PipelineError(f"building base image {image.ref} failed; log: {log}\n{tail(log)}")
+        say(f"base image {image.ref} ready")

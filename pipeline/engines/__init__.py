@@ -1,0 +1,69 @@
+"""Build engines: one interface, two implementations (BuildKit through Docker, and Dagger).
+
+The build runner only talks to `Engine`; it never knows which one it drives. Both engines are thin:
+they turn a Stage of the IR into their own terms and run it. What to run lives in the IR and the
+planner, where it is tested without any engine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pipeline.build.ir import Stage
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One stage to run: the stage, where each of its inputs is on the host, and where to log."""
+
+    stage: Stage
+    key: str
+    inputs: dict[str, Path]  # input name -> host directory
+    log: Path
+    build_env: tuple[tuple[str, str], ...] = ()  # stage.build_env plus per-run values (never in the key)
+
+
+class Engine(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise EngineUnavailable, with what the user needs, if this engine cannot run now."""
+
+    def prepare_base(self, run: StageRun) -> None:
+        """Make sure the stage's base image can be used (make a bootstrap image if needed)."""
+
+    def run_stage(self, run: StageRun, dest: Path) -> None:
+        """Run the stage's steps and export its output directory into `dest` (an empty directory).
+        Raise StageError on failure, with the log's tail."""
+
+    def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
+        """Build an image-output stage, make it available as `tag` in the local Docker, return its ID."""
+
+    def export_image(self, tag: str, dest: Path) -> None:
+        """Write the image `tag` as a tarball to `dest` (atomically)."""
+
+
+def dagger_session() -> bool:
+    """A Dagger session exists when run under `dagger run` (it sets these two variables)."""
+    return bool(os.environ.get("DAGGER_SESSION_PORT") and os.environ.get("DAGGER_SESSION_TOKEN"))
+
+
+def choose(name: str) -> str:
+    """`auto` -> dagger inside a Dagger session, else buildkit."""
+    if name == "auto":
+        return "dagger" if dagger_session() else "buildkit"
+    return name
+
+
+def make_engine(name: str, cache: Path) -> Engine:
+    chosen = choose(name)
+    if chosen == "buildkit":
+        from pipeline.engines.buildkit import BuildKitEngine
+
+        return BuildKitEngine(cache)
+    from pipeline.engines.dagger import DaggerEngine
+
+    return DaggerEngine(cache)

@@ -1,0 +1,102 @@
+"""The local Docker, driven through its CLI (the BuildKit engine and the bootstrap images use it).
+
+Debian's `/usr/bin/docker` (20.10) has BuildKit built in; a newer client without the buildx plugin
+fails on `DOCKER_BUILDKIT=1 docker build`, so /usr/bin/docker is preferred when it exists.
+`SPARK_PIPELINE_DOCKER` names another client.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.errors import EngineUnavailable, PipelineError
+
+
+def docker_binary() -> str:
+    env = os.environ.get("SPARK_PIPELINE_DOCKER")
+    if env:
+        return env
+    if Path("/usr/bin/docker").exists():
+        return "/usr/bin/docker"
+    found = shutil.which("docker")
+    if not found:
+        raise EngineUnavailable("no docker client found: install Docker (Debian: apt-get install docker.io) "
+                                "or set SPARK_PIPELINE_DOCKER")
+    return found
+
+
+class Docker:
+    def __init__(self, binary: str | None = None):
+        self.binary = binary or docker_binary()
+
+    def cmd(self, *args: str) -> list[str]:
+        return [self.binary, *args]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600,
+            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.cmd(*args), capture_output=True, text=input is None, timeout=timeout,
+                              check=False, input=input, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+        if check and proc.returncode != 0:
+            err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
+            raise PipelineError(f"docker {' '.join(args[:2])} failed: {err.strip()[-2000:]}")
+        return proc
+
+    def check_daemon(self) -> None:
+        try:
+            proc = self.run("version", "--format", "{{.Server.Version}}", check=False, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise EngineUnavailable(f"cannot run {self.binary}: {e}") from None
+        if proc.returncode != 0:
+            raise EngineUnavailable(
+                "cannot reach the Docker daemon (" + (proc.stderr.strip().splitlines() or ["no answer"])[-1] + "). "
+                "Start it (e.g. `examples/smoke/setup.sh`, or `setsid dockerd &` as root), "
+                "or build with --engine dagger under `dagger run`.")
+
+    def image_id(self, ref: str) -> str | None:
+        proc = self.run("image", "inspect", "--format", "{{.Id}}", ref, check=False, timeout=60)
+        out = proc.stdout.strip()
+        return out if proc.returncode == 0 and out else None
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        import json
+
+        proc = self.run("image", "inspect", "--format", "{{json .Config.Labels}}", ref, check=False, timeout=60)
+        if proc.returncode != 0:
+            return {}
+        return json.loads(proc.stdout or "null") or {}
+
+    def stream(self, args: list[str], log: Path, on_line: Callable[[str], None] | None = None,
+               env: dict[str, str] | None = None, timeout: float | None = None) -> int:
+        """Run a docker command with its output appended to `log`; returns the exit code."""
+        deadline = time.monotonic() + timeout if timeout else None
+        with log.open("ab") as out:
+            proc = subprocess.Popen(self.cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "DOCKER_BUILDKIT": "1", **(env or {})})
+            assert proc.stdout is not None
+            try:
+                for raw in iter(proc.stdout.readline, b""):
+                    out.write(raw)
+                    out.flush()
+                    if on_line:
+                        on_line(raw.decode(errors="replace").rstrip())
+                    if deadline and time.monotonic() > deadline:
+                        proc.kill()
+                        raise PipelineError(f"docker {args[0]} ran past its {timeout:.0f} s deadline")
+                return proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        data = path.read_bytes()[-64 * 1024:]
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
