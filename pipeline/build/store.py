@@ -167,22 +167,22 @@ class Store:
                 continue
         return n
 
-    def gc(self, keep: set[tuple[str, str]], keep_recent: int) -> list[Entry]:
-        """Delete entries not in `keep` beyond the `keep_recent` newest per stage. Returns the removed."""
-        removed: list[Entry] = []
+    def gc(self, keep: set[tuple[str, str]], keep_recent: int, dry_run: bool = False) -> list[Entry]:
+        """Delete entries not in `keep` beyond the `keep_recent` newest per stage; returns them.
+        With dry_run, only returns what would go."""
+        doomed: list[Entry] = []
         by_stage: dict[str, list[Entry]] = {}
         for e in self.entries():
             by_stage.setdefault(e.stage, []).append(e)
         for entries in by_stage.values():
             entries.sort(key=lambda e: e.created, reverse=True)
-            for i, e in enumerate(entries):
-                if (e.stage, e.key) in keep or i < keep_recent:
-                    continue
+            doomed += [e for i, e in enumerate(entries) if (e.stage, e.key) not in keep and i >= keep_recent]
+        if not dry_run:
+            for e in doomed:
                 gone = e.path.with_name(f".gc-{e.key}-{uuid.uuid4().hex[:8]}")
                 e.path.rename(gone)  # atomic removal from the store's view, then delete
                 shutil.rmtree(gone, ignore_errors=True)
-                removed.append(e)
-        return removed
+        return doomed
 
 
 def _fsync_dir(path: Path) -> None:
