@@ -148,10 +148,9 @@ class Builder:
     def _run_image(self, stage: Stage, res: Resolution, plan: Plan, head: str, tag: str, started: float) -> None:
         key = plan.stage(stage.name).key
         entry = self.store.get(stage.name, key)
-        docker_has = getattr(self.engine, "docker", None)
-        if entry is not None and docker_has is not None:
+        if entry is not None:
             image_id = str(entry.manifest.get("image_id", ""))
-            if image_id and docker_has.image_id(tag) == image_id:
+            if image_id and self.engine.reuse_image(image_id, tag):
                 console.print(f"{head} [green]cached[/green] ({tag} = {image_id[7:19]})")
                 self.results.append(StageResult(stage.name, key, "cached", 0.0, tag))
                 return

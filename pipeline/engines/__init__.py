@@ -42,6 +42,9 @@ class Engine(Protocol):
     def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
         """Build an image-output stage, make it available as `tag` in the local Docker, return its ID."""
 
+    def reuse_image(self, image_id: str, tag: str) -> bool:
+        """If the local Docker still has `image_id`, point `tag` at it and return True."""
+
     def export_image(self, tag: str, dest: Path) -> None:
         """Write the image `tag` as a tarball to `dest` (atomically)."""
 

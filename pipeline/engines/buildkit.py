@@ -39,11 +39,17 @@ def context_path(stage: Stage, name: str) -> str:
     return f"src/{name}" if inp.mode == "copy" else f"inputs/{name}"
 
 
+def cache_id(name: str) -> str:
+    """Cache volumes are global to a Docker daemon; $SPARK_PIPELINE_CACHE_NAMESPACE keeps sets apart
+    (e.g. two checkouts, or a test run that must start cold). Never part of a key."""
+    ns = os.environ.get("SPARK_PIPELINE_CACHE_NAMESPACE", "")
+    return f"spark-pipeline-{ns + '-' if ns else ''}{name}"
+
+
 def run_line(stage: Stage, step: Step) -> str:
     mounts = []
     for cache in stage.caches:
-        mounts.append(f"--mount=type=cache,id=spark-pipeline-{cache.name},target={cache.path},"
-                      f"sharing={cache.sharing}")
+        mounts.append(f"--mount=type=cache,id={cache_id(cache.name)},target={cache.path},sharing={cache.sharing}")
     for name in step.mounts:
         inp = stage.input(name)
         mounts.append(f"--mount=type=bind,source={context_path(stage, name)},target={inp.path}")
@@ -182,6 +188,9 @@ class BuildKitEngine:
             raise StageError(run.stage.name, f"docker build succeeded but {tag} is not in the local Docker")
         return image_id
 
+    def reuse_image(self, image_id: str, tag: str) -> bool:
+        return reuse_local_image(self.docker, image_id, tag)
+
     def export_image(self, tag: str, dest: Path) -> None:
         tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
         try:
@@ -192,6 +201,15 @@ class BuildKitEngine:
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def reuse_local_image(docker: Docker, image_id: str, tag: str) -> bool:
+    if docker.image_id(tag) == image_id:
+        return True
+    if docker.image_id(image_id) != image_id:
+        return False
+    docker.run("tag", image_id, tag)
+    return True
 
 
 def _failed_step(log: Path) -> str:
