@@ -92,7 +92,14 @@ class Builder:
         return {"engine": self.engine.name, "duration_s": round(seconds, 3), "tool": f"spark-pipeline {__version__}",
                 "platform": stage.platform, "inputs": plan.stage(stage.name).facts}
 
-    def run(self, tag: str | None = None, export: Path | None = None) -> tuple[Plan, list[StageResult]]:
+    def run(self, tag: str | None = None, export: Path | None = None,
+            push: str | None = None) -> tuple[Plan, list[StageResult]]:
+        try:
+            return self._run(tag, export, push)
+        finally:
+            self.engine.close()
+
+    def _run(self, tag: str | None, export: Path | None, push: str | None) -> tuple[Plan, list[StageResult]]:
         self.engine.check()
         res, plan, _ = plan_build(self.build, self.mirrors, self.store)
         for w in plan.warnings:
@@ -119,6 +126,10 @@ class Builder:
             runtime = res.stages[-1]
             console.print(f"exporting {tag or runtime.output.tag} to {export}")
             self.engine.export_image(tag or runtime.output.tag, export)
+        if push is not None:
+            runtime = res.stages[-1]
+            pushed = self.engine.push_image(tag or runtime.output.tag, push)
+            console.print(f"pushed {pushed}")
         write_lock(self.build.root / "build.lock", lock_of(plan, res.lock_sources()))
         return plan, self.results
 

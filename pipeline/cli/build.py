@@ -102,8 +102,10 @@ def results_table(results: list) -> Table:  # list[StageResult]
 @click.option("--tag", default=None, help="Image name for the runtime image. Overrides `runtime.tag`.")
 @click.option("--export", "export", type=click.Path(path_type=Path), default=None,
               help="Also write the runtime image as a tarball (docker save format) to this path.")
+@click.option("--push", "push", default=None, metavar="REF",
+              help="Also push the runtime image to a registry reference (Dagger: publish).")
 @click.option("--json", "as_json", is_flag=True, help="Print stage results as JSON on stdout.")
-def build(tag: str | None, export: Path | None, as_json: bool, **opts: Any) -> None:
+def build(tag: str | None, export: Path | None, push: str | None, as_json: bool, **opts: Any) -> None:
     """Build the stages the store lacks, then the runtime image, and load it into the local Docker.
 
     \b
@@ -125,7 +127,7 @@ def build(tag: str | None, export: Path | None, as_json: bool, **opts: Any) -> N
     console.print(f"engine: {engine.name}; store: {builder.store.root}")
     started = time.monotonic()
     try:
-        _, results = builder.run(tag=tag, export=export)
+        _, results = builder.run(tag=tag, export=export, push=push)
     except StageError as e:
         console.print(results_table(builder.results))
         if e.log_tail:

@@ -48,6 +48,12 @@ class Engine(Protocol):
     def export_image(self, tag: str, dest: Path) -> None:
         """Write the image `tag` as a tarball to `dest` (atomically)."""
 
+    def push_image(self, tag: str, ref: str) -> str:
+        """Push the image built as `tag` to the registry reference `ref`; return `ref@digest`."""
+
+    def close(self) -> None:
+        """Release the engine's connection (Dagger session), if any."""
+
 
 def dagger_session() -> bool:
     """A Dagger session exists when run under `dagger run` (it sets these two variables)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -192,15 +191,13 @@ class BuildKitEngine:
         return reuse_local_image(self.docker, image_id, tag)
 
     def export_image(self, tag: str, dest: Path) -> None:
-        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-        try:
-            with tmp.open("wb") as out:
-                proc = subprocess.run(self.docker.cmd("save", tag), stdout=out, stderr=subprocess.PIPE, check=False)
-            if proc.returncode != 0:
-                raise PipelineError(f"docker save {tag} failed: {proc.stderr.decode(errors='replace').strip()}")
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        self.docker.save(tag, dest)
+
+    def push_image(self, tag: str, ref: str) -> str:
+        return self.docker.push(tag, ref)
+
+    def close(self) -> None:
+        pass
 
 
 def reuse_local_image(docker: Docker, image_id: str, tag: str) -> bool:

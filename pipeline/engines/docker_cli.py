@@ -70,6 +70,25 @@ class Docker:
             return {}
         return json.loads(proc.stdout or "null") or {}
 
+    def save(self, ref: str, dest: Path) -> None:
+        """`docker save` to a temp file beside `dest`, renamed into place when complete."""
+        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+        try:
+            with tmp.open("wb") as out:
+                proc = subprocess.run(self.cmd("save", ref), stdout=out, stderr=subprocess.PIPE, check=False)
+            if proc.returncode != 0:
+                raise PipelineError(f"docker save {ref} failed: {proc.stderr.decode(errors='replace').strip()}")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def push(self, tag: str, ref: str) -> str:
+        """Tag the local image as `ref` and push it; returns the pushed reference with its digest."""
+        self.run("tag", tag, ref)
+        out = self.run("push", ref, timeout=3600).stdout
+        digest = next((w for w in out.split() if w.startswith("sha256:")), "")
+        return f"{ref}@{digest}" if digest else ref
+
     def stream(self, args: list[str], log: Path, on_line: Callable[[str], None] | None = None,
                env: dict[str, str] | None = None, timeout: float | None = None) -> int:
         """Run a docker command with its output appended to `log`; returns the exit code."""
