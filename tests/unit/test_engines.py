@@ -1,0 +1,124 @@
+"""ENGINE_TESTS × engines: for every stage of the repo's build.yaml and of the smoke stack, what the
+engine would run (steps, env, mounts, inputs, caches, exported path) equals what the IR says.
+
+BuildKit answers by its generated Dockerfile, Dagger by the chain dagger-io builds lazily; both are
+checked in as snapshots under tests/unit/snapshots/ (UPDATE_SNAPSHOTS=1 rewrites them). The BuildKit
+engine also runs for real in tests/integration; the Dagger engine does where a session exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.build.ir import Stage
+from pipeline.spec import load_build
+from pipeline.stages import all_stages
+from tests.conftest import REPO
+from tests.engine_views import VIEWS, View, buildkit_dockerfile, chain, dagger_chain, expected
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+STACKS = {"spark": REPO / "build.yaml", "smoke": REPO / "examples" / "smoke" / "build.yaml"}
+
+
+def stages_of(stack: str, **flags: str) -> list[Stage]:
+    return all_stages(load_build(STACKS[stack], flags=flags).spec)
+
+
+CASES = [(stack, s.name) for stack in STACKS for s in stages_of(stack)]
+
+
+def stage(stack: str, name: str, **flags: str) -> Stage:
+    return next(s for s in stages_of(stack, **flags) if s.name == name)
+
+
+def check_steps(view: View, want: View) -> None:
+    assert view.steps == want.steps
+
+
+def check_env(view: View, want: View) -> None:
+    assert view.env == want.env
+    # build jobs reach the build, but never as part of what defines the result
+    assert dict(view.build_env) == dict(want.build_env)
+    assert not set(dict(view.env)) & set(dict(want.build_env))
+
+
+def check_inputs(view: View, want: View) -> None:
+    assert view.copies == want.copies
+    assert view.caches == want.caches
+
+
+def check_base_platform_export(view: View, want: View) -> None:
+    assert (view.base, view.platform, view.export) == (want.base, want.platform, want.export)
+
+
+ENGINE_TESTS: list[Callable[[View, View], None]] = [check_steps, check_env, check_inputs, check_base_platform_export]
+
+
+@pytest.mark.parametrize("engine", list(VIEWS))
+@pytest.mark.parametrize(("stack", "name"), CASES, ids=[f"{a}-{b}" for a, b in CASES])
+@pytest.mark.parametrize("check", ENGINE_TESTS, ids=[t.__name__ for t in ENGINE_TESTS])
+def test_engine_runs_what_the_ir_says(engine: str, stack: str, name: str,
+                                      check: Callable[[View, View], None]) -> None:
+    s = stage(stack, name)
+    check(VIEWS[engine](s), expected(s))
+
+
+@pytest.mark.parametrize("engine", list(VIEWS))
+@pytest.mark.parametrize("arch", ["12.1a", "12.0f"])
+def test_gpu_arch_reaches_every_compiler(engine: str, arch: str) -> None:
+    num = re.sub(r"[af]$", "", arch).replace(".", "")
+    views = {s.name: VIEWS[engine](s) for s in stages_of("spark", gpu_arch=arch, **{"triton.source": "git"})}
+    for name in ("base", "triton", "flashinfer", "vllm"):
+        assert dict(views[name].env)["TORCH_CUDA_ARCH_LIST"] == arch
+    assert dict(views["flashinfer"].env)["FLASHINFER_CUDA_ARCH_LIST"] == arch
+    gencode = f"NVCC_GENCODE=-gencode=arch=compute_{num},code=sm_{num}"
+    nccl_steps = [argv for argv, _, _ in views["base"].steps if argv[0] == "make"]
+    assert nccl_steps and all(gencode in argv for argv in nccl_steps)
+    runtime_env = dict(expected(stage("spark", "runtime", gpu_arch=arch)).env)
+    assert "TORCH_CUDA_ARCH_LIST" not in runtime_env  # set on the image itself, last (Output.env)
+
+
+def test_dagger_cache_volumes_name_platform_and_toolchain() -> None:
+    from pipeline.engines.dagger import cache_volume_name
+
+    s = stage("spark", "vllm")
+    assert cache_volume_name(s, "ccache-arm64") == "spark-pipeline-ccache-arm64-arm64-nvidia-cuda-13.0.2-devel-ubuntu24.04"
+
+
+def test_dagger_rejects_non_string_argv_elements() -> None:
+    from pipeline.engines.dagger import _args
+
+    with pytest.raises(TypeError):
+        _args(("make", 1))  # type: ignore[arg-type]
+
+
+def test_dagger_chain_never_asks_for_a_gpu() -> None:
+    for stack, name in CASES:
+        fields = {sel["field"] for sel in chain(dagger_chain(stage(stack, name)))}
+        assert not {f for f in fields if "gpu" in f.lower()}
+
+
+def test_buildkit_dockerfile_never_contacts_a_registry() -> None:
+    for stack, name in CASES:
+        text = buildkit_dockerfile(stage(stack, name))
+        assert "# syntax" not in text and "--pull" not in text
+
+
+@pytest.mark.parametrize(("stack", "name"), CASES, ids=[f"{a}-{b}" for a, b in CASES])
+def test_snapshots(stack: str, name: str) -> None:
+    s = stage(stack, name)
+    current = {"dagger.json": json.dumps(chain(dagger_chain(s)), indent=1, sort_keys=True, default=str) + "\n",
+               "Dockerfile": buildkit_dockerfile(s)}
+    for suffix, text in current.items():
+        path = SNAPSHOTS / stack / f"{name}.{suffix}"
+        if os.environ.get("UPDATE_SNAPSHOTS"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"{path} is missing; run with UPDATE_SNAPSHOTS=1 and check it in"
+        assert path.read_text() == text, f"{path} differs; UPDATE_SNAPSHOTS=1 after checking the change"
