@@ -88,7 +88,8 @@ def test_dagger_cache_volumes_name_platform_and_toolchain() -> None:
     from pipeline.engines.dagger import cache_volume_name
 
     s = stage("spark", "vllm")
-    assert cache_volume_name(s, "ccache-arm64") == "spark-pipeline-ccache-arm64-arm64-nvidia-cuda-13.0.2-devel-ubuntu24.04"
+    want = "spark-pipeline-ccache-arm64-arm64-nvidia-cuda-13.0.2-devel-ubuntu24.04"
+    assert cache_volume_name(s, "ccache-arm64") == want
 
 
 def test_dagger_rejects_non_string_argv_elements() -> None:
