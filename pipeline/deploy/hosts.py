@@ -1,0 +1,188 @@
+"""SSH to the nodes with Fabric, with real trust: known_hosts is loaded and unknown or changed host
+keys are refused (paramiko's RejectPolicy), unless `ssh.host_keys: accept-new`, which appends one line
+for a host seen for the first time (under a lock; the file is never rewritten) and still refuses a
+changed key. Fabric's own default (AutoAddPolicy) would accept any key.
+
+Remote commands are argv lists joined with shlex.join. Fan-out is bounded (`ssh.parallel`) and
+returns a result or an error per host, like Fabric's GroupResult.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shlex
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import paramiko
+from fabric import Config, Connection
+
+from pipeline.errors import PipelineError
+from pipeline.spec.cluster import ClusterSpec, NodeSpec
+
+T = TypeVar("T")
+
+
+class HostError(PipelineError):
+    """Something failed on one host: which host, what ran, how it ended."""
+
+    def __init__(self, host: str, message: str, command: str = "", exit_code: int | None = None, tail: str = ""):
+        self.host = host
+        self.command = command
+        self.exit_code = exit_code
+        self.tail = tail
+        text = f"{host}: {message}"
+        if command:
+            text += f"\n  command: {command}"
+        if exit_code is not None:
+            text += f"\n  exit code: {exit_code}"
+        if tail:
+            text += "\n  " + "\n  ".join(tail.splitlines()[-10:])
+        super().__init__(text)
+
+
+def host_key_name(host: str, port: int) -> str:
+    """How known_hosts names a host: `host`, or `[host]:port` off port 22 (OpenSSH's rule)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: record an unknown host's key by appending one line."""
+
+    def __init__(self, known_hosts: Path, port: int):
+        self.known_hosts = known_hosts
+        self.port = port
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        name = host_key_name(hostname.strip("[]").split("]:")[0], self.port) if hostname.startswith("[") \
+            else hostname
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with self.known_hosts.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """One host's result: `value` when it worked, `error` when it did not."""
+
+    node: NodeSpec
+    value: T | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Hosts:
+    """Connections to a cluster's nodes, made on first use and closed with close()."""
+
+    def __init__(self, cluster: ClusterSpec):
+        self.cluster = cluster
+        self.known_hosts = Path(os.path.expanduser(cluster.ssh.known_hosts))
+        self._conns: dict[str, Connection] = {}
+
+    def connection(self, node: NodeSpec) -> Connection:
+        if node.label in self._conns:
+            return self._conns[node.label]
+        key = node.key or self.cluster.ssh.key
+        kwargs: dict[str, object] = {"banner_timeout": self.cluster.ssh.connect_timeout,
+                                     "auth_timeout": self.cluster.ssh.connect_timeout}
+        if key:
+            kwargs.update(key_filename=[os.path.expanduser(key)], look_for_keys=False, allow_agent=False)
+        # ~/.ssh/config and /etc/ssh/ssh_config are not read: cluster.yaml is the whole truth.
+        cfg = Config(system_ssh_path=os.devnull, user_ssh_path=os.devnull)
+        conn = Connection(node.address, user=node.user, port=node.port, config=cfg,
+                          connect_timeout=self.cluster.ssh.connect_timeout, connect_kwargs=kwargs)
+        if self.known_hosts.exists():
+            conn.client.load_host_keys(str(self.known_hosts))
+        policy: paramiko.MissingHostKeyPolicy = paramiko.RejectPolicy()
+        if self.cluster.ssh.host_keys == "accept-new":
+            policy = AcceptNewPolicy(self.known_hosts, node.port)
+        conn.client.set_missing_host_key_policy(policy)
+        self._conns[node.label] = conn
+        return conn
+
+    def open(self, node: NodeSpec) -> Connection:
+        conn = self.connection(node)
+        if conn.is_connected:
+            return conn
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException:
+            name = host_key_name(node.address, node.port)
+            raise HostError(node.label, f"REMOTE HOST IDENTIFICATION HAS CHANGED: the host key does not match "
+                            f"{self.known_hosts}. If you know why (reinstalled node), remove the old key with:\n"
+                            f"  ssh-keygen -f {self.known_hosts} -R '{name}'") from None
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                name = host_key_name(node.address, node.port)
+                raise HostError(node.label, f"host key unknown (not in {self.known_hosts}); check it, then add it:"
+                                f"\n  ssh-keyscan -p {node.port} {node.address} >> {self.known_hosts}\n"
+                                "or set ssh.host_keys: accept-new in cluster.yaml") from None
+            if isinstance(e, paramiko.AuthenticationException):
+                raise HostError(node.label, f"authentication failed for {node.user}@{name_of(node)} "
+                                f"(key: {node.key or self.cluster.ssh.key or 'default keys'})") from None
+            raise HostError(node.label, f"SSH failed: {e}") from None
+        except TimeoutError:
+            raise HostError(node.label, f"no SSH answer within {self.cluster.ssh.connect_timeout} s "
+                            f"({name_of(node)})") from None
+        except OSError as e:
+            raise HostError(node.label, f"cannot connect to {name_of(node)}: {e.strerror or e}") from None
+        return conn
+
+    def run(self, node: NodeSpec, argv: list[str], timeout: float = 120, check: bool = True) -> Ran:
+        """Run argv on a node (quoted with shlex.join: no user value reaches a shell unquoted)."""
+        command = shlex.join(argv)
+        conn = self.open(node)
+        try:
+            res = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+        except Exception as e:  # invoke's CommandTimedOut, paramiko channel errors
+            raise HostError(node.label, f"{type(e).__name__}: {e}".strip(), command=command) from None
+        ran = Ran(exit_code=res.exited, stdout=res.stdout, stderr=res.stderr)
+        if check and ran.exit_code != 0:
+            raise HostError(node.label, "command failed", command=command, exit_code=ran.exit_code,
+                            tail=(ran.stderr or ran.stdout).strip())
+        return ran
+
+    def each(self, fn: Callable[[NodeSpec], T], nodes: list[NodeSpec] | None = None) -> list[Outcome[T]]:
+        """Run fn per node, at most `ssh.parallel` at once; one Outcome per node, in node order."""
+        chosen = nodes if nodes is not None else self.cluster.ordered()
+
+        def one(node: NodeSpec) -> Outcome[T]:
+            start = time.monotonic()
+            try:
+                return Outcome(node=node, value=fn(node), seconds=time.monotonic() - start)
+            except Exception as e:
+                return Outcome(node=node, error=e, seconds=time.monotonic() - start)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.cluster.ssh.parallel, len(chosen)))) as pool:
+            return list(pool.map(one, chosen))
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            with contextlib.suppress(Exception):
+                c.close()
+        self._conns.clear()
+
+
+def name_of(node: NodeSpec) -> str:
+    return f"{node.address}:{node.port}" if node.port != 22 else node.address

@@ -1,0 +1,90 @@
+"""cluster.yaml: where to run. Nodes (address, user, port, key, interfaces), which is head, SSH policy.
+
+    nodes:
+      - address: 192.168.100.10     # the head unless another node says head: true
+        eth_if: auto                # or a name; chosen per node, never one name for all
+        ib_if: auto                 # or a list of RoCE devices, or none
+      - address: 192.168.100.11
+        user: spark
+    ssh:
+      known_hosts: ~/.ssh/known_hosts
+      host_keys: strict             # accept-new: trust and record a node seen for the first time
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from pipeline.spec.types import STRICT, EnvName, EnvValue, Flag, NonEmptyStr, PositiveInt, expect
+
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9a-fA-F:]+\]?$")
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+
+Host = Annotated[str, expect("a host name or IP address", lambda v: isinstance(v, str) and bool(_HOST_RE.match(v)))]
+IfaceName = Annotated[str, expect("an interface name (up to 15 letters, digits, . _ : -) or auto",
+                                  lambda v: isinstance(v, str) and bool(_IFACE_RE.match(v)))]
+Port = Annotated[int, expect("a port number 1-65535",
+                             lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536)]
+
+
+class NodeSpec(BaseModel):
+    model_config = STRICT
+    address: Host
+    name: NonEmptyStr | None = None
+    user: NonEmptyStr = "root"
+    port: Port = 22
+    key: NonEmptyStr | None = None
+    head: Flag = False
+    eth_if: IfaceName = "auto"
+    ib_if: list[IfaceName] | Literal["auto", "none"] = "auto"
+
+    @field_validator("ib_if", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        if isinstance(v, str) and v not in ("auto", "none"):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.name or self.address
+
+
+class SshSpec(BaseModel):
+    model_config = STRICT
+    known_hosts: NonEmptyStr = "~/.ssh/known_hosts"
+    host_keys: Literal["strict", "accept-new"] = "strict"
+    connect_timeout: PositiveInt = 10
+    parallel: PositiveInt = 8
+    key: NonEmptyStr | None = None
+
+
+class ClusterSpec(BaseModel):
+    model_config = STRICT
+    nodes: list[NodeSpec] = Field(min_length=1)
+    ssh: SshSpec = Field(default_factory=SshSpec)
+    image: NonEmptyStr = "vllm-node"
+    registry_port: Port = 5000
+    container_env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _checks(self) -> ClusterSpec:
+        heads = [n for n in self.nodes if n.head]
+        if len(heads) > 1:
+            raise ValueError(f"expected at most one node with head: true, got {len(heads)}")
+        labels = [n.label for n in self.nodes]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"expected each node once, got {sorted(dup)[0]} twice")
+        return self
+
+    @property
+    def head(self) -> NodeSpec:
+        return next((n for n in self.nodes if n.head), self.nodes[0])
+
+    def ordered(self) -> list[NodeSpec]:
+        """Head first, then the others in file order (rank order)."""
+        return [self.head, *[n for n in self.nodes if n is not self.head]]

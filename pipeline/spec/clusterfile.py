@@ -1,0 +1,110 @@
+"""Loading cluster.yaml, the `-n host,host` / `--solo` shortcuts, and importing the toolkit's `.env`."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.spec.cluster import ClusterSpec
+from pipeline.spec.load import read_yaml, validate
+
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+def load_cluster(path: Path | None = None, nodes: str | None = None, solo: bool = False,
+                 overrides: dict[str, Any] | None = None) -> ClusterSpec:
+    """cluster.yaml (if given or present), with `-n a,b` replacing its node list; `--solo` keeps the head."""
+    label = "cluster.yaml"
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    if path is not None:
+        label = path.name
+        data, lines = read_yaml(path, label)
+    elif Path("cluster.yaml").exists() and not nodes:
+        data, lines = read_yaml(Path("cluster.yaml"), label)
+    if nodes:
+        label = "-n"
+        known = {str(n.get("address")): n for n in data.get("nodes", []) if isinstance(n, dict)}
+        data = {**data, "nodes": [known.get(a, {"address": a}) for a in (x.strip() for x in nodes.split(","))
+                                  if a]}
+        lines = {}
+    if not data.get("nodes"):
+        raise ConfigError(f"{label}: no nodes: give -n HOST[,HOST…], --cluster FILE, or write cluster.yaml "
+                          "(python -m pipeline cluster import .env converts the toolkit's .env)")
+    data.update(overrides or {})
+    spec = validate(ClusterSpec, data, label, lines)
+    if solo:
+        spec = spec.model_copy(update={"nodes": [spec.head]})
+    return spec
+
+
+def parse_dotenv(text: str, label: str = ".env") -> dict[str, str]:
+    """The toolkit's .env: KEY=VALUE lines, # comments, surrounding quotes stripped, no duplicates."""
+    out: dict[str, str] = {}
+    for i, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _ENV_LINE.match(line)
+        if not m:
+            raise ConfigError(f"{label}:{i}: expected KEY=VALUE, got {raw.strip()!r}")
+        key, value = m.group(1), m.group(2).strip()
+        if key in out:
+            raise ConfigError(f"{label}:{i}: {key} is set twice")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif value:
+            value = " ".join(shlex.split(value, comments=True)) if "#" in value else value
+        out[key] = value
+    return out
+
+
+def import_dotenv(text: str, label: str = ".env") -> tuple[dict[str, Any], list[str]]:
+    """(cluster.yaml data, notes) from the toolkit's .env (CLUSTER_NODES, ETH_IF, IB_IF, COPY_HOSTS,
+    LOCAL_IP, CONTAINER_*)."""
+    env = parse_dotenv(text, label)
+    notes: list[str] = []
+    hosts = [h.strip() for h in re.split(r"[,\s]+", env.get("CLUSTER_NODES", "")) if h.strip()]
+    local = env.get("LOCAL_IP", "").split("/")[0]
+    if not hosts:
+        if not local:
+            raise ConfigError(f"{label}: neither CLUSTER_NODES nor LOCAL_IP is set; nothing to import")
+        hosts = [local]
+    copy_only = [h for h in re.split(r"[,\s]+", env.get("COPY_HOSTS", "")) if h.strip() and h not in hosts]
+    if copy_only:
+        notes.append(f"COPY_HOSTS lists {', '.join(copy_only)} which are not in CLUSTER_NODES: not imported "
+                     "(ship and deploy go to the cluster's nodes)")
+    nodes: list[dict[str, Any]] = []
+    for h in hosts:
+        node: dict[str, Any] = {"address": h}
+        if h == local:
+            node["head"] = True
+        if env.get("ETH_IF"):
+            node["eth_if"] = env["ETH_IF"]
+        if env.get("IB_IF"):
+            node["ib_if"] = [x for x in env["IB_IF"].split(",") if x]
+        nodes.append(node)
+    if env.get("ETH_IF"):
+        notes.append(f"ETH_IF={env['ETH_IF']} was set for every node; if interface names differ per node, "
+                     "set eth_if per node or use auto")
+    data: dict[str, Any] = {"nodes": nodes}
+    container = {k.removeprefix("CONTAINER_"): v for k, v in env.items()
+                 if k.startswith("CONTAINER_") and k != "CONTAINER_NAME"}
+    if container:
+        data["container_env"] = container
+    ignored = sorted(k for k in env if k not in ("CLUSTER_NODES", "COPY_HOSTS", "LOCAL_IP", "ETH_IF", "IB_IF")
+                     and not k.startswith("CONTAINER_"))
+    if ignored:
+        notes.append(f"not imported: {', '.join(ignored)}")
+    validate(ClusterSpec, data, label)
+    return data, notes
+
+
+def dump_cluster(data: dict[str, Any]) -> str:
+    header = "# cluster.yaml — written by `python -m pipeline cluster import`; edit freely.\n"
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
