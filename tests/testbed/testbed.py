@@ -34,7 +34,7 @@ StrictModes no
 AllowTcpForwarding yes
 MaxSessions 64
 MaxStartups 64:30:128
-SetEnv DOCKER_HOST=unix://{dir}/docker.sock TESTBED_NODE={name} PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin
+SetEnv DOCKER_HOST=unix://{dir}/docker.sock TESTBED_NODE={name} PATH={path}
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 """
@@ -224,7 +224,8 @@ class Testbed:
     def _wait_dockerd(self, n: Node, deadline: float = 60) -> None:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
-            if read_pid(n.dir / "docker.pid") and n.docker("info", "--format", "{{.Name}}", check=False).returncode == 0:
+            answers = n.docker("info", "--format", "{{.Name}}", check=False).returncode == 0
+            if read_pid(n.dir / "docker.pid") and answers:
                 return
             time.sleep(0.3)
         raise RuntimeError(f"{n.name} dockerd did not come up; see {n.dir / 'dockerd.log'}")
@@ -232,7 +233,9 @@ class Testbed:
     def _start_sshd(self, n: Node) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         cfg = n.dir / "sshd_config"
-        cfg.write_text(SSHD_CONFIG.format(addr=n.address, dir=n.dir, keys=self.keys, name=n.name))
+        # PATH puts Debian's docker client (/usr/bin, 20.10) before any newer one in /usr/local/bin.
+        path = "/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin"
+        cfg.write_text(SSHD_CONFIG.format(addr=n.address, dir=n.dir, keys=self.keys, name=n.name, path=path))
         sh("/usr/sbin/sshd", "-t", "-f", str(cfg))
         pid = read_pid(n.dir / "docker.pid")
         subprocess.Popen(["nsenter", f"--target={pid}", "--net", "--uts", "--mount", "/usr/sbin/sshd", "-D", "-f",
@@ -310,9 +313,9 @@ class Testbed:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if comm in ("dockerd", "containerd", "sshd") or comm.startswith("containerd-shim"):
-                if f"{self.root}/" in cmdline:
-                    out.append(int(proc.name))
+            daemon = comm in ("dockerd", "containerd", "sshd") or comm.startswith("containerd-shim")
+            if daemon and f"{self.root}/" in cmdline:
+                out.append(int(proc.name))
         return out
 
     def leftovers(self) -> list[str]:

@@ -1,0 +1,123 @@
+"""Discovery: what each node is, gathered over SSH in one command per node, parsed by netfacts.
+
+GPU (nvidia-smi), RoCE links (ibdev2netdev), addresses (ip -j addr), Docker version and root dir, free
+disk there, and the ID of the deploy image if present. What a node lacks is reported as absent, never
+made up (our test hosts have no GPU and no RoCE: doctor says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.deploy.hosts import Hosts
+from pipeline.deploy.netfacts import (
+    Choice,
+    Gpu,
+    Iface,
+    Link,
+    NodeNet,
+    choose_all,
+    parse_ibdev2netdev,
+    parse_ip_addr,
+    parse_nvidia_smi,
+)
+from pipeline.spec.cluster import NodeSpec
+
+MARK = "@@spark-pipeline@@"
+# One fixed script; the image name arrives as $1 (quoted by shlex.join), never pasted into it.
+SCRIPT = f"""
+sec() {{ echo "{MARK} $1"; }}
+sec hostname; hostname
+sec nvidia-smi
+if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>&1
+else echo ABSENT; fi
+sec ibdev2netdev; if command -v ibdev2netdev >/dev/null 2>&1; then ibdev2netdev 2>&1; else echo ABSENT; fi
+sec ip; ip -j addr 2>/dev/null || echo '[]'
+sec docker; docker version --format '{{{{.Server.Version}}}}' 2>&1 || echo ABSENT
+sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
+sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
+sec image; docker image inspect --format '{{{{.Id}}}}' "$1" 2>/dev/null
+sec end
+"""
+
+
+@dataclass
+class NodeFacts:
+    node: NodeSpec
+    error: str = ""
+    hostname: str = ""
+    gpus: list[Gpu] = field(default_factory=list)
+    gpu_note: str = ""
+    links: list[Link] = field(default_factory=list)
+    ib_note: str = ""
+    ifaces: dict[str, Iface] = field(default_factory=dict)
+    docker_version: str = ""
+    docker_root: str = ""
+    disk_free: int = 0
+    image_id: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return not self.error
+
+
+def sections(text: str) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            current = line[len(MARK):].strip()
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in out.items()}
+
+
+def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
+    """Pure: the discovery script's output -> NodeFacts."""
+    s = sections(text)
+    f = NodeFacts(node=node, hostname=s.get("hostname", ""))
+    smi = s.get("nvidia-smi", "")
+    if smi == "ABSENT":
+        f.gpu_note = "nvidia-smi not found (no NVIDIA driver on this node)"
+    else:
+        f.gpus = parse_nvidia_smi(smi)
+        if not f.gpus:
+            f.gpu_note = f"nvidia-smi found no GPU ({smi.splitlines()[0] if smi else 'no output'})"
+    ib = s.get("ibdev2netdev", "")
+    if ib == "ABSENT":
+        f.ib_note = "ibdev2netdev not found (no Mellanox/ConnectX tools)"
+    else:
+        f.links = parse_ibdev2netdev(ib)
+    try:
+        f.ifaces = parse_ip_addr(s.get("ip", "[]"))
+    except ValueError:
+        f.ifaces = {}
+    docker = s.get("docker", "")
+    f.docker_version = "" if docker in ("", "ABSENT") or " " in docker else docker
+    f.docker_root = s.get("root", "")
+    parts = s.get("df", "").split()
+    if len(parts) >= 4 and parts[3].isdigit():
+        f.disk_free = int(parts[3]) * 1024
+    image = s.get("image", "")
+    f.image_id = image if image.startswith("sha256:") else ""
+    if "end" not in s:
+        f.error = "discovery output was cut short"
+    return f
+
+
+def gather(hosts: Hosts, image: str) -> list[NodeFacts]:
+    def one(node: NodeSpec) -> NodeFacts:
+        ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image], timeout=60, check=False)
+        return parse_facts(node, ran.stdout)
+
+    out = []
+    for o in hosts.each(one):
+        out.append(o.value if o.value is not None else NodeFacts(node=o.node, error=str(o.error)))
+    return out
+
+
+def interfaces(facts: list[NodeFacts]) -> list[Choice]:
+    nets = [NodeNet(address=f.node.address, links=f.links, ifaces=f.ifaces, eth_if=f.node.eth_if,
+                    ib_if=f.node.ib_if) for f in facts]
+    return choose_all(nets)

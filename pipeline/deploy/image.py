@@ -1,0 +1,184 @@
+"""Shipping the runtime image to the nodes: only the layers a node lacks.
+
+registry (default): nodes whose image ID already matches are skipped; otherwise the image is pushed to a
+registry on this machine's loopback (only new blobs travel there), and every node, in parallel, pulls it
+through an SSH remote forward, so it sees the registry at its own localhost:PORT (Docker trusts loopback
+registries without TLS) and downloads only the layers it lacks. Then it is tagged as the deploy's image
+name and its ID is verified.
+
+stream (`--ship stream`, the toolkit's way): one `docker save`, fanned out over SSH channels to
+`docker load` on every node that needs it. Always the whole image.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import queue
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.deploy.hosts import HostError, Hosts
+from pipeline.deploy.registry import Registry
+from pipeline.deploy.tunnel import RemoteForward
+from pipeline.engines.docker_cli import Docker
+from pipeline.errors import PipelineError
+from pipeline.spec.cluster import NodeSpec
+
+
+@dataclass
+class ShipResult:
+    node: NodeSpec
+    status: str  # skipped | shipped | failed
+    bytes: int = 0
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def registry_name(image: str, port: int) -> str:
+    """`vllm-node` -> `localhost:5000/vllm-node:latest` (the name nodes pull through their tunnel)."""
+    name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    return f"localhost:{port}/{name}:{tag or 'latest'}"
+
+
+def remote_image_id(hosts: Hosts, node: NodeSpec, image: str) -> str:
+    ran = hosts.run(node, ["docker", "image", "inspect", "--format", "{{.Id}}", image], check=False, timeout=60)
+    return ran.stdout.strip() if ran.exit_code == 0 else ""
+
+
+class Shipper:
+    def __init__(self, hosts: Hosts, docker: Docker, workdir: Path, port: int,
+                 progress: Callable[[str, int], None] | None = None, pull_timeout: float = 3600):
+        self.hosts = hosts
+        self.docker = docker
+        self.workdir = workdir
+        self.port = port
+        self.progress = progress or (lambda node, n: None)
+        self.pull_timeout = pull_timeout
+
+    def ship(self, image: str, nodes: list[NodeSpec], mode: str = "registry", force: bool = False) -> list[ShipResult]:
+        local_id = self.docker.image_id(image)
+        if not local_id:
+            raise PipelineError(f"image {image} is not in the local Docker; build it first (python -m pipeline build)")
+        results: dict[str, ShipResult] = {}
+        checks = self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes)
+        todo: list[NodeSpec] = []
+        for o in checks:
+            if not o.ok:
+                results[o.node.label] = ShipResult(o.node, "failed", detail=str(o.error))
+            elif o.value == local_id and not force:
+                results[o.node.label] = ShipResult(o.node, "skipped", detail="same image")
+            else:
+                todo.append(o.node)
+        if todo:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            with (self.workdir / f"ship-{self.port}.lock").open("w") as lock:
+                # One ship at a time per port: a node accepts only one remote forward on a port.
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                shipped = self._registry(image, local_id, todo) if mode == "registry" else \
+                    self._stream(image, local_id, todo)
+            for r in shipped:
+                results[r.node.label] = r
+        return [results[n.label] for n in nodes]
+
+    # --- registry + tunnels -----------------------------------------------------------------------
+    def _registry(self, image: str, local_id: str, nodes: list[NodeSpec]) -> list[ShipResult]:
+        ref = registry_name(image, self.port)
+        with Registry(self.workdir / "registry", self.port):
+            self.docker.run("tag", image, ref)
+            try:
+                self.docker.run("push", ref, timeout=self.pull_timeout)
+            finally:
+                self.docker.run("rmi", ref, check=False)
+            outcomes = self.hosts.each(lambda n: self._pull(n, image, ref, local_id), nodes)
+        return [o.value if o.value is not None else ShipResult(o.node, "failed", detail=str(o.error))
+                for o in outcomes]
+
+    def _pull(self, node: NodeSpec, image: str, ref: str, local_id: str) -> ShipResult:
+        start = time.monotonic()
+        conn = self.hosts.open(node)
+        transport = conn.client.get_transport()
+        assert transport is not None
+        try:
+            fwd_cm = RemoteForward(transport, self.port, self.port)
+            with fwd_cm as fwd:
+                done = threading.Event()
+
+                def report() -> None:
+                    while not done.wait(0.5):
+                        self.progress(node.label, fwd.bytes_to_node)
+
+                reporter = threading.Thread(target=report, daemon=True)
+                reporter.start()
+                try:
+                    self.hosts.run(node, ["docker", "pull", ref], timeout=self.pull_timeout)
+                finally:
+                    done.set()
+                    reporter.join()
+                received = fwd.bytes_to_node
+        except OSError as e:
+            raise HostError(node.label, str(e)) from None
+        self.hosts.run(node, ["docker", "tag", ref, image])
+        self.hosts.run(node, ["docker", "rmi", ref], check=False)
+        got = remote_image_id(self.hosts, node, image)
+        if got != local_id:
+            raise HostError(node.label, f"after the pull, {image} is {got[:19] or 'missing'}, expected {local_id[:19]}")
+        self.progress(node.label, received)
+        return ShipResult(node, "shipped", bytes=received, seconds=time.monotonic() - start, detail="registry pull")
+
+    # --- stream (the toolkit's way) ---------------------------------------------------------------
+    def _stream(self, image: str, local_id: str, nodes: list[NodeSpec]) -> list[ShipResult]:
+        start = time.monotonic()
+        queues: dict[str, queue.Queue[bytes | None]] = {n.label: queue.Queue(maxsize=16) for n in nodes}
+        sent = dict.fromkeys(queues, 0)
+        errors: dict[str, str] = {}
+
+        def consumer(node: NodeSpec) -> None:
+            q = queues[node.label]
+            try:
+                conn = self.hosts.open(node)
+                chan = conn.create_session()  # a raw channel: invoke's in_stream reads 1 byte at a time
+                chan.exec_command(shlex.join(["docker", "load"]))
+                while (data := q.get()) is not None:
+                    chan.sendall(data)
+                    sent[node.label] += len(data)
+                    self.progress(node.label, sent[node.label])
+                chan.shutdown_write()
+                err = chan.makefile_stderr("rb").read().decode(errors="replace")
+                if chan.recv_exit_status() != 0:
+                    errors[node.label] = f"docker load failed: {err.strip()[-500:]}"
+                chan.close()
+            except Exception as e:  # keep draining so the producer never blocks on a dead node
+                errors[node.label] = str(e)
+                while q.get() is not None:
+                    pass
+
+        threads = [threading.Thread(target=consumer, args=(n,), daemon=True) for n in nodes]
+        for t in threads:
+            t.start()
+        producer = subprocess.Popen(self.docker.cmd("save", image), stdout=subprocess.PIPE)
+        assert producer.stdout is not None
+        try:
+            while chunk := producer.stdout.read(1 << 20):
+                for q in queues.values():
+                    q.put(chunk)
+        finally:
+            for q in queues.values():
+                q.put(None)
+            for t in threads:
+                t.join()
+            producer.wait()
+        out = []
+        for n in nodes:
+            if n.label in errors:
+                out.append(ShipResult(n, "failed", bytes=sent[n.label], detail=errors[n.label]))
+                continue
+            got = remote_image_id(self.hosts, n, image)
+            status = "shipped" if got == local_id else "failed"
+            detail = "docker save | docker load" if got == local_id else f"image ID after load is {got[:19]}"
+            out.append(ShipResult(n, status, bytes=sent[n.label], seconds=time.monotonic() - start, detail=detail))
+        return out
