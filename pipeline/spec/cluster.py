@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from pipeline.spec.types import STRICT, EnvName, EnvValue, Flag, NonEmptyStr, PositiveInt, expect
 
@@ -70,16 +70,17 @@ class ClusterSpec(BaseModel):
     registry_port: Port = 5000
     container_env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _checks(self) -> ClusterSpec:
-        heads = [n for n in self.nodes if n.head]
+    @field_validator("nodes")
+    @classmethod
+    def _checks(cls, nodes: list[NodeSpec]) -> list[NodeSpec]:
+        heads = [n for n in nodes if n.head]
         if len(heads) > 1:
             raise ValueError(f"expected at most one node with head: true, got {len(heads)}")
-        labels = [n.label for n in self.nodes]
+        labels = [n.label for n in nodes]
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
             raise ValueError(f"expected each node once, got {sorted(dup)[0]} twice")
-        return self
+        return nodes
 
     @property
     def head(self) -> NodeSpec:

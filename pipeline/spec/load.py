@@ -111,6 +111,8 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     """The pydantic model class that owns the last element of `loc` (for "did you mean")."""
     current: Any = model
     for part in loc[:-1]:
+        if isinstance(part, int):  # a list index: same item model
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = current.model_fields.get(str(part))

@@ -15,6 +15,7 @@ import pytest
 from examples.smoke import fixtures
 from tests.conftest import run_cli
 from tests.integration.dockerd import Daemon
+from tests.testbed.testbed import Testbed
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,23 @@ def docker_daemon(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     yield daemon
     if not (request.config.getoption("--keep-testbed") and request.session.testsfailed):
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def testbed(docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Testbed]:
+    """Three test hosts (network namespaces with sshd + dockerd); torn down and verified at the end,
+    kept for debugging with --keep-testbed when a test failed."""
+    why = Testbed.why_not()
+    if why:
+        pytest.skip(why)
+    tb = Testbed(tmp_path_factory.mktemp("testbed"), count=3).setup()
+    yield tb
+    if request.config.getoption("--keep-testbed") and request.session.testsfailed:
+        print(f"\nkeeping the testbed in {tb.root} (nodes {[n.address for n in tb.nodes]})")
+        return
+    left = tb.teardown()
+    assert not left, f"testbed teardown left {left}"
 
 
 @dataclass

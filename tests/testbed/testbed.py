@@ -115,6 +115,8 @@ class Node:
 
 @dataclass
 class Testbed:
+    __test__ = False  # not a test class, despite the name
+
     root: Path
     count: int = 3
     tag: str = field(default_factory=lambda: f"{random.randrange(16**4):04x}")
@@ -257,6 +259,18 @@ class Testbed:
         pid = read_pid(n.dir / ("docker.pid" if what == "dockerd" else "sshd.pid"))
         if pid and alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+    def restart_sshd(self, name: str) -> None:
+        n = self.node(name)
+        (n.dir / "sshd.pid").unlink(missing_ok=True)
+        self._start_sshd(n)
+        self._wait_sshd(n)
+
+    def cluster(self, **extra: object) -> dict[str, object]:
+        """cluster.yaml data for these nodes, with the testbed's own key and known_hosts."""
+        return {"nodes": [{"address": n.address, "name": n.name} for n in self.nodes],
+                "ssh": {"known_hosts": str(self.known_hosts), "key": str(self.key), "connect_timeout": 5},
+                **extra}
 
     def ssh_argv(self, node: Node, *cmd: str) -> list[str]:
         return ["ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
