@@ -8,6 +8,11 @@ name and its ID is verified.
 
 stream (`--ship stream`, the toolkit's way): one `docker save`, fanned out over SSH channels to
 `docker load` on every node that needs it. Always the whole image.
+
+Why the registry even for a node that has nothing yet, although its first push gzips every layer here:
+Docker (20.10) recognises a layer it already has at pull time only by the compressed digest it was
+pulled under. Layers that arrived by `docker load` carry no such record, so after one stream ship every
+later pull downloads the whole image again (measured: 29 MB instead of a 4 MB changed layer).
 """
 
 from __future__ import annotations
