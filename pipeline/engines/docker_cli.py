@@ -70,13 +70,6 @@ class Docker:
             return {}
         return json.loads(proc.stdout or "null") or {}
 
-    def layers(self, ref: str) -> list[str]:
-        """The image's layer diff IDs (uncompressed digests), bottom first."""
-        import json
-
-        out = self.run("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref).stdout
-        return list(json.loads(out or "[]") or [])
-
     def save(self, ref: str, dest: Path) -> None:
         """`docker save` to a temp file beside `dest`, renamed into place when complete."""
         tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
