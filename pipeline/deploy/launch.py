@@ -1,0 +1,315 @@
+"""The launch plan: from node facts, the cluster spec and the command, what runs where. Pure.
+
+Roles (head first, rank order), the node count from `-tp × -pp × -dp` in the command, each node's
+`docker run` argv and environment — with *its own* interface names — and the command each node runs:
+solo; Ray (`ray start` head + workers, then the command on the head with the Ray backend); or no-Ray
+multi-node (the command on every node with --nnodes/--node-rank/--master-addr/--master-port, workers
+--headless). Containers idle on a keepalive; commands run in them through `docker exec`, their output
+going to the container's log and their exit status to a file the watcher reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+EXIT_FILE = "/tmp/spark-pipeline-exit"
+# Constant wrapper: the command arrives as "$@" (never pasted into the script); its output goes to the
+# container's log and its exit status to EXIT_FILE, which the watcher reads.
+WRAPPER = f'"$@" >>/proc/1/fd/1 2>>/proc/1/fd/2; echo $? > {EXIT_FILE}'
+LABEL = "io.spark-pipeline"
+PARALLEL_FLAGS = {"-tp": "tp", "--tensor-parallel-size": "tp", "-pp": "pp", "--pipeline-parallel-size": "pp",
+                  "-dp": "dp", "--data-parallel-size": "dp"}
+
+
+@dataclass(frozen=True)
+class NodeInput:
+    """What the plan needs to know of one node (from cluster.yaml and discovery)."""
+
+    name: str
+    address: str
+    eth_if: str | None
+    ib_if: tuple[str, ...] = ()
+    ip: str | None = None  # the IPv4 on eth_if (VLLM_HOST_IP); the address when unknown
+    extra_env: tuple[tuple[str, str], ...] = ()
+    home: str = "/root"
+
+
+@dataclass(frozen=True)
+class Options:
+    image: str
+    command: tuple[str, ...]
+    mode: str = "auto"  # auto | solo | ray | noray
+    name: str = "vllm_node"
+    image_id: str = ""
+    env: tuple[tuple[str, str], ...] = ()  # -e K=V and cluster.yaml container_env
+    secret_env: tuple[str, ...] = ()  # names only: values go through an env file, never argv
+    nccl_debug: str | None = None
+    privileged: bool = True
+    mem_limit_gb: int = 110
+    mem_swap_limit_gb: int | None = None
+    pids_limit: int = 4096
+    shm_size_gb: int = 64
+    nofile: int = 1048576
+    gpus: str = "all"
+    earlyoom: bool = False
+    earlyoom_args: str = "-M 524288,102400 -s 100 -r 60"
+    cache_dirs: bool = True
+    volumes: tuple[str, ...] = ()
+    master_port: int = 29501
+    jobs: int | None = None
+    ray_num_cpus: int = 2
+    ray_object_store_memory: int = 1073741824
+    mods: tuple[str, ...] = ()  # names, in order (content hashes are added by the caller)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    address: str
+    role: str  # head | worker
+    rank: int
+    ip: str
+    eth_if: str | None
+    ib_if: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    run_argv: tuple[str, ...]  # docker run … (the idle keepalive container)
+    start: tuple[tuple[str, ...], ...]  # docker exec argv run in order after mods (ray start / the command)
+    deploy_hash: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.name, "address": self.address, "role": self.role, "rank": self.rank, "ip": self.ip,
+                "eth_if": self.eth_if, "ib_if": list(self.ib_if), "env": dict(self.env),
+                "docker_run": list(self.run_argv), "start": [list(s) for s in self.start],
+                "deploy_hash": self.deploy_hash}
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    nodes: tuple[NodePlan, ...]
+    port: int
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def head(self) -> NodePlan:
+        return self.nodes[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "port": self.port, "notes": list(self.notes),
+                "health": f"http://{self.head.ip}:{self.port}/health", "nodes": [n.to_json() for n in self.nodes]}
+
+
+def flag_value(argv: tuple[str, ...] | list[str], names: tuple[str, ...]) -> str | None:
+    """The value of the last `--flag v` or `--flag=v` among `names` (vLLM: last one wins)."""
+    value = None
+    for i, a in enumerate(argv):
+        for n in names:
+            if a == n and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif a.startswith(n + "="):
+                value = a.split("=", 1)[1]
+    return value
+
+
+def parallelism(command: tuple[str, ...]) -> int | None:
+    """tp × pp × dp from the command; None when it sets none of them."""
+    found: dict[str, int] = {}
+    for flag, key in PARALLEL_FLAGS.items():
+        v = flag_value(command, (flag,))
+        if v is not None:
+            if not v.isdigit() or int(v) < 1:
+                raise ConfigError(f"command: {flag} expects a whole number ≥ 1, got {v!r}")
+            found[key] = int(v)
+    if not found:
+        return None
+    return found.get("tp", 1) * found.get("pp", 1) * found.get("dp", 1)
+
+
+def without_flag(argv: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    """argv without `--flag v` / `--flag=v` for each of names."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in names:
+            skip = True
+            continue
+        if any(a.startswith(n + "=") for n in names):
+            continue
+        out.append(a)
+    return tuple(out)
+
+
+def is_vllm_serve(command: tuple[str, ...]) -> bool:
+    return len(command) >= 2 and command[0].endswith("vllm") and command[1] == "serve"
+
+
+def node_env(n: NodeInput, opts: Options) -> list[tuple[str, str]]:
+    """The toolkit's per-node environment (launch-cluster.sh §3.5), with this node's own names."""
+    env = [("NCCL_IGNORE_CPU_AFFINITY", "1"), ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")]
+    ip = n.ip or n.address
+    env += [("VLLM_HOST_IP", ip), ("RAY_NODE_IP_ADDRESS", ip), ("RAY_OVERRIDE_NODE_IP_ADDRESS", ip)]
+    if n.eth_if:
+        env += [(k, n.eth_if) for k in ("MN_IF_NAME", "UCX_NET_DEVICES", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME",
+                                        "TP_SOCKET_IFNAME", "OMPI_MCA_btl_tcp_if_include")]
+    if n.ib_if:
+        env += [("NCCL_IB_HCA", ",".join(n.ib_if)), ("NCCL_IB_DISABLE", "0")]
+    else:
+        env.append(("NCCL_IB_DISABLE", "1"))
+    env += [("RAY_memory_monitor_refresh_ms", "0"), ("RAY_num_prestart_python_workers", "0")]
+    env += list(n.extra_env)
+    if opts.nccl_debug:
+        env.append(("NCCL_DEBUG", opts.nccl_debug))
+    if opts.jobs:
+        j = str(opts.jobs)
+        env += [("MAX_JOBS", j), ("CMAKE_BUILD_PARALLEL_LEVEL", j), ("NINJAFLAGS", f"-j{j}"), ("MAKEFLAGS", f"-j{j}")]
+    env += list(opts.env)
+    seen: dict[str, str] = {}
+    for k, v in env:  # later wins (user -e over defaults), one entry per name
+        seen[k] = v
+    return list(seen.items())
+
+
+def run_argv(n: NodeInput, opts: Options, env: list[tuple[str, str]], role: str, rank: int) -> list[str]:
+    argv = ["docker", "run", "-d", "--pull=never", "--name", opts.name, "--network", "host",
+            "--label", f"{LABEL}.role={role}", "--label", f"{LABEL}.rank={rank}"]
+    if opts.gpus != "none":
+        argv += ["--gpus", opts.gpus]
+    if opts.privileged:
+        argv += ["--privileged", "--ulimit", f"nofile={opts.nofile}:{opts.nofile}", "--ipc=host"]
+    else:
+        swap = opts.mem_swap_limit_gb if opts.mem_swap_limit_gb is not None else opts.mem_limit_gb + 10
+        argv += ["--cap-add=IPC_LOCK", "--ulimit", f"nofile={opts.nofile}:{opts.nofile}",
+                 f"--shm-size={opts.shm_size_gb}g", "--device=/dev/infiniband", "--memory", f"{opts.mem_limit_gb}g",
+                 "--memory-swap", f"{swap}g", "--pids-limit", str(opts.pids_limit)]
+    for k, v in env:
+        argv += ["-e", f"{k}={v}"]
+    for name in opts.secret_env:
+        argv += ["-e", name]  # the value comes from the env file the apply step uploads (never argv)
+    hf = f"{n.home}/.cache/huggingface"
+    argv += ["-v", f"{hf}:/root/.cache/huggingface"]
+    if opts.cache_dirs:
+        for src, dst in ((".cache/vllm", "/root/.cache/vllm"), (".cache/flashinfer", "/root/.cache/flashinfer"),
+                         (".triton", "/root/.triton")):
+            argv += ["-v", f"{n.home}/{src}:{dst}"]
+    for v in opts.volumes:
+        argv += ["-v", v]
+    argv += ["--entrypoint", ""]
+    keepalive = ["earlyoom", *opts.earlyoom_args.split()] if opts.earlyoom else ["sleep", "infinity"]
+    return [*argv, opts.image, *keepalive]
+
+
+def exec_argv(opts: Options, argv: tuple[str, ...]) -> tuple[str, ...]:
+    return ("docker", "exec", "-d", opts.name, "sh", "-c", WRAPPER, "sh", *argv)
+
+
+def mount_dirs(n: NodeInput, opts: Options) -> list[str]:
+    dirs = [f"{n.home}/.cache/huggingface"]
+    if opts.cache_dirs:
+        dirs += [f"{n.home}/.cache/vllm", f"{n.home}/.cache/flashinfer", f"{n.home}/.triton"]
+    return dirs
+
+
+def plan(nodes: list[NodeInput], opts: Options) -> Plan:
+    """Nodes are in rank order, head first."""
+    if not opts.command:
+        raise ConfigError("no command: give it after --, e.g. deploy -- vllm serve MODEL --port 8000")
+    notes: list[str] = []
+    need = parallelism(opts.command)
+    mode = opts.mode
+    if mode == "solo" or len(nodes) == 1:
+        if opts.mode in ("ray", "noray") and len(nodes) == 1:
+            raise ConfigError(f"--{opts.mode.replace('noray', 'no-ray')} needs more than one node; this is solo")
+        if need and need > 1:
+            raise ConfigError(f"the command asks for {need} GPUs (-tp × -pp × -dp) but solo runs on one node")
+        used = nodes[:1]
+        mode = "solo"
+    else:
+        if need is not None and need > len(nodes):
+            raise ConfigError(f"the command asks for {need} nodes (-tp × -pp × -dp, one GPU per Spark) but the "
+                              f"cluster has {len(nodes)}")
+        used = nodes[:need] if need else nodes
+        if need and need < len(nodes):
+            notes.append(f"using {need} of {len(nodes)} nodes (-tp × -pp × -dp = {need})")
+        if len(used) == 1:
+            mode = "solo"
+        elif mode == "auto":
+            mode = "noray"  # the toolkit's default since 2026-07
+    port = int(flag_value(opts.command, ("--port",)) or 8000)
+    head = used[0]
+    head_ip = head.ip or head.address
+    backend = ("--distributed-executor-backend",)
+    out: list[NodePlan] = []
+    for rank, n in enumerate(used):
+        role = "head" if rank == 0 else "worker"
+        env = node_env(n, opts)
+        start: list[tuple[str, ...]] = []
+        ip = n.ip or n.address
+        if mode == "solo":
+            start.append(exec_argv(opts, without_flag(opts.command, backend)))
+        elif mode == "ray":
+            common = ("--object-store-memory", str(opts.ray_object_store_memory), "--num-cpus", str(opts.ray_num_cpus),
+                      "--disable-usage-stats", "--node-ip-address", ip)
+            if role == "head":
+                start.append(exec_argv(opts, ("ray", "start", "--block", "--head", "--port", str(opts.master_port),
+                                              "--include-dashboard=false", *common)))
+            else:
+                start.append(exec_argv(opts, ("ray", "start", "--block", f"--address={head_ip}:{opts.master_port}",
+                                              *common)))
+        else:  # noray
+            cmd = without_flag(opts.command, backend)
+            if is_vllm_serve(cmd):
+                cmd = (*cmd, "--nnodes", str(len(used)), "--node-rank", str(rank), "--master-addr", head_ip,
+                       "--master-port", str(opts.master_port))
+                if role == "worker":
+                    cmd = (*cmd, "--headless")
+            elif role == "worker":
+                cmd = ()
+            if cmd:
+                start.append(exec_argv(opts, cmd))
+        out.append(NodePlan(name=n.name, address=n.address, role=role, rank=rank, ip=ip, eth_if=n.eth_if,
+                            ib_if=n.ib_if, env=tuple(env), run_argv=tuple(run_argv(n, opts, env, role, rank)),
+                            start=tuple(start)))
+    if mode == "ray":
+        cmd = opts.command
+        if flag_value(cmd, backend) is None:
+            cmd = (*cmd, "--distributed-executor-backend", "ray")
+        head_plan = out[0]
+        out[0] = NodePlan(**{**head_plan.__dict__, "start": (*head_plan.start, exec_argv(opts, cmd))})
+    hashed = []
+    for p in out:
+        digest = hashlib.sha256(json.dumps({"image": opts.image_id, "run": p.run_argv, "start": p.start,
+                                            "mods": opts.mods, "mode": mode}, sort_keys=True).encode()).hexdigest()
+        hashed.append(NodePlan(**{**p.__dict__, "deploy_hash": digest[:16],
+                                  "run_argv": _with_hash(p.run_argv, digest[:16])}))
+    return Plan(mode=mode, nodes=tuple(hashed), port=port, notes=tuple(notes))
+
+
+def _with_hash(argv: tuple[str, ...], digest: str) -> tuple[str, ...]:
+    i = argv.index("--network")
+    return (*argv[:i], "--label", f"{LABEL}.deploy={digest}", *argv[i:])
+
+
+def parse_env_items(items: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """`-e K=V` values; `-e K` alone takes K from this machine's environment (like docker run)."""
+    import os
+
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ConfigError(f"-e {item}: expected NAME=VALUE with NAME made of letters, digits and _")
+        if not sep:
+            if key not in os.environ:
+                raise ConfigError(f"-e {key}: not set in this environment")
+            value = os.environ[key]
+        out.append((key, value))
+    return out
