@@ -40,12 +40,14 @@ def cli(debug: bool) -> None:
 
 def _register() -> None:
     from pipeline.cli import build as build_cmds
+    from pipeline.cli import deploy as deploy_cmds
     from pipeline.cli import nodes as node_cmds
     from pipeline.cli import store as store_cmds
 
     build_cmds.register(cli)
     store_cmds.register(cli)
     node_cmds.register(cli)
+    deploy_cmds.register(cli)
 
 
 _register()

@@ -28,6 +28,7 @@ MARK = "@@spark-pipeline@@"
 SCRIPT = f"""
 sec() {{ echo "{MARK} $1"; }}
 sec hostname; hostname
+sec home; printf '%s\n' "$HOME"
 sec nvidia-smi
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>&1
 else echo ABSENT; fi
@@ -46,6 +47,7 @@ class NodeFacts:
     node: NodeSpec
     error: str = ""
     hostname: str = ""
+    home: str = ""
     gpus: list[Gpu] = field(default_factory=list)
     gpu_note: str = ""
     links: list[Link] = field(default_factory=list)
@@ -76,7 +78,7 @@ def sections(text: str) -> dict[str, str]:
 def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     """Pure: the discovery script's output -> NodeFacts."""
     s = sections(text)
-    f = NodeFacts(node=node, hostname=s.get("hostname", ""))
+    f = NodeFacts(node=node, hostname=s.get("hostname", ""), home=s.get("home", ""))
     smi = s.get("nvidia-smi", "")
     if smi == "ABSENT":
         f.gpu_note = "nvidia-smi not found (no NVIDIA driver on this node)"

@@ -38,6 +38,7 @@ class NodeInput:
     ip: str | None = None  # the IPv4 on eth_if (VLLM_HOST_IP); the address when unknown
     extra_env: tuple[tuple[str, str], ...] = ()
     home: str = "/root"
+    env: tuple[tuple[str, str], ...] = ()  # this node's own container env (cluster.yaml nodes[].env)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class NodePlan:
     env: tuple[tuple[str, str], ...]
     run_argv: tuple[str, ...]  # docker run … (the idle keepalive container)
     start: tuple[tuple[str, ...], ...]  # docker exec argv run in order after mods (ray start / the command)
+    mkdirs: tuple[str, ...] = ()  # host directories the container mounts (created before docker run)
     deploy_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -172,6 +174,7 @@ def node_env(n: NodeInput, opts: Options) -> list[tuple[str, str]]:
         j = str(opts.jobs)
         env += [("MAX_JOBS", j), ("CMAKE_BUILD_PARALLEL_LEVEL", j), ("NINJAFLAGS", f"-j{j}"), ("MAKEFLAGS", f"-j{j}")]
     env += list(opts.env)
+    env += list(n.env)
     seen: dict[str, str] = {}
     for k, v in env:  # later wins (user -e over defaults), one entry per name
         seen[k] = v
@@ -188,8 +191,10 @@ def run_argv(n: NodeInput, opts: Options, env: list[tuple[str, str]], role: str,
     else:
         swap = opts.mem_swap_limit_gb if opts.mem_swap_limit_gb is not None else opts.mem_limit_gb + 10
         argv += ["--cap-add=IPC_LOCK", "--ulimit", f"nofile={opts.nofile}:{opts.nofile}",
-                 f"--shm-size={opts.shm_size_gb}g", "--device=/dev/infiniband", "--memory", f"{opts.mem_limit_gb}g",
+                 f"--shm-size={opts.shm_size_gb}g", "--memory", f"{opts.mem_limit_gb}g",
                  "--memory-swap", f"{swap}g", "--pids-limit", str(opts.pids_limit)]
+        if n.ib_if:  # RDMA needs the devices; a node without RoCE has none to pass
+            argv.append("--device=/dev/infiniband")
     for k, v in env:
         argv += ["-e", f"{k}={v}"]
     for name in opts.secret_env:
@@ -277,7 +282,7 @@ def plan(nodes: list[NodeInput], opts: Options) -> Plan:
                 start.append(exec_argv(opts, cmd))
         out.append(NodePlan(name=n.name, address=n.address, role=role, rank=rank, ip=ip, eth_if=n.eth_if,
                             ib_if=n.ib_if, env=tuple(env), run_argv=tuple(run_argv(n, opts, env, role, rank)),
-                            start=tuple(start)))
+                            start=tuple(start), mkdirs=tuple(mount_dirs(n, opts))))
     if mode == "ray":
         cmd = opts.command
         if flag_value(cmd, backend) is None:

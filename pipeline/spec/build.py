@@ -133,6 +133,8 @@ class RuntimeSpec(BaseModel):
     image: ImageSpec = Field(default_factory=lambda: ImageSpec(ref="nvidia/cuda:13.0.2-devel-ubuntu24.04"))
     apt_packages: list[AptPackage] = Field(default_factory=list)
     pip_packages: list[Package] = Field(default_factory=list)
+    # A local directory of wheels to install pip_packages from, offline (air-gapped machines, tests).
+    pip_index: NonEmptyStr | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     tag: ImageRef = "vllm-node"
 

@@ -40,6 +40,8 @@ class NodeSpec(BaseModel):
     head: Flag = False
     eth_if: IfaceName = "auto"
     ib_if: list[IfaceName] | Literal["auto", "none"] = "auto"
+    # Container environment for this node only (after cluster-wide container_env and -e).
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
     @field_validator("ib_if", mode="before")
     @classmethod

@@ -44,7 +44,12 @@ def stage(spec: BuildSpec) -> Stage:
                                 "site.getsitepackages()[0]+\"/nvidia/nccl/lib/libnccl.so.2\")))'); do "
                                 "ln -sf /opt/nccl/lib/libnccl.so.2 \"$lib\"; done"),
                           mounts=("base",), layer="torch"))
-    if rt.pip_packages:
+    extra_inputs: list[Input] = []
+    if rt.pip_packages and rt.pip_index:
+        extra_inputs.append(Input(name="pip-index", kind="dir", ref=rt.pip_index, path="/inputs/pip-index"))
+        steps.append(Step(argv=("python3", "-m", "pip", "install", "--no-cache-dir", "--no-index", "--find-links",
+                                "/inputs/pip-index", *rt.pip_packages), mounts=("pip-index",), layer="extras"))
+    elif rt.pip_packages:
         steps.append(Step(argv=("python3", "-m", "pip", "install", "--no-cache-dir", *rt.pip_packages),
                           layer="extras"))
     steps.append(common.install_wheels("triton", "flashinfer", deps=False, layer="triton-flashinfer"))
@@ -62,7 +67,8 @@ def stage(spec: BuildSpec) -> Stage:
         env=common.COMMON_ENV,
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
                 common.stage_input("vllm"),
-                Input(name="scripts", kind="dir", ref=SCRIPTS_DIR, path="/inputs/scripts", mode="mount")),
+                Input(name="scripts", kind="dir", ref=SCRIPTS_DIR, path="/inputs/scripts", mode="mount"),
+                *extra_inputs),
         steps=tuple(steps),
         output=Output(kind="image", path=METADATA, tag=rt.tag, env=out_env, workdir=WORKDIR),
         network=spec.network,
