@@ -260,6 +260,24 @@ class Testbed:
         if pid and alive(pid):
             os.kill(pid, signal.SIGKILL)
 
+    def restart_node(self, name: str) -> None:
+        """After kill_node: stop what is left of the node (sshd, orphaned containerd/shims and their
+        containers), then start a fresh dockerd (empty tmpfs data-root) and sshd."""
+        n = self.node(name)
+        sshd = read_pid(n.dir / "sshd.pid")
+        if alive(sshd):
+            stop_pids([*descendants(sshd), sshd], 5)  # type: ignore[list-item]
+        for pid in self._leftovers(n.dir):
+            for k in descendants(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(k, signal.SIGKILL)
+            stop_pids([pid], 5)
+        stop_pids([p for p in [read_pid(n.dir / "docker.pid")] if p], 10)
+        self._start_dockerd(n)
+        self._wait_dockerd(n)
+        self._start_sshd(n)
+        self._wait_sshd(n)
+
     def restart_sshd(self, name: str) -> None:
         n = self.node(name)
         (n.dir / "sshd.pid").unlink(missing_ok=True)
@@ -319,8 +337,9 @@ class Testbed:
             pass
         return self.leftovers()
 
-    def _leftovers(self) -> list[int]:
+    def _leftovers(self, under: Path | None = None) -> list[int]:
         out = []
+        root = under or self.root
         for proc in Path("/proc").glob("[0-9]*"):
             try:
                 comm = (proc / "comm").read_text().strip()
@@ -328,7 +347,7 @@ class Testbed:
             except OSError:
                 continue
             daemon = comm in ("dockerd", "containerd", "sshd") or comm.startswith("containerd-shim")
-            if daemon and f"{self.root}/" in cmdline:
+            if daemon and f"{root}/" in cmdline:
                 out.append(int(proc.name))
         return out
 

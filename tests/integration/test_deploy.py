@@ -1,0 +1,166 @@
+"""deploy / status / logs / exec / stop on three test hosts, with an image built by our BuildKit engine
+from the smoke stack's runtime stage plus (for tests only) Ray from PyPI and the stand-in `vllm serve`
+in tests/standin/. The product runs exactly the command it is given."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import REPO, run_cli
+from tests.integration.conftest import SmokeBuild
+from tests.testbed.testbed import Testbed
+
+pytestmark = pytest.mark.docker
+IMAGE = "vllm-node-test"
+# This sandbox allows neither --privileged nor a nofile limit above 20000; a Spark allows both.
+LIMITS = ["--gpus", "none", "--non-privileged", "--nofile", "16384", "--mem-limit-gb", "4", "--shm-size-gb", "1"]
+
+
+@pytest.fixture(scope="session")
+def deploy_image(smoke_build: SmokeBuild, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = smoke_build.copy(tmp_path_factory.mktemp("deploy") / "src")
+    bin_dir = root / "docker-contexts" / "runtime" / "bin"
+    bin_dir.mkdir(parents=True)
+    shutil.copy(REPO / "tests" / "standin" / "vllm", bin_dir / "vllm")
+    wheels = tmp_path_factory.mktemp("ray-wheels")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
+                    "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+                    "--platform", "manylinux_2_28_x86_64", "--platform", "any", "-d", str(wheels), "ray[default]"],
+                   check=True, capture_output=True)
+    smoke_build.build(root, "--tag", IMAGE, "--set", 'runtime.pip_packages=["ray[default]"]',
+                      "--set", f"runtime.pip_index={wheels}", "--set",
+                      "runtime.env.PATH=/workspace/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return IMAGE
+
+
+@pytest.fixture
+def cluster_yaml(testbed: Testbed, tmp_path: Path, deploy_image: str) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(testbed.cluster(registry_port=5078, image=deploy_image)))
+    yield path
+    run_cli("stop", "--cluster", str(path), check=None)
+
+
+def deploy(cf: Path, *args: str, check: int | None = 0, env: dict[str, str] | None = None,
+           ) -> subprocess.CompletedProcess[str]:
+    return run_cli("deploy", "--cluster", str(cf), *LIMITS, "--timeout", "180", *args, check=check, env=env)
+
+
+def containers(tb: Testbed) -> list[str]:
+    return [n.docker("ps", "-aq", "--filter", "name=vllm_node").stdout.strip() for n in tb.nodes]
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(testbed: Testbed, cluster_yaml: Path) -> None:
+    proc = deploy(cluster_yaml, "--dry-run", "--json", "--", "vllm", "serve", "m", "-pp", "3")
+    p = json.loads(proc.stdout)
+    assert p["mode"] == "noray" and [n["role"] for n in p["nodes"]] == ["head", "worker", "worker"]
+    assert all(n["env"]["GLOO_SOCKET_IFNAME"] == "eth0" for n in p["nodes"])
+    assert containers(testbed) == ["", "", ""]
+
+
+def test_no_ray_on_three_nodes(testbed: Testbed, cluster_yaml: Path) -> None:
+    cmd = ["--", "vllm", "serve", "test/model", "--port", "8021", "-pp", "3"]
+    proc = deploy(cluster_yaml, *cmd)
+    assert "ready in" in proc.stderr
+    for node in ("h2", "h3"):
+        log = run_cli("logs", "--cluster", str(cluster_yaml), "--node", node).stdout
+        assert f"via eth0 to {testbed.nodes[0].address}:29501" in log  # ranks met on the planned interface
+    ids = containers(testbed)
+    again = deploy(cluster_yaml, *cmd)
+    assert "nothing to do" in again.stderr and containers(testbed) == ids  # nothing shipped, nothing started
+    run_cli("stop", "--cluster", str(cluster_yaml))
+    assert containers(testbed) == ["", "", ""]
+
+
+def test_ray_on_three_nodes(testbed: Testbed, cluster_yaml: Path) -> None:
+    deploy(cluster_yaml, "--ray", "--ray-num-cpus", "1", "--ray-object-store-bytes", "100000000", "--",
+           "vllm", "serve", "test/model", "--port", "8022", "-tp", "3")
+    rows = json.loads(run_cli("status", "--cluster", str(cluster_yaml), "--port", "8022", "--json").stdout)
+    assert rows[0]["role"] == "head" and rows[0]["ray_nodes"] == "3" and rows[0]["health"] == "ok"
+    assert [r["container"] for r in rows] == ["true"] * 3
+    log = run_cli("logs", "--cluster", str(cluster_yaml)).stdout
+    assert "Ray task per node" in log and "h3" in log
+
+
+def test_wrong_interface_on_one_node_fails_fast_naming_it(testbed: Testbed, cluster_yaml: Path) -> None:
+    data = yaml.safe_load(cluster_yaml.read_text())
+    data["nodes"][2]["env"] = {"GLOO_SOCKET_IFNAME": "nonexist0"}
+    cluster_yaml.write_text(yaml.safe_dump(data))
+    start = time.monotonic()
+    proc = deploy(cluster_yaml, "--", "vllm", "serve", "m", "--port", "8023", "-pp", "3", check=1)
+    elapsed = time.monotonic() - start
+    assert "h3" in proc.stderr and "Unable to find address for: nonexist0" in proc.stderr
+    assert elapsed < 60, elapsed  # the healthy ranks would wait 600 s for it
+    stopped = run_cli("stop", "--cluster", str(cluster_yaml), "--limit", "@failed").stderr
+    assert "h3" in stopped and "h1" not in stopped
+
+
+def test_mods_run_in_order_and_a_failing_mod_stops_the_deploy(testbed: Testbed, cluster_yaml: Path,
+                                                             tmp_path: Path) -> None:
+    deploy(cluster_yaml, "--solo", "--apply-mod", "chatml-chat-template", "--",
+           "vllm", "serve", "m", "--port", "8024", "--chat-template", "chatml.jinja")
+    out = run_cli("exec", "--cluster", str(cluster_yaml), "--", "cat", "/workspace/vllm/chatml.jinja").stdout
+    assert "<|im_start|>" in out
+    bad = tmp_path / "breaks"
+    bad.mkdir()
+    (bad / "run.sh").write_text("#!/bin/sh\necho 'patching failed: no such file' >&2\nexit 3\n")
+    proc = deploy(cluster_yaml, "--solo", "--force", "--apply-mod", str(bad), "--", "vllm", "serve", "m",
+                  "--port", "8024", check=1)
+    assert "mod breaks failed" in proc.stderr and "patching failed: no such file" in proc.stderr
+
+
+def test_secret_reaches_the_container_but_no_argv_or_output(testbed: Testbed, cluster_yaml: Path) -> None:
+    token = "hf_" + "s3cr3t" * 4
+    proc = deploy(cluster_yaml, "--solo", "--", "vllm", "serve", "m", "--port", "8025", env={"HF_TOKEN": token})
+    assert token not in proc.stdout + proc.stderr
+    seen = json.loads(run_cli("exec", "--cluster", str(cluster_yaml), "--", "cat", "/tmp/standin-argv.json").stdout)
+    assert seen["env"]["HF_TOKEN"] == token
+    sshd_log = (testbed.nodes[0].dir / "sshd.log").read_text()
+    assert token not in sshd_log
+    assert not list((testbed.nodes[0].dir / "fs" / "root").glob(".spark-pipeline-env-*"))  # env file removed
+
+
+hostile = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=24)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(model=hostile, value=hostile)
+def test_shell_metacharacters_arrive_byte_identical(testbed: Testbed, cluster_yaml: Path, model: str,
+                                                    value: str) -> None:
+    deploy(cluster_yaml, "--solo", "--force", "-e", f"ODD={value}", "--", "vllm", "serve", model, "--port", "8026")
+    seen = json.loads(run_cli("exec", "--cluster", str(cluster_yaml), "--", "cat", "/tmp/standin-argv.json").stdout)
+    assert seen["argv"][:2] == ["serve", model]
+    assert seen["env"]["ODD"] == value
+
+
+def test_killed_dockerd_mid_deploy_fails_within_the_deadline(testbed: Testbed, cluster_yaml: Path) -> None:
+    argv = [sys.executable, "-m", "pipeline", "deploy", "--cluster", str(cluster_yaml), *LIMITS, "--timeout", "120",
+            "-e", "STANDIN_DELAY=300", "--", "vllm", "serve", "m", "--port", "8027", "-pp", "3"]
+    proc = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while containers(testbed)[1] == "" and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(2)
+        testbed.kill_node("h2", "dockerd")
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err[-2000:]
+        assert time.monotonic() - killed < 30
+        assert "h2" in err.split("error:")[-1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        testbed.restart_node("h2")
