@@ -233,9 +233,11 @@ def make_sources(root: Path) -> dict[str, str]:
         "requirements/build/cuda.txt": "# build requirements: none beyond setuptools for the smoke stack\n",
         "docs/index.md": "# vLLM smoke fixture\n",
     })
-    # Two PRs: one touching code, one touching only docs (vLLM tolerates doc conflicts).
+    # PRs: one touching python code, one touching only docs (vLLM tolerates doc conflicts).
     make_pr(repos / "vllm", 101, {"vllm/pr101.py": "FEATURE = 'from PR 101'\n"})
     make_pr(repos / "vllm", 102, {"docs/index.md": "# vLLM smoke fixture (PR 102)\n"})
+    # A PR that touches CUDA code: fine for a build, refused as a launch-time patch.
+    make_pr(repos / "vllm", 103, {"csrc/kernel.cu": KERNEL.replace("1.0f", "2.0f"), "vllm/pr103.py": "X = 1\n"})
     return heads
 
 

@@ -70,6 +70,10 @@ name_option = click.option("--name", default="vllm_node", show_default=True, hel
               help="none: no GPU is requested (hosts without the NVIDIA runtime, e.g. tests).")
 @click.option("--apply-mod", "mods", multiple=True, metavar="DIR|ZIP|NAME",
               help="Patch each container before the command (mods/<name>/run.sh); repeatable, in order.")
+@click.option("--apply-vllm-pr", "vllm_prs", multiple=True, metavar="N|URL",
+              help="Apply a vLLM PR (python-only) in each container before the command; repeatable, after mods.")
+@click.option("--vllm-repo", default="https://github.com/vllm-project/vllm.git", show_default=True,
+              help="Where --apply-vllm-pr finds PRs (a fork, a file:// URL or a local path).")
 @click.option("--ship", "ship_mode", type=click.Choice(["registry", "stream"]), default="registry",
               show_default=True, help="How the image reaches nodes that lack it.")
 @click.option("--timeout", type=float, default=1800, show_default=True,
@@ -103,6 +107,7 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
     workdir = cache_root() / "deploy"
     workdir.mkdir(parents=True, exist_ok=True)
     mods = [load_mod(m, [Path("mods"), REPO_MODS], workdir) for m in o["mods"]]
+    mods += pr_mods(o["vllm_prs"], o["vllm_repo"], workdir)
     secrets = secrets_from_env()
     opts = Options(
         image=image, command=tuple(command), mode=mode, name=o["name"],
@@ -155,6 +160,27 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
     finally:
         cleanup(mods, workdir)
         cluster.close()
+
+
+def pr_mods(prs: tuple[str, ...], repo: str, workdir: Path) -> list:
+    """--apply-vllm-pr values -> generated mods (PRs fetched through the source mirror)."""
+    from pipeline.build.sources import Mirrors
+    from pipeline.deploy.prmod import fetch_pr_diff, launch_diff, make_mod
+    from pipeline.spec.types import parse_pr
+
+    out = []
+    for raw in prs:
+        try:
+            pr = parse_pr(raw)
+        except ValueError as e:
+            raise ConfigError(f"--apply-vllm-pr {raw}: {e}") from None
+        label, head, diff = fetch_pr_diff(Mirrors(cache_root()), repo, Path.cwd(), pr)
+        kept, dropped = launch_diff(diff, label)
+        if dropped:
+            console.print(f"vLLM PR {label}: leaving out {len(dropped)} file(s) not needed at launch "
+                          f"({', '.join(dropped[:3])}{'…' if len(dropped) > 3 else ''})")
+        out.append(make_mod(label, head, kept, workdir))
+    return out
 
 
 def plan_table(p: Any) -> Table:

@@ -164,3 +164,15 @@ def test_killed_dockerd_mid_deploy_fails_within_the_deadline(testbed: Testbed, c
         if proc.poll() is None:
             proc.kill()
         testbed.restart_node("h2")
+
+
+def test_launch_time_vllm_pr(testbed: Testbed, cluster_yaml: Path, smoke_build: SmokeBuild) -> None:
+    repo = str(smoke_build.root / "repos" / "vllm")
+    deploy(cluster_yaml, "--solo", "--apply-vllm-pr", "101", "--vllm-repo", repo, "--",
+           "vllm", "serve", "m", "--port", "8028")
+    out = run_cli("exec", "--cluster", str(cluster_yaml), "--", "python3", "-c",
+                  "import vllm.pr101; print(vllm.pr101.FEATURE)").stdout
+    assert out.strip() == "from PR 101"
+    native = deploy(cluster_yaml, "--solo", "--apply-vllm-pr", "103", "--vllm-repo", repo, "--",
+                    "vllm", "serve", "m", "--port", "8028", check=2)
+    assert "csrc/kernel.cu" in native.stderr and "python -m pipeline build --apply-vllm-pr #103" in native.stderr
