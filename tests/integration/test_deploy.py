@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO, run_cli
 from tests.integration.conftest import SmokeBuild
+from tests.standin import image as test_image
 from tests.testbed.testbed import Testbed
 
 pytestmark = pytest.mark.docker
@@ -30,17 +30,8 @@ LIMITS = ["--gpus", "none", "--non-privileged", "--nofile", "16384", "--mem-limi
 @pytest.fixture(scope="session")
 def deploy_image(smoke_build: SmokeBuild, tmp_path_factory: pytest.TempPathFactory) -> str:
     root = smoke_build.copy(tmp_path_factory.mktemp("deploy") / "src")
-    bin_dir = root / "docker-contexts" / "runtime" / "bin"
-    bin_dir.mkdir(parents=True)
-    shutil.copy(REPO / "tests" / "standin" / "vllm", bin_dir / "vllm")
-    wheels = tmp_path_factory.mktemp("ray-wheels")
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
-                    "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-                    "--platform", "manylinux_2_28_x86_64", "--platform", "any", "-d", str(wheels), "ray[default]"],
-                   check=True, capture_output=True)
-    smoke_build.build(root, "--tag", IMAGE, "--set", 'runtime.pip_packages=["ray[default]"]',
-                      "--set", f"runtime.pip_index={wheels}", "--set",
-                      "runtime.env.PATH=/workspace/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    wheels = test_image.download_ray(tmp_path_factory.mktemp("ray-wheels"))
+    smoke_build.build(root, *test_image.extra_args(root, wheels, IMAGE))
     return IMAGE
 
 
