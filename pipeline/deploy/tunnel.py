@@ -58,22 +58,18 @@ class RemoteForward:
             return
         sock.settimeout(None)
         try:
+            directions = ((sock, channel, "bytes_to_node"), (channel, sock, "bytes_from_node"))
             while not self._stop.is_set():
                 readable, _, _ = select.select([sock, channel], [], [], 0.5)
-                if sock in readable:
-                    data = sock.recv(CHUNK)
+                for src, dst, counter in directions:
+                    if src not in readable:
+                        continue
+                    data = src.recv(CHUNK)
                     if not data:
-                        break
-                    channel.sendall(data)
+                        return
+                    dst.sendall(data)
                     with self._lock:
-                        self.bytes_to_node += len(data)
-                if channel in readable:
-                    data = channel.recv(CHUNK)
-                    if not data:
-                        break
-                    sock.sendall(data)
-                    with self._lock:
-                        self.bytes_from_node += len(data)
+                        setattr(self, counter, getattr(self, counter) + len(data))
         except OSError:
             pass
         finally:

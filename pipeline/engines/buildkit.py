@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.build import baseimage
 from pipeline.build.ir import Stage, Step
 from pipeline.engines import StageRun
-from pipeline.engines.docker_cli import Docker, tail
+from pipeline.engines.docker_cli import Docker, LocalImages, tail
 from pipeline.errors import PipelineError, StageError
 
 BUILD_TARGET = "stage"
@@ -102,18 +102,12 @@ def _link_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, symlinks=True, copy_function=link, ignore=shutil.ignore_patterns(".complete"))
 
 
-class BuildKitEngine:
+class BuildKitEngine(LocalImages):
     name = "buildkit"
 
     def __init__(self, cache: Path, docker: Docker | None = None):
         self.cache = cache
         self._docker = docker
-
-    @property
-    def docker(self) -> Docker:
-        if self._docker is None:
-            self._docker = Docker()
-        return self._docker
 
     def check(self) -> None:
         self.docker.check_daemon()
@@ -182,31 +176,13 @@ class BuildKitEngine:
             self._docker_build(run, ctx, ["--target", BUILD_TARGET, "-t", tag])
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
-        image_id = self.docker.image_id(tag)
-        if not image_id:
-            raise StageError(run.stage.name, f"docker build succeeded but {tag} is not in the local Docker")
-        return image_id
-
-    def reuse_image(self, image_id: str, tag: str) -> bool:
-        return reuse_local_image(self.docker, image_id, tag)
-
-    def export_image(self, tag: str, dest: Path) -> None:
-        self.docker.save(tag, dest)
+        return self.local_image_id(run.stage.name, tag)
 
     def push_image(self, tag: str, ref: str) -> str:
         return self.docker.push(tag, ref)
 
     def close(self) -> None:
         pass
-
-
-def reuse_local_image(docker: Docker, image_id: str, tag: str) -> bool:
-    if docker.image_id(tag) == image_id:
-        return True
-    if docker.image_id(image_id) != image_id:
-        return False
-    docker.run("tag", image_id, tag)
-    return True
 
 
 def _failed_step(log: Path) -> str:

@@ -24,7 +24,7 @@ import dagger
 from pipeline.build import baseimage
 from pipeline.build.ir import Image, Stage
 from pipeline.engines import StageRun, dagger_session
-from pipeline.engines.docker_cli import Docker
+from pipeline.engines.docker_cli import Docker, LocalImages
 from pipeline.errors import EngineUnavailable, PipelineError, StageError
 
 T = TypeVar("T")
@@ -120,7 +120,7 @@ def unavailable(e: Exception) -> EngineUnavailable:
         "Without Dagger, use --engine buildkit.")
 
 
-class DaggerEngine:
+class DaggerEngine(LocalImages):
     name = "dagger"
 
     def __init__(self, cache: Path, client: dagger.Client | None = None):
@@ -132,12 +132,7 @@ class DaggerEngine:
         self._log: Any = None
         self._base_tars: dict[str, Path] = {}
         self._docker: Docker | None = None
-
-    @property
-    def docker(self) -> Docker:
-        if self._docker is None:
-            self._docker = Docker()
-        return self._docker
+        self._last_image: dagger.Container | None = None
 
     # --- connection -------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -214,22 +209,11 @@ class DaggerEngine:
         ctr = image_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), labels,
                               metadata, run.build_env, self._base_tars.get(run.stage.base.ref))
         self._call(run.stage.name, lambda: ctr.export_image(tag))
-        image_id = self.docker.image_id(tag)
-        if not image_id:
-            raise StageError(run.stage.name, f"the Dagger engine exported {tag} but the local Docker lacks it")
         self._last_image = ctr
-        return image_id
-
-    def reuse_image(self, image_id: str, tag: str) -> bool:
-        from pipeline.engines.buildkit import reuse_local_image
-
-        return reuse_local_image(self.docker, image_id, tag)
-
-    def export_image(self, tag: str, dest: Path) -> None:
-        self.docker.save(tag, dest)
+        return self.local_image_id(run.stage.name, tag)
 
     def push_image(self, tag: str, ref: str) -> str:
-        ctr = getattr(self, "_last_image", None)
+        ctr = self._last_image
         if ctr is None:
             return self.docker.push(tag, ref)
         return self._call("runtime", lambda: ctr.publish(ref))

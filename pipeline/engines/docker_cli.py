@@ -113,6 +113,38 @@ class Docker:
                 raise
 
 
+class LocalImages:
+    """Both engines leave the runtime image in the local Docker; these work on it there."""
+
+    _docker: Docker | None = None
+
+    @property
+    def docker(self) -> Docker:
+        if self._docker is None:
+            self._docker = Docker()
+        return self._docker
+
+    def reuse_image(self, image_id: str, tag: str) -> bool:
+        """If the local Docker still has `image_id`, point `tag` at it and return True."""
+        if self.docker.image_id(tag) == image_id:
+            return True
+        if self.docker.image_id(image_id) != image_id:
+            return False
+        self.docker.run("tag", image_id, tag)
+        return True
+
+    def export_image(self, tag: str, dest: Path) -> None:
+        self.docker.save(tag, dest)
+
+    def local_image_id(self, stage: str, tag: str) -> str:
+        from pipeline.errors import StageError
+
+        image_id = self.docker.image_id(tag)
+        if not image_id:
+            raise StageError(stage, f"the image was built but {tag} is not in the local Docker")
+        return image_id
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         data = path.read_bytes()[-64 * 1024:]
