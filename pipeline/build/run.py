@@ -4,7 +4,6 @@ the runtime image, write build.lock. A failed stage stops the build; stages that
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,29 +33,6 @@ class StageResult:
     status: str  # built | cached | failed
     seconds: float
     note: str = ""
-
-
-def clean_dead_staging(store: Store) -> None:
-    """Temp dirs of builds that were killed (their PID is gone) are removed; live builds' are kept."""
-    if not store.root.is_dir():
-        return
-    for d in store.root.glob("*/.tmp-*"):
-        try:
-            pid = int(d.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def log_path(stage: str, key: str) -> Path:
@@ -104,7 +80,7 @@ class Builder:
         res, plan, _ = plan_build(self.build, self.mirrors, self.store)
         for w in plan.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
-        clean_dead_staging(self.store)
+        self.store.clean_staging()
         total = len(res.stages)
         for i, stage in enumerate(res.stages, 1):
             sp = plan.stage(stage.name)

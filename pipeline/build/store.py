@@ -152,19 +152,19 @@ class Store:
                     out.append(e)
         return out
 
-    def clean_staging(self, older_than: float = 3600) -> int:
-        """Remove temp dirs left by killed builds (older than `older_than` seconds)."""
+    def clean_staging(self) -> int:
+        """Remove temp dirs of builds that were killed (their PID is gone); live builds' are kept."""
         n = 0
-        now = time.time()
         if not self.root.is_dir():
             return 0
         for d in self.root.glob("*/.tmp-*"):
             try:
-                if now - d.stat().st_mtime > older_than:
-                    shutil.rmtree(d, ignore_errors=True)
-                    n += 1
-            except FileNotFoundError:
+                pid = int(d.name.split("-")[1])
+            except (IndexError, ValueError):
                 continue
+            if pid != os.getpid() and not _alive(pid):
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
         return n
 
     def gc(self, keep: set[tuple[str, str]], keep_recent: int, dry_run: bool = False) -> list[Entry]:
@@ -183,6 +183,16 @@ class Store:
                 e.path.rename(gone)  # atomic removal from the store's view, then delete
                 shutil.rmtree(gone, ignore_errors=True)
         return doomed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

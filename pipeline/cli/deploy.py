@@ -134,7 +134,7 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
             result = cluster.deploy(the_plan, opts, mods, o["ship_mode"], o["force"], o["timeout"],
                                     cache_root() / "ship", secrets)
         except LaunchFailed as e:
-            dep = getattr(e, "dep", None)
+            dep = e.dep
             failed = list(e.failures)
             record_failed(failed_file(), failed)
             if dep is not None:

@@ -78,7 +78,7 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
         console.print(f"{len(doomed)} entries would be removed")
         return
     removed = s.gc(keep_keys, keep)
-    cleaned = s.clean_staging()
+    cleaned = s.clean_staging()  # temp dirs of killed builds
     for e in removed:
         console.print(f"removed {e.stage}/{e.key[:12]} ({_size(e.size)})")
     console.print(f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"

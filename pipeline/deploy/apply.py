@@ -32,6 +32,7 @@ WATCH = ('docker inspect -f "{{.State.Running}}" "$1" 2>&1 || true; echo "@@"; '
 class LaunchFailed(PipelineError):
     def __init__(self, message: str, failures: dict[str, str]):
         self.failures = failures
+        self.dep: Deployment | None = None  # set by the deploy that failed, for its per-node table
         super().__init__(message)
 
 

@@ -142,7 +142,7 @@ class Cluster:
             self.stop([self.by_name[n] for n in dep.started])
             raise
         except LaunchFailed as e:
-            e.dep = dep  # type: ignore[attr-defined]
+            e.dep = dep
             raise
 
     def _start(self, dep: Deployment, deadline: float) -> None:

@@ -102,8 +102,7 @@ PullRequest = Annotated[int | str, BeforeValidator(parse_pr)]
 EnvName = Annotated[str, expect("an environment variable name (letters, digits, _)",
                                 lambda v: _is_str(v) and bool(_ENV_NAME_RE.match(v)))]
 EnvValue = Annotated[str, expect("a string, number or boolean value",
-                                 lambda v: (isinstance(v, str | int | float) and not isinstance(v, bool))
-                                 or isinstance(v, bool),
+                                 lambda v: isinstance(v, str | int | float | bool),
                                  lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v))]
 Package = Annotated[str, expect("a pip requirement such as ray[default]==2.60.0",
                                 lambda v: _is_str(v) and bool(_PKG_RE.match(v)))]
