@@ -273,6 +273,9 @@ class Testbed:
                     os.kill(k, signal.SIGKILL)
             stop_pids([pid], 5)
         stop_pids([p for p in [read_pid(n.dir / "docker.pid")] if p], 10)
+        # The dead daemon's containerd state (pid file, sockets) makes a new dockerd wait for a
+        # containerd that is gone: start from a clean exec root.
+        shutil.rmtree(n.dir / "exec", ignore_errors=True)
         self._start_dockerd(n)
         self._wait_dockerd(n)
         self._start_sshd(n)
