@@ -11,36 +11,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.build.store import cache_root
-from pipeline.cli.nodes import cluster_from, cluster_options
-from pipeline.deploy.apply import LaunchFailed, read_failed, record_failed
+from pipeline.cli.nodes import cluster_from, cluster_options, failed_file, limit_option, limited
+from pipeline.deploy.apply import LaunchFailed, record_failed
 from pipeline.deploy.launch import Options, parse_env_items
 from pipeline.deploy.mods import cleanup, load_mod
 from pipeline.deploy.run import Cluster, fail_table_rows, secrets_from_env
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.spec.cluster import ClusterSpec
 from pipeline.ui import console, emit_json
 
 REPO_MODS = Path(__file__).resolve().parents[2] / "mods"
 
 
-def failed_file() -> Path:
-    return cache_root() / "last-failed.json"
-
-
-def limited(spec: ClusterSpec, limit: str | None) -> ClusterSpec:
-    """`--limit @failed` (the hosts the last run failed on) or `--limit a,b`."""
-    if not limit:
-        return spec
-    names = read_failed(failed_file()) if limit == "@failed" else [x.strip() for x in limit.split(",") if x.strip()]
-    chosen = [n for n in spec.nodes if n.label in names or n.address in names]
-    if not chosen:
-        raise ConfigError(f"--limit {limit}: matches no node of the cluster"
-                          + (" (no failed hosts recorded)" if limit == "@failed" else ""))
-    return spec.model_copy(update={"nodes": chosen})
-
-
-limit_option = click.option("--limit", default=None, metavar="@failed|HOST,…",
-                            help="Only these nodes; @failed: those the last failed run named.")
 name_option = click.option("--name", default="vllm_node", show_default=True, help="Container name on every node.")
 
 

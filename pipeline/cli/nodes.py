@@ -10,6 +10,7 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from pipeline.deploy.apply import read_failed
 from pipeline.deploy.discover import NodeFacts, gather, interfaces
 from pipeline.deploy.hosts import Hosts
 from pipeline.deploy.image import Shipper, ShipResult
@@ -57,6 +58,26 @@ def cluster_from(opts: dict[str, Any]) -> ClusterSpec:
     return spec
 
 
+def failed_file() -> Path:
+    from pipeline.build.store import cache_root
+
+    return cache_root() / "last-failed.json"
+
+
+def limited(spec: ClusterSpec, limit: str | None) -> ClusterSpec:
+    """`--limit @failed` (the hosts the last run failed on) or `--limit a,b`."""
+    if not limit:
+        return spec
+    names = read_failed(failed_file()) if limit == "@failed" else [x.strip() for x in limit.split(",") if x.strip()]
+    chosen = [n for n in spec.nodes if n.label in names or n.address in names]
+    if not chosen:
+        raise ConfigError(f"--limit {limit}: matches no node of the cluster"
+                          + (" (no failed hosts recorded)" if limit == "@failed" else ""))
+    return spec.model_copy(update={"nodes": chosen})
+
+
+limit_option = click.option("--limit", default=None, metavar="@failed|HOST,…",
+                            help="Only these nodes; @failed: those the last failed run named.")
 def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB"
 
@@ -172,16 +193,20 @@ def run_ship(spec: ClusterSpec, image: str, mode: str, force: bool) -> list[Ship
 
 @click.command()
 @cluster_options
+@limit_option
 @click.argument("image", required=False)
 @click.option("--ship", "mode", type=click.Choice(["registry", "stream"]), default="registry", show_default=True,
               help="registry: only the layers a node lacks, through an SSH tunnel; stream: docker save | docker "
                    "load (the toolkit's way, always the whole image).")
 @click.option("--force", is_flag=True, help="Ship even to nodes that already have the same image ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print per-node results as JSON on stdout.")
-def ship(image: str | None, mode: str, force: bool, as_json: bool, **opts: Any) -> None:
+def ship(image: str | None, mode: str, force: bool, as_json: bool, limit: str | None, **opts: Any) -> None:
     """Put IMAGE (default: cluster.yaml `image`, vllm-node) on every node; nodes that have it are skipped."""
-    spec = cluster_from(opts)
+    from pipeline.deploy.apply import record_failed
+
+    spec = limited(cluster_from(opts), limit)
     results = run_ship(spec, image or spec.image, mode, force)
+    record_failed(failed_file(), [r.node.label for r in results if r.status == "failed"])
     if as_json:
         emit_json([{"node": r.node.label, "status": r.status, "bytes": r.bytes, "seconds": round(r.seconds, 3),
                     "detail": r.detail} for r in results])

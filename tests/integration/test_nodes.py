@@ -115,6 +115,9 @@ def test_changed_host_key_is_refused_while_the_others_complete(testbed: Testbed,
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in flat
     assert "shipping failed on 1 of 3 node(s): h2" in flat
     assert kh.read_text() == "\n".join(lines) + "\n"  # never rewritten
+    # with the right key, --limit @failed ships to the failed node only
+    retry = run_cli("ship", "--json", "--cluster", str(cf), "--limit", "@failed", "sp-ship-test:keys")
+    assert [(r["node"], r["status"]) for r in json.loads(retry.stdout)] == [("h2", "shipped")]
 
 
 def test_accept_new_appends_one_line_per_new_host(testbed: Testbed, tmp_path: Path) -> None:
