@@ -12,6 +12,7 @@ build containers receive the tree only: no .git, no remotes, no credentials.
 from __future__ import annotations
 
 import fnmatch
+import re
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +32,24 @@ def _git_env(*args: str, cwd: Path, check: bool = True,
              input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """git with a fixed identity and dates, so applying the same PRs gives the same commits."""
     return git(*args, cwd=cwd, check=check, input=input, extra_env=IDENTITY)
+
+
+SCM_VERSION_FILE = ".scm-version"
+_DESCRIBE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?[^-]*-(\d+)-g([0-9a-f]+)$")
+
+
+def scm_version(describe: str, sha: str) -> str:
+    """`git describe --tags --long` -> a version like setuptools-scm's guess-next-dev (the patch level is
+    bumped, also after an rc tag), so packages that take their version from git (vLLM) build from a
+    tree handed over without .git."""
+    m = _DESCRIBE.match(describe.strip())
+    if not m:
+        return f"0.0.0.dev0+g{sha[:9]}"
+    major, minor, patch, distance, short = m.groups()
+    patch = patch or "0"
+    if distance == "0":
+        return f"{major}.{minor}.{patch}"
+    return f"{major}.{minor}.{int(patch) + 1}.dev{distance}+g{short}"
 
 
 def tolerated(path: str, patterns: tuple[str, ...]) -> bool:
@@ -92,6 +111,9 @@ def checkout(src: ResolvedSource, cache: Path, log: list[str] | None = None) -> 
                     log.append(f"{src.name} patch {pname}: applied")
             tree = Path(tmp) / "tree"
             shutil.copytree(work, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            describe = _git_env("describe", "--tags", "--long", "--match", "v[0-9]*", src.commit, cwd=work,
+                                check=False).stdout.decode()
+            (tree / SCM_VERSION_FILE).write_text(scm_version(describe, src.commit) + "\n")
             (tree / ".complete").write_text(src.digest + "\n")
             try:
                 tree.rename(final)

@@ -35,10 +35,16 @@ def install_wheels(*stages: str, deps: bool = True, layer: str = "") -> Step:
                 mounts=stages, layer=layer)
 
 
+# The source tree's version file (see build/checkout.py): setuptools-scm reads no .git in a build
+# container, so the version git would give is handed over this way. $0 is the source directory.
+WHEEL_SCRIPT = ('v="$(cat "$0/.scm-version" 2>/dev/null || true)"; '
+                'if [ -n "$v" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION="$v"; fi; '
+                f'exec python3 -m pip wheel --no-build-isolation --no-deps --wheel-dir {OUT} "$0"')
+
+
 def pip_wheel(src: str, mounts: tuple[str, ...] = ()) -> Step:
     """Build one wheel from a source directory with the already-installed torch (no build isolation)."""
-    return Step(argv=("python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
-                      "--wheel-dir", OUT, src), mounts=mounts)
+    return Step(argv=("sh", "-c", WHEEL_SCRIPT, src), mounts=mounts)
 
 
 def compile_build_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:

@@ -115,3 +115,28 @@ def test_tree_digest_ignores_mtime_but_not_content_or_mode(tmp_path: Path) -> No
     (d / "sub" / "f").chmod(0o644)
     (d / "sub" / "f").write_text("y")
     assert tree_digest(d) != first
+
+
+@pytest.mark.parametrize(("describe", "want"), [
+    ("v0.11.0-296-gabc1234", "0.11.1.dev296+gabc1234"),
+    ("v0.11.0-0-gabc1234", "0.11.0"),
+    ("v1.0-3-gabc1234", "1.0.1.dev3+gabc1234"),
+    ("", "0.0.0.dev0+g123456789"),
+])
+def test_scm_version_for_trees_without_git(describe: str, want: str) -> None:
+    from pipeline.build.checkout import scm_version
+
+    assert scm_version(describe, "1234567890" * 4) == want
+
+
+def test_checkout_hands_over_the_version_not_the_git_dir(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
+    from pipeline.build.checkout import checkout
+
+    r, shas = repo
+    fixtures.git(r, "tag", "-d", "v1.0")
+    fixtures.git(r, "tag", "v2.0.0", shas["first"])
+    src = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main"), tmp_path,
+                         "build.yaml")
+    tree = checkout(src, tmp_path / "cache")
+    assert not (tree / ".git").exists()
+    assert (tree / ".scm-version").read_text().strip() == f"2.0.1.dev1+g{shas['second'][:7]}"

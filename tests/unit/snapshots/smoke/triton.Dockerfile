@@ -20,6 +20,6 @@ ARG CMAKE_CXX_COMPILER_LAUNCHER
 ARG CMAKE_CUDA_COMPILER_LAUNCHER
 COPY src/src-triton /src/triton
 RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-pip-amd64,target=/root/.cache/pip,sharing=shared --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "python3 -m pip install --no-index --find-links /wheels/base /wheels/base/*.whl"]
-RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-pip-amd64,target=/root/.cache/pip,sharing=shared ["python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--wheel-dir", "/out", "/src/triton"]
+RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-pip-amd64,target=/root/.cache/pip,sharing=shared ["sh", "-c", "v=\"$(cat \"$0/.scm-version\" 2>/dev/null || true)\"; if [ -n \"$v\" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION=\"$v\"; fi; exec python3 -m pip wheel --no-build-isolation --no-deps --wheel-dir /out \"$0\"", "/src/triton"]
 FROM scratch AS export
 COPY --from=stage /out/ /

@@ -26,6 +26,6 @@ RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,shari
 RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-pip-amd64,target=/root/.cache/pip,sharing=shared ["sed", "-i", "/flashinfer/d", "requirements/cuda.txt"]
 RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-pip-amd64,target=/root/.cache/pip,sharing=shared ["python3", "-m", "pip", "install", "--no-index", "-r", "requirements/build/cuda.txt"]
 WORKDIR /
-RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-pip-amd64,target=/root/.cache/pip,sharing=shared ["python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--wheel-dir", "/out", "/src/vllm"]
+RUN --mount=type=cache,id=spark-pipeline-ccache-amd64,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-pip-amd64,target=/root/.cache/pip,sharing=shared ["sh", "-c", "v=\"$(cat \"$0/.scm-version\" 2>/dev/null || true)\"; if [ -n \"$v\" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION=\"$v\"; fi; exec python3 -m pip wheel --no-build-isolation --no-deps --wheel-dir /out \"$0\"", "/src/vllm"]
 FROM scratch AS export
 COPY --from=stage /out/ /
