@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from rich.table import Table
 from pipeline.build.store import cache_root
 from pipeline.cli.nodes import cluster_from, cluster_options, failed_file, limit_option, limited
 from pipeline.deploy.apply import LaunchFailed, record_failed
-from pipeline.deploy.launch import Options, parse_env_items
+from pipeline.deploy.launch import Options, command_of, parse_env_items
 from pipeline.deploy.mods import cleanup, load_mod
 from pipeline.deploy.run import Cluster, fail_table_rows, secrets_from_env
 from pipeline.errors import ConfigError, PipelineError
@@ -169,7 +170,7 @@ def plan_table(p: Any) -> Table:
     for col in ("node", "role", "ip", "eth_if", "ib_if", "starts"):
         table.add_column(col)
     for n in p.nodes:
-        starts = "\n".join(" ".join(s[s.index("sh", 4) + 3:] if "sh" in s[4:] else s) for s in n.start)
+        starts = "\n".join(shlex.join(command_of(s)) for s in n.start)
         table.add_row(n.name, f"{n.role} (rank {n.rank})", n.ip, n.eth_if or "?", ",".join(n.ib_if) or "-", starts)
     return table
 
@@ -246,8 +247,6 @@ def logs(name: str, node_name: str | None, follow: bool, tail: str, **o: Any) ->
     try:
         argv = ["docker", "logs", "--tail", tail, *(["-f"] if follow else []), name]
         conn = cluster.hosts.open(node)
-        import shlex
-
         conn.run(shlex.join(argv), warn=True, in_stream=False, pty=False)
     except KeyboardInterrupt:
         pass

@@ -216,6 +216,11 @@ def exec_argv(opts: Options, argv: tuple[str, ...]) -> tuple[str, ...]:
     return ("docker", "exec", "-d", opts.name, "sh", "-c", WRAPPER, "sh", *argv)
 
 
+def command_of(exec_line: tuple[str, ...]) -> tuple[str, ...]:
+    """What an exec_argv line runs in the container (the wrapper left out), for display."""
+    return exec_line[8:] if exec_line[4:8] == ("sh", "-c", WRAPPER, "sh") else exec_line
+
+
 def mount_dirs(n: NodeInput, opts: Options) -> list[str]:
     dirs = [f"{n.home}/.cache/huggingface"]
     if opts.cache_dirs:

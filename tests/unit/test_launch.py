@@ -87,3 +87,11 @@ def test_hostile_values_survive_shlex_quoting(model: str, value: str) -> None:
     for argv in (p.head.run_argv, *p.head.start):
         assert shlex.split(shlex.join(argv)) == list(argv)
     assert f"X={value}" in p.head.run_argv and model in p.head.start[0]
+
+
+def test_command_of_shows_what_runs_in_the_container() -> None:
+    from pipeline.deploy.launch import command_of
+
+    p = plan([NodeInput(name="a", address="10.0.0.1", eth_if="eth0")],
+             Options(image="vllm-node", command=("vllm", "serve", "m")))
+    assert command_of(p.head.start[0]) == ("vllm", "serve", "m")
