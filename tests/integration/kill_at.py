@@ -31,7 +31,8 @@ def main() -> None:
                 return real_stream(self, argv, log, on_line, env, timeout)
 
             def watch(line: str) -> None:
-                if "RUN" in line and "\"wheel\"" in line:
+                # the vllm stage's wheel build is running (mid-stage)
+                if "RUN" in line and ("pip wheel" in line or '"wheel"' in line):
                     die()
             return real_stream(self, argv, log, watch, env, timeout)
 
