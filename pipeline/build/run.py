@@ -64,6 +64,17 @@ class Builder:
                 out[inp.name] = path
         return out
 
+    def prepare(self, stage: Stage, key: str, res: Resolution, plan: Plan) -> StageRun:
+        """The stage's inputs on the host, a fresh log (starting with what checkout did), its base image."""
+        notes: list[str] = []
+        run = StageRun(stage=stage, key=key, inputs=self.inputs_of(stage, res, plan, notes),
+                       log=log_path(stage.name, key), build_env=stage.build_env)
+        run.log.write_text("".join(f"{n}\n" for n in notes))
+        for n in notes:
+            console.print(f"  {n}")
+        self.engine.prepare_base(run)
+        return run
+
     def manifest(self, stage: Stage, key: str, plan: Plan, seconds: float) -> dict[str, object]:
         return {"engine": self.engine.name, "duration_s": round(seconds, 3), "tool": f"spark-pipeline {__version__}",
                 "platform": stage.platform, "inputs": plan.stage(stage.name).facts}
@@ -82,6 +93,7 @@ class Builder:
             console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
         self.store.clean_staging()
         total = len(res.stages)
+        image_tag = tag or res.stages[-1].output.tag
         for i, stage in enumerate(res.stages, 1):
             sp = plan.stage(stage.name)
             head = f"[bold][{i}/{total}] {stage.name}[/bold] {sp.short_key}"
@@ -97,27 +109,19 @@ class Builder:
                 console.print(f"{head} [yellow]building[/yellow] ({'; '.join(sp.reasons)})", soft_wrap=True)
                 self._run_wheels(stage, res, plan, started)
             else:
-                self._run_image(stage, res, plan, head, tag or stage.output.tag, started)
+                self._run_image(stage, res, plan, head, image_tag, started)
         if export is not None:
-            runtime = res.stages[-1]
-            console.print(f"exporting {tag or runtime.output.tag} to {export}")
-            self.engine.export_image(tag or runtime.output.tag, export)
+            console.print(f"exporting {image_tag} to {export}")
+            self.engine.export_image(image_tag, export)
         if push is not None:
-            runtime = res.stages[-1]
-            pushed = self.engine.push_image(tag or runtime.output.tag, push)
+            pushed = self.engine.push_image(image_tag, push)
             console.print(f"pushed {pushed}")
         write_lock(self.build.root / "build.lock", lock_of(plan, res.lock_sources()))
         return plan, self.results
 
     def _run_wheels(self, stage: Stage, res: Resolution, plan: Plan, started: float) -> None:
         key = plan.stage(stage.name).key
-        notes: list[str] = []
-        run = StageRun(stage=stage, key=key, inputs=self.inputs_of(stage, res, plan, notes),
-                       log=log_path(stage.name, key), build_env=stage.build_env)
-        run.log.write_text("".join(f"{n}\n" for n in notes))
-        for n in notes:
-            console.print(f"  {n}")
-        self.engine.prepare_base(run)
+        run = self.prepare(stage, key, res, plan)
         staging = self.store.staging_dir(stage.name)
         try:
             self.engine.run_stage(run, staging)
@@ -142,11 +146,7 @@ class Builder:
                 self.results.append(StageResult(stage.name, key, "cached", 0.0, tag))
                 return
         console.print(f"{head} [yellow]building[/yellow] image {tag}")
-        notes: list[str] = []
-        run = StageRun(stage=stage, key=key, inputs=self.inputs_of(stage, res, plan, notes),
-                       log=log_path(stage.name, key), build_env=stage.build_env)
-        run.log.write_text("")
-        self.engine.prepare_base(run)
+        run = self.prepare(stage, key, res, plan)
         keys = {s.name: s.key for s in plan.stages}
         metadata = {
             "tool": f"spark-pipeline {__version__}", "gpu_arch": self.build.spec.gpu_arch,
