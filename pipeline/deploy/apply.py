@@ -148,6 +148,30 @@ def run_parallel(hosts: Hosts, nodes: list[NodeSpec], fn: Callable[[NodeSpec], o
         raise LaunchFailed(f"{step} failed on {', '.join(failed)}", failed)
 
 
+def ended_nodes(applier: Applier, nodes: list[NodeSpec]) -> dict[str, str]:
+    """Node -> why, for every node whose container or started process has ended, or that no longer
+    answers; empty while all are alive."""
+    dead: dict[str, str] = {}
+    for o in applier.hosts.each(applier.container_state, nodes):
+        if not o.ok:
+            dead[o.node.label] = f"unreachable: {o.error}"
+            continue
+        running, status = o.value  # type: ignore[misc]
+        if running != "true":
+            dead[o.node.label] = f"container {running}"
+        elif status:
+            dead[o.node.label] = f"its process exited with status {status}"
+    return dead
+
+
+def mark_failed(applier: Applier, dep: Deployment, dead: dict[str, str]) -> None:
+    for name, why in dead.items():
+        tail = ""
+        with contextlib.suppress(Exception):
+            tail = applier.log_tail(dep.by_name[name])
+        dep.states[name] = NodeState("failed", why, tail)
+
+
 def wait_ready(applier: Applier, dep: Deployment, deadline: float, poll: float = 1.0) -> float:
     """Until /health and /v1/models answer on the head; fails at once when any node's process or
     container ends or its Docker stops answering. Returns when the server answered (monotonic)."""
@@ -168,23 +192,9 @@ def wait_ready(applier: Applier, dep: Deployment, deadline: float, poll: float =
         now = time.monotonic()
         if now >= next_watch:
             next_watch = now + poll
-            dead: dict[str, str] = {}
-            for o in applier.hosts.each(applier.container_state, nodes):
-                if not o.ok:
-                    dead[o.node.label] = f"unreachable: {o.error}"
-                    continue
-                running, status = o.value  # type: ignore[misc]
-                if running != "true":
-                    dead[o.node.label] = f"container {running}"
-                elif status:
-                    dead[o.node.label] = f"its process exited with status {status}"
+            dead = ended_nodes(applier, nodes)
             if dead:
-                for name, why in dead.items():
-                    node = dep.by_name[name]
-                    tail = ""
-                    with contextlib.suppress(Exception):
-                        tail = applier.log_tail(node)
-                    dep.states[name] = NodeState("failed", why, tail)
+                mark_failed(applier, dep, dead)
                 raise LaunchFailed(f"{', '.join(dead)}: {'; '.join(dead.values())}", dead)
         if now > deadline:
             for n in nodes:
@@ -206,11 +216,11 @@ def wait_ray(applier: Applier, dep: Deployment, want: int, deadline: float) -> N
         seen = ray_alive_nodes(ran.stdout)
         if seen >= want:
             return
-        for o in applier.hosts.each(applier.container_state, [dep.by_name[n.name] for n in dep.plan.nodes]):
-            if o.ok and o.value and (o.value[0] != "true" or o.value[1]):  # type: ignore[index]
-                dep.states[o.node.label] = NodeState("failed", f"ray start ended ({o.value})",
-                                                     applier.log_tail(o.node))
-                raise LaunchFailed(f"Ray on {o.node.label} ended before the cluster formed", {o.node.label: "ray"})
+        dead = ended_nodes(applier, [dep.by_name[n.name] for n in dep.plan.nodes])
+        if dead:
+            mark_failed(applier, dep, dead)
+            raise LaunchFailed(f"Ray on {', '.join(dead)} ended before the cluster formed: "
+                               f"{'; '.join(dead.values())}", dead)
         time.sleep(1)
     raise LaunchFailed(f"Ray sees {seen} of {want} nodes after the deadline", {dep.plan.head.name: "ray"})
 
@@ -225,11 +235,6 @@ def apply_mods(applier: Applier, dep: Deployment, mods: list[Mod], workdir: str)
             apply_mod(applier.hosts, node, applier.name, mod, workdir)
 
     run_parallel(applier.hosts, nodes, one, dep, "mods")
-
-
-def summary(dep: Deployment) -> list[dict[str, str]]:
-    return [{"node": n.name, "role": n.role, "status": dep.states.get(n.name, NodeState()).status,
-             "detail": dep.states.get(n.name, NodeState()).detail} for n in dep.plan.nodes]
 
 
 def record_failed(path: Path, names: list[str]) -> None:

@@ -148,23 +148,22 @@ class Cluster:
     def _start(self, dep: Deployment, deadline: float) -> None:
         p = dep.plan
         by = dep.by_name
+        first = {n.name: n.start[0] for n in p.nodes if n.start}  # each node's first start command
+
+        def start_workers(step: str) -> None:
+            workers = [by[n.name] for n in p.nodes[1:] if n.start]
+            run_parallel(self.hosts, workers, lambda node: self.applier.exec_start(node, first[node.label]), dep, step)
+
+        head = by[p.head.name]
         if p.mode == "ray":
-            head = by[p.head.name]
-            self.applier.exec_start(head, p.head.start[0])
-            workers = [n for n in p.nodes[1:]]
-            run_parallel(self.hosts, [by[n.name] for n in workers],
-                         lambda node: self.applier.exec_start(node, next(w for w in workers if w.name == node.label)
-                                                              .start[0]), dep, "ray start")
+            self.applier.exec_start(head, first[p.head.name])
+            start_workers("ray start")
             wait_ray(self.applier, dep, len(p.nodes), deadline)
             self.hosts.run(head, list(p.head.start[1]), timeout=60)
-        elif p.mode == "noray":
-            workers = [n for n in p.nodes[1:] if n.start]
-            run_parallel(self.hosts, [by[n.name] for n in workers],
-                         lambda node: self.applier.exec_start(node, next(w for w in workers if w.name == node.label)
-                                                              .start[0]), dep, "start ranks")
-            self.applier.exec_start(by[p.head.name], p.head.start[0])
         else:
-            self.applier.exec_start(by[p.head.name], p.head.start[0])
+            if p.mode == "noray":
+                start_workers("start ranks")  # workers (headless) first, then rank 0
+            self.applier.exec_start(head, first[p.head.name])
 
     # --- stop / status / logs / exec --------------------------------------------------------------
     def stop(self, nodes: list[NodeSpec] | None = None) -> list[tuple[str, str]]:
