@@ -25,6 +25,7 @@ class Daemon:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.pid: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def why_not(self) -> str | None:
         if answering():
@@ -42,8 +43,8 @@ class Daemon:
         pidfile = self.workdir / "dockerd.pid"
         pidfile.unlink(missing_ok=True)
         log = (self.workdir / "dockerd.log").open("ab")
-        subprocess.Popen(["dockerd", "--pidfile", str(pidfile)], stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(["dockerd", "--pidfile", str(pidfile)], stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if pidfile.exists() and answering():
@@ -58,6 +59,13 @@ class Daemon:
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
+            return
+        if self.proc is not None:  # our child: wait() also reaps it (no zombie left behind)
+            try:
+                self.proc.wait(timeout=deadline)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             return
         end = time.monotonic() + deadline
         while time.monotonic() < end:
