@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.deploy.hosts import Hosts  # noqa: E402
 from pipeline.deploy.image import Shipper  # noqa: E402
-from pipeline.engines.docker_cli import Docker  # noqa: E402
+from pipeline.engines.docker import Docker  # noqa: E402
 from pipeline.spec.cluster import ClusterSpec  # noqa: E402
 from tests.integration.dockerd import DOCKER, Daemon  # noqa: E402
 from tests.testbed.testbed import Testbed  # noqa: E402

@@ -1,39 +1,73 @@
-"""The project's exception tree, split by who must act.
+"""The project's one error tree, split by who must act, and the one place that maps it to exit codes.
 
-The CLI maps each class to an exit code: a user's input problem (ConfigError) exits 2 with a located
-message and no traceback; a build or host failure exits 1; anything else is an internal error.
+    2   the user must fix something: a file or flag (ConfigError), a source that cannot be resolved
+        (SourceError), a tool to install (ToolMissing), an engine to start (EngineUnavailable)
+    1   a step of a build or deploy failed, or a node did (StepFailed and its subclasses)
+    70  anything else: a bug in spark-pipeline (EX_SOFTWARE)
+    130 interrupted (Ctrl-C)
+
+Library code raises these classes and never exits; `pipeline.cli.main` calls `exit_code()`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+EXIT_USER = 2
+EXIT_FAILED = 1
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
 
 class PipelineError(Exception):
-    """Base of every error the tool reports to a user."""
+    """Base of every error the tool reports to a user (without a traceback)."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
-class ConfigError(PipelineError, ValueError):
-    """Bad input in a file or on the command line: the user must fix it (exit 2)."""
+# --- the user must act (exit 2) ---------------------------------------------------------------------
+class UserError(PipelineError):
+    """Something the user must fix before anything can run."""
 
-    exit_code = 2
+    exit_code = EXIT_USER
+
+
+class ConfigError(UserError, ValueError):
+    """Bad input in a file or on the command line, with its location (file:key or --flag)."""
 
     def __init__(self, messages: str | list[str]):
         self.messages = [messages] if isinstance(messages, str) else list(messages)
         super().__init__("\n".join(self.messages))
 
 
-class SourceError(PipelineError):
+class SourceError(UserError):
     """A source repository could not be fetched, or a ref, PR or patch could not be resolved."""
 
-    exit_code = 2
+
+class ToolMissing(UserError):
+    """A program this step needs is not installed; the message names the command that installs it."""
 
 
-class StoreError(PipelineError):
+class EngineUnavailable(UserError):
+    """The requested build engine cannot be reached; the message says what the user needs."""
+
+
+# --- a step or a node failed (exit 1) ---------------------------------------------------------------
+class StepFailed(PipelineError):
+    """A build or deploy step failed, or one node did."""
+
+    exit_code = EXIT_FAILED
+
+
+class StoreError(StepFailed):
     """The artifact store is unreadable, corrupt or not writable."""
 
 
-class StageError(PipelineError):
+class DockerError(StepFailed):
+    """The local Docker refused or failed a command (build, save, push, import)."""
+
+
+class StageError(StepFailed):
     """A stage failed while it ran on an engine."""
 
     def __init__(self, stage: str, message: str, *, step: str = "", exit_code: int | None = None,
@@ -53,7 +87,52 @@ class StageError(PipelineError):
         super().__init__("\n".join(parts))
 
 
-class EngineUnavailable(PipelineError):
-    """The requested build engine cannot be reached; the message says what the user needs."""
+class HostError(StepFailed):
+    """Something failed on one node: which node, what ran, how it ended. `remote_status` is the remote
+    command's exit status (never the tool's own exit code)."""
 
-    exit_code = 2
+    def __init__(self, host: str, message: str, command: str = "", remote_status: int | None = None,
+                 tail: str = ""):
+        self.host = host
+        self.command = command
+        self.remote_status = remote_status
+        self.tail = tail
+        text = f"{host}: {message}"
+        if command:
+            text += f"\n  command: {command}"
+        if remote_status is not None:
+            text += f"\n  exit status: {remote_status}"
+        if tail:
+            text += "\n  " + "\n  ".join(tail.splitlines()[-10:])
+        super().__init__(text)
+
+    @property
+    def reason(self) -> str:
+        """One line: what went wrong (the command's last output line), not the command itself."""
+        lines = self.tail.strip().splitlines()
+        return lines[-1] if lines else str(self).splitlines()[0]
+
+
+class NodesFailed(StepFailed):
+    """A command failed on some nodes; `failures` maps node -> why."""
+
+    def __init__(self, message: str, failures: dict[str, str]):
+        self.failures = failures
+        super().__init__(message)
+
+
+class LaunchFailed(NodesFailed):
+    """A deploy could not bring the server up; `deployment` holds the per-node state for the report."""
+
+    def __init__(self, message: str, failures: dict[str, str], deployment: Any = None):
+        super().__init__(message, failures)
+        self.deployment = deployment
+
+
+def exit_code(exc: BaseException) -> int:
+    """The process exit status for an exception that reached the command line."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, PipelineError):
+        return type(exc).exit_code
+    return EXIT_INTERNAL

@@ -17,7 +17,7 @@ from typing import Any
 import dagger
 from dagger.client.base import Type
 
-from pipeline.build.ir import Stage
+from pipeline.core.ir import Stage
 from pipeline.engines import StageRun
 from pipeline.engines import buildkit as bk
 from pipeline.engines import dagger as dg

@@ -1,35 +1,32 @@
-"""`plan` and `stages`: what would be built, and what each stage is."""
+"""`plan`, `build` and `stages`: what would be built, building it, and what each stage is."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
-from pipeline.build.lock import write_lock as save_lock
-from pipeline.build.plan import Plan, lock_of
-from pipeline.build.resolve import plan_build
 from pipeline.cli.options import build_options, load_from_options, mirrors_from, store_from
-from pipeline.errors import StageError
-from pipeline.spec.build import BuildSpec
-from pipeline.stages import MODULES, all_stages
-from pipeline.ui import console, emit_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from pipeline.builder import StageResult
+    from pipeline.core.plan import Plan
 
 
 def plan_table(plan: Plan) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="plan", title_justify="left", show_lines=False)
-    table.add_column("#", justify="right")
-    table.add_column("stage")
-    table.add_column("key")
-    table.add_column("status")
-    table.add_column("why it must build")
+    for col in ("#", "stage", "key", "status", "why it must build"):
+        table.add_column(col, justify="right" if col == "#" else "left")
     for i, s in enumerate(plan.stages, 1):
         status = "[green]cached[/green]" if s.cached else "[yellow]build[/yellow]"
-        table.add_row(str(i), s.name, s.short_key, status, "\n".join(s.reasons) or "-")
+        table.add_row(str(i), s.name, s.short_key, status, escape("\n".join(s.reasons) or "-"))
     return table
 
 
@@ -44,21 +41,25 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
     with build.lock (e.g. `vllm.ref main: 1a2b3c4 → 4d5e6f7`, `upstream flashinfer rebuilt`).
     Runs nothing.
     """
+    from pipeline.builder import plan_build
+    from pipeline.builder import write_lock as save_lock
+    from pipeline.cli.console import console, emit_json, say
+    from pipeline.core.plan import lock_of
+
     build = load_from_options(opts)
     store = store_from(opts)
     res, the_plan, _ = plan_build(build, mirrors_from(opts), store)
     for w in the_plan.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+        say(w, "warn")
     if as_json:
         emit_json({**the_plan.to_json(), "store": str(store.root), "build_file": str(build.path)})
     else:
         console.print(plan_table(the_plan))
-        n = len(the_plan.to_build)
-        console.print(f"{n} of {len(the_plan.stages)} stages to build; store: {store.root}")
+        say(f"{len(the_plan.to_build)} of {len(the_plan.stages)} stages to build; store: {store.root}")
     if write_lock:
         path = build.root / "build.lock"
         save_lock(path, lock_of(the_plan, res.lock_sources()))
-        console.print(f"wrote {path}")
+        say(f"wrote {path}")
 
 
 @click.command()
@@ -66,34 +67,35 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
 @click.argument("names", nargs=-1)
 def stages(as_json: bool, names: tuple[str, ...]) -> None:
     """What each stage produces and which build.yaml knobs change its key."""
-    unknown = [n for n in names if n not in MODULES]
+    from pipeline.cli.console import console, emit_json, say
+    from pipeline.spec.build import STAGES, BuildSpec
+    from pipeline.stages import all_stages
+
+    unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise click.BadParameter(f"unknown stage {unknown[0]!r}; stages are: {', '.join(MODULES)}")
-    spec = BuildSpec()
-    chosen = [s for s in all_stages(spec) if not names or s.name in names]
+        raise click.BadParameter(f"unknown stage {unknown[0]!r}; stages are: {', '.join(STAGES)}")
+    chosen = [s for s in all_stages(BuildSpec()) if not names or s.name in names]
     if as_json:
         emit_json([{"stage": s.name, "doc": (s.doc or "").strip(), "upstream": list(s.upstream),
                     "steps": [list(st.argv) for st in s.steps]} for s in chosen])
         return
     for i, s in enumerate(chosen, 1):
         console.rule(f"[bold][{i}/{len(chosen)}] {s.name}[/bold]")
-        console.print((s.doc or "").strip(), soft_wrap=True)
+        say((s.doc or "").strip())
         if s.upstream:
-            console.print(f"[dim]consumes: {', '.join(s.upstream)}[/dim]")
+            say(f"consumes: {', '.join(s.upstream)}")
 
 
+def results_table(results: list[StageResult]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
 
-
-def results_table(results: list) -> Table:  # list[StageResult]
     table = Table(title="build", title_justify="left")
-    table.add_column("stage")
-    table.add_column("key")
-    table.add_column("result")
-    table.add_column("time", justify="right")
-    table.add_column("")
+    for col in ("stage", "key", "result", "time", ""):
+        table.add_column(col, justify="right" if col == "time" else "left")
     for r in results:
         color = {"built": "yellow", "cached": "green", "failed": "red"}[r.status]
-        table.add_row(r.name, r.key[:12], f"[{color}]{r.status}[/{color}]", f"{r.seconds:.1f} s", r.note)
+        table.add_row(r.name, r.key[:12], f"[{color}]{r.status}[/{color}]", f"{r.seconds:.1f} s", escape(r.note))
     return table
 
 
@@ -117,31 +119,28 @@ def build(tag: str | None, export: Path | None, push: str | None, as_json: bool,
       python -m pipeline build --vllm-ref v0.11.0 --apply-vllm-pr 12345 --tag vllm-node:pr
       dagger run python -m pipeline build --gpu-arch 12.1a
     """
-    from pipeline.build.run import Builder
-    from pipeline.build.store import cache_root
+    from rich.markup import escape
+
+    from pipeline.builder import Builder
+    from pipeline.cli.console import ConsoleReporter, console, emit_json, say
     from pipeline.engines import make_engine
+    from pipeline.errors import StageError
+    from pipeline.paths import cache_root
 
     loaded = load_from_options(opts)
     engine = make_engine(loaded.spec.engine, cache_root())
-    builder = Builder(loaded, engine, store_from(opts), mirrors_from(opts))
-    console.print(f"engine: {engine.name}; store: {builder.store.root}")
+    builder = Builder(loaded, engine, store_from(opts), mirrors_from(opts), ConsoleReporter())
+    say(f"engine: {engine.name}; store: {builder.store.root}")
     started = time.monotonic()
     try:
         _, results = builder.run(tag=tag, export=export, push=push)
     except StageError as e:
         console.print(results_table(builder.results))
         if e.log_tail:
-            console.rule(f"last lines of {e.log_path}")
+            console.rule(f"last lines of {escape(e.log_path)}")
             console.print(escape(e.log_tail), soft_wrap=True)
         raise
     console.print(results_table(results))
-    console.print(f"done in {time.monotonic() - started:.1f} s")
+    say(f"done in {time.monotonic() - started:.1f} s")
     if as_json:
-        emit_json([{"stage": r.name, "key": r.key, "status": r.status, "seconds": round(r.seconds, 3)}
-                   for r in results])
-
-
-def register(group: click.Group) -> None:
-    group.add_command(plan)
-    group.add_command(build)
-    group.add_command(stages)
+        emit_json([r.to_json() for r in results])

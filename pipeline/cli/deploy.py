@@ -1,29 +1,41 @@
-"""`deploy`, `stop`, `status`, `logs`, `exec`: run the image on the cluster and look after it."""
+"""`deploy`, `stop`, `status`, `logs`, `exec`: run the image on the cluster and look after it.
+
+Each command maps its flags onto `pipeline.deploy.service` and renders what comes back; the decisions
+(modes, options, which commands run where) are made there, not here.
+"""
 
 from __future__ import annotations
 
 import shlex
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
-from pipeline.build.store import cache_root
-from pipeline.cli.nodes import cluster_from, cluster_options, failed_file, limit_option, limited
-from pipeline.deploy.apply import LaunchFailed, record_failed
-from pipeline.deploy.launch import Options, command_of, parse_env_items
-from pipeline.deploy.mods import cleanup, load_mod
-from pipeline.deploy.run import Cluster, fail_table_rows, secrets_from_env
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.ui import console, emit_json
+from pipeline.cli.nodes import cluster_from, cluster_options, limit_option, limited
 
-REPO_MODS = Path(__file__).resolve().parents[2] / "mods"
+if TYPE_CHECKING:
+    from rich.table import Table
 
+    from pipeline.deploy.launch import Plan
+    from pipeline.deploy.service import Deployer
 
 name_option = click.option("--name", default="vllm_node", show_default=True, help="Container name on every node.")
+
+
+def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
+    from pipeline.deploy.launch import resolve_mode
+    from pipeline.deploy.service import DeployRequest
+
+    limits = {k: o[k] for k in ("mem_limit_gb", "mem_swap_limit_gb", "pids_limit", "shm_size_gb") if o[k] is not None}
+    return DeployRequest(
+        command=command, image=o["image"], mode=resolve_mode(o["solo"], o["ray"]), name=o["name"], env=o["env"],
+        nccl_debug=o["nccl_debug"], privileged=not o["non_privileged"], limits=limits, nofile=o["nofile"],
+        earlyoom=o["earlyoom"], earlyoom_args=o["earlyoom_args"], cache_dirs=not o["no_cache_dirs"],
+        volumes=o["volumes"], master_port=o["master_port"], jobs=o["jobs"], gpus=o["gpus"],
+        ray_num_cpus=o["ray_num_cpus"], ray_object_store_bytes=o["ray_object_store_bytes"], mods=o["mods"],
+        vllm_prs=o["vllm_prs"], vllm_repo=o["vllm_repo"], ship_mode=o["ship_mode"], timeout=o["timeout"],
+        force=o["force"], cleanup_on_failure=o["cleanup_on_failure"])
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -64,8 +76,8 @@ name_option = click.option("--name", default="vllm_node", show_default=True, hel
 @click.option("--cleanup-on-failure", is_flag=True, help="Remove the containers when the launch fails.")
 @click.option("--ray-num-cpus", type=int, default=2, show_default=True)
 @click.option("--ray-object-store-bytes", type=int, default=1073741824, show_default=True)
-@click.option("--dry-run", is_flag=True, help="Print the plan (per node: role, interfaces, docker run, command).")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON on stdout.")
+@click.option("--dry-run", is_flag=True, help="Print every command each node would run, and why; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan and its commands as JSON on stdout.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def deploy(command: tuple[str, ...], **o: Any) -> None:
     """Ship the image, start the cluster, run COMMAND, and return when it answers.
@@ -74,115 +86,100 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
     Examples:
       python -m pipeline deploy --solo -- vllm serve Qwen/Qwen3-8B --port 8000
       python -m pipeline deploy -n 192.168.100.10,192.168.100.11 -- vllm serve org/model -tp 2
-      python -m pipeline deploy --ray -- vllm serve org/model -tp 2 --dry-run
+      python -m pipeline deploy --ray --dry-run -- vllm serve org/model -tp 2
     """
-    spec = cluster_from(o)
-    if not o["non_privileged"] and any(o[k] is not None for k in ("mem_limit_gb", "mem_swap_limit_gb", "pids_limit",
-                                                                   "shm_size_gb")):
-        raise ConfigError("--mem-limit-gb, --mem-swap-limit-gb, --pids-limit and --shm-size-gb need --non-privileged")
-    image = o["image"] or spec.image
-    mode = "auto" if o["ray"] is None else ("ray" if o["ray"] else "noray")
-    if o["solo"]:
-        if o["ray"] is not None:
-            raise ConfigError("--ray/--no-ray make no sense with --solo")
-        mode = "solo"
-    workdir = cache_root() / "deploy"
-    workdir.mkdir(parents=True, exist_ok=True)
-    mods = [load_mod(m, [Path("mods"), REPO_MODS], workdir) for m in o["mods"]]
-    mods += pr_mods(o["vllm_prs"], o["vllm_repo"], workdir)
+    from pipeline import paths
+    from pipeline.cli.console import ConsoleReporter, console, emit_json, say
+    from pipeline.deploy.failed import record_failed
+    from pipeline.deploy.mods import cleanup
+    from pipeline.deploy.service import Deployer, secrets_from_env
+    from pipeline.errors import LaunchFailed
+
+    request = request_from(command, o)
+    deployer = Deployer(cluster_from(o), o["name"], ConsoleReporter())
     secrets = secrets_from_env()
-    opts = Options(
-        image=image, command=tuple(command), mode=mode, name=o["name"],
-        env=tuple(list(spec.container_env.items()) + parse_env_items(o["env"])),
-        secret_env=tuple(secrets), nccl_debug=o["nccl_debug"], privileged=not o["non_privileged"], nofile=o["nofile"],
-        **{k: o[k] for k in ("mem_limit_gb", "pids_limit", "shm_size_gb") if o[k] is not None},
-        mem_swap_limit_gb=o["mem_swap_limit_gb"], gpus=o["gpus"], earlyoom=bool(o["earlyoom"] or o["earlyoom_args"]),
-        **({"earlyoom_args": o["earlyoom_args"]} if o["earlyoom_args"] else {}),
-        cache_dirs=not o["no_cache_dirs"], volumes=tuple(o["volumes"]), master_port=o["master_port"], jobs=o["jobs"],
-        ray_num_cpus=o["ray_num_cpus"], ray_object_store_memory=o["ray_object_store_bytes"],
-        mods=tuple(f"{m.name}:{m.digest}" for m in mods))
-    cluster = Cluster(spec, o["name"])
+    mods = deployer.load_mods(request)
     try:
-        the_plan, _ = cluster.make_plan(opts, image)
-        for note in the_plan.notes:
-            console.print(f"note: {note}")
+        dp = deployer.plan(request, mods, secrets)
+        for note in dp.launch.notes:
+            say(f"note: {note}")
+        for w in dp.warnings:
+            say(w, "warn")
         if o["dry_run"]:
             if o["as_json"]:
-                emit_json(the_plan.to_json())
-            console.print(plan_table(the_plan))
+                emit_json({**dp.launch.to_json(), "steps": dp.steps.to_json()})
+            console.print(plan_table(dp.launch))
+            for line in dp.steps.lines():
+                say(line)
             return
         started = time.monotonic()
         try:
-            result = cluster.deploy(the_plan, opts, mods, o["ship_mode"], o["force"], o["timeout"],
-                                    cache_root() / "ship", secrets)
+            result = deployer.apply(dp, request, secrets)
         except LaunchFailed as e:
-            dep = e.dep
-            failed = list(e.failures)
-            record_failed(failed_file(), failed)
-            if dep is not None:
-                console.print(result_table(fail_table_rows(dep)))
-                for name, st in dep.states.items():
-                    if st.log_tail:
-                        console.rule(f"{name}: last lines of the container log")
-                        console.print(escape(st.log_tail), soft_wrap=True)
-            if o["cleanup_on_failure"]:
-                cluster.stop()
-                console.print("removed the containers (--cleanup-on-failure)")
-            else:
-                console.print("containers are left for inspection: `python -m pipeline logs`, `… stop` removes them")
+            record_failed(paths.failed_hosts_file(), list(e.failures))
+            show_failure(e)
             raise
-        record_failed(failed_file(), [])
+        record_failed(paths.failed_hosts_file(), [])
         if result.skipped:
-            console.print(f"nothing to do: every node runs this deployment and "
-                          f"http://{the_plan.head.ip}:{the_plan.port} answers (--force redeploys)")
+            say(f"nothing to do: {dp.steps.nothing}")
         else:
-            console.print(result_table(fail_table_rows(result.dep)))
-            console.print(f"ready in {time.monotonic() - started:.1f} s: http://{the_plan.head.ip}:{the_plan.port}/v1")
-        console.print("useful: python -m pipeline status | logs -f | exec -- CMD | stop")
+            console.print(result_table(result.dep.rows()))
+            say(f"ready in {time.monotonic() - started:.1f} s: http://{dp.launch.head.ip}:{dp.launch.port}/v1")
+        say("useful: python -m pipeline status | logs -f | exec -- CMD | stop")
     finally:
-        cleanup(mods, workdir)
-        cluster.close()
+        cleanup(mods, paths.deploy_workdir())
+        deployer.close()
 
 
-def pr_mods(prs: tuple[str, ...], repo: str, workdir: Path) -> list:
-    """--apply-vllm-pr values -> generated mods (PRs fetched through the source mirror)."""
-    from pipeline.build.sources import Mirrors
-    from pipeline.deploy.prmod import fetch_pr_diff, launch_diff, make_mod
-    from pipeline.spec.types import parse_pr
+def show_failure(e: Any) -> None:
+    from rich.markup import escape
 
-    out = []
-    for raw in prs:
-        try:
-            pr = parse_pr(raw)
-        except ValueError as e:
-            raise ConfigError(f"--apply-vllm-pr {raw}: {e}") from None
-        label, head, diff = fetch_pr_diff(Mirrors(cache_root()), repo, Path.cwd(), pr)
-        kept, dropped = launch_diff(diff, label)
-        if dropped:
-            console.print(f"vLLM PR {label}: leaving out {len(dropped)} file(s) not needed at launch "
-                          f"({', '.join(dropped[:3])}{'…' if len(dropped) > 3 else ''})")
-        out.append(make_mod(label, head, kept, workdir))
-    return out
+    from pipeline.cli.console import console, say
+
+    dep = e.deployment
+    if dep is not None:
+        console.print(result_table(dep.rows()))
+        for name, st in dep.states.items():
+            if st.log_tail:
+                console.rule(f"{escape(name)}: last lines of the container log")
+                console.print(escape(st.log_tail), soft_wrap=True)
+    say("containers are left for inspection: `python -m pipeline logs`, `… stop` removes them")
 
 
-def plan_table(p: Any) -> Table:
+def plan_table(p: Plan) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pipeline.deploy.launch import command_of
+
     table = Table(title=f"deploy plan ({p.mode})", title_justify="left")
     for col in ("node", "role", "ip", "eth_if", "ib_if", "starts"):
         table.add_column(col)
     for n in p.nodes:
         starts = "\n".join(shlex.join(command_of(s)) for s in n.start)
-        table.add_row(n.name, f"{n.role} (rank {n.rank})", n.ip, n.eth_if or "?", ",".join(n.ib_if) or "-", starts)
+        table.add_row(escape(n.name), f"{n.role} (rank {n.rank})", escape(n.ip), escape(n.eth_if or "?"),
+                      escape(",".join(n.ib_if) or "-"), escape(starts))
     return table
 
 
 def result_table(rows: list[tuple[str, str, str, str]]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="nodes", title_justify="left")
     for col in ("node", "role", "status", "detail"):
         table.add_column(col)
     for name, role, status, detail in rows:
         color = {"ready": "green", "skipped": "green", "failed": "red"}.get(status, "yellow")
-        table.add_row(name, role, f"[{color}]{status}[/{color}]", escape(detail[:200]))
+        table.add_row(escape(name), role, f"[{color}]{status}[/{color}]", escape(detail[:200]))
     return table
+
+
+def _deployer(o: dict[str, Any], name: str, limit: str | None = None) -> Deployer:
+    from pipeline import paths
+    from pipeline.deploy.service import Deployer
+
+    return Deployer(limited(cluster_from(o), limit, paths.failed_hosts_file()), name)
 
 
 @click.command()
@@ -191,21 +188,22 @@ def result_table(rows: list[tuple[str, str, str, str]]) -> Table:
 @limit_option
 def stop(name: str, limit: str | None, **o: Any) -> None:
     """Remove the deployment's container on every node."""
-    cluster = Cluster(limited(cluster_from(o), limit), name)
+    from pipeline import paths
+    from pipeline.cli.console import console
+    from pipeline.cli.nodes import outcome_table
+    from pipeline.deploy.failed import record_failed
+
+    deployer = _deployer(o, name, limit)
     try:
-        rows = cluster.stop()
+        results = deployer.stop()
     finally:
-        cluster.close()
-    table = Table(title="stop", title_justify="left")
-    table.add_column("node")
-    table.add_column("result")
-    for n, r in rows:
-        table.add_row(n, r)
-    console.print(table)
-    failed = [n for n, r in rows if r.startswith("failed")]
-    record_failed(failed_file(), failed)
-    if failed:
-        raise PipelineError(f"stop failed on {', '.join(failed)}")
+        deployer.close()
+    console.print(outcome_table("stop", results, lambda v: str(v)))
+    record_failed(paths.failed_hosts_file(), list(results.failed))
+    results.raise_if_failed("stop")
+
+
+STATUS_COLUMNS = ("node", "role", "container", "exit", "health", "ray_nodes", "image")
 
 
 @click.command()
@@ -215,20 +213,29 @@ def stop(name: str, limit: str | None, **o: Any) -> None:
 @click.option("--port", type=int, default=8000, show_default=True, help="The server port to check on the head.")
 @click.option("--json", "as_json", is_flag=True, help="Per-node status as JSON on stdout.")
 def status(name: str, limit: str | None, port: int, as_json: bool, **o: Any) -> None:
-    """Per node: container, image, role, exit status, health and Ray nodes (on the head)."""
-    cluster = Cluster(limited(cluster_from(o), limit), name)
+    """Per node: container, image, role, exit status, health and Ray nodes (on the head). Exits 1 when
+    a node cannot be reached."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pipeline.cli.console import console, emit_json
+
+    deployer = _deployer(o, name, limit)
     try:
-        rows = cluster.status(port)
+        results = deployer.status(port)
     finally:
-        cluster.close()
+        deployer.close()
+    rows = [o_.result if o_.ok else {**dict.fromkeys(STATUS_COLUMNS, ""), "node": o_.node.label,
+                                     "container": f"unreachable: {o_.reason}"} for o_ in results]
     if as_json:
         emit_json(rows)
     table = Table(title="status", title_justify="left")
-    for col in ("node", "role", "container", "exit", "health", "ray_nodes", "image"):
+    for col in STATUS_COLUMNS:
         table.add_column(col)
     for r in rows:
-        table.add_row(*(escape(r[c]) for c in ("node", "role", "container", "exit", "health", "ray_nodes", "image")))
+        table.add_row(*(escape(r[c]) for c in STATUS_COLUMNS))
     console.print(table)
+    results.raise_if_failed("status")
 
 
 @click.command()
@@ -239,19 +246,19 @@ def status(name: str, limit: str | None, port: int, as_json: bool, **o: Any) -> 
 @click.option("--tail", default="200", show_default=True, help="Lines from the end (or all).")
 def logs(name: str, node_name: str | None, follow: bool, tail: str, **o: Any) -> None:
     """The container log of one node (the command's output goes there)."""
-    spec = cluster_from(o)
-    node = next((n for n in spec.nodes if node_name in (n.label, n.address)), None) if node_name else spec.head
-    if node is None:
-        raise ConfigError(f"--node {node_name}: not a node of the cluster")
-    cluster = Cluster(spec, name)
+    from pipeline.errors import HostError
+
+    deployer = _deployer(o, name)
+    node = deployer.spec.node(node_name)
     try:
         argv = ["docker", "logs", "--tail", tail, *(["-f"] if follow else []), name]
-        conn = cluster.hosts.open(node)
-        conn.run(shlex.join(argv), warn=True, in_stream=False, pty=False)
+        ran = deployer.hosts.open(node).run(shlex.join(argv), warn=True, in_stream=False, pty=False)
+        if ran.exited != 0:
+            raise HostError(node.label, "docker logs failed", remote_status=ran.exited)
     except KeyboardInterrupt:
         pass
     finally:
-        cluster.close()
+        deployer.close()
 
 
 @click.command("exec")
@@ -261,35 +268,30 @@ def logs(name: str, node_name: str | None, follow: bool, tail: str, **o: Any) ->
 @click.option("--all", "all_nodes", is_flag=True, help="Every node, in parallel.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(name: str, node_name: str | None, all_nodes: bool, command: tuple[str, ...], **o: Any) -> None:
-    """Run COMMAND in the deployment's container (after --)."""
-    spec = cluster_from(o)
-    nodes = spec.ordered() if all_nodes else [next((n for n in spec.nodes if node_name in (n.label, n.address)),
-                                                    None) if node_name else spec.head]
-    if nodes[0] is None:
-        raise ConfigError(f"--node {node_name}: not a node of the cluster")
-    cluster = Cluster(spec, name)
+    """Run COMMAND in the deployment's container (after --). Exits 1 when it fails on any node."""
+    from rich.markup import escape
+
+    from pipeline.cli.console import console
+    from pipeline.errors import NodesFailed
+
+    deployer = _deployer(o, name)
+    nodes = deployer.spec.ordered() if all_nodes else [deployer.spec.node(node_name)]
     try:
-        outcomes = cluster.hosts.each(lambda n: cluster.hosts.run(n, ["docker", "exec", name, *command], check=False,
-                                                                  timeout=3600), nodes)  # type: ignore[list-item]
+        results = deployer.exec(nodes, command)
     finally:
-        cluster.close()
-    bad = []
-    for out in outcomes:
+        deployer.close()
+    bad: dict[str, str] = {}
+    for out in results:
         prefix = f"[{out.node.label}] " if len(nodes) > 1 else ""
         if not out.ok:
-            bad.append(out.node.label)
-            console.print(f"{prefix}[red]{escape(str(out.error))}[/red]")
+            bad[out.node.label] = out.reason
+            console.print(f"{escape(prefix)}[red]{escape(out.reason)}[/red]")
             continue
-        ran = out.value
-        click.echo("".join(f"{prefix}{line}\n" for line in ran.stdout.splitlines()), nl=False)  # type: ignore[union-attr]
-        if ran.stderr:  # type: ignore[union-attr]
-            console.print(escape(ran.stderr.rstrip()))  # type: ignore[union-attr]
-        if ran.exit_code != 0:  # type: ignore[union-attr]
-            bad.append(out.node.label)
+        ran = out.result
+        click.echo("".join(f"{prefix}{line}\n" for line in ran.stdout.splitlines()), nl=False)
+        if ran.stderr:
+            console.print(escape(ran.stderr.rstrip()))
+        if ran.status != 0:
+            bad[out.node.label] = f"exit status {ran.status}"
     if bad:
-        raise PipelineError(f"the command failed on {', '.join(bad)}")
-
-
-def register(group: click.Group) -> None:
-    for cmd in (deploy, stop, status, logs, exec_):
-        group.add_command(cmd)
+        raise NodesFailed(f"the command failed on {', '.join(bad)}", bad)

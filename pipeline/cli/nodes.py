@@ -1,24 +1,22 @@
-"""`doctor`, `ship` and `cluster import`: reach the nodes, learn what they are, put the image on them."""
+"""`doctor`, `ship` and `cluster import`: reach the nodes, learn what they are, put the image on them.
+Also the options every node command shares."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
 
-from pipeline.deploy.apply import read_failed
-from pipeline.deploy.discover import NodeFacts, gather, interfaces
-from pipeline.deploy.hosts import Hosts
-from pipeline.deploy.image import Shipper, ShipResult
-from pipeline.engines.docker_cli import Docker
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.spec.cluster import ClusterSpec
-from pipeline.spec.clusterfile import dump_cluster, import_dotenv, load_cluster
-from pipeline.ui import console, emit_json
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from pipeline.deploy.discover import NodeFacts
+    from pipeline.deploy.hosts import HostResults
+    from pipeline.deploy.image import ShipResult
+    from pipeline.deploy.netfacts import Choice
+    from pipeline.spec.cluster import ClusterSpec
 
 F = Callable[..., Any]
 
@@ -45,11 +43,12 @@ def cluster_options(f: F) -> F:
 
 
 def cluster_from(opts: dict[str, Any]) -> ClusterSpec:
+    from pipeline.spec.clusterfile import load_cluster
+
     ssh: dict[str, Any] = {}
-    for key, field in (("parallel", "parallel"), ("known_hosts", "known_hosts"), ("key", "key"),
-                       ("connect_timeout", "connect_timeout")):
+    for key in ("parallel", "known_hosts", "key", "connect_timeout"):
         if opts.get(key) is not None:
-            ssh[field] = opts[key]
+            ssh[key] = opts[key]
     if opts.get("accept_new"):
         ssh["host_keys"] = "accept-new"
     spec = load_cluster(opts.get("cluster_file"), opts.get("nodes"), bool(opts.get("solo")))
@@ -58,108 +57,109 @@ def cluster_from(opts: dict[str, Any]) -> ClusterSpec:
     return spec
 
 
-def failed_file() -> Path:
-    from pipeline.build.store import cache_root
+def limited(spec: ClusterSpec, limit: str | None, failed_file: Path | None = None) -> ClusterSpec:
+    from pipeline import paths
+    from pipeline.deploy.failed import limit_nodes
 
-    return cache_root() / "last-failed.json"
-
-
-def limited(spec: ClusterSpec, limit: str | None) -> ClusterSpec:
-    """`--limit @failed` (the hosts the last run failed on) or `--limit a,b`."""
-    if not limit:
-        return spec
-    names = read_failed(failed_file()) if limit == "@failed" else [x.strip() for x in limit.split(",") if x.strip()]
-    chosen = [n for n in spec.nodes if n.label in names or n.address in names]
-    if not chosen:
-        raise ConfigError(f"--limit {limit}: matches no node of the cluster"
-                          + (" (no failed hosts recorded)" if limit == "@failed" else ""))
-    return spec.model_copy(update={"nodes": chosen})
+    return limit_nodes(spec, limit, failed_file or paths.failed_hosts_file())
 
 
 limit_option = click.option("--limit", default=None, metavar="@failed|HOST,…",
                             help="Only these nodes; @failed: those the last failed run named.")
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
-def doctor_rows(facts: list[NodeFacts], image: str, min_free_gb: float, gpu_required: bool
-                ) -> tuple[Table, list[tuple[str, str, bool]]]:
-    """The table, and (node, problem with its fix, blocking) for everything found."""
+def outcome_table(title: str, results: HostResults[Any], show: Callable[[Any], str]) -> Table:
+    """One row per node: its result, or why it failed."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("node")
+    table.add_column("result")
+    for o in results:
+        table.add_row(escape(o.node.label), escape(show(o.value)) if o.ok else f"[red]failed[/red]: {escape(o.reason)}")
+    return table
+
+
+def doctor_table(facts: list[NodeFacts], choices: list[Choice], image: str) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="doctor", title_justify="left")
     for col in ("node", "reachable", "docker", "free disk", "GPU", "RoCE links up", "eth_if", "ib_if", image):
-        table.add_column(col)
-    problems: list[tuple[str, str, bool]] = []
-    for f, choice in zip(facts, interfaces(facts), strict=True):
-        n = f.node.label
+        table.add_column(escape(col))
+    for f, choice in zip(facts, choices, strict=True):
         if not f.reachable:
-            table.add_row(n, "[red]no[/red]", "", "", "", "", "", "", "")
-            problems.append((n, f.error, True))
+            table.add_row(escape(f.node.label), "[red]no[/red]", "", "", "", "", "", "", "")
             continue
         gpu = ", ".join(f"{g.name} (cc {g.compute_cap})" for g in f.gpus) or "none"
-        links = [lk.netdev for lk in f.links if lk.up]
-        table.add_row(n, "yes", f.docker_version or "[red]no[/red]", _gb(f.disk_free), gpu,
-                      ", ".join(links) or ("-" if f.ib_note else "none"), choice.eth_if or "?",
-                      ",".join(choice.ib_if) or "-", f.image_id[7:19] if f.image_id else "absent")
-        if not f.docker_version:
-            problems.append((n, "Docker does not answer: install docker.io / start dockerd, and let the SSH user "
-                                "use it (group docker)", True))
-        if f.disk_free and f.disk_free < min_free_gb * 1e9:
-            problems.append((n, f"only {_gb(f.disk_free)} free under {f.docker_root}: `docker system prune` or "
-                                f"grow the disk (need ≥ {min_free_gb:g} GB)", True))
-        if not f.gpus:
-            problems.append((n, f"{f.gpu_note or 'no GPU'}: vLLM needs the NVIDIA driver (nvidia-smi) and the "
-                                "NVIDIA container toolkit", gpu_required))
-        for gpu_ in f.gpus:
-            if gpu_.compute_cap != "12.1":
-                problems.append((n, f"GPU {gpu_.name} has compute capability {gpu_.compute_cap}, not GB10's 12.1: "
-                                    "build with a matching --gpu-arch", False))
-        if f.ib_note and len(facts) > 1:
-            problems.append((n, f"{f.ib_note}: NCCL will use TCP sockets (install the Mellanox OFED / "
-                                "rdma-core tools for RoCE)", False))
-        problems += [(n, p, True) for p in choice.problems]
-        problems += [(n, w, False) for w in choice.warnings]
-        if not f.image_id:
-            problems.append((n, f"{image} is not on this node: `python -m pipeline ship` puts it there", False))
-    return table, problems
+        links = ", ".join(lk.netdev for lk in f.links if lk.up) or ("-" if f.ib_note else "none")
+        cells = [f.node.label, "yes", f.docker_version or "no", f"{f.disk_free / 1e9:.1f} GB", gpu, links,
+                 choice.eth_if or "?", ",".join(choice.ib_if) or "-", f.image_id[7:19] if f.image_id else "absent"]
+        table.add_row(*(escape(c) for c in cells))
+    return table
+
+
+def image_arch(image: str) -> str:
+    """The gpu-arch label of the local image (what it was compiled for), '' when unknown here."""
+    from pipeline.engines.docker import Docker
+    from pipeline.errors import PipelineError
+
+    try:
+        return Docker().image_labels(image).get("io.spark-pipeline.gpu-arch", "")
+    except (PipelineError, OSError):
+        return ""
 
 
 @click.command()
 @cluster_options
 @click.option("--image", default=None, help="Image to look for on the nodes. Overrides cluster.yaml `image`.")
-@click.option("--min-free-gb", type=float, default=40.0, show_default=True,
-              help="Free disk under Docker's root below which a node is not fit to deploy.")
+@click.option("--min-free-gb", type=float, default=None,
+              help="Free disk under Docker's root below which a node is not fit to deploy [40].")
 @click.option("--no-gpu-ok", is_flag=True, help="A node without a GPU is a warning, not a failure (tests).")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts and problems as JSON on stdout.")
-def doctor(image: str | None, min_free_gb: float, no_gpu_ok: bool, as_json: bool, **opts: Any) -> None:
+def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_json: bool, **opts: Any) -> None:
     """Check every node: reachable, Docker, free disk, GPU, RoCE links, chosen interfaces, image.
 
     Exits 1 when something blocks a deploy; each problem comes with its fix."""
+    from pipeline.cli.console import console, emit_json, say
+    from pipeline.deploy import doctor as rules
+    from pipeline.deploy.discover import gather, interfaces
+    from pipeline.deploy.hosts import Hosts
+    from pipeline.errors import StepFailed
+
     spec = cluster_from(opts)
+    image = image or spec.image
     hosts = Hosts(spec)
     try:
-        facts = gather(hosts, image or spec.image)
+        facts = gather(hosts, image)
     finally:
         hosts.close()
-    table, problems = doctor_rows(facts, image or spec.image, min_free_gb, not no_gpu_ok)
-    blocking = [p for p in problems if p[2]]
+    choices = interfaces(facts)
+    found = rules.problems(facts, choices, image, image_arch(image), min_free_gb or rules.MIN_FREE_GB,
+                           not no_gpu_ok)
     if as_json:
         emit_json({"nodes": [{"node": f.node.label, "reachable": f.reachable, "error": f.error,
                               "hostname": f.hostname, "docker": f.docker_version, "docker_root": f.docker_root,
                               "disk_free": f.disk_free, "gpus": [g.__dict__ for g in f.gpus],
                               "links_up": [lk.netdev for lk in f.links if lk.up], "eth_if": c.eth_if,
                               "ib_if": list(c.ib_if), "mode": c.mode, "image_id": f.image_id}
-                             for f, c in zip(facts, interfaces(facts), strict=True)],
-                   "problems": [{"node": n, "problem": p, "blocking": b} for n, p, b in problems]})
-    console.print(table)
-    for n, p, b in problems:
-        console.print(f"{'[red]✗[/red]' if b else '[yellow]![/yellow]'} {n}: {p}", soft_wrap=True)
+                             for f, c in zip(facts, choices, strict=True)],
+                   "problems": [{"node": p.node, "problem": p.text, "blocking": p.blocking} for p in found]})
+    console.print(doctor_table(facts, choices, image))
+    for p in found:
+        console.print(f"{'[red]✗[/red]' if p.blocking else '[yellow]![/yellow]'} ", end="")
+        say(f"{p.node}: {p.text}")
+    blocking = [p for p in found if p.blocking]
     if blocking:
-        raise PipelineError(f"{len(blocking)} problem(s) block a deploy on "
-                            f"{len({n for n, _, _ in blocking})} node(s)")
-    console.print("[green]ready to deploy[/green]")
+        raise StepFailed(f"{len(blocking)} problem(s) block a deploy on {len({p.node for p in blocking})} node(s)")
+    say("ready to deploy", "ok")
 
 
 def ship_table(results: list[ShipResult]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="ship", title_justify="left")
     for col in ("node", "result", "received", "time", ""):
         table.add_column(col)
@@ -167,24 +167,24 @@ def ship_table(results: list[ShipResult]) -> Table:
         color = {"skipped": "green", "shipped": "yellow", "failed": "red"}[r.status]
         detail = r.detail.splitlines()[0] if r.detail else ""
         status = f"[{color}]{r.status}[/{color}]" + (" (same image)" if r.status == "skipped" else "")
-        table.add_row(r.node.label, status, f"{r.bytes / 1e6:.1f} MB", f"{r.seconds:.1f} s", detail)
+        table.add_row(escape(r.node.label), status, f"{r.bytes / 1e6:.1f} MB", f"{r.seconds:.1f} s", escape(detail))
     return table
 
 
 def run_ship(spec: ClusterSpec, image: str, mode: str, force: bool) -> list[ShipResult]:
-    from pipeline.build.store import cache_root
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from pipeline import paths
+    from pipeline.cli.console import ConsoleReporter, console
+    from pipeline.deploy.hosts import Hosts
+    from pipeline.deploy.image import Shipper
+    from pipeline.engines.docker import Docker
 
     hosts = Hosts(spec)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=console, transient=True) as progress:
-        tasks: dict[str, Any] = {}
-
-        def report(node: str, nbytes: int) -> None:
-            if node not in tasks:
-                tasks[node] = progress.add_task(f"{node}", total=None)
-            progress.update(tasks[node], completed=nbytes)
-
-        shipper = Shipper(hosts, Docker(), cache_root() / "ship", spec.registry_port, progress=report)
+        reporter = ConsoleReporter(progress)
+        shipper = Shipper(hosts, Docker(), paths.ship_workdir(), spec.registry_port, progress=reporter.transfer)
         try:
             return shipper.ship(image, spec.ordered(), mode=mode, force=force)
         finally:
@@ -202,21 +202,23 @@ def run_ship(spec: ClusterSpec, image: str, mode: str, force: bool) -> list[Ship
 @click.option("--json", "as_json", is_flag=True, help="Print per-node results as JSON on stdout.")
 def ship(image: str | None, mode: str, force: bool, as_json: bool, limit: str | None, **opts: Any) -> None:
     """Put IMAGE (default: cluster.yaml `image`, vllm-node) on every node; nodes that have it are skipped."""
-    from pipeline.deploy.apply import record_failed
+    from pipeline import paths
+    from pipeline.cli.console import console, emit_json, say
+    from pipeline.deploy.failed import record_failed
+    from pipeline.errors import NodesFailed
 
     spec = limited(cluster_from(opts), limit)
     results = run_ship(spec, image or spec.image, mode, force)
-    record_failed(failed_file(), [r.node.label for r in results if r.status == "failed"])
+    failed = {r.node.label: r.detail for r in results if r.status == "failed"}
+    record_failed(paths.failed_hosts_file(), list(failed))
     if as_json:
         emit_json([{"node": r.node.label, "status": r.status, "bytes": r.bytes, "seconds": round(r.seconds, 3),
                     "detail": r.detail} for r in results])
     console.print(ship_table(results))
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
-        console.print(f"[red]✗[/red] {r.detail}", soft_wrap=True)
+    for detail in failed.values():
+        say(f"✗ {detail}")
     if failed:
-        raise PipelineError(f"shipping failed on {len(failed)} of {len(results)} node(s): "
-                            + ", ".join(r.node.label for r in failed))
+        raise NodesFailed(f"shipping failed on {len(failed)} of {len(results)} node(s): {', '.join(failed)}", failed)
 
 
 @click.group()
@@ -230,18 +232,15 @@ def cluster() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def cluster_import(dotenv: Path, output: Path, force: bool) -> None:
     """Convert the toolkit's .env (CLUSTER_NODES, ETH_IF, IB_IF, COPY_HOSTS, LOCAL_IP, CONTAINER_*) to cluster.yaml."""
+    from pipeline.cli.console import say
+    from pipeline.errors import ConfigError
+    from pipeline.fsutil import write_atomic
+    from pipeline.spec.clusterfile import dump_cluster, import_dotenv
+
     if output.exists() and not force:
         raise ConfigError(f"{output} exists; use --force to overwrite it")
     data, notes = import_dotenv(dotenv.read_text(), dotenv.name)
-    from pipeline.build.lock import write_atomic
-
     write_atomic(output.resolve(), dump_cluster(data))
     for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
-    console.print(f"wrote {output} ({len(data['nodes'])} nodes)")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(doctor)
-    group.add_command(ship)
-    group.add_command(cluster)
+        say(f"note: {note}", "warn")
+    say(f"wrote {output} ({len(data['nodes'])} nodes)")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.build.sources import Mirrors
-from pipeline.build.store import Store, cache_root, default_store
-from pipeline.spec import LoadedBuild, load_build
+if TYPE_CHECKING:  # imported where used: `--help` must not pay for pydantic and git
+    from pipeline.sources.mirror import Mirrors
+    from pipeline.spec import LoadedBuild
+    from pipeline.store import Store
 
 F = Callable[..., Any]
 
@@ -54,6 +55,8 @@ def build_options(f: F) -> F:
 
 
 def load_from_options(opts: dict[str, Any]) -> LoadedBuild:
+    from pipeline.spec import load_build
+
     flags: dict[str, Any] = {}
     for _, key, _, _ in _OVERRIDES:
         flags[key] = opts.pop(key.replace(".", "__"), None)
@@ -76,8 +79,14 @@ def load_from_options(opts: dict[str, Any]) -> LoadedBuild:
 
 
 def store_from(opts: dict[str, Any]) -> Store:
+    from pipeline.paths import default_store
+    from pipeline.store import Store
+
     return Store(opts.get("store") or default_store())
 
 
 def mirrors_from(opts: dict[str, Any]) -> Mirrors:
+    from pipeline.paths import cache_root
+    from pipeline.sources.mirror import Mirrors
+
     return Mirrors(cache_root(), offline=bool(opts.get("offline")))

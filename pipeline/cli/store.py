@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from pipeline.build.lock import read_lock
-from pipeline.build.store import Store, default_store
-from pipeline.ui import console, emit_json
+from pipeline.cli.console import console, emit_json, say
+from pipeline.paths import default_store
+from pipeline.store import Store
 
 
 def _store(path: Path | None) -> Store:
@@ -65,12 +65,13 @@ def ls(store_path: Path | None, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> None:
     """Remove entries that build.lock does not reference, beyond the N most recent per stage."""
+    from pipeline.builder import read_lock
+
     s = _store(store_path)
     lock = read_lock(build_file.parent / "build.lock")
     keep_keys = {(n, st.key) for n, st in lock.stages.items()} if lock else set()
     if lock is None:
-        console.print(f"[yellow]warning:[/yellow] no build.lock next to {build_file}: keeping only the {keep} "
-                      "most recent entries per stage")
+        say(f"no build.lock next to {build_file}: keeping only the {keep} most recent entries per stage", "warn")
     if dry_run:
         doomed = s.gc(keep_keys, keep, dry_run=True)
         for e in doomed:
@@ -84,6 +85,3 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
     console.print(f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"
                   + (f"; {cleaned} stale temp dirs" if cleaned else ""))
 
-
-def register(group: click.Group) -> None:
-    group.add_command(store)

@@ -1,44 +1,55 @@
-"""Applying a launch plan with Fabric, nodes in parallel, waiting on real signals with deadlines.
+"""Deploy done: run the commands `steps.py` decided, phase by phase, nodes in parallel, and wait on
+real signals with deadlines.
 
-Ship the image, start the idle keepalive containers, apply mods, then start the cluster (Ray: head,
-workers, wait until Ray sees every node, then the command; no-Ray: the command on every node, workers
-first; solo: the command). Then wait until /health and /v1/models answer on the head, watching every
-node meanwhile: when one rank's process or container ends, or a node's Docker stops answering, the
-launch fails at once naming that node (the other ranks would otherwise hang until their own timeout).
+While it waits (Ray sees every node; /health and /v1/models answer on the head) it watches every
+node: when one rank's process or container ends, or a node's Docker stops answering, the launch fails
+at once naming that node (the other ranks would otherwise hang until their own timeout).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
 
-from pipeline.deploy.hosts import HostError, Hosts
+from pipeline.deploy.hosts import HostResults, Ran
 from pipeline.deploy.launch import EXIT_FILE, Plan
-from pipeline.deploy.mods import Mod, apply_mod
-from pipeline.errors import PipelineError
+from pipeline.deploy.steps import Command, DeploySteps, NodeSteps, Phase
+from pipeline.errors import HostError, LaunchFailed
+from pipeline.report import Reporter
 from pipeline.spec.cluster import NodeSpec
 
-# Constant scripts; the container name arrives as $1.
+T = TypeVar("T")
+NodeStatus = Literal["pending", "started", "ready", "failed", "skipped"]
+# Constant script; the container name arrives as $1.
 WATCH = ('docker inspect -f "{{.State.Running}}" "$1" 2>&1 || true; echo "@@"; '
          f'docker exec "$1" cat {EXIT_FILE} 2>/dev/null || true')
 
 
-class LaunchFailed(PipelineError):
-    def __init__(self, message: str, failures: dict[str, str]):
-        self.failures = failures
-        self.dep: Deployment | None = None  # set by the deploy that failed, for its per-node table
-        super().__init__(message)
+class Transport(Protocol):
+    """How commands reach nodes: SSH (hosts.Hosts) or, in tests, a double that expects each command."""
+
+    def run(self, node: NodeSpec, argv: list[str], timeout: float = 120, check: bool = True) -> Ran: ...
+
+    def put(self, node: NodeSpec, local: Path, remote: str, mode: int | None = None) -> None: ...
+
+    def put_text(self, node: NodeSpec, text: str, remote: str, mode: int = 0o600) -> None: ...
+
+    def each(self, fn: Callable[[NodeSpec], T], nodes: list[NodeSpec] | None = None) -> HostResults[T]: ...
+
+
+class Shipper(Protocol):
+    def ship_to(self, image: str, nodes: list[NodeSpec], mode: str) -> HostResults[Any]: ...
 
 
 @dataclass
 class NodeState:
-    status: str = "pending"  # pending | started | ready | failed | skipped
+    status: NodeStatus = "pending"
     detail: str = ""
     log_tail: str = ""
 
@@ -49,6 +60,14 @@ class Deployment:
     by_name: dict[str, NodeSpec]
     states: dict[str, NodeState] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)  # containers this run started (Ctrl-C stops only these)
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(node, role, status, detail) for the per-node result table."""
+        out: list[tuple[str, str, str, str]] = []
+        for n in self.plan.nodes:
+            st = self.states.get(n.name, NodeState())
+            out.append((n.name, n.role, st.status, st.detail))
+        return out
 
 
 def http_ok(url: str, timeout: float = 2) -> tuple[bool, str]:
@@ -68,182 +87,182 @@ def ray_alive_nodes(status_text: str) -> int:
     return len(re.findall(r"^\s*\d+\s+node_", active, flags=re.M))
 
 
+def container_state(hosts: Transport, node: NodeSpec, name: str) -> tuple[str, str]:
+    """(running: 'true' | 'false' | 'missing' | 'docker-down: …', exit status or '')."""
+    ran = hosts.run(node, ["sh", "-c", WATCH, "sh", name], check=False, timeout=20)
+    head, _, tail = ran.stdout.partition("@@")
+    running = head.strip()
+    if "No such object" in running or "No such container" in running:
+        running = "missing"
+    elif running not in ("true", "false"):
+        running = "docker-down: " + (running.splitlines() or ["no answer"])[-1]
+    return running, tail.strip()
+
+
+def log_tail(hosts: Transport, node: NodeSpec, name: str, lines: int = 20) -> str:
+    ran = hosts.run(node, ["docker", "logs", "--tail", str(lines), name], check=False, timeout=20)
+    return (ran.stdout + ran.stderr).strip()
+
+
 class Applier:
-    def __init__(self, hosts: Hosts, name: str, say: Callable[[str], None]):
+    """Runs a DeploySteps list on the nodes."""
+
+    def __init__(self, hosts: Transport, shipper: Shipper, container: str, reporter: Reporter,
+                 secrets: dict[str, str] | None = None, poll: float = 1.0):
         self.hosts = hosts
-        self.name = name
-        self.say = say
+        self.shipper = shipper
+        self.container = container
+        self.report = reporter
+        self.secrets = secrets or {}
+        self.poll = poll
 
-    # --- inspection -------------------------------------------------------------------------------
-    def container_state(self, node: NodeSpec) -> tuple[str, str]:
-        """(running: 'true' | 'false' | 'missing' | 'docker-down: …', exit status or '')."""
-        ran = self.hosts.run(node, ["sh", "-c", WATCH, "sh", self.name], check=False, timeout=20)
-        head, _, tail = ran.stdout.partition("@@")
-        running = head.strip()
-        if "No such object" in running or "No such container" in running:
-            running = "missing"
-        elif running not in ("true", "false"):
-            running = "docker-down: " + (running.splitlines() or ["no answer"])[-1]
-        return running, tail.strip()
+    def apply(self, todo: DeploySteps, dep: Deployment, deadline: float) -> float:
+        """Run every phase; returns when the server answered (monotonic). Raises LaunchFailed."""
+        answered = 0.0
+        for i, phase in enumerate(todo.phases, 1):
+            self.report.step(i, len(todo.phases), phase.title)
+            if phase.name == "ship":
+                self._ship(phase, dep)
+                continue
+            waits = [c for n in phase.nodes for c in n.commands if c.kind.startswith("wait-")]
+            if waits:
+                answered = self._wait(waits[0], dep, deadline)
+                continue
+            self._run_phase(phase, dep)
+        for n in dep.plan.nodes:
+            dep.states[n.name] = NodeState("ready")
+        return answered
 
-    def deployed_hash(self, node: NodeSpec) -> str:
-        ran = self.hosts.run(node, ["docker", "inspect", "-f", '{{index .Config.Labels "io.spark-pipeline.deploy"}}',
-                                    self.name], check=False, timeout=20)
-        return ran.stdout.strip() if ran.exit_code == 0 else ""
-
-    def log_tail(self, node: NodeSpec, lines: int = 20) -> str:
-        ran = self.hosts.run(node, ["docker", "logs", "--tail", str(lines), self.name], check=False, timeout=20)
-        return (ran.stdout + ran.stderr).strip()
-
-    def remove(self, node: NodeSpec) -> None:
-        self.hosts.run(node, ["docker", "rm", "-f", self.name], check=False, timeout=60)
-
-    # --- steps ------------------------------------------------------------------------------------
-    def start_container(self, node: NodeSpec, argv: tuple[str, ...], dirs: list[str], secrets: dict[str, str]) -> None:
-        self.hosts.run(node, ["mkdir", "-p", *dirs], timeout=30)
-        self.remove(node)
-        if secrets:
-            self._run_with_env_file(node, argv, secrets)
-        else:
-            self.hosts.run(node, list(argv), timeout=120)
-
-    def _run_with_env_file(self, node: NodeSpec, argv: tuple[str, ...], secrets: dict[str, str]) -> None:
-        """Secret values go to the node in a 0600 file (SFTP), read by `docker run --env-file`, then
-        deleted: never in an argv, a log or an image layer."""
-        import secrets as pysecrets
-
-        conn = self.hosts.open(node)
-        home = self.hosts.run(node, ["sh", "-c", 'printf %s "$HOME"']).stdout or "/root"
-        path = f"{home}/.spark-pipeline-env-{pysecrets.token_hex(8)}"
-        sftp = conn.sftp()
-        try:
-            with sftp.file(path, "w") as f:
-                f.chmod(0o600)
-                f.write("".join(f"{k}={v}\n" for k, v in secrets.items()))
-            i = argv.index("run") + 1
-            self.hosts.run(node, [*argv[:i], "--env-file", path, *argv[i:]], timeout=120)
-        finally:
-            with contextlib.suppress(OSError):
-                sftp.remove(path)
-            sftp.close()
-
-    def exec_start(self, node: NodeSpec, argv: tuple[str, ...]) -> None:
-        self.hosts.run(node, ["docker", "exec", self.name, "rm", "-f", EXIT_FILE], check=False, timeout=30)
-        self.hosts.run(node, list(argv), timeout=60)
-
-
-def run_parallel(hosts: Hosts, nodes: list[NodeSpec], fn: Callable[[NodeSpec], object],
-                 dep: Deployment, step: str) -> None:
-    """fn on every node at once; a failure marks that node and stops the launch after all return."""
-    failed: dict[str, str] = {}
-    for o in hosts.each(fn, nodes):
-        if not o.ok:
-            err = o.error
-            # Lead with what went wrong (the command's last output lines), not the command line itself.
-            why = (err.tail.strip().splitlines() or [str(err)])[-1] if isinstance(err, HostError) and err.tail \
-                else str(err).splitlines()[0]
-            dep.states[o.node.label] = NodeState("failed", f"{step}: {why}", str(err))
-            failed[o.node.label] = f"{step}: {why}"
-    if failed:
-        raise LaunchFailed(f"{step} failed on {', '.join(failed)}", failed)
-
-
-def ended_nodes(applier: Applier, nodes: list[NodeSpec]) -> dict[str, str]:
-    """Node -> why, for every node whose container or started process has ended, or that no longer
-    answers; empty while all are alive."""
-    dead: dict[str, str] = {}
-    for o in applier.hosts.each(applier.container_state, nodes):
-        if not o.ok:
-            dead[o.node.label] = f"unreachable: {o.error}"
-            continue
-        running, status = o.value  # type: ignore[misc]
-        if running != "true":
-            dead[o.node.label] = f"container {running}"
-        elif status:
-            dead[o.node.label] = f"its process exited with status {status}"
-    return dead
-
-
-def mark_failed(applier: Applier, dep: Deployment, dead: dict[str, str]) -> None:
-    for name, why in dead.items():
-        tail = ""
-        with contextlib.suppress(Exception):
-            tail = applier.log_tail(dep.by_name[name])
-        dep.states[name] = NodeState("failed", why, tail)
-
-
-def wait_ready(applier: Applier, dep: Deployment, deadline: float, poll: float = 1.0) -> float:
-    """Until /health and /v1/models answer on the head; fails at once when any node's process or
-    container ends or its Docker stops answering. Returns when the server answered (monotonic)."""
-    plan = dep.plan
-    base = f"http://{plan.head.ip}:{plan.port}"
-    nodes = [dep.by_name[n.name] for n in plan.nodes]
-    last_error = "no answer yet"
-    next_watch = 0.0
-    while True:
-        ok, body = http_ok(f"{base}/health")
-        if ok:
-            ok2, body2 = http_ok(f"{base}/v1/models")
-            if ok2:
-                return time.monotonic()
-            last_error = f"/v1/models: {body2[:200]}"
-        else:
-            last_error = f"/health: {body[:200]}"
-        now = time.monotonic()
-        if now >= next_watch:
-            next_watch = now + poll
-            dead = ended_nodes(applier, nodes)
-            if dead:
-                mark_failed(applier, dep, dead)
-                raise LaunchFailed(f"{', '.join(dead)}: {'; '.join(dead.values())}", dead)
-        if now > deadline:
-            for n in nodes:
-                st = dep.states.setdefault(n.label, NodeState())
-                if st.status != "failed":
-                    with contextlib.suppress(Exception):
-                        st.log_tail = applier.log_tail(n)
-                    st.detail = st.detail or f"not ready: {last_error}"
-            raise LaunchFailed(f"the server on {plan.head.name} did not answer within the deadline "
-                               f"({last_error})", {plan.head.name: last_error})
-        time.sleep(0.2)
-
-
-def wait_ray(applier: Applier, dep: Deployment, want: int, deadline: float) -> None:
-    head = dep.by_name[dep.plan.head.name]
-    seen = 0
-    while time.monotonic() < deadline:
-        ran = applier.hosts.run(head, ["docker", "exec", applier.name, "ray", "status"], check=False, timeout=30)
-        seen = ray_alive_nodes(ran.stdout)
-        if seen >= want:
+    # --- phases -----------------------------------------------------------------------------------
+    def _ship(self, phase: Phase, dep: Deployment) -> None:
+        ships = {n.node: n.commands[0] for n in phase.nodes if n.commands}
+        if not ships:
             return
-        dead = ended_nodes(applier, [dep.by_name[n.name] for n in dep.plan.nodes])
-        if dead:
-            mark_failed(applier, dep, dead)
-            raise LaunchFailed(f"Ray on {', '.join(dead)} ended before the cluster formed: "
-                               f"{'; '.join(dead.values())}", dead)
-        time.sleep(1)
-    raise LaunchFailed(f"Ray sees {seen} of {want} nodes after the deadline", {dep.plan.head.name: "ray"})
+        first = next(iter(ships.values()))
+        failed = self.shipper.ship_to(first.source, [dep.by_name[k] for k in ships], first.dest).failed
+        if failed:
+            for k, v in failed.items():
+                dep.states[k] = NodeState("failed", f"ship: {v}")
+            raise LaunchFailed(f"shipping failed on {', '.join(failed)}", failed, dep)
 
+    def _run_phase(self, phase: Phase, dep: Deployment) -> None:
+        work = {n.node: n for n in phase.nodes if n.commands}
+        if not work:
+            return
+        results = self.hosts.each(lambda node: self._node(work[node.label], node, dep),
+                                  [dep.by_name[name] for name in work])
+        failed = results.failed
+        for o in results:
+            if not o.ok:
+                dep.states[o.node.label] = NodeState("failed", f"{phase.name}: {o.reason}", str(o.error))
+        if failed:
+            raise LaunchFailed(f"{phase.name} failed on {', '.join(failed)}",
+                               {k: f"{phase.name}: {v}" for k, v in failed.items()}, dep)
 
-def apply_mods(applier: Applier, dep: Deployment, mods: list[Mod], workdir: str) -> None:
-    if not mods:
-        return
-    nodes = [dep.by_name[n.name] for n in dep.plan.nodes]
+    def _node(self, steps: NodeSteps, node: NodeSpec, dep: Deployment) -> None:
+        error: BaseException | None = None
+        for c in steps.commands:
+            if error is not None and not c.always:
+                continue
+            try:
+                self._command(c, node, dep)
+            except (HostError, OSError) as e:
+                error = error or e
+        if error is not None:
+            raise error
 
-    def one(node: NodeSpec) -> None:
-        for mod in mods:
-            apply_mod(applier.hosts, node, applier.name, mod, workdir)
+    def _command(self, c: Command, node: NodeSpec, dep: Deployment) -> None:
+        if c.kind == "run":
+            ran = self.hosts.run(node, list(c.argv), timeout=c.timeout, check=False)
+            if c.check and ran.status != 0:
+                raise HostError(node.label, c.failure or "command failed", command=c.show(), remote_status=ran.status,
+                                tail=(ran.stdout + ran.stderr).strip())
+            if c.starts_container:
+                dep.started.append(node.label)
+                dep.states[node.label] = NodeState("started")
+        elif c.kind == "upload":
+            self.hosts.put(node, Path(c.source), c.dest)
+        elif c.kind == "write-secrets":
+            names = c.source.split(",")
+            self.hosts.put_text(node, "".join(f"{k}={self.secrets[k]}\n" for k in names if k in self.secrets),
+                                c.dest, 0o600)
+        else:
+            raise ValueError(f"{c.kind} is not a node command")
 
-    run_parallel(applier.hosts, nodes, one, dep, "mods")
+    # --- waits ------------------------------------------------------------------------------------
+    def _wait(self, c: Command, dep: Deployment, deadline: float) -> float:
+        if c.kind == "wait-ray":
+            self.wait_ray(dep, c.count, deadline)
+            return 0.0
+        return self.wait_ready(dep, c.url, deadline)
 
+    def ended_nodes(self, nodes: list[NodeSpec]) -> dict[str, str]:
+        """Node -> why, for every node whose container or started process has ended, or that no longer
+        answers; empty while all are alive."""
+        dead: dict[str, str] = {}
+        for o in self.hosts.each(lambda n: container_state(self.hosts, n, self.container), nodes):
+            if not o.ok:
+                dead[o.node.label] = f"unreachable: {o.reason}"
+                continue
+            running, status = o.result
+            if running != "true":
+                dead[o.node.label] = f"container {running}"
+            elif status:
+                dead[o.node.label] = f"its process exited with status {status}"
+        return dead
 
-def record_failed(path: Path, names: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(sorted(names)) + "\n")
+    def _fail_if_ended(self, dep: Deployment, what: str) -> None:
+        dead = self.ended_nodes([dep.by_name[n.name] for n in dep.plan.nodes])
+        if not dead:
+            return
+        for name, why in dead.items():
+            tail = ""
+            with contextlib.suppress(HostError, OSError):
+                tail = log_tail(self.hosts, dep.by_name[name], self.container)
+            dep.states[name] = NodeState("failed", why, tail)
+        raise LaunchFailed(f"{what}{', '.join(dead)}: {'; '.join(dead.values())}", dead, dep)
 
+    def wait_ready(self, dep: Deployment, url: str, deadline: float) -> float:
+        """Until /health and /v1/models answer; fails at once when any node's process or container
+        ends or its Docker stops answering. Returns when the server answered (monotonic)."""
+        last_error = "no answer yet"
+        next_watch = 0.0
+        while True:
+            ok, body = http_ok(f"{url}/health")
+            if ok:
+                ok2, body2 = http_ok(f"{url}/v1/models")
+                if ok2:
+                    return time.monotonic()
+                last_error = f"/v1/models: {body2[:200]}"
+            else:
+                last_error = f"/health: {body[:200]}"
+            now = time.monotonic()
+            if now >= next_watch:
+                next_watch = now + self.poll
+                self._fail_if_ended(dep, "")
+            if now > deadline:
+                self._timed_out(dep, last_error)
+            time.sleep(0.2)
 
-def read_failed(path: Path) -> list[str]:
-    try:
-        return list(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return []
+    def _timed_out(self, dep: Deployment, last_error: str) -> None:
+        for n in dep.plan.nodes:
+            st = dep.states.setdefault(n.name, NodeState())
+            if st.status != "failed":
+                with contextlib.suppress(HostError, OSError):
+                    st.log_tail = log_tail(self.hosts, dep.by_name[n.name], self.container)
+                st.detail = st.detail or f"not ready: {last_error}"
+        head = dep.plan.head.name
+        raise LaunchFailed(f"the server on {head} did not answer within the deadline ({last_error})",
+                           {head: last_error}, dep)
+
+    def wait_ray(self, dep: Deployment, want: int, deadline: float) -> None:
+        head = dep.by_name[dep.plan.head.name]
+        seen = 0
+        while time.monotonic() < deadline:
+            ran = self.hosts.run(head, ["docker", "exec", self.container, "ray", "status"], check=False, timeout=30)
+            seen = ray_alive_nodes(ran.stdout)
+            if seen >= want:
+                return
+            self._fail_if_ended(dep, "Ray ended before the cluster formed on ")
+            time.sleep(self.poll)
+        raise LaunchFailed(f"Ray sees {seen} of {want} nodes after the deadline", {head.label: "ray"}, dep)

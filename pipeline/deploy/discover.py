@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.deploy.hosts import Hosts
+from pipeline.deploy.launch import EXIT_FILE
 from pipeline.deploy.netfacts import (
     Choice,
     Gpu,
@@ -24,7 +25,8 @@ from pipeline.deploy.netfacts import (
 from pipeline.spec.cluster import NodeSpec
 
 MARK = "@@spark-pipeline@@"
-# One fixed script; the image name arrives as $1 (quoted by shlex.join), never pasted into it.
+# One fixed script; the image name arrives as $1 and the container name as $2 (quoted by shlex.join),
+# never pasted into it.
 SCRIPT = f"""
 sec() {{ echo "{MARK} $1"; }}
 sec hostname; hostname
@@ -38,6 +40,9 @@ sec docker; docker version --format '{{{{.Server.Version}}}}' 2>&1 || echo ABSEN
 sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
 sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
 sec image; docker image inspect --format '{{{{.Id}}}}' "$1" 2>/dev/null
+sec container; docker inspect -f '{{{{.State.Running}}}} {{{{index .Config.Labels "io.spark-pipeline.deploy"}}}}' "$2" \
+  2>/dev/null || echo missing
+sec exit; docker exec "$2" cat {EXIT_FILE} 2>/dev/null
 sec end
 """
 
@@ -57,6 +62,9 @@ class NodeFacts:
     docker_root: str = ""
     disk_free: int = 0
     image_id: str = ""
+    container_running: str = "missing"  # true | false | missing
+    container_hash: str = ""
+    exit_status: str = ""
 
     @property
     def reachable(self) -> bool:
@@ -103,20 +111,21 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
         f.disk_free = int(parts[3]) * 1024
     image = s.get("image", "")
     f.image_id = image if image.startswith("sha256:") else ""
+    running, _, digest = s.get("container", "missing").partition(" ")
+    f.container_running = running if running in ("true", "false") else "missing"
+    f.container_hash = digest.strip() if f.container_running != "missing" else ""
+    f.exit_status = s.get("exit", "") if f.container_running == "true" else ""
     if "end" not in s:
         f.error = "discovery output was cut short"
     return f
 
 
-def gather(hosts: Hosts, image: str) -> list[NodeFacts]:
+def gather(hosts: Hosts, image: str, container: str = "vllm_node") -> list[NodeFacts]:
     def one(node: NodeSpec) -> NodeFacts:
-        ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image], timeout=60, check=False)
+        ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image, container], timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 
-    out = []
-    for o in hosts.each(one):
-        out.append(o.value if o.value is not None else NodeFacts(node=o.node, error=str(o.error)))
-    return out
+    return [o.value if o.value is not None else NodeFacts(node=o.node, error=str(o.error)) for o in hosts.each(one)]
 
 
 def interfaces(facts: list[NodeFacts]) -> list[Choice]:

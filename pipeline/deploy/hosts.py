@@ -14,7 +14,7 @@ import fcntl
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,29 +22,15 @@ from typing import Generic, TypeVar
 
 import paramiko
 from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
 
-from pipeline.errors import PipelineError
+from pipeline.errors import HostError, NodesFailed, PipelineError
 from pipeline.spec.cluster import ClusterSpec, NodeSpec
 
 T = TypeVar("T")
-
-
-class HostError(PipelineError):
-    """Something failed on one host: which host, what ran, how it ended."""
-
-    def __init__(self, host: str, message: str, command: str = "", exit_code: int | None = None, tail: str = ""):
-        self.host = host
-        self.command = command
-        self.exit_code = exit_code
-        self.tail = tail
-        text = f"{host}: {message}"
-        if command:
-            text += f"\n  command: {command}"
-        if exit_code is not None:
-            text += f"\n  exit code: {exit_code}"
-        if tail:
-            text += "\n  " + "\n  ".join(tail.splitlines()[-10:])
-        super().__init__(text)
+# What a node step may fail with: our own errors (HostError among them), OS and socket errors, SSH
+# errors. Anything else is a bug in our code and must not be reported as a node failure.
+NODE_ERRORS: tuple[type[BaseException], ...] = (PipelineError, OSError, paramiko.SSHException, EOFError)
 
 
 def host_key_name(host: str, port: int) -> str:
@@ -84,10 +70,48 @@ class Outcome(Generic[T]):
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def result(self) -> T:
+        """The value of a node that worked; re-raises the error of one that did not."""
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+    @property
+    def reason(self) -> str:
+        """Why it failed, in one line."""
+        if isinstance(self.error, HostError):
+            return self.error.reason
+        return str(self.error).splitlines()[0] if self.error is not None else ""
+
+
+@dataclass(frozen=True)
+class HostResults(Generic[T]):
+    """Every node's outcome of one fan-out, in node order (Fabric's GroupResult idea)."""
+
+    outcomes: tuple[Outcome[T], ...]
+
+    def __iter__(self) -> Iterator[Outcome[T]]:
+        return iter(self.outcomes)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Node label -> why, for the nodes that failed."""
+        return {o.node.label: o.reason for o in self.outcomes if not o.ok}
+
+    @property
+    def values(self) -> dict[str, T]:
+        return {o.node.label: o.value for o in self.outcomes if o.ok}  # type: ignore[misc]
+
+    def raise_if_failed(self, step: str) -> None:
+        failed = self.failed
+        if failed:
+            raise NodesFailed(f"{step} failed on {', '.join(failed)}", {n: f"{step}: {w}" for n, w in failed.items()})
+
 
 @dataclass(frozen=True)
 class Ran:
-    exit_code: int
+    status: int
     stdout: str
     stderr: str
 
@@ -99,6 +123,7 @@ class Hosts:
         self.cluster = cluster
         self.known_hosts = Path(os.path.expanduser(cluster.ssh.known_hosts))
         self._conns: dict[str, Connection] = {}
+        self._homes: dict[str, str] = {}
 
     def connection(self, node: NodeSpec) -> Connection:
         if node.label in self._conns:
@@ -155,27 +180,63 @@ class Hosts:
         conn = self.open(node)
         try:
             res = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-        except Exception as e:  # invoke's CommandTimedOut, paramiko channel errors
+        except (CommandTimedOut, paramiko.SSHException, OSError, EOFError) as e:
             raise HostError(node.label, f"{type(e).__name__}: {e}".strip(), command=command) from None
-        ran = Ran(exit_code=res.exited, stdout=res.stdout, stderr=res.stderr)
-        if check and ran.exit_code != 0:
-            raise HostError(node.label, "command failed", command=command, exit_code=ran.exit_code,
+        ran = Ran(status=res.exited, stdout=res.stdout, stderr=res.stderr)
+        if check and ran.status != 0:
+            raise HostError(node.label, "command failed", command=command, remote_status=ran.status,
                             tail=(ran.stderr or ran.stdout).strip())
         return ran
 
-    def each(self, fn: Callable[[NodeSpec], T], nodes: list[NodeSpec] | None = None) -> list[Outcome[T]]:
-        """Run fn per node, at most `ssh.parallel` at once; one Outcome per node, in node order."""
+    def home(self, node: NodeSpec) -> str:
+        """The SSH user's home directory on the node (asked once)."""
+        if node.label not in self._homes:
+            self._homes[node.label] = self.run(node, ["sh", "-c", 'printf %s "$HOME"']).stdout or "/root"
+        return self._homes[node.label]
+
+    def put(self, node: NodeSpec, local: Path, remote: str, mode: int | None = None) -> None:
+        """Copy a local file, or a directory tree, to `remote` on the node (SFTP)."""
+        sftp = self.open(node).sftp()
+        try:
+            files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+            for f in files:
+                target = remote if f == local else f"{remote}/{f.relative_to(local).as_posix()}"
+                _sftp_makedirs(sftp, target.rsplit("/", 1)[0])
+                sftp.put(str(f), target)
+                sftp.chmod(target, mode if mode is not None else f.stat().st_mode & 0o777)
+        except OSError as e:
+            raise HostError(node.label, f"cannot copy {local} to {remote}: {e}") from None
+        finally:
+            sftp.close()
+
+    def put_text(self, node: NodeSpec, text: str, remote: str, mode: int = 0o600) -> None:
+        """Write `text` to a new file on the node, created with `mode` before any byte is written."""
+        sftp = self.open(node).sftp()
+        try:
+            with sftp.file(remote, "w") as f:
+                f.chmod(mode)
+                f.write(text)
+        except OSError as e:
+            raise HostError(node.label, f"cannot write {remote}: {e}") from None
+        finally:
+            sftp.close()
+
+    def each(self, fn: Callable[[NodeSpec], T], nodes: list[NodeSpec] | None = None) -> HostResults[T]:
+        """Run fn per node, at most `ssh.parallel` at once; one Outcome per node, in node order. Only
+        node errors (NODE_ERRORS) are captured; a bug in fn propagates."""
         chosen = nodes if nodes is not None else self.cluster.ordered()
 
         def one(node: NodeSpec) -> Outcome[T]:
             start = time.monotonic()
             try:
                 return Outcome(node=node, value=fn(node), seconds=time.monotonic() - start)
-            except Exception as e:
+            except NODE_ERRORS as e:
                 return Outcome(node=node, error=e, seconds=time.monotonic() - start)
 
+        if not chosen:
+            return HostResults(())
         with ThreadPoolExecutor(max_workers=max(1, min(self.cluster.ssh.parallel, len(chosen)))) as pool:
-            return list(pool.map(one, chosen))
+            return HostResults(tuple(pool.map(one, chosen)))
 
     def close(self) -> None:
         for c in self._conns.values():
@@ -186,3 +247,14 @@ class Hosts:
 
 def name_of(node: NodeSpec) -> str:
     return f"{node.address}:{node.port}" if node.port != 22 else node.address
+
+
+def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
+    parts = [p for p in path.split("/") if p]
+    current = ""
+    for part in parts:
+        current += "/" + part
+        try:
+            sftp.stat(current)
+        except FileNotFoundError:
+            sftp.mkdir(current)

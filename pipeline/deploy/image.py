@@ -26,19 +26,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from pipeline.deploy.hosts import HostError, Hosts
+from pipeline.deploy.hosts import HostResults, Hosts, Outcome
 from pipeline.deploy.registry import Registry
 from pipeline.deploy.tunnel import RemoteForward
-from pipeline.engines.docker_cli import Docker
-from pipeline.errors import PipelineError
+from pipeline.engines.docker import Docker
+from pipeline.errors import ConfigError, HostError
 from pipeline.spec.cluster import NodeSpec
 
 
 @dataclass
 class ShipResult:
     node: NodeSpec
-    status: str  # skipped | shipped | failed
+    status: Literal["skipped", "shipped", "failed"]
     bytes: int = 0
     seconds: float = 0.0
     detail: str = ""
@@ -52,7 +53,7 @@ def registry_name(image: str, port: int) -> str:
 
 def remote_image_id(hosts: Hosts, node: NodeSpec, image: str) -> str:
     ran = hosts.run(node, ["docker", "image", "inspect", "--format", "{{.Id}}", image], check=False, timeout=60)
-    return ran.stdout.strip() if ran.exit_code == 0 else ""
+    return ran.stdout.strip() if ran.status == 0 else ""
 
 
 class Shipper:
@@ -66,29 +67,43 @@ class Shipper:
         self.pull_timeout = pull_timeout
 
     def ship(self, image: str, nodes: list[NodeSpec], mode: str = "registry", force: bool = False) -> list[ShipResult]:
-        local_id = self.docker.image_id(image)
-        if not local_id:
-            raise PipelineError(f"image {image} is not in the local Docker; build it first (python -m pipeline build)")
+        """Every node gets `image`; nodes whose image ID already matches are skipped (unless force)."""
+        local_id = self._local_id(image)
         results: dict[str, ShipResult] = {}
-        checks = self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes)
         todo: list[NodeSpec] = []
-        for o in checks:
+        for o in self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes):
             if not o.ok:
                 results[o.node.label] = ShipResult(o.node, "failed", detail=str(o.error))
             elif o.value == local_id and not force:
                 results[o.node.label] = ShipResult(o.node, "skipped", detail="same image")
             else:
                 todo.append(o.node)
-        if todo:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            with (self.workdir / f"ship-{self.port}.lock").open("w") as lock:
-                # One ship at a time per port: a node accepts only one remote forward on a port.
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                shipped = self._registry(image, local_id, todo) if mode == "registry" else \
-                    self._stream(image, local_id, todo)
-            for r in shipped:
-                results[r.node.label] = r
+        for r in self._transfer(image, local_id, todo, mode):
+            results[r.node.label] = r
         return [results[n.label] for n in nodes]
+
+    def ship_to(self, image: str, nodes: list[NodeSpec], mode: str) -> HostResults[ShipResult]:
+        """Ship to exactly these nodes (deploy decided from its facts that they lack the image)."""
+        results = self._transfer(image, self._local_id(image), nodes, mode)
+        return HostResults(tuple(Outcome(r.node, value=r) if r.status != "failed" else
+                                 Outcome(r.node, error=HostError(r.node.label, r.detail)) for r in results))
+
+    def _local_id(self, image: str) -> str:
+        local_id = self.docker.image_id(image)
+        if not local_id:
+            raise ConfigError(f"image {image} is not in the local Docker; build it first (python -m pipeline build)")
+        return local_id
+
+    def _transfer(self, image: str, local_id: str, nodes: list[NodeSpec], mode: str) -> list[ShipResult]:
+        if not nodes:
+            return []
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with (self.workdir / f"ship-{self.port}.lock").open("w") as lock:
+            # One ship at a time per port: a node accepts only one remote forward on a port.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if mode == "registry":
+                return self._registry(image, local_id, nodes)
+            return self._stream(image, local_id, nodes)
 
     # --- registry + tunnels -----------------------------------------------------------------------
     def _registry(self, image: str, local_id: str, nodes: list[NodeSpec]) -> list[ShipResult]:
@@ -100,14 +115,14 @@ class Shipper:
             finally:
                 self.docker.run("rmi", ref, check=False)
             outcomes = self.hosts.each(lambda n: self._pull(n, image, ref, local_id), nodes)
-        return [o.value if o.value is not None else ShipResult(o.node, "failed", detail=str(o.error))
-                for o in outcomes]
+        return [o.value if o.value is not None else ShipResult(o.node, "failed", detail=str(o.error)) for o in outcomes]
 
     def _pull(self, node: NodeSpec, image: str, ref: str, local_id: str) -> ShipResult:
         start = time.monotonic()
         conn = self.hosts.open(node)
         transport = conn.client.get_transport()
-        assert transport is not None
+        if transport is None:
+            raise HostError(node.label, "the SSH connection closed before the pull")
         try:
             fwd_cm = RemoteForward(transport, self.port, self.port)
             with fwd_cm as fwd:
@@ -166,9 +181,8 @@ class Shipper:
         for t in threads:
             t.start()
         producer = subprocess.Popen(self.docker.cmd("save", image), stdout=subprocess.PIPE)
-        assert producer.stdout is not None
         try:
-            while chunk := producer.stdout.read(1 << 20):
+            while chunk := producer.stdout.read(1 << 20):  # type: ignore[union-attr]
                 for q in queues.values():
                     q.put(chunk)
         finally:
@@ -183,7 +197,7 @@ class Shipper:
                 out.append(ShipResult(n, "failed", bytes=sent[n.label], detail=errors[n.label]))
                 continue
             got = remote_image_id(self.hosts, n, image)
-            status = "shipped" if got == local_id else "failed"
+            status: Literal["shipped", "failed"] = "shipped" if got == local_id else "failed"
             detail = "docker save | docker load" if got == local_id else f"image ID after load is {got[:19]}"
             out.append(ShipResult(n, status, bytes=sent[n.label], seconds=time.monotonic() - start, detail=detail))
         return out

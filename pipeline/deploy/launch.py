@@ -13,10 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+
+Mode = Literal["auto", "solo", "ray", "noray"]  # what was asked for
+RunMode = Literal["solo", "ray", "noray"]  # what the plan runs
+Role = Literal["head", "worker"]
 
 EXIT_FILE = "/tmp/spark-pipeline-exit"
 # Constant wrapper: the command arrives as "$@" (never pasted into the script); its output goes to the
@@ -45,7 +49,7 @@ class NodeInput:
 class Options:
     image: str
     command: tuple[str, ...]
-    mode: str = "auto"  # auto | solo | ray | noray
+    mode: Mode = "auto"
     name: str = "vllm_node"
     image_id: str = ""
     env: tuple[tuple[str, str], ...] = ()  # -e K=V and cluster.yaml container_env
@@ -73,7 +77,7 @@ class Options:
 class NodePlan:
     name: str
     address: str
-    role: str  # head | worker
+    role: Role
     rank: int
     ip: str
     eth_if: str | None
@@ -93,7 +97,7 @@ class NodePlan:
 
 @dataclass(frozen=True)
 class Plan:
-    mode: str
+    mode: RunMode
     nodes: tuple[NodePlan, ...]
     port: int
     notes: tuple[str, ...] = field(default=())
@@ -228,78 +232,91 @@ def mount_dirs(n: NodeInput, opts: Options) -> list[str]:
     return dirs
 
 
-def plan(nodes: list[NodeInput], opts: Options) -> Plan:
-    """Nodes are in rank order, head first."""
-    if not opts.command:
-        raise ConfigError("no command: give it after --, e.g. deploy -- vllm serve MODEL --port 8000")
-    notes: list[str] = []
+def resolve_mode(solo: bool, ray: bool | None) -> Mode:
+    """--solo / --ray / --no-ray -> the mode asked for (auto when neither is given)."""
+    if solo:
+        if ray is not None:
+            raise ConfigError("--ray/--no-ray make no sense with --solo")
+        return "solo"
+    return "auto" if ray is None else ("ray" if ray else "noray")
+
+
+def choose_nodes(nodes: list[NodeInput], opts: Options) -> tuple[list[NodeInput], RunMode, list[str]]:
+    """(the nodes used, in rank order; the mode that runs; notes) from the command's tp × pp × dp."""
     need = parallelism(opts.command)
-    mode = opts.mode
-    if mode == "solo" or len(nodes) == 1:
+    if opts.mode == "solo" or len(nodes) == 1:
         if opts.mode in ("ray", "noray") and len(nodes) == 1:
             raise ConfigError(f"--{opts.mode.replace('noray', 'no-ray')} needs more than one node; this is solo")
         if need and need > 1:
             raise ConfigError(f"the command asks for {need} GPUs (-tp × -pp × -dp) but solo runs on one node")
-        used = nodes[:1]
-        mode = "solo"
-    else:
-        if need is not None and need > len(nodes):
-            raise ConfigError(f"the command asks for {need} nodes (-tp × -pp × -dp, one GPU per Spark) but the "
-                              f"cluster has {len(nodes)}")
-        used = nodes[:need] if need else nodes
-        if need and need < len(nodes):
-            notes.append(f"using {need} of {len(nodes)} nodes (-tp × -pp × -dp = {need})")
-        if len(used) == 1:
-            mode = "solo"
-        elif mode == "auto":
-            mode = "noray"  # the toolkit's default since 2026-07
+        return nodes[:1], "solo", []
+    if need is not None and need > len(nodes):
+        raise ConfigError(f"the command asks for {need} nodes (-tp × -pp × -dp, one GPU per Spark) but the "
+                          f"cluster has {len(nodes)}")
+    used = nodes[:need] if need else nodes
+    notes = [f"using {need} of {len(nodes)} nodes (-tp × -pp × -dp = {need})"] if need and need < len(nodes) else []
+    if len(used) == 1:
+        return used, "solo", notes
+    return used, ("noray" if opts.mode == "auto" else opts.mode), notes  # no-Ray: the toolkit's default since 2026-07
+
+
+BACKEND = ("--distributed-executor-backend",)
+
+
+def start_commands(mode: RunMode, n: NodeInput, rank: int, count: int, head_ip: str,
+                   opts: Options) -> list[tuple[str, ...]]:
+    """What one node runs in its container after mods (the Ray head's command is added by `plan`)."""
+    role: Role = "head" if rank == 0 else "worker"
+    if mode == "solo":
+        return [exec_argv(opts, without_flag(opts.command, BACKEND))]
+    if mode == "ray":
+        common = ("--object-store-memory", str(opts.ray_object_store_memory), "--num-cpus", str(opts.ray_num_cpus),
+                  "--disable-usage-stats", "--node-ip-address", n.ip or n.address)
+        if role == "head":
+            return [exec_argv(opts, ("ray", "start", "--block", "--head", "--port", str(opts.master_port),
+                                     "--include-dashboard=false", *common))]
+        return [exec_argv(opts, ("ray", "start", "--block", f"--address={head_ip}:{opts.master_port}", *common))]
+    cmd = without_flag(opts.command, BACKEND)
+    if is_vllm_serve(cmd):
+        cmd = (*cmd, "--nnodes", str(count), "--node-rank", str(rank), "--master-addr", head_ip,
+               "--master-port", str(opts.master_port))
+        if role == "worker":
+            cmd = (*cmd, "--headless")
+    elif role == "worker":
+        return []
+    return [exec_argv(opts, cmd)]
+
+
+def deploy_hash(opts: Options, mode: RunMode, node: NodePlan) -> str:
+    """What a running container must match for a redeploy to be a no-op: image, argv, starts, mods."""
+    return hashlib.sha256(json.dumps({"image": opts.image_id, "run": node.run_argv, "start": node.start,
+                                      "mods": opts.mods, "mode": mode}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan(nodes: list[NodeInput], opts: Options) -> Plan:
+    """Nodes are in rank order, head first."""
+    if not opts.command:
+        raise ConfigError("no command: give it after --, e.g. deploy -- vllm serve MODEL --port 8000")
+    used, mode, notes = choose_nodes(nodes, opts)
     port = int(flag_value(opts.command, ("--port",)) or 8000)
-    head = used[0]
-    head_ip = head.ip or head.address
-    backend = ("--distributed-executor-backend",)
+    head_ip = used[0].ip or used[0].address
     out: list[NodePlan] = []
     for rank, n in enumerate(used):
-        role = "head" if rank == 0 else "worker"
+        role: Role = "head" if rank == 0 else "worker"
         env = node_env(n, opts)
-        start: list[tuple[str, ...]] = []
-        ip = n.ip or n.address
-        if mode == "solo":
-            start.append(exec_argv(opts, without_flag(opts.command, backend)))
-        elif mode == "ray":
-            common = ("--object-store-memory", str(opts.ray_object_store_memory), "--num-cpus", str(opts.ray_num_cpus),
-                      "--disable-usage-stats", "--node-ip-address", ip)
-            if role == "head":
-                start.append(exec_argv(opts, ("ray", "start", "--block", "--head", "--port", str(opts.master_port),
-                                              "--include-dashboard=false", *common)))
-            else:
-                start.append(exec_argv(opts, ("ray", "start", "--block", f"--address={head_ip}:{opts.master_port}",
-                                              *common)))
-        else:  # noray
-            cmd = without_flag(opts.command, backend)
-            if is_vllm_serve(cmd):
-                cmd = (*cmd, "--nnodes", str(len(used)), "--node-rank", str(rank), "--master-addr", head_ip,
-                       "--master-port", str(opts.master_port))
-                if role == "worker":
-                    cmd = (*cmd, "--headless")
-            elif role == "worker":
-                cmd = ()
-            if cmd:
-                start.append(exec_argv(opts, cmd))
-        out.append(NodePlan(name=n.name, address=n.address, role=role, rank=rank, ip=ip, eth_if=n.eth_if,
-                            ib_if=n.ib_if, env=tuple(env), run_argv=tuple(run_argv(n, opts, env, role, rank)),
-                            start=tuple(start), mkdirs=tuple(mount_dirs(n, opts))))
+        out.append(NodePlan(name=n.name, address=n.address, role=role, rank=rank, ip=n.ip or n.address,
+                            eth_if=n.eth_if, ib_if=n.ib_if, env=tuple(env),
+                            run_argv=tuple(run_argv(n, opts, env, role, rank)),
+                            start=tuple(start_commands(mode, n, rank, len(used), head_ip, opts)),
+                            mkdirs=tuple(mount_dirs(n, opts))))
     if mode == "ray":
-        cmd = opts.command
-        if flag_value(cmd, backend) is None:
-            cmd = (*cmd, "--distributed-executor-backend", "ray")
-        head_plan = out[0]
-        out[0] = NodePlan(**{**head_plan.__dict__, "start": (*head_plan.start, exec_argv(opts, cmd))})
+        cmd = opts.command if flag_value(opts.command, BACKEND) is not None else \
+            (*opts.command, "--distributed-executor-backend", "ray")
+        out[0] = replace(out[0], start=(*out[0].start, exec_argv(opts, cmd)))
     hashed = []
-    for p in out:
-        digest = hashlib.sha256(json.dumps({"image": opts.image_id, "run": p.run_argv, "start": p.start,
-                                            "mods": opts.mods, "mode": mode}, sort_keys=True).encode()).hexdigest()
-        hashed.append(NodePlan(**{**p.__dict__, "deploy_hash": digest[:16],
-                                  "run_argv": _with_hash(p.run_argv, digest[:16])}))
+    for node in out:
+        digest = deploy_hash(opts, mode, node)
+        hashed.append(replace(node, deploy_hash=digest, run_argv=_with_hash(node.run_argv, digest)))
     return Plan(mode=mode, nodes=tuple(hashed), port=port, notes=tuple(notes))
 
 

@@ -1,26 +1,23 @@
 """Mods: patches applied to a container at launch (the toolkit's contract).
 
-A mod is a directory, or a .zip of one, holding `run.sh` and its assets. It is copied into the container
-as /workspace/mods/<name> and run there with WORKSPACE_DIR set to the container's working directory
-(where mods drop chat templates or parsers the command refers to). Mods run in the order given,
+A mod is a directory, or a .zip of one, holding `run.sh` and its assets. Deploy copies it into the
+container as /workspace/mods/<name> and runs it there (the commands are in steps.py) with WORKSPACE_DIR
+set to the container's working directory (where mods drop chat templates or parsers the command
+refers to). Mods run in the order given,
 before the command; a failing mod stops the deploy with its output.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.deploy.hosts import HostError, Hosts
+from pipeline.deploy.steps import ModRef
 from pipeline.errors import ConfigError
-from pipeline.spec.cluster import NodeSpec
-
-MODS_DIR = "/workspace/mods"
 
 
 @dataclass(frozen=True)
@@ -29,8 +26,8 @@ class Mod:
     path: Path  # a directory holding run.sh
     digest: str  # content hash: part of the deploy hash, so a changed mod redeploys
 
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.path.rglob("*") if p.is_file())
+    def ref(self) -> ModRef:
+        return ModRef(name=self.name, local=str(self.path), digest=self.digest)
 
 
 def _digest(root: Path) -> str:
@@ -69,30 +66,6 @@ def load_mod(spec: str, search: list[Path], workdir: Path) -> Mod:
         if not (path / "run.sh").is_file():
             raise ConfigError(f"--apply-mod {spec}: {path} holds no run.sh")
     return Mod(name=name, path=path.resolve(), digest=_digest(path))
-
-
-def apply_mod(hosts: Hosts, node: NodeSpec, container: str, mod: Mod, workdir: str) -> None:
-    """Copy the mod to the node (SFTP, a private temp dir), into the container, and run it."""
-    conn = hosts.open(node)
-    home = hosts.run(node, ["sh", "-c", 'printf %s "$HOME"']).stdout or "/root"
-    remote = f"{home}/.spark-pipeline-mod-{secrets.token_hex(6)}"
-    try:
-        hosts.run(node, ["mkdir", "-p", remote])
-        for f in mod.files():
-            rel = f.relative_to(mod.path).as_posix()
-            if "/" in rel:
-                hosts.run(node, ["mkdir", "-p", f"{remote}/{rel.rsplit('/', 1)[0]}"])
-            conn.put(str(f), f"{remote}/{rel}")
-        target = f"{MODS_DIR}/{mod.name}"
-        hosts.run(node, ["docker", "exec", container, "mkdir", "-p", target])
-        hosts.run(node, ["docker", "cp", f"{remote}/.", f"{container}:{target}"])
-        ran = hosts.run(node, ["docker", "exec", "-w", target, "-e", f"WORKSPACE_DIR={workdir}", container,
-                               "sh", "-c", 'chmod +x run.sh && exec ./run.sh'], check=False, timeout=1800)
-        if ran.exit_code != 0:
-            raise HostError(node.label, f"mod {mod.name} failed", command=f"{target}/run.sh",
-                            exit_code=ran.exit_code, tail=(ran.stdout + ran.stderr).strip())
-    finally:
-        hosts.run(node, ["rm", "-rf", remote], check=False)
 
 
 def cleanup(mods: list[Mod], workdir: Path) -> None:

@@ -176,9 +176,9 @@ def choose(node: NodeNet, peers: list[NodeNet]) -> Choice:
                         "(mesh); set eth_if and ib_if in cluster.yaml")
     # explicit settings win, but must exist and be up
     if node.eth_if != "auto":
-        i = node.ifaces.get(node.eth_if)
-        if i is None or not i.up:
-            problems.append(f"eth_if {node.eth_if} is {'down' if i else 'not an interface of this node'}")
+        given = node.ifaces.get(node.eth_if)
+        if given is None or not given.up:
+            problems.append(f"eth_if {node.eth_if} is {'down' if given else 'not an interface of this node'}")
         eth, mode = node.eth_if, "given"
     if isinstance(node.ib_if, list):
         known = {lk.dev: lk for lk in node.links}

@@ -14,9 +14,9 @@ import hashlib
 import re
 from pathlib import Path
 
-from pipeline.build.sources import Mirrors, git, repo_location, resolve_pr, resolve_ref
 from pipeline.deploy.mods import Mod
 from pipeline.errors import ConfigError
+from pipeline.sources.mirror import Mirrors, git, repo_location, resolve_pr, resolve_ref
 
 IGNORED = (".buildkite/*", ".github/*", "benchmarks/*", "docs/*", "examples/*", "tests/*", "setup.py", "*.md",
            "*.rst")

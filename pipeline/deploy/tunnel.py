@@ -60,7 +60,7 @@ class RemoteForward:
         try:
             directions = ((sock, channel, "bytes_to_node"), (channel, sock, "bytes_from_node"))
             while not self._stop.is_set():
-                readable, _, _ = select.select([sock, channel], [], [], 0.5)
+                readable, _, _ = select.select([sock, channel], [], [], 0.5)  # type: ignore[type-var]
                 for src, dst, counter in directions:
                     if src not in readable:
                         continue

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.build.ir import Stage
+from pipeline.core.ir import Stage
+from pipeline.report import Reporter
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Engine(Protocol):
     def check(self) -> None:
         """Raise EngineUnavailable, with what the user needs, if this engine cannot run now."""
 
-    def prepare_base(self, run: StageRun) -> None:
+    def prepare_base(self, run: StageRun, report: Reporter) -> None:
         """Make sure the stage's base image can be used (make a bootstrap image if needed)."""
 
     def run_stage(self, run: StageRun, dest: Path) -> None:

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.build import baseimage
-from pipeline.build.ir import Stage, Step
-from pipeline.engines import StageRun
-from pipeline.engines.docker_cli import Docker, LocalImages, tail
-from pipeline.errors import PipelineError, StageError
+from pipeline.core.ir import Stage, Step
+from pipeline.engines import StageRun, bootstrap
+from pipeline.engines.docker import Docker, LocalImages, tail
+from pipeline.errors import ConfigError, StageError
+from pipeline.report import Reporter
 
 BUILD_TARGET = "stage"
 EXPORT_TARGET = "export"
@@ -112,11 +112,9 @@ class BuildKitEngine(LocalImages):
     def check(self) -> None:
         self.docker.check_daemon()
 
-    def prepare_base(self, run: StageRun) -> None:
-        from pipeline.ui import console
-
-        baseimage.ensure(run.stage.base, run.stage.platform, self.docker, self.cache / "bootstrap",
-                         lambda m: console.print(f"  {m}"))
+    def prepare_base(self, run: StageRun, report: Reporter) -> None:
+        bootstrap.ensure(run.stage.base, run.stage.platform, self.docker, self.cache / "bootstrap",
+                         lambda m: report.say(m, "note"))
 
     def _context(self, run: StageRun, labels: dict[str, str] | None = None, metadata: str = "") -> Path:
         root = self.cache / "contexts"
@@ -142,11 +140,11 @@ class BuildKitEngine(LocalImages):
         for name, value in run.build_env:
             args += ["--build-arg", f"{name}={value}"]
         for secret in run.stage.secrets:
-            value = os.environ.get(secret)
-            if value is None:
-                raise PipelineError(f"stage {run.stage.name}: secret {secret} is not set in the environment")
+            secret_value = os.environ.get(secret)
+            if secret_value is None:
+                raise ConfigError(f"secrets: {secret} is not set in the environment (stage {run.stage.name} needs it)")
             path = secrets_dir / secret
-            path.write_text(value)
+            path.write_text(secret_value)
             path.chmod(0o600)
             args += ["--secret", f"id={secret},src={path}"]
         return args

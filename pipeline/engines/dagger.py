@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 import dagger
 
-from pipeline.build import baseimage
-from pipeline.build.ir import Image, Stage
-from pipeline.engines import StageRun, dagger_session
-from pipeline.engines.docker_cli import Docker, LocalImages
-from pipeline.errors import EngineUnavailable, PipelineError, StageError
+from pipeline.core.ir import Image, Stage
+from pipeline.engines import StageRun, bootstrap, dagger_session
+from pipeline.engines.docker import Docker, LocalImages
+from pipeline.errors import EngineUnavailable, StageError, StepFailed
+from pipeline.report import Reporter
 
 T = TypeVar("T")
 SDK_CLI_VERSION = "0.21.11"  # dagger-io pins its CLI and engine image to this version
@@ -54,7 +54,7 @@ def base_container(client: dagger.Client, stage: Stage, base_tar: Path | None = 
     ctr = client.container(platform=dagger.Platform(stage.platform))
     if stage.base.bootstrap is not None:
         if base_tar is None:
-            raise PipelineError(f"stage {stage.name}: base image {stage.base.ref} was not prepared")
+            raise StageError(stage.name, f"base image {stage.base.ref} was not prepared")
         return ctr.import_(client.host().file(str(base_tar)))
     return ctr.from_(stage.base.ref)
 
@@ -173,7 +173,7 @@ class DaggerEngine(LocalImages):
             raise StageError(stage, "a step failed on the Dagger engine", step=shlex.join(e.command),
                              exit_code=e.exit_code, log_tail=tail) from None
         except dagger.TransportError as e:
-            raise PipelineError(f"lost the connection to the Dagger engine during stage {stage}: {e}") from None
+            raise StepFailed(f"lost the connection to the Dagger engine during stage {stage}: {e}") from None
         except (dagger.ProvisionError, dagger.ClientConnectionError) as e:
             raise unavailable(e) from None
         except dagger.QueryError as e:
@@ -183,14 +183,12 @@ class DaggerEngine(LocalImages):
     def check(self) -> None:
         self._open()
 
-    def prepare_base(self, run: StageRun) -> None:
+    def prepare_base(self, run: StageRun, report: Reporter) -> None:
         image = run.stage.base
         if image.bootstrap is None or image.ref in self._base_tars:
             return
-        from pipeline.ui import console
-
-        baseimage.ensure(image, run.stage.platform, self.docker, self.cache / "bootstrap",
-                         lambda m: console.print(f"  {m}"))
+        bootstrap.ensure(image, run.stage.platform, self.docker, self.cache / "bootstrap",
+                         lambda m: report.say(m, "note"))
         tar = self.cache / "bootstrap" / f"{image.ref.replace('/', '_').replace(':', '_')}.tar"
         if not tar.exists():
             self.docker.save(image.ref, tar)

@@ -88,6 +88,17 @@ class ClusterSpec(BaseModel):
     def head(self) -> NodeSpec:
         return next((n for n in self.nodes if n.head), self.nodes[0])
 
+    def node(self, name: str | None) -> NodeSpec:
+        """A node by its name or address (the head when name is None); ConfigError otherwise."""
+        if name is None:
+            return self.head
+        found = next((n for n in self.nodes if name in (n.label, n.address)), None)
+        if found is None:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(f"--node {name}: not a node of the cluster ({', '.join(n.label for n in self.nodes)})")
+        return found
+
     def ordered(self) -> list[NodeSpec]:
         """Head first, then the others in file order (rank order)."""
         return [self.head, *[n for n in self.nodes if n is not self.head]]

@@ -30,7 +30,7 @@ def describe(value: Any) -> str:
     return str(value)
 
 
-def expect(what: str, check: Callable[[Any], bool], convert: Callable[[Any], Any] = lambda v: v):
+def expect(what: str, check: Callable[[Any], bool], convert: Callable[[Any], Any] = lambda v: v) -> BeforeValidator:
     """A validator that accepts values passing `check` and otherwise says what was expected."""
 
     def validate(value: Any) -> Any:

@@ -5,7 +5,7 @@ The order here is the dependency order: a stage only consumes stages listed befo
 
 from __future__ import annotations
 
-from pipeline.build.ir import SourceSpec, Stage
+from pipeline.core.ir import SourceSpec, Stage
 from pipeline.spec.build import STAGES, BuildSpec
 from pipeline.stages import base, flashinfer, runtime, triton, vllm
 

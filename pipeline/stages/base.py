@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 
-from pipeline.build.ir import Input, Output, SourceSpec, Stage, Step
+from pipeline.core.ir import Input, Output, SourceSpec, Stage, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import image_of

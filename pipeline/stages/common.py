@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.build.ir import Cache, Input, Step
+from pipeline.core.ir import Cache, Input, Step
 from pipeline.spec.build import BuildSpec
 
 OUT = "/out"

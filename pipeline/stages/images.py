@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pipeline.build.ir import Image
+from pipeline.core.ir import Image
 from pipeline.spec.build import ImageSpec
 
 

@@ -11,7 +11,7 @@ triton.env, gpu_arch; the base stage's key (torch is built against); platform, n
 
 from __future__ import annotations
 
-from pipeline.build.ir import Output, SourceSpec, Stage, Step
+from pipeline.core.ir import Output, SourceSpec, Stage, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import image_of
@@ -27,8 +27,8 @@ def sources(spec: BuildSpec) -> list[SourceSpec]:
 
 def stage(spec: BuildSpec) -> Stage:
     inputs = [common.stage_input("base")]
-    env = [*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch)]
-    knobs = [("triton.source", spec.triton.source), ("platform", spec.platform)]
+    env: list[tuple[str, str]] = [*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch)]
+    knobs: list[tuple[str, str]] = [("triton.source", spec.triton.source), ("platform", spec.platform)]
     if spec.triton.source == "pip":
         steps = [Step(argv=("sh", "-c", f"mkdir -p {common.OUT} && cp {common.wheels_path('base')}/triton-*.whl "
                                         f"{common.OUT}/"), mounts=("base",))]

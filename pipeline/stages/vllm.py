@@ -15,7 +15,7 @@ vllm.env, gpu_arch, the base, triton and flashinfer stages' keys, platform, netw
 
 from __future__ import annotations
 
-from pipeline.build.ir import Output, SourceSpec, Stage, Step
+from pipeline.core.ir import Output, SourceSpec, Stage, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import image_of

@@ -20,8 +20,8 @@ def die() -> None:
 def main() -> None:
     point, stage = sys.argv[1], sys.argv[2]
     args = sys.argv[sys.argv.index("--") + 1:]
-    from pipeline.build import store as store_mod
-    from pipeline.engines import docker_cli
+    from pipeline import store as store_mod
+    from pipeline.engines import docker as docker_cli
 
     if point == "stage":
         real_stream = docker_cli.Docker.stream
@@ -38,7 +38,7 @@ def main() -> None:
 
         docker_cli.Docker.stream = stream  # type: ignore[method-assign]
     elif point == "export":
-        real_sha = store_mod.file_sha256
+        real_sha = store_mod.fsutil.file_sha256
         calls = {"n": 0}
 
         def sha(path):
@@ -48,7 +48,7 @@ def main() -> None:
                     die()
             return real_sha(path)
 
-        store_mod.file_sha256 = sha
+        store_mod.fsutil.file_sha256 = sha  # type: ignore[assignment]
     elif point == "rename":
         real_rename = os.rename
 

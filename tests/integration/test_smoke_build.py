@@ -188,7 +188,7 @@ def test_two_concurrent_builds_both_succeed_with_identical_content(smoke_build: 
     manifest = json.loads((entry / "manifest.json").read_text())
     assert [p.name for p in entries(cache / "store", "vllm")].count(k[0]["vllm"]) == 1
     for f in manifest["files"]:
-        from pipeline.build.store import file_sha256
+        from pipeline.fsutil import file_sha256
 
         assert file_sha256(entry / f["path"]) == f["sha256"]
 

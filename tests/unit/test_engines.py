@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.ir import Stage
+from pipeline.core.ir import Stage
 from pipeline.spec import load_build
 from pipeline.stages import all_stages
 from tests.conftest import REPO

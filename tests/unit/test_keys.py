@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.ir import Cache, Image, Input, Output, Stage, Step
-from pipeline.build.keys import Resolved, base_digest, compute_keys, stage_key
+from pipeline.core.ir import Cache, Image, Input, Output, Stage, Step
+from pipeline.core.keys import Resolved, base_digest, compute_keys, stage_key
 from pipeline.spec import load_build
 from pipeline.stages import all_stages
 from tests.conftest import REPO
@@ -21,9 +21,9 @@ from tests.conftest import REPO
 KEYS_SCRIPT = """
 import json, sys
 from pathlib import Path
-from pipeline.build.resolve import resolve
-from pipeline.build.keys import compute_keys
-from pipeline.build.sources import Mirrors
+from pipeline.builder import resolve
+from pipeline.core.keys import compute_keys
+from pipeline.sources.mirror import Mirrors
 from pipeline.spec import load_build
 b = load_build(Path(sys.argv[1]))
 res = resolve(b, Mirrors(Path(sys.argv[2])))

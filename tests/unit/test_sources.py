@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from examples.smoke import fixtures
-from pipeline.build.ir import SourceSpec
-from pipeline.build.sources import Mirrors, resolve_ref, resolve_source, tree_digest
+from pipeline.core.ir import SourceSpec
 from pipeline.errors import SourceError
+from pipeline.fsutil import tree_digest
+from pipeline.sources.mirror import Mirrors, resolve_ref, resolve_source
 from pipeline.spec.types import pr_url_parts
 
 
@@ -124,13 +125,13 @@ def test_tree_digest_ignores_mtime_but_not_content_or_mode(tmp_path: Path) -> No
     ("", "0.0.0.dev0+g123456789"),
 ])
 def test_scm_version_for_trees_without_git(describe: str, want: str) -> None:
-    from pipeline.build.checkout import scm_version
+    from pipeline.sources.checkout import scm_version
 
     assert scm_version(describe, "1234567890" * 4) == want
 
 
 def test_checkout_hands_over_the_version_not_the_git_dir(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
-    from pipeline.build.checkout import checkout
+    from pipeline.sources.checkout import checkout
 
     r, shas = repo
     fixtures.git(r, "tag", "-d", "v1.0")

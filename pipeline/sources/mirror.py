@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import subprocess
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.build.ir import SourceSpec
-from pipeline.build.keys import Resolved, canonical_json, sha256_text
+from pipeline.core.ir import SourceSpec
+from pipeline.core.keys import Resolved, canonical_json, sha256_text
 from pipeline.errors import SourceError
 from pipeline.spec.types import pr_url_parts
 
@@ -216,28 +214,3 @@ def local_head(work: Path, what: str) -> str:
         raise SourceError(f"{what}: {work} uses submodules, which a source dir build does not support")
     sha = git("rev-parse", "HEAD", cwd=work).stdout.decode().strip()
     return sha
-
-
-def tree_digest(path: Path, exclude: Iterable[str] = (".git",)) -> str:
-    """Content hash of a directory: relative paths, the executable bit and file contents only."""
-    if not path.is_dir():
-        raise SourceError(f"directory not found: {path}")
-    skip = set(exclude)
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if d not in skip)
-        rel_dir = Path(dirpath).relative_to(path)
-        for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            rel = (rel_dir / fn).as_posix()
-            st = p.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                h.update(f"L {rel} {os.readlink(p)}\n".encode())
-                continue
-            fh = hashlib.sha256()
-            with p.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    fh.update(chunk)
-            mode = "x" if st.st_mode & stat.S_IXUSR else "-"
-            h.update(f"F {rel} {mode} {fh.hexdigest()}\n".encode())
-    return h.hexdigest()

@@ -18,8 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pipeline.build.sources import ResolvedSource, git
 from pipeline.errors import SourceError
+from pipeline.sources.mirror import ResolvedSource, git
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "spark-pipeline", "GIT_AUTHOR_EMAIL": "spark-pipeline@localhost",

@@ -1,13 +1,10 @@
-"""build.lock: the resolved SHAs, keys and input facts of the last plan/build, sorted, diff-friendly,
-written atomically. `plan` compares against it to say *why* a stage must rebuild."""
+"""build.lock: the resolved SHAs, keys and input facts of the last plan/build, sorted and diff-friendly.
+`plan` compares against it to say *why* a stage must rebuild. Pure: the builder reads and writes it."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -37,34 +34,18 @@ class Lock:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def read_lock(path: Path) -> Lock | None:
-    if not path.exists():
+def parse_lock(text: str | None, label: str = "build.lock") -> Lock | None:
+    """A Lock from build.lock's text; None when there is none or it has an older format (the next
+    write replaces it). Raises ConfigError for a file that is not a build.lock."""
+    if text is None:
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         if data.get("format") != LOCK_FORMAT:
-            return None  # an older format: plan as if there were no lock, the next write replaces it
+            return None
         stages = {n: LockedStage(key=s["key"], facts=dict(s.get("facts", {})))
                   for n, s in data.get("stages", {}).items()}
         return Lock(stages=stages, sources=dict(data.get("sources", {})))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{path.name}: not a valid build.lock ({e}); delete it and run "
+        raise ConfigError(f"{label}: not a valid build.lock ({e}); delete it and run "
                           "'python -m pipeline plan --write-lock'") from None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_lock(path: Path, lock: Lock) -> None:
-    write_atomic(path, lock.to_json())

@@ -8,7 +8,6 @@ file's sha256; a mismatch is reported and the entry is moved aside so the stage 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,30 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_cache_path
-
+from pipeline import fsutil
 from pipeline.errors import StoreError
 
 MANIFEST = "manifest.json"
-
-
-def cache_root() -> Path:
-    """Where mirrors, logs and (by default) the store live: $SPARK_PIPELINE_CACHE or the user cache."""
-    env = os.environ.get("SPARK_PIPELINE_CACHE")
-    return Path(env) if env else user_cache_path("spark-pipeline")
-
-
-def default_store() -> Path:
-    env = os.environ.get("SPARK_PIPELINE_STORE")
-    return Path(env) if env else cache_root() / "store"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,7 +72,7 @@ class Store:
             return None, "not in the store"
         for f in entry.files:
             p = entry.path / f["path"]
-            if not p.is_file() or p.stat().st_size != f["size"] or file_sha256(p) != f["sha256"]:
+            if not p.is_file() or p.stat().st_size != f["size"] or fsutil.file_sha256(p) != f["sha256"]:
                 self._quarantine(entry.path)
                 return None, f"store entry {stage}/{key[:12]} is corrupt ({f['path']} does not match its sha256)"
         return entry, ""
@@ -118,14 +97,14 @@ class Store:
         for p in sorted(staging.rglob("*")):
             if p.is_file() and p.name != MANIFEST:
                 files.append({"path": p.relative_to(staging).as_posix(), "size": p.stat().st_size,
-                              "sha256": file_sha256(p)})
+                              "sha256": fsutil.file_sha256(p)})
         manifest = {**meta, "stage": stage, "key": key, "files": files, "created": time.time()}
         mpath = staging / MANIFEST
         with mpath.open("w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(staging)
+        fsutil.fsync_dir(staging)
         final = self.entry_path(stage, key)
         try:
             os.rename(staging, final)
@@ -134,13 +113,14 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
             if not self.has(stage, key):
                 raise StoreError(f"cannot write store entry {final}") from None
-        _fsync_dir(final.parent)
+        fsutil.fsync_dir(final.parent)
         entry = self.get(stage, key)
-        assert entry is not None
+        if entry is None:
+            raise StoreError(f"store entry {stage}/{key[:12]} vanished right after it was written")
         return entry
 
     def entries(self) -> list[Entry]:
-        out = []
+        out: list[Entry] = []
         if not self.root.is_dir():
             return out
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -162,7 +142,7 @@ class Store:
                 pid = int(d.name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not fsutil.pid_alive(pid):
                 shutil.rmtree(d, ignore_errors=True)
                 n += 1
         return n
@@ -183,24 +163,3 @@ class Store:
                 e.path.rename(gone)  # atomic removal from the store's view, then delete
                 shutil.rmtree(gone, ignore_errors=True)
         return doomed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

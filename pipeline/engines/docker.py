@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import EngineUnavailable, PipelineError
+from pipeline.errors import DockerError, EngineUnavailable, StageError
 
 
 def docker_binary() -> str:
@@ -43,7 +43,7 @@ class Docker:
                               check=False, input=input, env={**os.environ, "DOCKER_BUILDKIT": "1"})
         if check and proc.returncode != 0:
             err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
-            raise PipelineError(f"docker {' '.join(args[:2])} failed: {err.strip()[-2000:]}")
+            raise DockerError(f"docker {' '.join(args[:2])} failed: {err.strip()[-2000:]}")
         return proc
 
     def check_daemon(self) -> None:
@@ -77,7 +77,7 @@ class Docker:
             with tmp.open("wb") as out:
                 proc = subprocess.run(self.cmd("save", ref), stdout=out, stderr=subprocess.PIPE, check=False)
             if proc.returncode != 0:
-                raise PipelineError(f"docker save {ref} failed: {proc.stderr.decode(errors='replace').strip()}")
+                raise DockerError(f"docker save {ref} failed: {proc.stderr.decode(errors='replace').strip()}")
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -96,16 +96,15 @@ class Docker:
         with log.open("ab") as out:
             proc = subprocess.Popen(self.cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     env={**os.environ, "DOCKER_BUILDKIT": "1", **(env or {})})
-            assert proc.stdout is not None
             try:
-                for raw in iter(proc.stdout.readline, b""):
+                for raw in iter(proc.stdout.readline, b""):  # type: ignore[union-attr]
                     out.write(raw)
                     out.flush()
                     if on_line:
                         on_line(raw.decode(errors="replace").rstrip())
                     if deadline and time.monotonic() > deadline:
                         proc.kill()
-                        raise PipelineError(f"docker {args[0]} ran past its {timeout:.0f} s deadline")
+                        raise DockerError(f"docker {args[0]} ran past its {timeout:.0f} s deadline")
                 return proc.wait()
             except BaseException:
                 proc.kill()
@@ -137,8 +136,6 @@ class LocalImages:
         self.docker.save(tag, dest)
 
     def local_image_id(self, stage: str, tag: str) -> str:
-        from pipeline.errors import StageError
-
         image_id = self.docker.image_id(tag)
         if not image_id:
             raise StageError(stage, f"the image was built but {tag} is not in the local Docker")

@@ -18,9 +18,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.build.ir import Image
-from pipeline.engines.docker_cli import Docker, tail
-from pipeline.errors import PipelineError
+from pipeline.core.ir import Image
+from pipeline.engines.docker import Docker, tail
+from pipeline.errors import DockerError, StepFailed, ToolMissing
 
 ARCH = {"linux/amd64": ("amd64", "x86_64"), "linux/arm64": ("arm64", "aarch64")}
 PYTHON = {"bookworm": "3.11", "trixie": "3.13", "bullseye": "3.9"}
@@ -42,9 +42,12 @@ def debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
 def recipe_of(image: Image) -> dict[str, object]:
-    assert image.bootstrap is not None
-    return {k: json.loads(v) for k, v in image.bootstrap}
+    return {k: json.loads(v) for k, v in image.bootstrap or ()}
 
 
 def ensure(image: Image, platform: str, docker: Docker, workdir: Path, say: Callable[[str], None]) -> None:
@@ -65,12 +68,12 @@ def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Calla
     suite = str(recipe["suite"])
     deb_arch, py_arch = ARCH[platform]
     if os.geteuid() != 0 or not shutil.which("debootstrap"):
-        raise PipelineError(f"making base image {image.ref} needs root and debootstrap "
+        raise ToolMissing(f"making base image {image.ref} needs root and debootstrap "
                             "(apt-get install debootstrap); or point the stage at an image reference")
     log = workdir / f"{image.ref.replace('/', '_').replace(':', '_')}.log"
     with tempfile.TemporaryDirectory(prefix="bootstrap-", dir=workdir) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        include = ",".join(recipe.get("include", []) or [])  # type: ignore[arg-type]
+        include = ",".join(str(p) for p in _list(recipe.get("include")))
         mirror = debian_mirror()
         say(f"making base image {image.ref}: debootstrap {suite} ({deb_arch}) from {mirror} (about a minute)")
         argv = ["debootstrap", "--variant=minbase", f"--arch={deb_arch}"]
@@ -79,7 +82,7 @@ def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Calla
         argv += [suite, str(rootfs), mirror]
         with log.open("wb") as out:
             if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
-                raise PipelineError(f"debootstrap failed for {image.ref}; log: {log}\n{tail(log)}")
+                raise StepFailed(f"debootstrap failed for {image.ref}; log: {log}\n{tail(log)}")
         for rel in TRIM:
             for p in (rootfs / rel).glob("*"):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -90,10 +93,10 @@ def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Calla
                              stdin=tar.stdout, capture_output=True, check=False)
         tar.wait()
         if imp.returncode != 0:
-            raise PipelineError(f"docker import failed for {image.ref}: {imp.stderr.decode(errors='replace')}")
+            raise DockerError(f"docker import failed for {image.ref}: {imp.stderr.decode(errors='replace')}")
         ctx = Path(tmp) / "ctx"
         (ctx / "wheels").mkdir(parents=True)
-        pip = [str(p) for p in recipe.get("pip", []) or []]  # type: ignore[union-attr]
+        pip = [str(p) for p in _list(recipe.get("pip"))]
         if pip:
             say(f"downloading {len(pip)} wheels for {image.ref}")
             platforms = [f"--platform=manylinux{t}_{py_arch}" for t in ("2014", "_2_17", "_2_28", "_2_34", "_2_12")]
@@ -101,16 +104,18 @@ def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Calla
                   f"--python-version={PYTHON.get(suite, '3.11')}", *platforms, "-d", str(ctx / "wheels"), *pip]
             with log.open("ab") as out:
                 if subprocess.run(dl, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
-                    raise PipelineError(f"pip download failed for {image.ref}; log: {log}\n{tail(log)}")
-        env = recipe.get("env", {}) or {}
+                    raise StepFailed(f"pip download failed for {image.ref}; log: {log}\n{tail(log)}")
+        env = recipe.get("env") or {}
+        if not isinstance(env, dict):
+            env = {}
         lines = [f"FROM {stage1}"]
         if pip:
             lines.append("RUN --mount=type=bind,source=wheels,target=/tmp/wheels python3 -m pip install "
                          "--no-index --no-deps --no-cache-dir --break-system-packages /tmp/wheels/*.whl")
-        lines += [f"ENV {k}={json.dumps(str(v))}" for k, v in sorted(env.items())]  # type: ignore[union-attr]
+        lines += [f"ENV {k}={json.dumps(str(v))}" for k, v in sorted(env.items())]
         (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
         code = docker.stream(["build", "--network", "none", "--platform", platform, "-t", image.ref, str(ctx)], log)
         docker.run("rmi", stage1, check=False)
         if code != 0:
-            raise PipelineError(f"building base image {image.ref} failed; log: {log}\n{tail(log)}")
+            raise DockerError(f"building base image {image.ref} failed; log: {log}\n{tail(log)}")
         say(f"base image {image.ref} ready")

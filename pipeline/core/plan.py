@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.build.ir import Stage
-from pipeline.build.keys import Resolved, base_digest, compute_keys, input_id
-from pipeline.build.lock import Lock, LockedStage
+from pipeline.core.ir import Stage
+from pipeline.core.keys import Resolved, base_digest, compute_keys, input_id
+from pipeline.core.lockfile import Lock, LockedStage
 
 _HEX = re.compile(r"^(sha256:)?[0-9a-f]{40,64}$")
 UPSTREAM = "upstream "

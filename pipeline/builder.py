@@ -1,0 +1,263 @@
+"""The build: resolve build.yaml's sources and inputs, plan (keys, cached or not, why), then run the
+stages the store lacks in dependency order, commit their outputs, assemble the runtime image and
+write build.lock. A failed stage stops the build; stages that finished stay stored.
+
+This is the I/O edge of planning and building; what a stage is and what its key is live in the pure
+core (`pipeline.core`) and the stage modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline import __version__, fsutil, paths
+from pipeline.core.ir import Stage
+from pipeline.core.keys import Resolved
+from pipeline.core.lockfile import Lock, parse_lock
+from pipeline.core.plan import Plan, lock_of, make_plan
+from pipeline.engines import Engine, StageRun
+from pipeline.errors import StageError, StoreError
+from pipeline.report import NullReporter, Reporter
+from pipeline.sources.checkout import checkout
+from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource, resolve_source
+from pipeline.spec import LoadedBuild
+from pipeline.stages import all_stages, source_specs
+from pipeline.store import Store
+
+LABEL = "io.spark-pipeline"
+StageStatus = Literal["built", "cached", "failed"]
+
+
+# --- resolve and plan ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Resolution:
+    build: LoadedBuild
+    stages: list[Stage]
+    sources: dict[str, ResolvedSource]
+    inputs: dict[tuple[str, str], Resolved]
+
+    def lock_sources(self) -> dict[str, dict[str, Any]]:
+        return {
+            n: {"url": s.url if "://" in s.url else os.path.relpath(s.url, self.build.root), "ref": s.ref,
+                "commit": s.commit, "prs": {lbl: sha for lbl, sha, _ in s.prs},
+                "patches": {name: digest for name, digest, _ in s.patches}}
+            for n, s in self.sources.items()
+        }
+
+
+def dir_input(root: Path, ref: str) -> Resolved:
+    """The digest of a local directory input (a docker-contexts/<stage>/ folder may be absent: empty)."""
+    path = root / ref
+    if not path.exists() and ref.startswith("docker-contexts/"):
+        digest = EMPTY_TREE
+    else:
+        try:
+            digest = fsutil.tree_digest(path)
+        except FileNotFoundError:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(f"{ref}: directory not found ({path})") from None
+    return Resolved(digest=digest, facts=((f"dir {ref}", digest),))
+
+
+def resolve(build: LoadedBuild, mirrors: Mirrors) -> Resolution:
+    stages = all_stages(build.spec)
+    sources = {name: resolve_source(mirrors, spec, build.root, build.label)
+               for name, spec in source_specs(build.spec).items()}
+    inputs: dict[tuple[str, str], Resolved] = {("source", n): s.resolved() for n, s in sources.items()}
+    for stage in stages:
+        for inp in stage.inputs:
+            if inp.kind == "dir" and ("dir", inp.ref) not in inputs:
+                inputs[("dir", inp.ref)] = dir_input(build.root, inp.ref)
+    return Resolution(build=build, stages=stages, sources=sources, inputs=inputs)
+
+
+def read_lock(path: Path) -> Lock | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return parse_lock(text, path.name)
+
+
+def write_lock(path: Path, lock: Lock) -> None:
+    fsutil.write_atomic(path, lock.to_json())
+
+
+def plan_build(build: LoadedBuild, mirrors: Mirrors, store: Store,
+               lock_path: Path | None = None) -> tuple[Resolution, Plan, Lock | None]:
+    res = resolve(build, mirrors)
+    lock = read_lock(lock_path or build.root / "build.lock")
+    plan = make_plan(res.stages, res.inputs, store.has, lock)
+    return res, plan, lock
+
+
+# --- run -------------------------------------------------------------------------------------------
+@dataclass
+class StageResult:
+    name: str
+    key: str
+    status: StageStatus
+    seconds: float
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.name, "key": self.key, "status": self.status, "seconds": round(self.seconds, 3)}
+
+
+def log_path(stage: str, key: str) -> Path:
+    path = paths.stage_log(stage, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def image_labels(build: LoadedBuild, plan: Plan, res: Resolution) -> tuple[dict[str, str], str]:
+    """The runtime image's labels (every stage key and source commit) and its metadata file."""
+    keys = {s.name: s.key for s in plan.stages}
+    metadata = {
+        "tool": f"spark-pipeline {__version__}", "gpu_arch": build.spec.gpu_arch,
+        "platform": build.spec.platform, "stage_keys": keys,
+        "sources": {n: {"commit": s.commit, "ref": s.ref, "prs": {lbl: sha for lbl, sha, _ in s.prs}}
+                    for n, s in res.sources.items()},
+    }
+    labels = {f"{LABEL}.key.{n}": k for n, k in keys.items()}
+    labels.update({f"{LABEL}.source.{n}": s.commit for n, s in res.sources.items()})
+    labels[f"{LABEL}.gpu-arch"] = build.spec.gpu_arch
+    labels["org.opencontainers.image.created"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return labels, json.dumps(metadata, indent=2, sort_keys=True)
+
+
+class Builder:
+    def __init__(self, build: LoadedBuild, engine: Engine, store: Store, mirrors: Mirrors,
+                 reporter: Reporter | None = None):
+        self.build = build
+        self.engine = engine
+        self.store = store
+        self.mirrors = mirrors
+        self.report: Reporter = reporter or NullReporter()
+        self.results: list[StageResult] = []
+
+    def inputs_of(self, stage: Stage, res: Resolution, plan: Plan, notes: list[str]) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for inp in stage.inputs:
+            if inp.kind == "stage":
+                out[inp.name] = self.store.entry_path(inp.ref, plan.stage(inp.ref).key)
+            elif inp.kind == "source":
+                out[inp.name] = checkout(res.sources[inp.ref], self.mirrors.cache, notes)
+            else:
+                path = self.build.root / inp.ref
+                if not path.exists():
+                    path = paths.cache_root() / "empty"
+                    path.mkdir(parents=True, exist_ok=True)
+                out[inp.name] = path
+        return out
+
+    def prepare(self, stage: Stage, key: str, res: Resolution, plan: Plan) -> StageRun:
+        """The stage's inputs on the host, a fresh log (starting with what checkout did), its base image."""
+        notes: list[str] = []
+        run = StageRun(stage=stage, key=key, inputs=self.inputs_of(stage, res, plan, notes),
+                       log=log_path(stage.name, key), build_env=stage.build_env)
+        run.log.write_text("".join(f"{n}\n" for n in notes))
+        for n in notes:
+            self.report.say(n, "note")
+        self.engine.prepare_base(run, self.report)
+        return run
+
+    def manifest(self, stage: Stage, plan: Plan, seconds: float) -> dict[str, object]:
+        return {"engine": self.engine.name, "duration_s": round(seconds, 3), "tool": f"spark-pipeline {__version__}",
+                "platform": stage.platform, "inputs": plan.stage(stage.name).facts}
+
+    def run(self, tag: str | None = None, export: Path | None = None,
+            push: str | None = None) -> tuple[Plan, list[StageResult]]:
+        try:
+            return self._run(tag, export, push)
+        finally:
+            self.engine.close()
+
+    def _run(self, tag: str | None, export: Path | None, push: str | None) -> tuple[Plan, list[StageResult]]:
+        self.engine.check()
+        res, plan, _ = plan_build(self.build, self.mirrors, self.store)
+        for w in plan.warnings:
+            self.report.say(w, "warn")
+        self.store.clean_staging()
+        image_tag = tag or res.stages[-1].output.tag
+        for i, stage in enumerate(res.stages, 1):
+            if stage.output.kind == "wheels":
+                self._wheels(i, len(res.stages), stage, res, plan)
+            else:
+                self._image(i, len(res.stages), stage, res, plan, image_tag)
+        if export is not None:
+            self.report.say(f"exporting {image_tag} to {export}")
+            self.engine.export_image(image_tag, export)
+        if push is not None:
+            self.report.say(f"pushed {self.engine.push_image(image_tag, push)}")
+        write_lock(self.build.root / "build.lock", lock_of(plan, res.lock_sources()))
+        return plan, self.results
+
+    def _wheels(self, index: int, total: int, stage: Stage, res: Resolution, plan: Plan) -> None:
+        sp = plan.stage(stage.name)
+        entry, why = self.store.verify(stage.name, sp.key)
+        if entry is not None:
+            self.report.stage(index, total, stage.name, sp.key, "cached")
+            self.results.append(StageResult(stage.name, sp.key, "cached", 0.0))
+            return
+        if why != "not in the store":
+            self.report.say(f"{why}; rebuilding", "warn")
+        self.report.stage(index, total, stage.name, sp.key, "building", "; ".join(sp.reasons))
+        started = time.monotonic()
+        run = self.prepare(stage, sp.key, res, plan)
+        staging = self.store.staging_dir(stage.name)
+        try:
+            self.engine.run_stage(run, staging)
+            if not any(p.is_file() for p in staging.rglob("*")):
+                raise StageError(stage.name, f"it exported no files from {stage.output.path}", log_path=str(run.log))
+            seconds = time.monotonic() - started
+            self.store.commit(stage.name, sp.key, staging, self.manifest(stage, plan, seconds))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            self.results.append(StageResult(stage.name, sp.key, "failed", time.monotonic() - started))
+            raise
+        self.results.append(StageResult(stage.name, sp.key, "built", seconds, f"log: {run.log}"))
+
+    def _image(self, index: int, total: int, stage: Stage, res: Resolution, plan: Plan, tag: str) -> None:
+        key = plan.stage(stage.name).key
+        entry = self.store.get(stage.name, key)
+        if entry is not None:
+            image_id = str(entry.manifest.get("image_id", ""))
+            if image_id and self.engine.reuse_image(image_id, tag):
+                self.report.stage(index, total, stage.name, key, "cached", f"{tag} = {image_id[7:19]}")
+                self.results.append(StageResult(stage.name, key, "cached", 0.0, tag))
+                return
+        self.report.stage(index, total, stage.name, key, "building", f"image {tag}")
+        started = time.monotonic()
+        run = self.prepare(stage, key, res, plan)
+        labels, metadata = image_labels(self.build, plan, res)
+        try:
+            image_id = self.engine.build_image(run, labels, metadata, tag)
+        except BaseException:
+            self.results.append(StageResult(stage.name, key, "failed", time.monotonic() - started))
+            raise
+        seconds = time.monotonic() - started
+        self._commit_image(stage, key, plan, seconds, image_id, tag, labels)
+        self.results.append(StageResult(stage.name, key, "built", seconds, f"{tag} = {image_id[7:19]}"))
+
+    def _commit_image(self, stage: Stage, key: str, plan: Plan, seconds: float, image_id: str, tag: str,
+                      labels: dict[str, str]) -> None:
+        staging = self.store.staging_dir(stage.name)
+        (staging / "image.json").write_text(json.dumps({"image_id": image_id, "tag": tag, "labels": labels},
+                                                       indent=2, sort_keys=True))
+        if self.store.has(stage.name, key):  # rebuilt because the local image was gone: replace the entry
+            shutil.rmtree(self.store.entry_path(stage.name, key), ignore_errors=True)
+        try:
+            self.store.commit(stage.name, key, staging,
+                              {**self.manifest(stage, plan, seconds), "image_id": image_id, "tag": tag})
+        except StoreError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise

@@ -1,0 +1,1 @@
+"""The pure core: the stage IR, content keys, the plan and build.lock. No I/O, no console."""

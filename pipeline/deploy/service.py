@@ -1,0 +1,266 @@
+"""deploy / stop / status / logs / exec as a Python API (the command line is a thin layer on it).
+
+    deployer = Deployer(load_cluster(Path("cluster.yaml")), reporter=ConsoleReporter())
+    result = deployer.deploy(DeployRequest(command=("vllm", "serve", "org/model", "-tp", "2")))
+
+`plan()` gathers facts and decides every command (steps.py); `apply()` runs them. `--dry-run` is
+`plan()` printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import paths
+from pipeline.deploy.apply import Applier, Deployment, NodeState, container_state, http_ok, ray_alive_nodes
+from pipeline.deploy.discover import NodeFacts, gather, interfaces
+from pipeline.deploy.hosts import HostResults, Hosts, Ran
+from pipeline.deploy.image import Shipper
+from pipeline.deploy.launch import Mode, NodeInput, Options, Plan, parse_env_items, plan
+from pipeline.deploy.mods import Mod, cleanup, load_mod
+from pipeline.deploy.steps import DeploySteps, Inputs, steps
+from pipeline.deploy.steps import NodeFacts as StepFacts
+from pipeline.engines.docker import Docker
+from pipeline.errors import ConfigError, HostError, LaunchFailed
+from pipeline.report import NullReporter, Reporter
+from pipeline.spec.cluster import ClusterSpec, NodeSpec
+
+REPO_MODS = Path(__file__).resolve().parents[2] / "mods"
+SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+WORKDIR = "/workspace/vllm"  # the runtime image's working directory: mods' WORKSPACE_DIR
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """Everything a deploy is asked to do (the flags of `deploy`, without click)."""
+
+    command: tuple[str, ...]
+    image: str | None = None  # default: cluster.yaml `image`
+    mode: Mode = "auto"
+    name: str = "vllm_node"
+    env: tuple[str, ...] = ()  # -e K=V (or K, taken from this environment)
+    nccl_debug: str | None = None
+    privileged: bool = True
+    limits: dict[str, int] = field(default_factory=dict)  # mem_limit_gb, mem_swap_limit_gb, pids_limit, shm_size_gb
+    nofile: int = 1048576
+    earlyoom: bool = False
+    earlyoom_args: str | None = None
+    cache_dirs: bool = True
+    volumes: tuple[str, ...] = ()
+    master_port: int = 29501
+    jobs: int | None = None
+    gpus: str = "all"
+    ray_num_cpus: int = 2
+    ray_object_store_bytes: int = 1073741824
+    mods: tuple[str, ...] = ()
+    vllm_prs: tuple[str, ...] = ()
+    vllm_repo: str = "https://github.com/vllm-project/vllm.git"
+    ship_mode: str = "registry"
+    timeout: float = 1800
+    force: bool = False
+    cleanup_on_failure: bool = False
+
+    def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
+        if self.privileged and self.limits:
+            raise ConfigError("--mem-limit-gb, --mem-swap-limit-gb, --pids-limit and --shm-size-gb need "
+                              "--non-privileged")
+        extra: dict[str, Any] = {k: v for k, v in self.limits.items() if k != "mem_swap_limit_gb"}
+        if self.earlyoom_args:
+            extra["earlyoom_args"] = self.earlyoom_args
+        return Options(
+            image=self.image or spec.image, command=self.command, mode=self.mode, name=self.name,
+            env=(*spec.container_env.items(), *parse_env_items(self.env)), secret_env=secret_names,
+            nccl_debug=self.nccl_debug, privileged=self.privileged, nofile=self.nofile,
+            mem_swap_limit_gb=self.limits.get("mem_swap_limit_gb"), gpus=self.gpus,
+            earlyoom=self.earlyoom or bool(self.earlyoom_args), cache_dirs=self.cache_dirs, volumes=self.volumes,
+            master_port=self.master_port, jobs=self.jobs, ray_num_cpus=self.ray_num_cpus,
+            ray_object_store_memory=self.ray_object_store_bytes, mods=tuple(f"{m.name}:{m.digest}" for m in mods),
+            **extra)
+
+
+@dataclass
+class DeployPlan:
+    launch: Plan
+    steps: DeploySteps
+    options: Options
+    mods: list[Mod]
+    warnings: list[str]
+
+
+@dataclass
+class DeployResult:
+    plan: Plan
+    dep: Deployment
+    skipped: bool
+    seconds_to_ready: float = 0.0
+    answered_at: float = 0.0
+
+
+def secrets_from_env(names: tuple[str, ...] = SECRET_NAMES) -> dict[str, str]:
+    return {n: os.environ[n] for n in names if os.environ.get(n)}
+
+
+def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[str], list[str]]:
+    """NodeInputs from discovery, the problems that block a launch, and the warnings of the choice."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    out = []
+    for f, c in zip(facts, interfaces(facts), strict=True):
+        if not f.reachable:
+            problems.append(f"{f.node.label}: {f.error}")
+            continue
+        problems += [f"{f.node.label}: {p}" for p in c.problems]
+        warnings += [f"{f.node.label}: {w}" for w in c.warnings]
+        ip = f.ifaces[c.eth_if].ipv4[0][0] if c.eth_if in f.ifaces and f.ifaces[c.eth_if].ipv4 else None
+        if ip is None:
+            with contextlib.suppress(ValueError):
+                ip = str(ipaddress.ip_address(f.node.address))
+        out.append(NodeInput(name=f.node.label, address=f.node.address, eth_if=c.eth_if, ib_if=c.ib_if, ip=ip,
+                             extra_env=c.extra_env, home=f.home or "/root", env=tuple(f.node.env.items())))
+    return out, problems, warnings
+
+
+def step_facts(facts: list[NodeFacts]) -> dict[str, StepFacts]:
+    return {f.node.label: StepFacts(home=f.home or "/root", image_id=f.image_id,
+                                    container_running=f.container_running, container_hash=f.container_hash,
+                                    exit_status=f.exit_status) for f in facts}
+
+
+class Deployer:
+    def __init__(self, spec: ClusterSpec, name: str = "vllm_node", reporter: Reporter | None = None,
+                 hosts: Hosts | None = None, docker: Docker | None = None):
+        self.spec = spec
+        self.name = name
+        self.report: Reporter = reporter or NullReporter()
+        self.hosts = hosts or Hosts(spec)
+        self._docker = docker
+
+    @property
+    def docker(self) -> Docker:
+        if self._docker is None:
+            self._docker = Docker()
+        return self._docker
+
+    def close(self) -> None:
+        self.hosts.close()
+
+    # --- deploy -----------------------------------------------------------------------------------
+    def load_mods(self, request: DeployRequest) -> list[Mod]:
+        workdir = paths.deploy_workdir()
+        workdir.mkdir(parents=True, exist_ok=True)
+        mods = [load_mod(m, [Path("mods"), REPO_MODS], workdir) for m in request.mods]
+        return mods + self.pr_mods(request.vllm_prs, request.vllm_repo, workdir)
+
+    def pr_mods(self, prs: tuple[str, ...], repo: str, workdir: Path) -> list[Mod]:
+        """--apply-vllm-pr values -> generated mods (PRs fetched through the source mirror)."""
+        from pipeline.deploy.prmod import fetch_pr_diff, launch_diff, make_mod
+        from pipeline.sources.mirror import Mirrors
+        from pipeline.spec.types import parse_pr
+
+        out = []
+        for raw in prs:
+            try:
+                pr = parse_pr(raw)
+            except ValueError as e:
+                raise ConfigError(f"--apply-vllm-pr {raw}: {e}") from None
+            label, head, diff = fetch_pr_diff(Mirrors(paths.cache_root()), repo, Path.cwd(), pr)
+            kept, dropped = launch_diff(diff, label)
+            if dropped:
+                self.report.say(f"vLLM PR {label}: leaving out {len(dropped)} file(s) not needed at launch "
+                                f"({', '.join(dropped[:3])}{'…' if len(dropped) > 3 else ''})")
+            out.append(make_mod(label, head, kept, workdir))
+        return out
+
+    def plan(self, request: DeployRequest, mods: list[Mod], secrets: dict[str, str]) -> DeployPlan:
+        """Discover every node, plan the launch, and decide every command. Runs nothing on the nodes."""
+        opts = request.options(self.spec, mods, tuple(secrets))
+        facts = gather(self.hosts, opts.image, self.name)
+        nodes, problems, warnings = node_inputs(facts)
+        if problems:
+            raise LaunchFailed("cannot launch:\n" + "\n".join(problems),
+                               {p.split(":", 1)[0]: p.split(":", 1)[1].strip() for p in problems})
+        local_id = self.docker.image_id(opts.image) or ""
+        launch = plan(nodes, Options(**{**opts.__dict__, "image_id": local_id}))
+        url = f"http://{launch.head.ip}:{launch.port}"
+        answers = http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models")[0]
+        todo = steps(launch, Inputs(image=opts.image, local_image_id=local_id, facts=step_facts(facts),
+                                    container=self.name, server_answers=answers,
+                                    mods=tuple(m.ref() for m in mods), secret_names=tuple(secrets),
+                                    ship_mode=request.ship_mode, force=request.force, workdir=WORKDIR))
+        return DeployPlan(launch=launch, steps=todo, options=opts, mods=mods, warnings=warnings)
+
+    def apply(self, dp: DeployPlan, request: DeployRequest, secrets: dict[str, str]) -> DeployResult:
+        by_name = {n.label: n for n in self.spec.nodes}
+        dep = Deployment(plan=dp.launch, by_name=by_name)
+        if dp.steps.nothing:
+            for n in dp.launch.nodes:
+                dep.states[n.name] = NodeState("skipped", "running, same deploy hash, server answers")
+            return DeployResult(dp.launch, dep, skipped=True)
+        started = time.monotonic()
+        shipper = Shipper(self.hosts, self.docker, paths.ship_workdir(), self.spec.registry_port,
+                          progress=self.report.transfer)
+        applier = Applier(self.hosts, shipper, self.name, self.report, secrets)
+        try:
+            answered = applier.apply(dp.steps, dep, started + request.timeout)
+        except KeyboardInterrupt:
+            self.report.say("interrupted: stopping the containers this run started", "warn")
+            self.stop([by_name[n] for n in dep.started])
+            raise
+        except LaunchFailed as e:
+            e.deployment = dep
+            if request.cleanup_on_failure:
+                self.stop([by_name[n.name] for n in dp.launch.nodes])
+                self.report.say("removed the containers (--cleanup-on-failure)")
+            raise
+        return DeployResult(dp.launch, dep, skipped=False, seconds_to_ready=time.monotonic() - started,
+                            answered_at=answered)
+
+    def deploy(self, request: DeployRequest) -> DeployResult:
+        """plan + apply, with the mods cleaned up afterwards."""
+        secrets = secrets_from_env()
+        mods = self.load_mods(request)
+        try:
+            return self.apply(self.plan(request, mods, secrets), request, secrets)
+        finally:
+            cleanup(mods, paths.deploy_workdir())
+
+    # --- stop / status / exec ---------------------------------------------------------------------
+    def stop(self, nodes: list[NodeSpec] | None = None) -> HostResults[str]:
+        def one(node: NodeSpec) -> str:
+            ran = self.hosts.run(node, ["docker", "rm", "-f", self.name], check=False, timeout=120)
+            if ran.status != 0 and "No such container" not in ran.stderr:
+                raise HostError(node.label, "docker rm failed", remote_status=ran.status, tail=ran.stderr)
+            return "not running" if "No such container" in ran.stderr else "stopped"
+
+        return self.hosts.each(one, nodes)
+
+    def status(self, port: int | None = None) -> HostResults[dict[str, str]]:
+        def one(node: NodeSpec) -> dict[str, str]:
+            running, status = container_state(self.hosts, node, self.name)
+            if running.startswith("docker-down"):
+                raise HostError(node.label, running)
+            fmt = '{{.Config.Image}} {{.Image}}|{{index .Config.Labels "io.spark-pipeline.role"}}'
+            info = self.hosts.run(node, ["docker", "inspect", "-f", fmt, self.name], check=False).stdout.strip()
+            image, _, role = info.partition("|")
+            row = {"node": node.label, "container": running, "exit": status, "image": image, "role": role,
+                   "health": "", "ray_nodes": ""}
+            if role == "head" and running == "true":
+                ray = self.hosts.run(node, ["docker", "exec", self.name, "ray", "status"], check=False, timeout=30)
+                if ray.status == 0:
+                    row["ray_nodes"] = str(ray_alive_nodes(ray.stdout))
+                if port:
+                    row["health"] = "ok" if http_ok(f"http://{node.address}:{port}/health")[0] else "no answer"
+            return row
+
+        return self.hosts.each(one)
+
+    def exec(self, nodes: list[NodeSpec], command: tuple[str, ...], timeout: float = 3600) -> HostResults[Ran]:
+        """COMMAND in the container on each node (its status is in each Ran: the caller shows the output)."""
+        return self.hosts.each(lambda n: self.hosts.run(n, ["docker", "exec", self.name, *command], timeout=timeout,
+                                                        check=False), nodes)
