@@ -94,6 +94,7 @@ class HostError(StepFailed):
     def __init__(self, host: str, message: str, command: str = "", remote_status: int | None = None,
                  tail: str = ""):
         self.host = host
+        self.message = message
         self.command = command
         self.remote_status = remote_status
         self.tail = tail
@@ -110,7 +111,7 @@ class HostError(StepFailed):
     def reason(self) -> str:
         """One line: what went wrong (the command's last output line), not the command itself."""
         lines = self.tail.strip().splitlines()
-        return lines[-1] if lines else str(self).splitlines()[0]
+        return lines[-1] if lines else self.message.splitlines()[0]
 
 
 class NodesFailed(StepFailed):

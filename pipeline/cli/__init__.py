@@ -110,9 +110,8 @@ def report_error(exc: BaseException) -> int:
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="python -m pipeline", standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        sys.exit(130)
+    except click.exceptions.Abort:  # click's form of Ctrl-C (and of EOF at a prompt)
+        sys.exit(report_error(KeyboardInterrupt()))
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -156,28 +156,8 @@ class Shipper:
         queues: dict[str, queue.Queue[bytes | None]] = {n.label: queue.Queue(maxsize=16) for n in nodes}
         sent = dict.fromkeys(queues, 0)
         errors: dict[str, str] = {}
-
-        def consumer(node: NodeSpec) -> None:
-            q = queues[node.label]
-            try:
-                conn = self.hosts.open(node)
-                chan = conn.create_session()  # a raw channel: invoke's in_stream reads 1 byte at a time
-                chan.exec_command(shlex.join(["docker", "load"]))
-                while (data := q.get()) is not None:
-                    chan.sendall(data)
-                    sent[node.label] += len(data)
-                    self.progress(node.label, sent[node.label])
-                chan.shutdown_write()
-                err = chan.makefile_stderr("rb").read().decode(errors="replace")
-                if chan.recv_exit_status() != 0:
-                    errors[node.label] = f"docker load failed: {err.strip()[-500:]}"
-                chan.close()
-            except Exception as e:  # keep draining so the producer never blocks on a dead node
-                errors[node.label] = str(e)
-                while q.get() is not None:
-                    pass
-
-        threads = [threading.Thread(target=consumer, args=(n,), daemon=True) for n in nodes]
+        threads = [threading.Thread(target=self._load_on, args=(n, queues[n.label], sent, errors), daemon=True)
+                   for n in nodes]
         for t in threads:
             t.start()
         producer = subprocess.Popen(self.docker.cmd("save", image), stdout=subprocess.PIPE)
@@ -191,13 +171,36 @@ class Shipper:
             for t in threads:
                 t.join()
             producer.wait()
-        out = []
-        for n in nodes:
-            if n.label in errors:
-                out.append(ShipResult(n, "failed", bytes=sent[n.label], detail=errors[n.label]))
-                continue
-            got = remote_image_id(self.hosts, n, image)
-            status: Literal["shipped", "failed"] = "shipped" if got == local_id else "failed"
-            detail = "docker save | docker load" if got == local_id else f"image ID after load is {got[:19]}"
-            out.append(ShipResult(n, status, bytes=sent[n.label], seconds=time.monotonic() - start, detail=detail))
-        return out
+        return [self._loaded(n, image, local_id, sent[n.label], errors.get(n.label), time.monotonic() - start)
+                for n in nodes]
+
+    def _load_on(self, node: NodeSpec, q: queue.Queue[bytes | None], sent: dict[str, int],
+                 errors: dict[str, str]) -> None:
+        """Feed the chunks of `docker save` into `docker load` on one node, over a raw SSH channel
+        (invoke's in_stream reads 1 byte at a time)."""
+        try:
+            chan = self.hosts.open(node).create_session()
+            chan.exec_command(shlex.join(["docker", "load"]))
+            while (data := q.get()) is not None:
+                chan.sendall(data)
+                sent[node.label] += len(data)
+                self.progress(node.label, sent[node.label])
+            chan.shutdown_write()
+            err = chan.makefile_stderr("rb").read().decode(errors="replace")
+            if chan.recv_exit_status() != 0:
+                errors[node.label] = f"docker load failed: {err.strip()[-500:]}"
+            chan.close()
+        except Exception as e:  # any failure, ours included: keep draining, or the producer blocks forever
+            errors[node.label] = str(e)
+            while q.get() is not None:
+                pass
+
+    def _loaded(self, node: NodeSpec, image: str, local_id: str, nbytes: int, error: str | None,
+                seconds: float) -> ShipResult:
+        if error is not None:
+            return ShipResult(node, "failed", bytes=nbytes, detail=error)
+        got = remote_image_id(self.hosts, node, image)
+        if got != local_id:
+            return ShipResult(node, "failed", bytes=nbytes, seconds=seconds,
+                              detail=f"image ID after load is {got[:19]}")
+        return ShipResult(node, "shipped", bytes=nbytes, seconds=seconds, detail="docker save | docker load")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -325,18 +326,16 @@ def _with_hash(argv: tuple[str, ...], digest: str) -> tuple[str, ...]:
     return (*argv[:i], "--label", f"{LABEL}.deploy={digest}", *argv[i:])
 
 
-def parse_env_items(items: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
-    """`-e K=V` values; `-e K` alone takes K from this machine's environment (like docker run)."""
-    import os
-
+def parse_env_items(items: tuple[str, ...] | list[str], environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """`-e K=V` values; `-e K` alone takes K from `environ`, this machine's environment (like docker run)."""
     out = []
     for item in items:
         key, sep, value = item.partition("=")
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             raise ConfigError(f"-e {item}: expected NAME=VALUE with NAME made of letters, digits and _")
         if not sep:
-            if key not in os.environ:
+            if key not in environ:
                 raise ConfigError(f"-e {key}: not set in this environment")
-            value = os.environ[key]
+            value = environ[key]
         out.append((key, value))
     return out

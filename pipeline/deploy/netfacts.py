@@ -15,6 +15,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 _LINK_RE = re.compile(r"^(?P<dev>\S+)\s+port\s+(?P<port>\d+)\s+==>\s+(?P<netdev>\S+)\s+\((?P<state>\w+)\)")
 
@@ -43,11 +44,14 @@ class Gpu:
     compute_cap: str
 
 
+ChoiceMode = Literal["standard", "mesh", "sockets", "unknown", "given"]
+
+
 @dataclass(frozen=True)
 class Choice:
     eth_if: str | None
     ib_if: tuple[str, ...]
-    mode: str  # standard | mesh | sockets | given
+    mode: ChoiceMode
     extra_env: tuple[tuple[str, str], ...] = ()
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -116,11 +120,9 @@ def _iface_of_address(ifaces: dict[str, Iface], address: str) -> str | None:
     return None
 
 
-def choose(node: NodeNet, peers: list[NodeNet]) -> Choice:
-    problems: list[str] = []
-    warnings: list[str] = []
-    up_links = [lk for lk in node.links if lk.up]
-    # sanity (toolkit): no two up interfaces on one subnet, or routing (and NCCL) picks at random
+def subnet_clashes(node: NodeNet) -> list[str]:
+    """The toolkit's sanity check: no two up interfaces on one subnet, or routing (and NCCL) picks at random."""
+    problems = []
     seen: dict[ipaddress.IPv4Network, str] = {}
     for i in node.ifaces.values():
         if not i.up:
@@ -129,52 +131,68 @@ def choose(node: NodeNet, peers: list[NodeNet]) -> Choice:
             if net in seen and twin_key(seen[net]) != twin_key(i.name):
                 problems.append(f"{seen[net]} and {i.name} are both up on {net}: give each link its own subnet")
             seen.setdefault(net, i.name)
+    return problems
+
+
+def cluster_ports(node: NodeNet, peers: list[NodeNet]) -> tuple[dict[str, list[Link]], list[str]]:
+    """Up RoCE ports (twins grouped) that reach another node of the cluster, and the warning for the
+    ports that do not (cabled to a PC, say)."""
     peer_ips = [ipaddress.ip_address(a) for p in peers for a in p.addresses()]
     groups: dict[str, list[Link]] = {}
-    for lk in up_links:
-        groups.setdefault(twin_key(lk.netdev), []).append(lk)
+    for lk in node.links:
+        if lk.up:
+            groups.setdefault(twin_key(lk.netdev), []).append(lk)
 
     def reaches_peer(links: list[Link]) -> bool:
         nets = [net for lk in links if lk.netdev in node.ifaces for net in node.ifaces[lk.netdev].networks()]
         return any(ip in net for ip in peer_ips for net in nets)
 
-    cluster_ports = {k: v for k, v in groups.items() if not peers or reaches_peer(v)}
-    ignored = sorted(set(groups) - set(cluster_ports))
-    if ignored:
-        warnings.append(f"RoCE port(s) up but reaching no cluster node, ignored: "
-                        f"{', '.join(lk.netdev for k in ignored for lk in groups[k])}")
-    ib: list[str] = [lk.dev for links in cluster_ports.values() for lk in links]
-    extra: list[tuple[str, str]] = []
-    if len(cluster_ports) == 1:
-        mode = "standard"
-        [links] = cluster_ports.values()
-        with_ip = [lk.netdev for lk in links if node.ifaces.get(lk.netdev, Iface(lk.netdev, False)).ipv4]
-        eth = next((n for n in with_ip if not re.search(r"P\d", n)), with_ip[0] if with_ip else None)
-        if eth is None:
-            problems.append(f"RoCE port {links[0].netdev} is up but none of its interfaces has an IPv4 address")
-    elif len(cluster_ports) == 2:
-        mode = "mesh"
-        eth = _iface_of_address(node.ifaces, node.address) or next(
-            (n for n in ("enP7s7", "wlP9s9") if node.ifaces.get(n, Iface(n, False)).ipv4), None)
-        extra = [("NCCL_NET_PLUGIN", "none"), ("NCCL_IB_SUBNET_AWARE_ROUTING", "1"), ("NCCL_IB_MERGE_NICS", "0")]
-        if eth is None:
-            problems.append("mesh: no interface holds the node's address for sockets (expected enP7s7)")
-    elif not cluster_ports:
-        mode = "sockets"
-        eth = _iface_of_address(node.ifaces, node.address)
-        if eth is None:
-            up = [i.name for i in node.ifaces.values() if i.up and i.ipv4]
-            eth = up[0] if len(up) == 1 else None
-        if peers:
-            warnings.append(f"no RoCE link up to the other nodes: NCCL falls back to TCP sockets over {eth} (slow)")
-        if eth is None:
-            problems.append(f"cannot tell which interface carries {node.address}; set eth_if in cluster.yaml")
-    else:
-        mode = "unknown"
-        eth = None
-        problems.append(f"{len(cluster_ports)} RoCE ports reach cluster nodes; expected 1 (pair or switch) or 2 "
-                        "(mesh); set eth_if and ib_if in cluster.yaml")
-    # explicit settings win, but must exist and be up
+    ports = {k: v for k, v in groups.items() if not peers or reaches_peer(v)}
+    ignored = sorted(set(groups) - set(ports))
+    warnings = [f"RoCE port(s) up but reaching no cluster node, ignored: "
+                f"{', '.join(lk.netdev for k in ignored for lk in groups[k])}"] if ignored else []
+    return ports, warnings
+
+
+def _standard(node: NodeNet, links: list[Link], problems: list[str]) -> str | None:
+    """One cluster port: sockets over the twin without the PCIe-domain prefix (enp1s0f1np1)."""
+    with_ip = [lk.netdev for lk in links if node.ifaces.get(lk.netdev, Iface(lk.netdev, False)).ipv4]
+    eth = next((n for n in with_ip if not re.search(r"P\d", n)), with_ip[0] if with_ip else None)
+    if eth is None:
+        problems.append(f"RoCE port {links[0].netdev} is up but none of its interfaces has an IPv4 address")
+    return eth
+
+
+def _mesh(node: NodeNet, problems: list[str]) -> str | None:
+    """Two cluster ports (3-node mesh): sockets over the interface holding the node's address."""
+    eth = _iface_of_address(node.ifaces, node.address) or next(
+        (n for n in ("enP7s7", "wlP9s9") if node.ifaces.get(n, Iface(n, False)).ipv4), None)
+    if eth is None:
+        problems.append("mesh: no interface holds the node's address for sockets (expected enP7s7)")
+    return eth
+
+
+def _sockets(node: NodeNet, peers: list[NodeNet], problems: list[str], warnings: list[str]) -> str | None:
+    """No RoCE link: TCP sockets over the interface holding the node's address."""
+    eth = _iface_of_address(node.ifaces, node.address)
+    if eth is None:
+        up = [i.name for i in node.ifaces.values() if i.up and i.ipv4]
+        eth = up[0] if len(up) == 1 else None
+    if peers:
+        warnings.append(f"no RoCE link up to the other nodes: NCCL falls back to TCP sockets over {eth} (slow)")
+    if eth is None:
+        problems.append(f"cannot tell which interface carries {node.address}; set eth_if in cluster.yaml")
+    return eth
+
+
+MESH_ENV = (("NCCL_NET_PLUGIN", "none"), ("NCCL_IB_SUBNET_AWARE_ROUTING", "1"), ("NCCL_IB_MERGE_NICS", "0"))
+
+
+def _given(node: NodeNet, choice: Choice) -> Choice:
+    """Explicit settings win, but must exist and be up."""
+    problems = list(choice.problems)
+    eth, ib = choice.eth_if, list(choice.ib_if)
+    mode: ChoiceMode = choice.mode
     if node.eth_if != "auto":
         given = node.ifaces.get(node.eth_if)
         if given is None or not given.up:
@@ -188,8 +206,28 @@ def choose(node: NodeNet, peers: list[NodeNet]) -> Choice:
         ib, mode = list(node.ib_if), "given"
     elif node.ib_if == "none":
         ib = []
-    return Choice(eth_if=eth, ib_if=tuple(ib), mode=mode, extra_env=tuple(extra), problems=tuple(problems),
-                  warnings=tuple(warnings))
+    return Choice(eth_if=eth, ib_if=tuple(ib), mode=mode, extra_env=choice.extra_env, problems=tuple(problems),
+                  warnings=choice.warnings)
+
+
+def choose(node: NodeNet, peers: list[NodeNet]) -> Choice:
+    problems = subnet_clashes(node)
+    ports, warnings = cluster_ports(node, peers)
+    ib: list[str] = [lk.dev for links in ports.values() for lk in links]
+    extra: tuple[tuple[str, str], ...] = ()
+    mode: ChoiceMode
+    if len(ports) == 1:
+        mode, eth = "standard", _standard(node, next(iter(ports.values())), problems)
+    elif len(ports) == 2:
+        mode, eth, extra = "mesh", _mesh(node, problems), MESH_ENV
+    elif not ports:
+        mode, eth = "sockets", _sockets(node, peers, problems, warnings)
+    else:
+        mode, eth = "unknown", None
+        problems.append(f"{len(ports)} RoCE ports reach cluster nodes; expected 1 (pair or switch) or 2 "
+                        "(mesh); set eth_if and ib_if in cluster.yaml")
+    return _given(node, Choice(eth_if=eth, ib_if=tuple(ib), mode=mode, extra_env=extra, problems=tuple(problems),
+                               warnings=tuple(warnings)))
 
 
 def choose_all(nodes: list[NodeNet]) -> list[Choice]:

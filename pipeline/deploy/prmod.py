@@ -29,14 +29,9 @@ RUN_SH = Path(__file__).with_name("templates") / "vllm-pr-run.sh"  # the generat
 
 def split_diff(diff: str) -> list[tuple[str, str]]:
     """(path, that file's part of the diff) for each file in a git diff."""
-    parts = []
-    starts = [m.start() for m in _HEADER.finditer(diff)]
-    for i, s in enumerate(starts):
-        chunk = diff[s:starts[i + 1] if i + 1 < len(starts) else len(diff)]
-        m = _HEADER.match(chunk)
-        assert m
-        parts.append((m.group(2), chunk))
-    return parts
+    heads = list(_HEADER.finditer(diff))
+    ends = [m.start() for m in heads[1:]] + [len(diff)]
+    return [(m.group(2), diff[m.start():end]) for m, end in zip(heads, ends, strict=True)]
 
 
 def launch_diff(diff: str, label: str) -> tuple[str, list[str]]:

@@ -75,7 +75,7 @@ class DeployRequest:
             extra["earlyoom_args"] = self.earlyoom_args
         return Options(
             image=self.image or spec.image, command=self.command, mode=self.mode, name=self.name,
-            env=(*spec.container_env.items(), *parse_env_items(self.env)), secret_env=secret_names,
+            env=(*spec.container_env.items(), *parse_env_items(self.env, os.environ)), secret_env=secret_names,
             nccl_debug=self.nccl_debug, privileged=self.privileged, nofile=self.nofile,
             mem_swap_limit_gb=self.limits.get("mem_swap_limit_gb"), gpus=self.gpus,
             earlyoom=self.earlyoom or bool(self.earlyoom_args), cache_dirs=self.cache_dirs, volumes=self.volumes,

@@ -69,26 +69,38 @@ def dockerfile(stage: Stage, key: str, labels: dict[str, str] | None = None) -> 
     for inp in stage.inputs:
         if inp.mode == "copy":
             lines.append(f"COPY {context_path(stage, inp.name)} {inp.path}")
-    workdir = ""
+    lines += step_lines(stage)
+    if stage.output.kind == "wheels":
+        lines += [f"FROM scratch AS {EXPORT_TARGET}", f"COPY --from={BUILD_TARGET} {stage.output.path}/ /"]
+    else:
+        lines += image_tail(stage, labels or {})
+    return "\n".join(lines) + "\n"
+
+
+def step_lines(stage: Stage) -> list[str]:
+    """RUN per step, with WORKDIR where it changes and a comment naming each image layer."""
+    lines: list[str] = []
+    workdir = "/"
     for step in stage.steps:
         want = step.workdir or "/"
-        if want != (workdir or "/"):
+        if want != workdir:
             lines.append(f"WORKDIR {want}")
             workdir = want
         if step.layer:
             lines.append(f"# layer: {step.layer}")
         lines.append(run_line(stage, step))
-    if stage.output.kind == "wheels":
-        lines += [f"FROM scratch AS {EXPORT_TARGET}", f"COPY --from={BUILD_TARGET} {stage.output.path}/ /"]
-    else:
-        lines.append(f"# layer: metadata\nCOPY {METADATA_FILE} {stage.output.path}")
-        for name, value in stage.output.env:
-            lines.append(f"ENV {name}={_env_value(value)}")
-        if stage.output.workdir:
-            lines.append(f"WORKDIR {stage.output.workdir}")
-        for name, value in sorted((labels or {}).items()):
-            lines.append(f"LABEL {name}={_env_value(value)}")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def image_tail(stage: Stage, labels: dict[str, str]) -> list[str]:
+    """An image-output stage ends with its metadata file, then env, workdir and labels (no layer rebuilt
+    when only these change)."""
+    lines = [f"# layer: metadata\nCOPY {METADATA_FILE} {stage.output.path}"]
+    lines += [f"ENV {name}={_env_value(value)}" for name, value in stage.output.env]
+    if stage.output.workdir:
+        lines.append(f"WORKDIR {stage.output.workdir}")
+    lines += [f"LABEL {name}={_env_value(value)}" for name, value in sorted(labels.items())]
+    return lines
 
 
 def _link_tree(src: Path, dest: Path) -> None:

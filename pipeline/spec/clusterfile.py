@@ -64,6 +64,18 @@ def parse_dotenv(text: str, label: str = ".env") -> dict[str, str]:
     return out
 
 
+def dotenv_node(env: dict[str, str], host: str, local: str) -> dict[str, Any]:
+    """One cluster.yaml node from the toolkit's per-cluster settings (the same ETH_IF/IB_IF for all)."""
+    node: dict[str, Any] = {"address": host}
+    if host == local:
+        node["head"] = True
+    if env.get("ETH_IF"):
+        node["eth_if"] = env["ETH_IF"]
+    if env.get("IB_IF"):
+        node["ib_if"] = [x for x in env["IB_IF"].split(",") if x]
+    return node
+
+
 def import_dotenv(text: str, label: str = ".env") -> tuple[dict[str, Any], list[str]]:
     """(cluster.yaml data, notes) from the toolkit's .env (CLUSTER_NODES, ETH_IF, IB_IF, COPY_HOSTS,
     LOCAL_IP, CONTAINER_*)."""
@@ -79,16 +91,7 @@ def import_dotenv(text: str, label: str = ".env") -> tuple[dict[str, Any], list[
     if copy_only:
         notes.append(f"COPY_HOSTS lists {', '.join(copy_only)} which are not in CLUSTER_NODES: not imported "
                      "(ship and deploy go to the cluster's nodes)")
-    nodes: list[dict[str, Any]] = []
-    for h in hosts:
-        node: dict[str, Any] = {"address": h}
-        if h == local:
-            node["head"] = True
-        if env.get("ETH_IF"):
-            node["eth_if"] = env["ETH_IF"]
-        if env.get("IB_IF"):
-            node["ib_if"] = [x for x in env["IB_IF"].split(",") if x]
-        nodes.append(node)
+    nodes = [dotenv_node(env, h, local) for h in hosts]
     if env.get("ETH_IF"):
         notes.append(f"ETH_IF={env['ETH_IF']} was set for every node; if interface names differ per node, "
                      "set eth_if per node or use auto")

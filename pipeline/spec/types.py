@@ -90,7 +90,8 @@ def parse_pr(v: Any) -> int | str:
 def pr_url_parts(url: str) -> tuple[str, int]:
     """`https://github.com/o/r/pull/7` -> (`https://github.com/o/r.git`, 7)."""
     m = _PR_URL_RE.match(url)
-    assert m, url
+    if m is None:
+        raise ValueError(f"expected a PR number or https://github.com/OWNER/REPO/pull/N, got {describe(url)}")
     return f"https://github.com/{m['owner']}/{m['repo']}.git", int(m["num"])
 
 

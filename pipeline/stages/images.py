@@ -10,9 +10,8 @@ from pipeline.spec.build import ImageSpec
 
 
 def image_of(spec: ImageSpec) -> Image:
-    if spec.ref is not None:
-        return Image(ref=spec.ref)
-    assert spec.bootstrap is not None
+    if spec.bootstrap is None:  # the model allows exactly one of ref and bootstrap
+        return Image(ref=spec.ref or "")
     recipe = spec.bootstrap.model_dump(mode="json")
     canonical = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in recipe.items()))
     digest = hashlib.sha256(json.dumps(canonical).encode()).hexdigest()

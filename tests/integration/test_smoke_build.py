@@ -16,7 +16,8 @@ import pytest
 
 from examples.smoke import fixtures
 from pipeline.spec.build import STAGES
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
+from tests.golden_text import check, readme_blocks
 from tests.integration.conftest import SmokeBuild, statuses
 from tests.integration.dockerd import DOCKER
 from tests.integration.elf import cubin_sms
@@ -78,9 +79,15 @@ def test_nccl_is_compiled_for_the_derived_gencode(smoke_build: SmokeBuild) -> No
 
 
 def test_second_build_runs_no_stage(smoke_build: SmokeBuild) -> None:
-    again = smoke_build.build()
+    proc = run_cli("build", "--json", "-f", str(smoke_build.root / "build.yaml"), env={**smoke_build.env(),
+                                                                                      "COLUMNS": "120"})
+    again = json.loads(proc.stdout)
     assert statuses(again) == dict.fromkeys(STAGES, "cached")
     assert keys(again) == keys(smoke_build.results)
+    got = check("build-cached.txt", proc.stderr)  # what a user reads: every stage cached, nothing ran
+    assert [line.split()[1] for line in got.splitlines() if line.startswith("[")] == list(STAGES)
+    assert got.count("cached") == 2 * len(STAGES) and "building" not in got
+    assert got in readme_blocks(), "README.md must show this build output as it is"
 
 
 def test_vllm_change_rebuilds_only_vllm_and_runtime(smoke_build: SmokeBuild, tmp_path: Path) -> None:

@@ -1,0 +1,227 @@
+"""The apply layer on a test double of the hosts: every command it runs was decided by steps.py (the
+dry-run list), in the decided order; failures name their node; cleanup commands run after a failure;
+secret values reach only the 0600 env file. The server is a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import http.server
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.deploy.apply import WATCH, Applier, Deployment
+from pipeline.deploy.launch import EXIT_FILE, NodeInput, Options, Plan, plan
+from pipeline.deploy.steps import DeploySteps, Inputs, ModRef, NodeFacts, steps
+from pipeline.errors import LaunchFailed
+from pipeline.report import ListReporter
+from pipeline.spec.cluster import ClusterSpec
+from tests.doubles import FakeHosts, FakeShipper, Unexpected
+
+IMAGE_ID = "sha256:" + "a" * 64
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    ready_after = 0.0
+
+    def do_GET(self) -> None:
+        ok = time.monotonic() >= Health.ready_after and self.path in ("/health", "/v1/models")
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    Health.ready_after = 0.0
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+
+
+def cluster(n: int) -> ClusterSpec:
+    return ClusterSpec.model_validate({"nodes": [{"address": f"10.9.0.{i + 1}", "name": f"s{i + 1}"}
+                                                 for i in range(n)]})
+
+
+def launch(n: int, port: int, *extra: str, mode: str = "auto", secret_env: tuple[str, ...] = ()) -> Plan:
+    nodes = [NodeInput(name=f"s{i + 1}", address=f"10.9.0.{i + 1}", eth_if="eth0", home="/home/me",
+                       ip="127.0.0.1" if i == 0 else f"10.9.0.{i + 1}") for i in range(n)]
+    return plan(nodes, Options(image="vllm-node", command=("vllm", "serve", "m", "--port", str(port), *extra),
+                               mode=mode, image_id=IMAGE_ID, secret_env=secret_env))  # type: ignore[arg-type]
+
+
+def inputs(p: Plan, **kw: object) -> Inputs:
+    facts = {n.name: NodeFacts(home="/home/me", image_id=IMAGE_ID) for n in p.nodes}
+    return Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, **kw)  # type: ignore[arg-type]
+
+
+def expect_all(hosts: FakeHosts, todo: DeploySteps, fail: dict[str, int] | None = None) -> None:
+    """Expect exactly the run commands the dry-run lists (a failing status where `fail` says so)."""
+    for phase in todo.phases:
+        for ns in phase.nodes:
+            for c in ns.commands:
+                if c.kind == "run":
+                    hosts.expect(ns.node, c.argv, status=(fail or {}).get(shlex.join(c.argv), 0),
+                                 stderr="patching failed: no such file" if fail else "")
+
+
+def alive(hosts: FakeHosts, p: Plan) -> None:
+    for n in p.nodes:
+        hosts.expect(n.name, ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
+
+
+def run(hosts: FakeHosts, p: Plan, todo: DeploySteps, secrets: dict[str, str] | None = None,
+        shipper: FakeShipper | None = None) -> tuple[Deployment, ListReporter]:
+    dep = Deployment(plan=p, by_name={n.label: n for n in hosts.cluster.nodes})
+    rep = ListReporter()
+    Applier(hosts, shipper or FakeShipper(), "vllm_node", rep, secrets, poll=0.01).apply(todo, dep,
+                                                                                        time.monotonic() + 10)
+    return dep, rep
+
+
+def test_solo_runs_exactly_the_listed_commands_in_order(server: int) -> None:
+    p = launch(1, server)
+    todo = steps(p, inputs(p))
+    hosts = FakeHosts(cluster(1))
+    expect_all(hosts, todo)
+    alive(hosts, p)
+    dep, rep = run(hosts, p, todo)
+    ran = [c for c in hosts.commands("s1") if not c.startswith("sh -c")]
+    assert ran == [shlex.join(c.argv) for ph in todo.phases for ns in ph.nodes for c in ns.commands if c.kind == "run"]
+    assert ran[0].startswith("mkdir -p /home/me/.cache/huggingface") and ran[1] == "docker rm -f vllm_node"
+    assert ran[2].startswith("docker run -d --pull=never --name vllm_node")
+    assert ran[3] == f"docker exec vllm_node rm -f {EXIT_FILE}" and ran[4].startswith("docker exec -d vllm_node")
+    assert not hosts.unused() and dep.started == ["s1"] and dep.states["s1"].status == "ready"
+    assert rep.lines[:2] == ["[1/5] ship vllm-node to the nodes that lack it",
+                             "[2/5] start the vllm_node containers (solo)"]
+
+
+def test_no_ray_starts_the_worker_ranks_before_rank_zero(server: int) -> None:
+    p = launch(3, server, "-pp", "3")
+    todo = steps(p, inputs(p))
+    hosts = FakeHosts(cluster(3))
+    expect_all(hosts, todo)
+    alive(hosts, p)
+    run(hosts, p, todo)
+    starts = [(n, c) for n, c in hosts.ran if c.startswith("docker exec -d")]
+    assert [n for n, _ in starts] == ["s2", "s3", "s1"]
+    assert "--headless" in starts[0][1] and "--headless" not in starts[2][1]
+    assert "--node-rank 0" in starts[2][1] and "--master-addr 127.0.0.1" in starts[0][1]
+
+
+def test_ray_waits_for_every_node_before_the_command(server: int) -> None:
+    p = launch(2, server, "-tp", "2", mode="ray")
+    todo = steps(p, inputs(p))
+    hosts = FakeHosts(cluster(2))
+    expect_all(hosts, todo)
+    alive(hosts, p)
+    status = ["Active:\n 1 node_a\nPending:\n", "Active:\n 1 node_a\n 1 node_b\nPending:\n"]
+    for text in status:
+        hosts.expect("s1", ["docker", "exec", "vllm_node", "ray", "status"], stdout=text)
+    run(hosts, p, todo)
+    head = hosts.commands("s1")
+    assert head.index("docker exec vllm_node ray status") < next(i for i, c in enumerate(head)
+                                                                 if "--distributed-executor-backend ray" in c)
+    assert not hosts.unused()
+
+
+def test_a_failing_mod_names_its_node_and_its_upload_is_still_removed(server: int) -> None:
+    p = launch(1, server)
+    mod = ModRef(name="breaks", local="/tmp/breaks", digest="0123456789abcdef")
+    todo = steps(p, inputs(p, mods=(mod,)))
+    run_sh = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands if "run.sh" in " ".join(c.argv))
+    hosts = FakeHosts(cluster(1))
+    expect_all(hosts, todo, fail={shlex.join(run_sh.argv): 3})
+    with pytest.raises(LaunchFailed) as info:
+        run(hosts, p, todo)
+    assert info.value.failures == {"s1": "mods: patching failed: no such file"}
+    assert "mod breaks failed" in str(info.value.deployment.states["s1"].log_tail)
+    ran = hosts.commands("s1")
+    assert ran[-1] == "rm -rf /home/me/.spark-pipeline/mods/breaks-0123456789abcdef"  # cleanup after the failure
+    assert not any("docker exec -d" in c for c in ran)  # the command never started
+
+
+def test_secrets_reach_only_the_0600_env_file_which_is_removed_even_when_docker_run_fails(server: int) -> None:
+    p = launch(1, server, secret_env=("HF_TOKEN",))
+    todo = steps(p, inputs(p, secret_names=("HF_TOKEN",)))
+    docker_run = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands if c.starts_container)
+    hosts = FakeHosts(cluster(1))
+    expect_all(hosts, todo, fail={shlex.join(docker_run.argv): 125})
+    with pytest.raises(LaunchFailed):
+        run(hosts, p, todo, secrets={"HF_TOKEN": "hf_s3cret"})
+    env_file = "/home/me/.spark-pipeline/env-vllm_node"
+    assert hosts.files[("s1", env_file)] == ("HF_TOKEN=hf_s3cret\n", 0o600)
+    assert hosts.commands("s1")[-1] == f"rm -f {env_file}"
+    assert not any("hf_s3cret" in c for _, c in hosts.ran)
+    assert "hf_s3cret" not in "\n".join(todo.lines())
+    assert f"--env-file {env_file}" in shlex.join(docker_run.argv) and "-e HF_TOKEN" in shlex.join(docker_run.argv)
+
+
+def test_a_rank_that_dies_fails_the_launch_at_once_naming_its_node(server: int) -> None:
+    Health.ready_after = time.monotonic() + 60  # the server never answers in this test
+    p = launch(2, server, "-pp", "2")
+    todo = steps(p, inputs(p))
+    hosts = FakeHosts(cluster(2))
+    expect_all(hosts, todo)
+    hosts.expect("s1", ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
+    hosts.expect("s2", ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n1\n", repeat=True)
+    hosts.expect("s2", ["docker", "logs", "--tail", "20", "vllm_node"], stdout="DistStoreError: wait timeout")
+    started = time.monotonic()
+    with pytest.raises(LaunchFailed) as info:
+        run(hosts, p, todo)
+    assert time.monotonic() - started < 5
+    assert info.value.failures == {"s2": "its process exited with status 1"}
+    assert info.value.deployment.states["s2"].log_tail == "DistStoreError: wait timeout"
+
+
+def test_only_nodes_that_lack_the_image_are_shipped(server: int) -> None:
+    p = launch(2, server, "-pp", "2")
+    inp = inputs(p)
+    facts = {**inp.facts, "s2": NodeFacts(home="/home/me", image_id="sha256:" + "b" * 64)}
+    todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts))
+    hosts = FakeHosts(cluster(2))
+    expect_all(hosts, todo)
+    alive(hosts, p)
+    shipper = FakeShipper()
+    run(hosts, p, todo, shipper=shipper)
+    assert shipper.shipped == [("vllm-node", ["s2"], "registry")]
+    assert "  s1: nothing to do, because it has vllm-node (aaaaaaaaaaaa)" in todo.lines()
+
+
+def test_a_failed_ship_stops_before_any_container_starts(server: int) -> None:
+    p = launch(1, server)
+    inp = inputs(p)
+    todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID,
+                           facts={"s1": NodeFacts(home="/home/me")}))
+    hosts = FakeHosts(cluster(1))
+    with pytest.raises(LaunchFailed) as info:
+        run(hosts, p, todo, shipper=FakeShipper(fail={"s1": "docker pull: no space left"}))
+    assert info.value.failures == {"s1": "docker pull: no space left"} and hosts.ran == []
+    assert inp.facts  # (facts with the image were not used: this node had none)
+
+
+def test_an_unexpected_command_is_a_test_failure_not_a_node_failure(server: int) -> None:
+    p = launch(1, server)
+    todo = steps(p, inputs(p))
+    with pytest.raises(Unexpected):
+        run(FakeHosts(cluster(1)), p, todo)
+
+
+def test_a_current_deployment_is_a_no_op_with_its_reason() -> None:
+    p = launch(1, 8000)
+    facts = {"s1": NodeFacts(image_id=IMAGE_ID, container_running="true", container_hash=p.head.deploy_hash)}
+    todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, server_answers=True))
+    assert todo.phases == () and todo.lines() == [
+        f"nothing to do: every node runs this deployment ({p.head.deploy_hash}) and http://127.0.0.1:8000 "
+        "answers (--force redeploys)"]
+    forced = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, server_answers=True,
+                             force=True))
+    assert forced.phases and not forced.nothing
