@@ -7,8 +7,10 @@ other, so a test states every command the apply layer may run. It records what r
 
 from __future__ import annotations
 
+import http.server
 import shlex
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,3 +112,18 @@ class FakeShipper:
         self.shipped.append((image, [n.label for n in nodes], mode))
         return HostResults(tuple(Outcome(n, error=HostError(n.label, self.fail[n.label])) if n.label in self.fail
                                  else Outcome(n, value="shipped") for n in nodes))
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    """A stand-in for the vLLM server's /health and /v1/models: 200 once `ready_after` has passed."""
+
+    ready_after = 0.0
+
+    def do_GET(self) -> None:
+        ok = time.monotonic() >= Health.ready_after and self.path in ("/health", "/v1/models")
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass

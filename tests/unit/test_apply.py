@@ -4,11 +4,8 @@ secret values reach only the 0600 env file. The server is a real HTTP server on 
 
 from __future__ import annotations
 
-import http.server
 import shlex
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,32 +15,9 @@ from pipeline.deploy.steps import DeploySteps, Inputs, ModRef, NodeFacts, steps
 from pipeline.errors import LaunchFailed
 from pipeline.report import ListReporter
 from pipeline.spec.cluster import ClusterSpec
-from tests.doubles import FakeHosts, FakeShipper, Unexpected
+from tests.doubles import FakeHosts, FakeShipper, Health, Unexpected
 
 IMAGE_ID = "sha256:" + "a" * 64
-
-
-class Health(http.server.BaseHTTPRequestHandler):
-    ready_after = 0.0
-
-    def do_GET(self) -> None:
-        ok = time.monotonic() >= Health.ready_after and self.path in ("/health", "/v1/models")
-        self.send_response(200 if ok else 503)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[int]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    Health.ready_after = 0.0
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
 
 
 def cluster(n: int) -> ClusterSpec:
