@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline import __version__, fsutil, paths
-from pipeline.core.ir import Stage
+from pipeline.core.ir import Stage, toolchain_tag, with_toolchain
 from pipeline.core.keys import Resolved
 from pipeline.core.lockfile import Lock, parse_lock
 from pipeline.core.plan import Plan, lock_of, make_plan
 from pipeline.engines import Engine, StageRun
-from pipeline.errors import StageError, StoreError
+from pipeline.errors import ConfigError, StageError, StoreError
 from pipeline.report import NullReporter, Reporter
 from pipeline.sources.checkout import checkout
 from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource, resolve_source
@@ -54,15 +54,13 @@ class Resolution:
 
 def dir_input(root: Path, ref: str) -> Resolved:
     """The digest of a local directory input (a docker-contexts/<stage>/ folder may be absent: empty)."""
-    path = root / ref
-    if not path.exists() and ref.startswith("docker-contexts/"):
+    path = paths.input_dir(root, ref)
+    if path is None:
         digest = EMPTY_TREE
     else:
         try:
             digest = fsutil.tree_digest(path)
         except FileNotFoundError:
-            from pipeline.errors import ConfigError
-
             raise ConfigError(f"{ref}: directory not found ({path})") from None
     return Resolved(digest=digest, facts=((f"dir {ref}", digest),))
 
@@ -152,15 +150,19 @@ class Builder:
             elif inp.kind == "source":
                 out[inp.name] = checkout(res.sources[inp.ref], self.mirrors.cache, notes)
             else:
-                path = self.build.root / inp.ref
-                if not path.exists():
+                path = paths.input_dir(self.build.root, inp.ref)
+                if path is None:
                     path = paths.cache_root() / "empty"
                     path.mkdir(parents=True, exist_ok=True)
                 out[inp.name] = path
         return out
 
     def prepare(self, stage: Stage, key: str, res: Resolution, plan: Plan) -> StageRun:
-        """The stage's inputs on the host, a fresh log (starting with what checkout did), its base image."""
+        """The stage's inputs on the host, a fresh log (starting with what checkout did), its base image
+        (a toolchain image is made again when the local Docker lost it)."""
+        if stage.base.stage:
+            self._ensure_toolchain(stage.base.stage, res, plan)
+            stage = with_toolchain(stage, plan.stage(stage.base.stage).key)
         notes: list[str] = []
         run = StageRun(stage=stage, key=key, inputs=self.inputs_of(stage, res, plan, notes),
                        log=log_path(stage.name, key), build_env=stage.build_env)
@@ -169,6 +171,15 @@ class Builder:
             self.report.say(n, "note")
         self.engine.prepare_base(run, self.report)
         return run
+
+    def _ensure_toolchain(self, name: str, res: Resolution, plan: Plan) -> None:
+        stage = next(s for s in res.stages if s.name == name)
+        tag = toolchain_tag(stage.platform, plan.stage(name).key)
+        if self.engine.has_image(tag):
+            return
+        self.report.say(f"toolchain image {tag} is not in the local Docker: making it again from the {name} "
+                        "stage's steps (its store entry stays)", "note")
+        self.engine.build_toolchain(self.prepare(stage, plan.stage(name).key, res, plan), tag)
 
     def manifest(self, stage: Stage, plan: Plan, seconds: float) -> dict[str, object]:
         return {"engine": self.engine.name, "duration_s": round(seconds, 3), "tool": f"spark-pipeline {__version__}",
@@ -189,7 +200,7 @@ class Builder:
         self.store.clean_staging()
         image_tag = tag or res.stages[-1].output.tag
         for i, stage in enumerate(res.stages, 1):
-            if stage.output.kind == "wheels":
+            if stage.output.kind != "image":
                 self._wheels(i, len(res.stages), stage, res, plan)
             else:
                 self._image(i, len(res.stages), stage, res, plan, image_tag)
@@ -218,8 +229,12 @@ class Builder:
             self.engine.run_stage(run, staging)
             if not any(p.is_file() for p in staging.rglob("*")):
                 raise StageError(stage.name, f"it exported no files from {stage.output.path}", log_path=str(run.log))
+            extra: dict[str, object] = {}
+            if stage.output.kind == "toolchain":
+                tag = toolchain_tag(stage.platform, sp.key)
+                extra = {"toolchain": tag, "image_id": self.engine.build_toolchain(run, tag)}
             seconds = time.monotonic() - started
-            self.store.commit(stage.name, sp.key, staging, self.manifest(stage, plan, seconds))
+            self.store.commit(stage.name, sp.key, staging, {**self.manifest(stage, plan, seconds), **extra})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             self.results.append(StageResult(stage.name, sp.key, "failed", time.monotonic() - started))

@@ -42,3 +42,18 @@ def deploy_workdir() -> Path:
 def ship_workdir() -> Path:
     """The loopback registry's storage and the per-port ship lock."""
     return cache_root() / "ship"
+
+
+# The tool's own docker-contexts/ (prepare scripts, patches), used where a build.yaml's directory has none.
+TOOL_CONTEXTS = Path(__file__).resolve().parents[1] / "docker-contexts"
+
+
+def input_dir(root: Path, ref: str) -> Path | None:
+    """Where a directory input of build.yaml is: relative to build.yaml's directory; for
+    docker-contexts/<stage>/, the tool's own when build.yaml's directory has none, and None (empty)
+    when neither has it."""
+    path = root / ref
+    if path.exists() or not ref.startswith("docker-contexts/"):
+        return path
+    tool = TOOL_CONTEXTS / ref.removeprefix("docker-contexts/")
+    return tool if tool.exists() else None

@@ -18,7 +18,7 @@ import dagger
 from dagger.client.base import Type
 
 from pipeline.core.ir import Stage
-from pipeline.engines import StageRun
+from pipeline.engines import StageRun, cache_id
 from pipeline.engines import buildkit as bk
 from pipeline.engines import dagger as dg
 
@@ -68,7 +68,7 @@ def buildkit_view(stage: Stage) -> View:
     view = View(base="", platform=args[args.index("--platform") + 1])
     view.build_env = [tuple(a.split("=", 1)) for a in args[args.index("--platform") + 2:] if "=" in a  # type: ignore[misc]
                       and not a.startswith("id=")]
-    cache_ids = {bk.cache_id(c.name): c.name for c in stage.caches}
+    cache_ids = {cache_id(stage, c): c.name for c in stage.caches}
     workdir = "/"
     for line in text.splitlines():
         if line.startswith("FROM ") and line.endswith(f" AS {bk.BUILD_TARGET}"):
@@ -120,16 +120,15 @@ def dagger_chain(stage: Stage) -> dagger.Container | dagger.Directory:
     client = dagger.dag
     run = fake_run(stage)
     dirs = dg.host_dirs(client, stage, run.inputs)
-    tar = HOST / "base.tar" if stage.base.bootstrap is not None else None
     if stage.output.kind == "image":
-        return dg.image_container(client, stage, dirs, {"io.spark-pipeline.test": "1"}, "{}", run.build_env, tar)
-    return dg.stage_container(client, stage, dirs, run.build_env, tar).directory(stage.output.path)
+        return dg.image_container(client, stage, dirs, {"io.spark-pipeline.test": "1"}, "{}", run.build_env)
+    return dg.stage_container(client, stage, dirs, run.build_env).directory(stage.output.path)
 
 
 def dagger_view(stage: Stage) -> View:
     sels = chain(dagger_chain(stage))
     view = View(base="", platform="")
-    names = {dg.cache_volume_name(stage, c.name): c.name for c in stage.caches}
+    names = {cache_id(stage, c): c.name for c in stage.caches}
     mounts: dict[str, str] = {}
     workdir = "/"
     image_tail = False
@@ -144,8 +143,13 @@ def dagger_view(stage: Stage) -> View:
             view.platform = a["platform"]
         elif f == "from":
             view.base = a["address"]
-        elif f == "import":
-            view.base = stage.base.ref  # a bootstrap image, imported from the local Docker's save
+        elif f == "containerImage":
+            # a bootstrap or toolchain image read from the local Docker: its platform is the image's own,
+            # and its tag names that platform (…:amd64-…), so check the tag says the stage's
+            view.base = a["name"]
+            arch = stage.platform.split("/")[-1]
+            assert f":{arch}-" in a["name"] or f"-{arch}-" in a["name"], a["name"]
+            view.platform = stage.platform
         elif f == "withEnvVariable" and not image_tail:
             view.env.append((a["name"], a["value"]))
         elif f == "withVolatileVariable":

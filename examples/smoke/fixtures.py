@@ -88,20 +88,38 @@ def make_pr(path: Path, number: int, files: dict[str, str], base: str = "main") 
     return sha
 
 
-def setup_py(pkg: str, name: str, version: str, extra: str = "def extra(pkg_dir):\n    pass\n") -> str:
-    return (f"PKG = {pkg!r}\n" + BUILD_INFO + "\n" + extra + "\n\n"
-            f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}},\n"
+REQUIRES = '''
+
+def requires(path):
+    """Like vLLM's get_requirements(): lines of a requirements file, following -r includes."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            out += requires(Path(path).parent / line[3:].strip())
+        elif line:
+            out.append(line)
+    return out
+'''
+
+
+def setup_py(pkg: str, name: str, version: str, extra: str = "def extra(pkg_dir):\n    pass\n",
+             requires_from: str = "") -> str:
+    install = f", install_requires=requires({requires_from!r})" if requires_from else ""
+    return (f"PKG = {pkg!r}\n" + BUILD_INFO + REQUIRES + "\n" + extra + "\n\n"
+            f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}}{install},\n"
             f"      include_package_data=True, package_data={{PKG: ['*.fatbin', '*.json', 'cubins/*']}})\n")
 
 
 # --- the torch stand-in wheel --------------------------------------------------------------------
 
-def write_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> Path:
+def write_wheel(dest: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> Path:
     """A minimal valid py3-none-any wheel (PEP 427), written directly."""
     dist = f"{name}-{version}"
     info = f"{dist}.dist-info"
     contents = dict(files)
-    contents[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    contents[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                    + "".join(f"Requires-Dist: {r}\n" for r in requires))
     contents[f"{info}/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: smoke-fixtures\nRoot-Is-Purelib: true\n"
                                  "Tag: py3-none-any\n")
     record = []
@@ -120,9 +138,11 @@ def write_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> P
 
 
 def torch_index(dest: Path, version: str = "2.13.0") -> None:
+    """Stand-ins for download.pytorch.org: torch, pinning the Triton it was built with (as real torch does)."""
     write_wheel(dest, "torch", version, {
         "torch/__init__.py": f'__version__ = "{version}"\nSTAND_IN = True  # smoke-stack stand-in for PyTorch\n',
-    })
+    }, requires=("triton==3.6.0",))
+    write_wheel(dest, "triton", "3.6.0", {"triton/__init__.py": '"""smoke-stack stand-in for Triton"""\n'})
 
 
 # --- source repositories -------------------------------------------------------------------------
@@ -146,11 +166,20 @@ def gencodes(arch_list):
     return out
 
 
+def tool(*argv):
+    """What a tool the toolchain (base stage) installed says about itself."""
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[0]
+
+
 def extra(pkg_dir):
     arches = os.environ["TORCH_CUDA_ARCH_LIST"]
     nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
     subprocess.run([nvcc, "-fatbin", *gencodes(arches), "-o", str(pkg_dir / "_kernels.fatbin"),
                     "csrc/kernel.cu"], check=True)
+    # vLLM >= 0.26 builds a Rust frontend: cargo and protoc must come from the toolchain image.
+    (pkg_dir / "_toolchain.json").write_text(json.dumps({
+        "cargo": tool("cargo", "--version"), "protoc": tool("protoc", "--version"),
+        "cxx": tool("g++", "--version")}, sort_keys=True))
 '''
 
 CUBIN_EXTRA = '''
@@ -222,15 +251,19 @@ def make_sources(root: Path) -> dict[str, str]:
         "flashinfer-jit-cache/flashinfer_jit_cache/__init__.py": "",
     })
     heads["vllm"] = make_repo(repos / "vllm", {
-        "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA),
-        "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\n',
+        "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA, requires_from="requirements/cuda.txt"),
+        "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n',
         "csrc/kernel.cu": KERNEL,
-        "use_existing_torch.py": ("from pathlib import Path\n"
-                                  "p = Path('requirements/cuda.txt')\n"
-                                  "p.write_text(''.join(l for l in p.read_text().splitlines(True)"
-                                  " if not l.startswith('torch')))\n"),
-        "requirements/cuda.txt": "torch==2.13.0\nflashinfer-python==0.6.5\nnumba\n",
-        "requirements/build/cuda.txt": "# build requirements: none beyond setuptools for the smoke stack\n",
+        # The newest layout (2026-10): the script under tools/, build requirements under requirements/build/.
+        "tools/use_existing_torch.py": ("import glob\n"
+                                        "for f in glob.glob('requirements/**/*.txt', recursive=True):\n"
+                                        "    lines = open(f).readlines()\n"
+                                        "    open(f, 'w').writelines(l for l in lines if 'torch' not in l)\n"),
+        "requirements/common.txt": "smoke-runtime-dep>=1.0\n",
+        "requirements/cuda.txt": "-r common.txt\ntorch==2.13.0\nflashinfer-python==0.6.5\n",
+        # the torch pin must not survive prepare (it would replace the toolchain's torch)
+        "requirements/build/cuda.txt": "# build requirements of the smoke fixture\ntorch==2.13.0\n",
+        "rust/Cargo.toml": '[workspace]\nmembers = []\n\n[workspace.package]\nedition = "2024"\n',
         "docs/index.md": "# vLLM smoke fixture\n",
     })
     # PRs: one touching python code, one touching only docs (vLLM tolerates doc conflicts).
@@ -241,11 +274,30 @@ def make_sources(root: Path) -> dict[str, str]:
     return heads
 
 
+RUSTUP_STAND_IN = """#!/bin/sh
+# smoke-stack stand-in for rustup's installer (https://sh.rustup.rs), which needs the internet: it
+# installs `rustc` and `cargo` that only say which toolchain they stand in for.
+set -eu
+toolchain=stable
+while [ $# -gt 0 ]; do case "$1" in --default-toolchain) toolchain=$2; shift 2;; *) shift;; esac; done
+mkdir -p "$CARGO_HOME/bin" "$RUSTUP_HOME"
+for tool in rustc cargo; do
+  printf '#!/bin/sh\\necho "%s %s (smoke-stack stand-in)"\\n' "$tool" "$toolchain" > "$CARGO_HOME/bin/$tool"
+  chmod +x "$CARGO_HOME/bin/$tool"
+done
+"""
+
+
 def generate(root: Path) -> Path:
-    """Fixture sources, the torch index and build.yaml under `root`; returns the build.yaml path."""
+    """Fixture sources, the wheel indexes and build.yaml under `root`; returns the build.yaml path."""
     root.mkdir(parents=True, exist_ok=True)
     make_sources(root)
     torch_index(root / "torch-index")
+    write_wheel(root / "wheel-index", "smoke_runtime_dep", "1.0", {
+        "smoke_runtime_dep/__init__.py": '"""smoke-stack stand-in for a vLLM runtime requirement"""\n'})
+    write_wheel(root / "wheel-index", "smoke_extra", "1.0", {
+        "smoke_extra/__init__.py": '"""smoke-stack stand-in for a runtime extra (ray, fastsafetensors, …)"""\n'})
+    write(root, {"rustup/rustup-init.sh": RUSTUP_STAND_IN})
     shutil.copyfile(HERE / "build.yaml", root / "build.yaml")
     ctx = root / "docker-contexts" / "runtime"
     ctx.mkdir(parents=True, exist_ok=True)

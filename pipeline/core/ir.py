@@ -10,7 +10,7 @@ so keys.py can leave them out by name rather than by convention.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 InputKind = Literal["stage", "source", "dir"]
@@ -22,11 +22,16 @@ class Image:
     """The image a stage starts from.
 
     `ref` is what engines use (`FROM ref`); `bootstrap` is set when the tool makes the image itself
-    (debootstrap + docker import) from a recipe, in which case `ref` is a local tag derived from it.
+    (debootstrap + docker build) from a recipe, in which case `ref` is a local tag derived from it;
+    `stage` names the upstream stage whose toolchain image this is (the builder fills in `ref`, a tag
+    derived from that stage's key, before the stage runs). `local` images exist only in the local
+    Docker: engines must never look them up in a registry.
     """
 
     ref: str
     bootstrap: tuple[tuple[str, str], ...] | None = None  # canonical recipe (sorted key -> json value)
+    stage: str = ""
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,14 @@ class Step:
     """One command. argv is run without a shell unless argv[0] is `sh` (stages say so explicitly).
 
     `mounts` names the mount-mode inputs this step sees; `layer` names the image layer the step makes
-    (the runtime stage's layers by change frequency)."""
+    (the runtime stage's layers by change frequency). `kind` says what the step does (apt, pip-wheel,
+    …): the smoke stack and the real build must have the same kinds in the same order; not in the key."""
 
     argv: tuple[str, ...]
     mounts: tuple[str, ...] = ()
     workdir: str = ""
     layer: str = ""
+    kind: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(a, str) for a in self.argv):
@@ -77,9 +84,11 @@ class Step:
 @dataclass(frozen=True)
 class Output:
     """`wheels`: the directory `path` is exported to the store. `image`: the stage's container is the
-    product, tagged `tag`, with `env` set last (so env changes do not rebuild the layers)."""
+    product, tagged `tag`, with `env` set last (so env changes do not rebuild the layers). `toolchain`:
+    both: `path` is exported to the store, and the container is kept as the toolchain image the
+    compiling stages run in (tagged by the stage's key, see `toolchain_tag`)."""
 
-    kind: Literal["wheels", "image"]
+    kind: Literal["wheels", "image", "toolchain"]
     path: str = "/out"
     tag: str = ""
     env: tuple[tuple[str, str], ...] = ()
@@ -139,3 +148,16 @@ class SourceSpec:
     source_dir: str | None = None
     # vLLM tolerates PR conflicts in these paths (docs, tests); any other conflict fails.
     tolerate_conflicts: tuple[str, ...] = ()
+
+
+def toolchain_tag(platform: str, key: str) -> str:
+    """The local tag of a toolchain image: named by platform and key, so an arm64 and an amd64 build,
+    or two versions of the toolchain, never share a tag."""
+    return f"spark-pipeline-toolchain:{platform.split('/')[-1]}-{key[:16]}"
+
+
+def with_toolchain(stage: Stage, toolchain_key: str) -> Stage:
+    """The stage as an engine runs it: a toolchain base gets the tag of the toolchain stage's image."""
+    if not stage.base.stage:
+        return stage
+    return replace(stage, base=replace(stage.base, ref=toolchain_tag(stage.platform, toolchain_key)))

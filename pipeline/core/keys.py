@@ -39,6 +39,8 @@ def sha256_text(text: str) -> str:
 
 def base_digest(image: Image) -> tuple[str, str | None]:
     """(what goes into the key for the base image, a warning or None)."""
+    if image.stage:  # the upstream stage's key is in the key through its input
+        return f"stage:{image.stage}", None
     if image.bootstrap is not None:
         return "recipe:" + sha256_text(canonical_json(dict(image.bootstrap))), None
     pinned = image_digest(image.ref)

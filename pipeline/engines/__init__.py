@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.core.ir import Stage
+from pipeline.core.ir import Cache, Stage
 from pipeline.report import Reporter
 
 
@@ -43,6 +43,14 @@ class Engine(Protocol):
     def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
         """Build an image-output stage, make it available as `tag` in the local Docker, return its ID."""
 
+    def build_toolchain(self, run: StageRun, tag: str) -> str:
+        """Make a toolchain stage's container (its steps, no export) available as `tag` in the local
+        Docker, where the compiling stages start from it; return its ID. After run_stage of the same
+        stage this reuses the engine's cache."""
+
+    def has_image(self, ref: str) -> bool:
+        """Whether the local Docker has `ref`."""
+
     def reuse_image(self, image_id: str, tag: str) -> bool:
         """If the local Docker still has `image_id`, point `tag` at it and return True."""
 
@@ -54,6 +62,16 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release the engine's connection (Dagger session), if any."""
+
+
+def cache_id(stage: Stage, cache: Cache) -> str:
+    """The one name of a cache volume, for both engines: platform and cache name, so arm64 and amd64
+    objects never mix. Volumes are global to a Docker daemon or Dagger engine;
+    $SPARK_PIPELINE_CACHE_NAMESPACE keeps sets apart (two checkouts, a test that must start cold).
+    Never part of a key."""
+    ns = os.environ.get("SPARK_PIPELINE_CACHE_NAMESPACE", "")
+    arch = stage.platform.split("/")[-1]
+    return "-".join(p for p in ("spark-pipeline", ns, arch, cache.name) if p)
 
 
 def dagger_session() -> bool:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.ir import Stage, Step
-from pipeline.engines import StageRun, bootstrap
+from pipeline.engines import StageRun, bootstrap, cache_id
 from pipeline.engines.docker import Docker, LocalImages, tail
 from pipeline.errors import ConfigError, StageError
 from pipeline.report import Reporter
@@ -38,17 +38,10 @@ def context_path(stage: Stage, name: str) -> str:
     return f"src/{name}" if inp.mode == "copy" else f"inputs/{name}"
 
 
-def cache_id(name: str) -> str:
-    """Cache volumes are global to a Docker daemon; $SPARK_PIPELINE_CACHE_NAMESPACE keeps sets apart
-    (e.g. two checkouts, or a test run that must start cold). Never part of a key."""
-    ns = os.environ.get("SPARK_PIPELINE_CACHE_NAMESPACE", "")
-    return f"spark-pipeline-{ns + '-' if ns else ''}{name}"
-
-
 def run_line(stage: Stage, step: Step) -> str:
     mounts = []
     for cache in stage.caches:
-        mounts.append(f"--mount=type=cache,id={cache_id(cache.name)},target={cache.path},sharing={cache.sharing}")
+        mounts.append(f"--mount=type=cache,id={cache_id(stage, cache)},target={cache.path},sharing={cache.sharing}")
     for name in step.mounts:
         inp = stage.input(name)
         mounts.append(f"--mount=type=bind,source={context_path(stage, name)},target={inp.path}")
@@ -70,7 +63,7 @@ def dockerfile(stage: Stage, key: str, labels: dict[str, str] | None = None) -> 
         if inp.mode == "copy":
             lines.append(f"COPY {context_path(stage, inp.name)} {inp.path}")
     lines += step_lines(stage)
-    if stage.output.kind == "wheels":
+    if stage.output.kind != "image":
         lines += [f"FROM scratch AS {EXPORT_TARGET}", f"COPY --from={BUILD_TARGET} {stage.output.path}/ /"]
     else:
         lines += image_tail(stage, labels or {})
@@ -182,6 +175,14 @@ class BuildKitEngine(LocalImages):
 
     def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
         ctx = self._context(run, labels, metadata)
+        try:
+            self._docker_build(run, ctx, ["--target", BUILD_TARGET, "-t", tag])
+        finally:
+            shutil.rmtree(ctx, ignore_errors=True)
+        return self.local_image_id(run.stage.name, tag)
+
+    def build_toolchain(self, run: StageRun, tag: str) -> str:
+        ctx = self._context(run)
         try:
             self._docker_build(run, ctx, ["--target", BUILD_TARGET, "-t", tag])
         finally:

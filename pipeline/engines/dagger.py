@@ -12,8 +12,6 @@ What the Dagger API cannot express is said here rather than faked: a step's netw
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,8 +19,8 @@ from typing import Any, TypeVar
 
 import dagger
 
-from pipeline.core.ir import Image, Stage
-from pipeline.engines import StageRun, bootstrap, dagger_session
+from pipeline.core.ir import Stage
+from pipeline.engines import StageRun, bootstrap, cache_id, dagger_session
 from pipeline.engines.docker import Docker, LocalImages
 from pipeline.errors import EngineUnavailable, StageError, StepFailed
 from pipeline.report import Reporter
@@ -38,31 +36,18 @@ def _args(argv: tuple[str, ...]) -> list[str]:
     return list(argv)
 
 
-def toolchain(image: Image) -> str:
-    """A short, volume-name-safe id of the base image (caches from different toolchains never mix)."""
-    ref = image.ref.split("@")[0]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", ref)[:80]
-
-
-def cache_volume_name(stage: Stage, name: str) -> str:
-    arch = stage.platform.split("/")[-1]
-    ns = os.environ.get("SPARK_PIPELINE_CACHE_NAMESPACE", "")
-    return "-".join(p for p in ("spark-pipeline", ns, name, arch, toolchain(stage.base)) if p)
-
-
-def base_container(client: dagger.Client, stage: Stage, base_tar: Path | None = None) -> dagger.Container:
-    ctr = client.container(platform=dagger.Platform(stage.platform))
-    if stage.base.bootstrap is not None:
-        if base_tar is None:
-            raise StageError(stage.name, f"base image {stage.base.ref} was not prepared")
-        return ctr.import_(client.host().file(str(base_tar)))
-    return ctr.from_(stage.base.ref)
+def base_container(client: dagger.Client, stage: Stage) -> dagger.Container:
+    """The stage's base: an image only the local Docker has (a bootstrap image, the toolchain) is read
+    from it through the host (`from` would look it up in a registry); others are pulled."""
+    if stage.base.local:
+        return client.host().container_image(stage.base.ref)
+    return client.container(platform=dagger.Platform(stage.platform)).from_(stage.base.ref)
 
 
 def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
-                    build_env: tuple[tuple[str, str], ...] = (), base_tar: Path | None = None) -> dagger.Container:
+                    build_env: tuple[tuple[str, str], ...] = ()) -> dagger.Container:
     """The stage as a lazy dagger-io chain. `dirs` maps each input name to a Directory."""
-    ctr = base_container(client, stage, base_tar)
+    ctr = base_container(client, stage)
     for name, value in stage.env:
         ctr = ctr.with_env_variable(name, value)
     for name, value in build_env:
@@ -73,8 +58,7 @@ def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.
             ctr = ctr.with_directory(inp.path, dirs[inp.name])
     for cache in stage.caches:
         sharing = dagger.CacheSharingMode.LOCKED if cache.sharing == "locked" else dagger.CacheSharingMode.SHARED
-        ctr = ctr.with_mounted_cache(cache.path, client.cache_volume(cache_volume_name(stage, cache.name)),
-                                     sharing=sharing)
+        ctr = ctr.with_mounted_cache(cache.path, client.cache_volume(cache_id(stage, cache)), sharing=sharing)
     for secret in stage.secrets:
         ctr = ctr.with_mounted_secret(f"/run/secrets/{secret}", client.secret(f"env://{secret}", cache_key=secret))
     for step in stage.steps:
@@ -89,11 +73,10 @@ def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.
 
 
 def image_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], labels: dict[str, str],
-                    metadata: str, build_env: tuple[tuple[str, str], ...] = (),
-                    base_tar: Path | None = None) -> dagger.Container:
+                    metadata: str, build_env: tuple[tuple[str, str], ...] = ()) -> dagger.Container:
     """An image-output stage: the steps' container, then metadata, env, workdir and labels, in the
     same order as the BuildKit engine's layers."""
-    ctr = stage_container(client, stage, dirs, build_env, base_tar)
+    ctr = stage_container(client, stage, dirs, build_env)
     ctr = ctr.with_new_file(stage.output.path, metadata)
     for name, value in stage.output.env:
         ctr = ctr.with_env_variable(name, value)
@@ -130,7 +113,6 @@ class DaggerEngine(LocalImages):
         self._portal_cm: Any = None
         self._conn_cm: Any = None
         self._log: Any = None
-        self._base_tars: dict[str, Path] = {}
         self._docker: Docker | None = None
         self._last_image: dagger.Container | None = None
 
@@ -184,31 +166,31 @@ class DaggerEngine(LocalImages):
         self._open()
 
     def prepare_base(self, run: StageRun, report: Reporter) -> None:
-        image = run.stage.base
-        if image.bootstrap is None or image.ref in self._base_tars:
-            return
-        bootstrap.ensure(image, run.stage.platform, self.docker, self.cache / "bootstrap",
+        bootstrap.ensure(run.stage.base, run.stage.platform, self.docker, self.cache / "bootstrap",
                          lambda m: report.say(m, "note"))
-        tar = self.cache / "bootstrap" / f"{image.ref.replace('/', '_').replace(':', '_')}.tar"
-        if not tar.exists():
-            self.docker.save(image.ref, tar)
-        self._base_tars[image.ref] = tar
 
     def run_stage(self, run: StageRun, dest: Path) -> None:
         if not run.stage.network:
             run.log.open("a").write("note: the Dagger engine cannot cut a step's network; "
                                     "this stage runs with the engine's default network\n")
-        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs),
-                              run.build_env, self._base_tars.get(run.stage.base.ref))
+        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env)
         out = ctr.directory(run.stage.output.path)
         self._call(run.stage.name, lambda: out.export(str(dest)))
 
+    def build_toolchain(self, run: StageRun, tag: str) -> str:
+        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env)
+        self._export_image(run.stage.name, ctr, tag)
+        return self.local_image_id(run.stage.name, tag)
+
     def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
         ctr = image_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), labels,
-                              metadata, run.build_env, self._base_tars.get(run.stage.base.ref))
-        self._call(run.stage.name, lambda: ctr.export_image(tag))
+                              metadata, run.build_env)
+        self._export_image(run.stage.name, ctr, tag)
         self._last_image = ctr
         return self.local_image_id(run.stage.name, tag)
+
+    def _export_image(self, stage: str, ctr: dagger.Container, tag: str) -> None:
+        self._call(stage, lambda: ctr.export_image(tag))
 
     def push_image(self, tag: str, ref: str) -> str:
         ctr = self._last_image

@@ -123,6 +123,9 @@ class LocalImages:
             self._docker = Docker()
         return self._docker
 
+    def has_image(self, ref: str) -> bool:
+        return self.docker.image_id(ref) is not None
+
     def reuse_image(self, image_id: str, tag: str) -> bool:
         """If the local Docker still has `image_id`, point `tag` at it and return True."""
         if self.docker.image_id(tag) == image_id:

@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.core.ir import SourceSpec
 from pipeline.core.keys import Resolved, canonical_json, sha256_text
 from pipeline.errors import SourceError
@@ -162,8 +163,8 @@ def resolve_pr(mirrors: Mirrors, name: str, url: str, mirror: Path, pr: int | st
 
 def patch_files(spec: SourceSpec, root: Path, label: str) -> list[Path]:
     if spec.patches is None:
-        d = root / "docker-contexts" / spec.name / "patches"
-        return sorted(p for p in d.glob("*") if p.suffix in (".patch", ".diff") and p.is_file())
+        d = paths.input_dir(root, f"docker-contexts/{spec.name}/patches")
+        return sorted(p for p in d.glob("*") if p.suffix in (".patch", ".diff") and p.is_file()) if d else []
     out = []
     for rel in spec.patches:
         p = (root / rel).resolve()

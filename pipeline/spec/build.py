@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from pipeline.spec.types import (
     STRICT,
     AptPackage,
+    AutoFlag,
     EnvName,
     EnvValue,
     Flag,
@@ -33,13 +34,14 @@ STAGES = ("base", "triton", "flashinfer", "vllm", "runtime")
 
 
 class Bootstrap(BaseModel):
-    """A base image the tool makes itself (debootstrap + `docker import`), keyed by this recipe."""
+    """A base image the tool makes itself (debootstrap + wheels unpacked, from scratch), keyed by this recipe."""
 
     model_config = STRICT
     suite: NonEmptyStr = "bookworm"
     include: list[AptPackage] = Field(default_factory=list)
-    # Wheels installed into the image when it is made (e.g. nvcc from PyPI for the smoke stack).
-    pip: list[Package] = Field(default_factory=list)
+    # Wheels unpacked (not installed: the image need not have python) under /opt/pip-wheels, e.g. nvcc
+    # from PyPI for the smoke stack's stand-in of the CUDA devel image.
+    unpack: list[Package] = Field(default_factory=list)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
 
@@ -80,12 +82,26 @@ class NcclSpec(BaseModel):
     ref: GitRef = "v2.30u1"
 
 
+class RustSpec(BaseModel):
+    """The Rust toolchain (+ protoc) vLLM's Rust frontend needs, installed into the toolchain image."""
+
+    model_config = STRICT
+    # auto: when the vLLM tree being built has a rust/ workspace (vLLM >= 0.26).
+    enabled: AutoFlag = "auto"
+    toolchain: Version = "1.91.1"  # pinned: `stable` moves without changing any key
+    # rustup's installer: a URL (fetched in the build container) or a directory holding rustup-init.sh.
+    installer: NonEmptyStr = "https://sh.rustup.rs"
+
+
 class BaseStageSpec(BaseModel):
     model_config = STRICT
     image: ImageSpec = Field(default_factory=lambda: ImageSpec(ref="nvidia/cuda:13.0.2-devel-ubuntu24.04"))
     apt_packages: list[AptPackage] = Field(default_factory=list)
     pip_packages: list[Package] = Field(default_factory=list)
     torch: TorchSpec = Field(default_factory=TorchSpec)
+    rust: RustSpec = Field(default_factory=RustSpec)
+    # null: the top-level `network`. The smoke stack sets true here: apt reaches Debian's mirror.
+    network: Flag | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -124,7 +140,11 @@ class VllmSpec(BaseModel):
     presets: list[PullRequest] = Field(default_factory=list)
     patches: list[NonEmptyStr] | None = None
     source_dir: NonEmptyStr | None = None
-    prepare: list[list[NonEmptyStr]] = Field(default_factory=list)
+    # Run in the source tree before the wheel build; docker-contexts/vllm/ is mounted at /inputs/context.
+    prepare: list[list[NonEmptyStr]] = Field(default_factory=lambda: [["python3", "/inputs/context/prepare.py"]])
+    # Where vLLM's runtime requirements come from: null = the package index (PyPI) over the stage's
+    # network; a directory of wheels = offline (air-gapped machines, the smoke stack).
+    deps_index: NonEmptyStr | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
 
@@ -135,6 +155,8 @@ class RuntimeSpec(BaseModel):
     pip_packages: list[Package] = Field(default_factory=list)
     # A local directory of wheels to install pip_packages from, offline (air-gapped machines, tests).
     pip_index: NonEmptyStr | None = None
+    # null: the top-level `network`. The smoke stack sets true here: apt reaches Debian's mirror.
+    network: Flag | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     tag: ImageRef = "vllm-node"
 

@@ -120,4 +120,5 @@ RepoUrl = Annotated[str, expect("a git URL (https://…, ssh, file://…) or a l
 PositiveInt = Annotated[int, expect("a whole number ≥ 1",
                                     lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)]
 Flag = Annotated[bool, expect("true or false", lambda v: isinstance(v, bool))]
+AutoFlag = Annotated[bool | str, expect("true, false or auto", lambda v: isinstance(v, bool) or v == "auto")]
 NonEmptyStr = Annotated[str, expect("a non-empty string", _is_str)]

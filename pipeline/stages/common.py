@@ -26,13 +26,19 @@ def source_input(name: str) -> Input:
     return Input(name=f"src-{name}", kind="source", ref=name, path=src_path(name), mode="copy")
 
 
+def context_input(stage: str, path: str) -> Input:
+    """docker-contexts/<stage>/ (next to build.yaml, else the tool's own): the scripts and patches a
+    stage uses, mounted read-only where a step asks for them; their content is in the key."""
+    return Input(name="context", kind="dir", ref=f"docker-contexts/{stage}", path=path, mode="mount")
+
+
 def install_wheels(*stages: str, deps: bool = True, layer: str = "") -> Step:
     """Install every wheel exported by `stages`, offline (`--no-index`): the store is the only index."""
     find = " ".join(f"--find-links {wheels_path(s)}" for s in stages)
     files = " ".join(f"{wheels_path(s)}/*.whl" for s in stages)
     nodeps = "" if deps else " --no-deps"
     return Step(argv=("sh", "-c", f"python3 -m pip install --no-index{nodeps} {find} {files}"),
-                mounts=stages, layer=layer)
+                mounts=stages, layer=layer, kind="install-wheels")
 
 
 # The source tree's version file (see build/checkout.py): setuptools-scm reads no .git in a build
@@ -44,7 +50,7 @@ WHEEL_SCRIPT = ('v="$(cat "$0/.scm-version" 2>/dev/null || true)"; '
 
 def pip_wheel(src: str, mounts: tuple[str, ...] = ()) -> Step:
     """Build one wheel from a source directory with the already-installed torch (no build isolation)."""
-    return Step(argv=("sh", "-c", WHEEL_SCRIPT, src), mounts=mounts)
+    return Step(argv=("sh", "-c", WHEEL_SCRIPT, src), mounts=mounts, kind="pip-wheel")
 
 
 def compile_build_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
@@ -54,11 +60,9 @@ def compile_build_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
             ("MAKEFLAGS", f"-j{jobs}"), ("CARGO_BUILD_JOBS", jobs))
 
 
-def compiler_caches(platform: str) -> tuple[Cache, ...]:
-    """ccache and pip caches, one volume per platform so arm64 and amd64 objects never mix."""
-    arch = platform.split("/")[-1]
-    return (Cache(name=f"ccache-{arch}", path="/root/.ccache"),
-            Cache(name=f"pip-{arch}", path="/root/.cache/pip"))
+def compiler_caches() -> tuple[Cache, ...]:
+    """ccache and pip caches (their volumes are per platform: engines.cache_id)."""
+    return (Cache(name="ccache", path="/root/.ccache"), Cache(name="pip", path="/root/.cache/pip"))
 
 
 COMMON_ENV = (
@@ -85,3 +89,22 @@ def env_items(extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
 def env_knobs(section: str, extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """`vllm.env.FOO` -> value, so plan can name an env change as the reason for a rebuild."""
     return tuple((f"{section}.env.{k}", v) for k, v in sorted(extra.items()))
+
+
+# Keep the downloaded .debs (a cache volume) instead of deleting them after each install.
+APT_KEEP = ("rm -f /etc/apt/apt.conf.d/docker-clean && "
+            "echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache")
+
+
+def apt_step(packages: list[str], layer: str = "") -> Step:
+    """apt-get install from the image's own mirror, with the .debs and lists kept in cache volumes."""
+    import shlex
+
+    return Step(argv=("sh", "-c", f"{APT_KEEP} && apt-get update && apt-get install -y --no-install-recommends "
+                      + shlex.join(packages)), layer=layer, kind="apt")
+
+
+def apt_caches() -> tuple[Cache, ...]:
+    """apt's downloaded .debs and package lists; one writer at a time (apt locks them)."""
+    return (Cache(name="apt", path="/var/cache/apt", sharing="locked"),
+            Cache(name="apt-lists", path="/var/lib/apt/lists", sharing="locked"))

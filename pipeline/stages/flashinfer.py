@@ -18,7 +18,7 @@ from __future__ import annotations
 from pipeline.core.ir import Cache, Output, SourceSpec, Stage
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
-from pipeline.stages.images import image_of
+from pipeline.stages.images import toolchain_of
 
 NAME = "flashinfer"
 CUBIN_SUBDIR = "flashinfer-cubin"
@@ -34,16 +34,16 @@ def sources(spec: BuildSpec) -> list[SourceSpec]:
 def stage(spec: BuildSpec) -> Stage:
     fi = spec.flashinfer
     src = common.src_path("flashinfer")
-    caches = common.compiler_caches(spec.platform)
+    caches = common.compiler_caches()
     if fi.cubin_cache and CUBIN_SUBDIR in fi.wheels:
         caches += (Cache(name="flashinfer-cubins", path=CUBIN_DIR, sharing="locked"),)
-    steps = [common.install_wheels("base"), common.install_wheels("triton", deps=False)]
+    steps = [common.install_wheels("triton", deps=False)]
     steps += [common.pip_wheel(src if sub in (".", "") else f"{src}/{sub}") for sub in fi.wheels]
     return Stage(
         name=NAME,
         doc=__doc__ or "",
         platform=spec.platform,
-        base=image_of(spec.base.image),
+        base=toolchain_of("base"),
         env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch),
              ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list), *common.env_items(fi.env)),
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.source_input("flashinfer")),

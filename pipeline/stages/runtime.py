@@ -13,8 +13,6 @@ of docker-contexts/runtime/, every upstream stage's key, gpu_arch, nccl.enabled,
 
 from __future__ import annotations
 
-import shlex
-
 from pipeline.core.ir import Input, Output, Stage, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
@@ -24,15 +22,18 @@ NAME = "runtime"
 WORKDIR = "/workspace/vllm"
 SCRIPTS_DIR = "docker-contexts/runtime"
 METADATA = "/workspace/build-metadata.json"
+IMPORT_CHECK = ("import torch, triton, flashinfer, vllm; "
+                "print('import check: torch', torch.__version__, 'vllm', getattr(vllm, '__version__', '?'))")
 
 
 def stage(spec: BuildSpec) -> Stage:
     rt = spec.runtime
     steps: list[Step] = []
-    if rt.apt_packages:
-        steps.append(Step(argv=("sh", "-c", "apt-get update && apt-get install -y --no-install-recommends "
-                                + shlex.join(rt.apt_packages) + " && rm -rf /var/lib/apt/lists/*"),
-                          layer="os"))
+    apt = list(rt.apt_packages)
+    if spec.nccl.enabled and "xz-utils" not in apt:
+        apt.append("xz-utils")  # NCCL's package is a .txz; the CUDA image need not have xz
+    if apt:
+        steps.append(common.apt_step(apt, layer="os"))
     steps.append(common.install_wheels("base", layer="torch"))
     if spec.nccl.enabled:
         # The custom NCCL replaces the one pip brought, as the toolkit does (multi-node hangs, vllm#42354).
@@ -43,19 +44,26 @@ def stage(spec: BuildSpec) -> Stage:
                                 "for lib in $(python3 -c 'import glob,site;print(\" \".join(glob.glob("
                                 "site.getsitepackages()[0]+\"/nvidia/nccl/lib/libnccl.so.2\")))'); do "
                                 "ln -sf /opt/nccl/lib/libnccl.so.2 \"$lib\"; done"),
-                          mounts=("base",), layer="torch"))
+                          mounts=("base",), layer="torch", kind="nccl-install"))
     extra_inputs: list[Input] = []
     if rt.pip_packages and rt.pip_index:
         extra_inputs.append(Input(name="pip-index", kind="dir", ref=rt.pip_index, path="/inputs/pip-index"))
         steps.append(Step(argv=("python3", "-m", "pip", "install", "--no-cache-dir", "--no-index", "--find-links",
-                                "/inputs/pip-index", *rt.pip_packages), mounts=("pip-index",), layer="extras"))
+                                "/inputs/pip-index", *rt.pip_packages), mounts=("pip-index",), layer="extras",
+                          kind="pip-install"))
     elif rt.pip_packages:
         steps.append(Step(argv=("python3", "-m", "pip", "install", "--no-cache-dir", *rt.pip_packages),
-                          layer="extras"))
+                          layer="extras", kind="pip-install"))
     steps.append(common.install_wheels("triton", "flashinfer", deps=False, layer="triton-flashinfer"))
+    # vLLM's runtime requirements, resolved and downloaded by the vllm stage: installed offline.
+    steps.append(Step(argv=("python3", "-m", "pip", "install", "--no-cache-dir", "--no-index", "--find-links",
+                            "/wheels/vllm/deps", "-r", "/wheels/vllm/deps/requirements.txt"),
+                      mounts=("vllm",), layer="vllm-deps", kind="pip-install"))
     steps.append(common.install_wheels("vllm", deps=False, layer="vllm"))
     steps.append(Step(argv=("sh", "-c", f"mkdir -p {WORKDIR} && cp -a /inputs/scripts/. /workspace/"),
-                      mounts=("scripts",), layer="scripts"))
+                      mounts=("scripts",), layer="scripts", kind="scripts"))
+    # A broken image is never tagged: everything the server imports first must import.
+    steps.append(Step(argv=("python3", "-c", IMPORT_CHECK), layer="check", kind="import-check"))
     out_env = (("TORCH_CUDA_ARCH_LIST", spec.gpu_arch),
                ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list),
                ("VLLM_BASE_DIR", WORKDIR), *common.env_items(rt.env))
@@ -63,7 +71,7 @@ def stage(spec: BuildSpec) -> Stage:
         name=NAME,
         doc=__doc__ or "",
         platform=spec.platform,
-        base=image_of(rt.image),
+        base=image_of(rt.image, spec.platform),
         env=common.COMMON_ENV,
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
                 common.stage_input("vllm"),
@@ -71,7 +79,8 @@ def stage(spec: BuildSpec) -> Stage:
                 *extra_inputs),
         steps=tuple(steps),
         output=Output(kind="image", path=METADATA, tag=rt.tag, env=out_env, workdir=WORKDIR),
-        network=spec.network,
+        network=rt.network if rt.network is not None else spec.network,
+        caches=common.apt_caches(),
         knobs=(("gpu_arch", spec.gpu_arch), ("runtime.tag", rt.tag), ("platform", spec.platform),
                *common.env_knobs("runtime", rt.env)),
         secrets=tuple(spec.secrets),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pipeline.core.ir import Output, SourceSpec, Stage, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
-from pipeline.stages.images import image_of
+from pipeline.stages.images import toolchain_of
 
 NAME = "triton"
 
@@ -31,20 +31,19 @@ def stage(spec: BuildSpec) -> Stage:
     knobs: list[tuple[str, str]] = [("triton.source", spec.triton.source), ("platform", spec.platform)]
     if spec.triton.source == "pip":
         steps = [Step(argv=("sh", "-c", f"mkdir -p {common.OUT} && cp {common.wheels_path('base')}/triton-*.whl "
-                                        f"{common.OUT}/"), mounts=("base",))]
+                                        f"{common.OUT}/"), mounts=("base",), kind="export")]
     else:
         inputs.append(common.source_input("triton"))
         env += [("TRITON_BUILD_WITH_CCACHE", "true"), *common.env_items(spec.triton.env)]
         src = common.src_path("triton")
-        steps = [common.install_wheels("base")]
-        steps += [common.pip_wheel(src if sub in (".", "") else f"{src}/{sub}") for sub in spec.triton.wheels]
+        steps = [common.pip_wheel(src if sub in (".", "") else f"{src}/{sub}") for sub in spec.triton.wheels]
         knobs += [("gpu_arch", spec.gpu_arch), ("triton.wheels", ",".join(spec.triton.wheels)),
                   *common.env_knobs("triton", spec.triton.env)]
     return Stage(
         name=NAME,
         doc=__doc__ or "",
         platform=spec.platform,
-        base=image_of(spec.base.image),
+        base=toolchain_of("base"),
         env=tuple(env),
         inputs=tuple(inputs),
         steps=tuple(steps),
@@ -52,6 +51,6 @@ def stage(spec: BuildSpec) -> Stage:
         network=spec.network,
         knobs=tuple(knobs),
         build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
-        caches=common.compiler_caches(spec.platform),
+        caches=common.compiler_caches(),
         secrets=tuple(spec.secrets),
     )

@@ -15,10 +15,10 @@ vllm.env, gpu_arch, the base, triton and flashinfer stages' keys, platform, netw
 
 from __future__ import annotations
 
-from pipeline.core.ir import Output, SourceSpec, Stage, Step
+from pipeline.core.ir import Input, Output, SourceSpec, Stage, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
-from pipeline.stages.images import image_of
+from pipeline.stages.images import toolchain_of
 
 NAME = "vllm"
 TOLERATED = ("tests/*", "docs/*", "*.md", "*.rst")
@@ -31,26 +31,45 @@ def sources(spec: BuildSpec) -> list[SourceSpec]:
                        source_dir=v.source_dir, tolerate_conflicts=TOLERATED)]
 
 
+CONTEXT = "/inputs/context"
+DEPS_INDEX = "/inputs/deps-index"
+
+
+def deps_step(spec: BuildSpec) -> tuple[Step, list[Input]]:
+    """vLLM's runtime requirements into <out>/deps, constrained to our own torch, Triton and FlashInfer."""
+    inputs: list[Input] = []
+    args: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ("context", "base", "triton", "flashinfer")
+    if spec.vllm.deps_index is not None:
+        inputs.append(Input(name="deps-index", kind="dir", ref=spec.vllm.deps_index, path=DEPS_INDEX))
+        args = ("--no-index", "--find-links", DEPS_INDEX)
+        mounts += ("deps-index",)
+    return Step(argv=("python3", f"{CONTEXT}/runtime_deps.py", common.OUT, *args), mounts=mounts,
+                kind="runtime-deps"), inputs
+
+
 def stage(spec: BuildSpec) -> Stage:
     src = common.src_path("vllm")
-    steps = [common.install_wheels("base"), common.install_wheels("triton", "flashinfer", deps=False)]
-    steps += [Step(argv=tuple(cmd), workdir=src) for cmd in spec.vllm.prepare]
+    steps = [common.install_wheels("triton", "flashinfer", deps=False)]
+    steps += [Step(argv=tuple(cmd), workdir=src, mounts=("context",), kind="prepare") for cmd in spec.vllm.prepare]
     steps.append(common.pip_wheel(src))
+    deps, extra = deps_step(spec)
+    steps.append(deps)
     return Stage(
         name=NAME,
         doc=__doc__ or "",
         platform=spec.platform,
-        base=image_of(spec.base.image),
+        base=toolchain_of("base"),
         env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch), ("VLLM_TARGET_DEVICE", "cuda"),
              *common.env_items(spec.vllm.env)),
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
-                common.source_input("vllm")),
+                common.source_input("vllm"), common.context_input("vllm", CONTEXT), *extra),
         steps=tuple(steps),
         output=Output(kind="wheels", path=common.OUT),
         network=spec.network,
         knobs=(("gpu_arch", spec.gpu_arch), ("vllm.preset_prs", spec.vllm.preset_prs),
                ("platform", spec.platform), *common.env_knobs("vllm", spec.vllm.env)),
         build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
-        caches=common.compiler_caches(spec.platform),
+        caches=common.compiler_caches(),
         secrets=tuple(spec.secrets),
     )

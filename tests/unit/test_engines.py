@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.ir import Stage
+from pipeline.core.ir import Stage, with_toolchain
+from pipeline.engines import cache_id
 from pipeline.spec import load_build
 from pipeline.stages import all_stages
 from tests.conftest import REPO
@@ -27,7 +28,8 @@ STACKS = {"spark": REPO / "build.yaml", "smoke": REPO / "examples" / "smoke" / "
 
 
 def stages_of(stack: str, **flags: str) -> list[Stage]:
-    return all_stages(load_build(STACKS[stack], flags=flags).spec)
+    """The stages as the builder hands them to an engine (a toolchain base tagged by a fixed key)."""
+    return [with_toolchain(s, "0" * 64) for s in all_stages(load_build(STACKS[stack], flags=flags).spec)]
 
 
 CASES = [(stack, s.name) for stack in STACKS for s in stages_of(stack)]
@@ -84,12 +86,17 @@ def test_gpu_arch_reaches_every_compiler(engine: str, arch: str) -> None:
     assert "TORCH_CUDA_ARCH_LIST" not in runtime_env  # set on the image itself, last (Output.env)
 
 
-def test_dagger_cache_volumes_name_platform_and_toolchain() -> None:
-    from pipeline.engines.dagger import cache_volume_name
-
-    s = stage("spark", "vllm")
-    want = "spark-pipeline-ccache-arm64-arm64-nvidia-cuda-13.0.2-devel-ubuntu24.04"
-    assert cache_volume_name(s, "ccache-arm64") == want
+@pytest.mark.parametrize(("stack", "name"), CASES, ids=[f"{a}-{b}" for a, b in CASES])
+def test_both_engines_name_cache_volumes_by_one_rule(stack: str, name: str) -> None:
+    """The BuildKit mount id and the Dagger volume key of each cache are the same name, with the
+    platform in it once: a volume made by one engine's run is the volume of the other's."""
+    s = stage(stack, name)
+    arch = s.platform.split("/")[-1]
+    mount_ids = re.findall(r"--mount=type=cache,id=([^,]+),", buildkit_dockerfile(s))
+    volume_keys = re.findall(r'"field": "cacheVolume", "args": \{"key": "([^"]+)"',
+                             json.dumps(chain(dagger_chain(s)), default=str))
+    assert sorted(set(mount_ids)) == sorted(set(volume_keys)) == sorted(cache_id(s, c) for c in s.caches)
+    assert all(k.count(arch) == 1 and k.startswith(f"spark-pipeline-{arch}-") for k in volume_keys)
 
 
 def test_dagger_rejects_non_string_argv_elements() -> None:

@@ -7,19 +7,23 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK="1"
 ENV PIP_NO_INPUT="1"
 ENV PYTHONDONTWRITEBYTECODE="1"
 # layer: os
-RUN ["sh", "-c", "apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-dev git curl libcudnn9-cuda-13 libibverbs1 rdma-core libxcb1 earlyoom && rm -rf /var/lib/apt/lists/*"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache && apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-dev git curl libcudnn9-cuda-13 libibverbs1 rdma-core libxcb1 earlyoom"]
 # layer: torch
-RUN --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "python3 -m pip install --no-index --find-links /wheels/base /wheels/base/*.whl"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "python3 -m pip install --no-index --find-links /wheels/base /wheels/base/*.whl"]
 # layer: torch
-RUN --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "mkdir -p /opt/nccl && for f in /wheels/base/nccl/*.txz; do tar -xJf \"$f\" -C /opt/nccl --strip-components=1; done && echo /opt/nccl/lib > /etc/ld.so.conf.d/nccl.conf && ldconfig && for lib in $(python3 -c 'import glob,site;print(\" \".join(glob.glob(site.getsitepackages()[0]+\"/nvidia/nccl/lib/libnccl.so.2\")))'); do ln -sf /opt/nccl/lib/libnccl.so.2 \"$lib\"; done"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "mkdir -p /opt/nccl && for f in /wheels/base/nccl/*.txz; do tar -xJf \"$f\" -C /opt/nccl --strip-components=1; done && echo /opt/nccl/lib > /etc/ld.so.conf.d/nccl.conf && ldconfig && for lib in $(python3 -c 'import glob,site;print(\" \".join(glob.glob(site.getsitepackages()[0]+\"/nvidia/nccl/lib/libnccl.so.2\")))'); do ln -sf /opt/nccl/lib/libnccl.so.2 \"$lib\"; done"]
 # layer: extras
-RUN ["python3", "-m", "pip", "install", "--no-cache-dir", "ray[default]", "fastsafetensors", "instanttensor"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["python3", "-m", "pip", "install", "--no-cache-dir", "ray[default]", "fastsafetensors", "instanttensor"]
 # layer: triton-flashinfer
-RUN --mount=type=bind,source=inputs/triton,target=/wheels/triton --mount=type=bind,source=inputs/flashinfer,target=/wheels/flashinfer ["sh", "-c", "python3 -m pip install --no-index --no-deps --find-links /wheels/triton --find-links /wheels/flashinfer /wheels/triton/*.whl /wheels/flashinfer/*.whl"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/triton,target=/wheels/triton --mount=type=bind,source=inputs/flashinfer,target=/wheels/flashinfer ["sh", "-c", "python3 -m pip install --no-index --no-deps --find-links /wheels/triton --find-links /wheels/flashinfer /wheels/triton/*.whl /wheels/flashinfer/*.whl"]
+# layer: vllm-deps
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/vllm,target=/wheels/vllm ["python3", "-m", "pip", "install", "--no-cache-dir", "--no-index", "--find-links", "/wheels/vllm/deps", "-r", "/wheels/vllm/deps/requirements.txt"]
 # layer: vllm
-RUN --mount=type=bind,source=inputs/vllm,target=/wheels/vllm ["sh", "-c", "python3 -m pip install --no-index --no-deps --find-links /wheels/vllm /wheels/vllm/*.whl"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/vllm,target=/wheels/vllm ["sh", "-c", "python3 -m pip install --no-index --no-deps --find-links /wheels/vllm /wheels/vllm/*.whl"]
 # layer: scripts
-RUN --mount=type=bind,source=inputs/scripts,target=/inputs/scripts ["sh", "-c", "mkdir -p /workspace/vllm && cp -a /inputs/scripts/. /workspace/"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/scripts,target=/inputs/scripts ["sh", "-c", "mkdir -p /workspace/vllm && cp -a /inputs/scripts/. /workspace/"]
+# layer: check
+RUN --mount=type=cache,id=spark-pipeline-arm64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-arm64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["python3", "-c", "import torch, triton, flashinfer, vllm; print('import check: torch', torch.__version__, 'vllm', getattr(vllm, '__version__', '?'))"]
 # layer: metadata
 COPY meta/build-metadata.json /workspace/build-metadata.json
 ENV TORCH_CUDA_ARCH_LIST="12.1a"
