@@ -224,3 +224,64 @@ def test_failing_stage_shows_its_log_and_keeps_finished_stages(smoke_build: Smok
     # flashinfer finished before vllm failed: it stays in the store
     assert (cache / "store" / "flashinfer" / str(new["flashinfer"]) / "manifest.json").is_file()
     assert not (cache / "store" / "vllm" / str(new["vllm"])).exists()
+
+
+def docker_sh(image: str, script: str) -> str:
+    return subprocess.run([DOCKER, "run", "--rm", "--pull=never", "--network", "none", "--entrypoint", "sh", image,
+                           "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_cuda_stand_in_lacks_python_and_the_toolchain_has_it(smoke_build: SmokeBuild) -> None:
+    from pipeline.core.ir import toolchain_tag
+    from pipeline.spec import load_build
+    from pipeline.stages import all_stages
+
+    stand_in = all_stages(load_build(smoke_build.root / "build.yaml").spec)[0].base.ref
+    probe = "for t in python3 pip3 g++ gcc nvcc; do command -v $t >/dev/null && echo $t; done; true"
+    assert docker_sh(stand_in, probe).split() == ["nvcc"]  # what NVIDIA's devel image has, nothing more
+    toolchain = toolchain_tag("linux/amd64", keys(smoke_build.results)["base"])
+    assert docker_sh(toolchain, probe).split() == ["python3", "pip3", "g++", "gcc", "nvcc"]
+    assert docker_sh(toolchain, "python3 -c 'import torch; print(torch.__version__)'") == "2.13.0"
+
+
+def test_tools_only_the_base_stage_installs_are_used_by_the_vllm_build(smoke_build: SmokeBuild) -> None:
+    whl = wheel(smoke_build.store, "vllm", keys(smoke_build.results)["vllm"], "vllm")
+    tools = json.loads(whl.read("vllm/_toolchain.json"))
+    assert tools["cargo"] == "cargo 1.91.1 (smoke-stack stand-in)"  # rustup's (stand-in) install, from base
+    assert tools["protoc"].startswith("libprotoc ") and tools["cxx"].startswith("g++ (Debian")  # apt, in base
+    meta = whl.read(next(n for n in whl.namelist() if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: smoke-runtime-dep" in meta  # prepare kept the runtime requirement …
+    assert "torch" not in meta.lower() and "flashinfer" not in meta.lower()  # … and dropped these pins
+
+
+def test_runtime_has_vllms_requirements_and_passed_its_import_check(smoke_build: SmokeBuild) -> None:
+    entry = smoke_build.store / "vllm" / keys(smoke_build.results)["vllm"]
+    assert (entry / "deps" / "requirements.txt").read_text().replace("_", "-") == "smoke-runtime-dep==1.0\n"
+    assert list((entry / "deps").glob("smoke_runtime_dep-1.0-*.whl"))
+    log = next((smoke_build.cache / "logs" / "runtime").glob("*/build.log")).read_text()
+    assert "import check: torch 2.13.0 vllm 0.16.1" in log
+    assert docker_sh("vllm-node-smoke", "python3 -c 'import smoke_runtime_dep, smoke_extra; print(1)'") == "1"
+
+
+def test_a_runtime_that_fails_its_import_check_is_never_tagged(smoke_build: SmokeBuild, tmp_path: Path) -> None:
+    root = smoke_build.copy(tmp_path / "src")
+    fixtures.commit(root / "repos" / "vllm", {"vllm/__init__.py": "import no_such_module\n"}, "broken import")
+    proc = _build(root, smoke_build.cache, "--tag", "vllm-node-broken", namespace=smoke_build.namespace)
+    assert proc.returncode == 1 and "stage runtime failed" in proc.stderr
+    assert "No module named 'no_such_module'" in proc.stderr
+    assert subprocess.run([DOCKER, "image", "inspect", "vllm-node-broken"], capture_output=True).returncode != 0
+
+
+def test_a_lost_toolchain_image_is_made_again_without_rebuilding_base(smoke_build: SmokeBuild,
+                                                                     tmp_path: Path) -> None:
+    from pipeline.core.ir import toolchain_tag
+
+    tag = toolchain_tag("linux/amd64", keys(smoke_build.results)["base"])
+    subprocess.run([DOCKER, "rmi", tag], check=True, capture_output=True)
+    root = smoke_build.copy(tmp_path / "src")
+    fixtures.commit(root / "repos" / "vllm", {"vllm/again.py": "A = 1\n"}, "vllm moved")
+    proc = _build(root, smoke_build.cache, namespace=smoke_build.namespace)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert statuses(json.loads(proc.stdout))["base"] == "cached"
+    assert f"toolchain image {tag} is not in the local Docker: making it again" in " ".join(proc.stderr.split())
+    assert subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True).returncode == 0
