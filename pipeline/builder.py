@@ -26,7 +26,8 @@ from pipeline.engines import Engine, StageRun
 from pipeline.errors import ConfigError, StageError, StoreError
 from pipeline.report import NullReporter, Reporter
 from pipeline.sources.checkout import checkout
-from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource, resolve_source
+from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource
+from pipeline.sources.resolve import resolve_source
 from pipeline.spec import LoadedBuild
 from pipeline.stages import all_stages, source_specs
 from pipeline.store import Store

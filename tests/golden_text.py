@@ -17,6 +17,7 @@ def normalize(text: str) -> str:
     text = re.sub(r"\b[0-9a-f]{12}\b", "<key>", text)
     text = re.sub(r"\b[0-9a-f]{7} → [0-9a-f]{7}\b", "<sha> → <sha>", text)
     text = re.sub(r"store: \S+", "store: <store>", text)
+    text = re.sub(r"(: (fetching|cloning) .* from) \S+", r"\1 <url>", text)
     text = re.sub(r"\b\d+\.\d s\b", "<s> s", text)
     return "\n".join(line.rstrip() for line in text.strip().splitlines()) + "\n"
 

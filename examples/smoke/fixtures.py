@@ -73,8 +73,17 @@ def make_repo(path: Path, files: dict[str, str], message: str = "initial") -> st
 
 def commit(path: Path, files: dict[str, str], message: str) -> str:
     write(path, files)
-    git(path, "add", "-A")
+    git(path, "add", "--", *files)  # not -A: a submodule's gitlink has no checkout here and must stay
     git(path, "commit", "-q", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def add_submodule(path: Path, sub_path: str, url: str, sha: str) -> str:
+    """Record a submodule the way `git submodule add` does (.gitmodules + a gitlink), without cloning."""
+    write(path, {".gitmodules": f'[submodule "{sub_path}"]\n\tpath = {sub_path}\n\turl = {url}\n'})
+    git(path, "update-index", "--add", "--cacheinfo", f"160000,{sha},{sub_path}")
+    git(path, "add", ".gitmodules")
+    git(path, "commit", "-q", "-m", f"add submodule {sub_path}")
     return git(path, "rev-parse", "HEAD")
 
 
@@ -106,9 +115,10 @@ def requires(path):
 def setup_py(pkg: str, name: str, version: str, extra: str = "def extra(pkg_dir):\n    pass\n",
              requires_from: str = "") -> str:
     install = f", install_requires=requires({requires_from!r})" if requires_from else ""
+    data = "['*.fatbin', '*.json', 'cubins/*', 'data/include/**/*']"
     return (f"PKG = {pkg!r}\n" + BUILD_INFO + REQUIRES + "\n" + extra + "\n\n"
             f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}}{install},\n"
-            f"      include_package_data=True, package_data={{PKG: ['*.fatbin', '*.json', 'cubins/*']}})\n")
+            f"      include_package_data=True, package_data={{PKG: {data}}})\n")
 
 
 # --- the torch stand-in wheel --------------------------------------------------------------------
@@ -182,6 +192,15 @@ def extra(pkg_dir):
         "cxx": tool("g++", "--version")}, sort_keys=True))
 '''
 
+FLASHINFER_EXTRA = '''
+import shutil
+
+
+def extra(pkg_dir):
+    """Like flashinfer-python: the submodules' headers go into the wheel (the JIT compiles with them)."""
+    shutil.copytree("3rdparty/cutlass/include", pkg_dir / "data" / "include")
+'''
+
 CUBIN_EXTRA = '''
 import hashlib, shutil
 from urllib.parse import urlparse
@@ -240,8 +259,10 @@ def make_sources(root: Path) -> dict[str, str]:
     })
     cubins = {f"gemm_sm121_{i}.cubin": f"cubin payload {i}\n" * 64 for i in range(3)}
     checksums = "".join(f"{hashlib.sha256(t.encode()).hexdigest()} {n}\n" for n, t in sorted(cubins.items()))
+    # FlashInfer's 3rdparty/ are submodules (cutlass, spdlog, …): its wheel ships their headers.
+    heads["cutlass"] = make_repo(repos / "cutlass", {"include/cutlass/cutlass.h": "#define CUTLASS_SMOKE 1\n"})
     heads["flashinfer"] = make_repo(repos / "flashinfer", {
-        "setup.py": setup_py("flashinfer", "flashinfer-python", "0.6.5"),
+        "setup.py": setup_py("flashinfer", "flashinfer-python", "0.6.5", FLASHINFER_EXTRA),
         "flashinfer/__init__.py": '"""smoke-stack stand-in for FlashInfer"""\n',
         "flashinfer-cubin/setup.py": setup_py("flashinfer_cubin", "flashinfer-cubin", "0.6.5", CUBIN_EXTRA),
         "flashinfer-cubin/flashinfer_cubin/__init__.py": "",
@@ -250,6 +271,7 @@ def make_sources(root: Path) -> dict[str, str]:
         "flashinfer-jit-cache/setup.py": setup_py("flashinfer_jit_cache", "flashinfer-jit-cache", "0.6.5"),
         "flashinfer-jit-cache/flashinfer_jit_cache/__init__.py": "",
     })
+    heads["flashinfer"] = add_submodule(repos / "flashinfer", "3rdparty/cutlass", "../cutlass", heads["cutlass"])
     heads["vllm"] = make_repo(repos / "vllm", {
         "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA, requires_from="requirements/cuda.txt"),
         "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n',

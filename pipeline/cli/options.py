@@ -86,7 +86,12 @@ def store_from(opts: dict[str, Any]) -> Store:
 
 
 def mirrors_from(opts: dict[str, Any]) -> Mirrors:
+    """The source mirrors: a line per fetch on stderr (stdout stays data only), and git's own progress
+    too when stderr is a terminal."""
+    from pipeline.cli.console import console, say
     from pipeline.paths import cache_root
     from pipeline.sources.mirror import Mirrors
 
-    return Mirrors(cache_root(), offline=bool(opts.get("offline")))
+    detail = (lambda line: say(line, "note")) if console.is_terminal else None
+    return Mirrors(cache_root(), offline=bool(opts.get("offline")), progress=lambda line: say(line, "note"),
+                   detail=detail)

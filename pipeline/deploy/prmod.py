@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pipeline.deploy.mods import Mod
 from pipeline.errors import ConfigError
-from pipeline.sources.mirror import Mirrors, git, repo_location, resolve_pr, resolve_ref
+from pipeline.sources.gitcmd import git
+from pipeline.sources.mirror import Mirrors, repo_location, resolve_pr, resolve_ref
 
 IGNORED = (".buildkite/*", ".github/*", "benchmarks/*", "docs/*", "examples/*", "tests/*", "setup.py", "*.md",
            "*.rst")

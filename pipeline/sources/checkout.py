@@ -1,9 +1,15 @@
 """Materialize a resolved source as a plain directory tree for a stage: the commit checked out from
-the mirror, upstream PRs merged the toolkit's way, then local patches.
+the mirror with its submodules at their recorded commits, upstream PRs merged the toolkit's way, then
+local patches.
 
 PRs (toolkit §1.4/§1.5): the diff from merge-base(commit, PR head) to the PR head is applied with
 `git apply --3way`; a PR whose diff is empty or already applied is skipped; a conflict fails, except in
 paths the source tolerates (vLLM: tests/, docs/, *.md, *.rst), where our side is kept.
+
+The version: packages that take theirs from git (vLLM, via setuptools-scm) get it from setuptools-scm
+itself, run here on the commit while `.git` exists (before PRs are applied), and written to
+`.scm-version`; the build hands it over as SETUPTOOLS_SCM_PRETEND_VERSION, since the tree reaches the
+build container without `.git`.
 
 The tree is cached under the source cache by the source's digest, so a second build reuses it. The
 build containers receive the tree only: no .git, no remotes, no credentials.
@@ -11,21 +17,17 @@ build containers receive the tree only: no .git, no remotes, no credentials.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 from pipeline.errors import SourceError
-from pipeline.sources.mirror import ResolvedSource, git
+from pipeline.sources.gitcmd import git
+from pipeline.sources.mirror import ResolvedSource, Submodule
+from pipeline.sources.resolve import IDENTITY, conflict_error, tolerated
 
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "spark-pipeline", "GIT_AUTHOR_EMAIL": "spark-pipeline@localhost",
-    "GIT_COMMITTER_NAME": "spark-pipeline", "GIT_COMMITTER_EMAIL": "spark-pipeline@localhost",
-    "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z",
-}
+SCM_VERSION_FILE = ".scm-version"
 
 
 def _git_env(*args: str, cwd: Path, check: bool = True,
@@ -34,27 +36,25 @@ def _git_env(*args: str, cwd: Path, check: bool = True,
     return git(*args, cwd=cwd, check=check, input=input, extra_env=IDENTITY)
 
 
-SCM_VERSION_FILE = ".scm-version"
-_DESCRIBE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?[^-]*-(\d+)-g([0-9a-f]+)$")
+def scm_version(work: Path) -> str:
+    """The version setuptools-scm gives the checked-out commit, with the project's own settings
+    ([tool.setuptools_scm] in pyproject.toml: version and local schemes); '' without tags."""
+    import tomllib
 
+    from setuptools_scm import get_version
 
-def scm_version(describe: str, sha: str) -> str:
-    """`git describe --tags --long` -> a version like setuptools-scm's guess-next-dev (the patch level is
-    bumped, also after an rc tag), so packages that take their version from git (vLLM) build from a
-    tree handed over without .git."""
-    m = _DESCRIBE.match(describe.strip())
-    if not m:
-        return f"0.0.0.dev0+g{sha[:9]}"
-    major, minor, patch, distance, short = m.groups()
-    patch = patch or "0"
-    if distance == "0":
-        return f"{major}.{minor}.{patch}"
-    return f"{major}.{minor}.{int(patch) + 1}.dev{distance}+g{short}"
-
-
-def tolerated(path: str, patterns: tuple[str, ...]) -> bool:
-    # fnmatch's * crosses '/', so 'tests/*' covers the whole tree and '*.md' any Markdown file.
-    return any(fnmatch.fnmatch(path, p) for p in patterns)
+    settings: dict[str, object] = {}
+    pyproject = work / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            settings = tomllib.loads(pyproject.read_text()).get("tool", {}).get("setuptools_scm", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            settings = {}
+    schemes = {k: str(settings[k]) for k in ("version_scheme", "local_scheme") if k in settings}
+    try:
+        return get_version(root=str(work), **schemes)  # type: ignore[arg-type]
+    except LookupError:  # no tag, no version: the build falls back to the package's own
+        return ""
 
 
 def apply_pr(work: Path, label: str, head: str, name: str, tolerate: tuple[str, ...]) -> str:
@@ -72,8 +72,7 @@ def apply_pr(work: Path, label: str, head: str, name: str, tolerate: tuple[str, 
             raise SourceError(f"{name}: PR {label} does not apply: {proc.stderr.decode(errors='replace').strip()}")
         fatal = [p for p in conflicted if not tolerated(p, tolerate)]
         if fatal:
-            raise SourceError(f"{name}: PR {label} conflicts in {', '.join(fatal)}; rebase the PR, pick another "
-                              f"{name}.ref, or drop it from {name}.prs")
+            raise conflict_error(name, label, fatal)
         for p in conflicted:  # docs/tests conflicts: keep our side, as the toolkit does
             _git_env("checkout", "--ours", "--", p, cwd=work)
             _git_env("add", "--", p, cwd=work)
@@ -91,6 +90,20 @@ def apply_patch(work: Path, patch: Path, name: str) -> None:
     _git_env("commit", "--quiet", "--no-verify", "-m", f"Apply patch {patch.name}", cwd=work)
 
 
+def add_submodules(tree: Path, subs: tuple[Submodule, ...], log: list[str] | None, name: str) -> None:
+    """Each submodule's tree at its recorded commit, where the parent has it (and theirs, inside)."""
+    for s in subs:
+        dest = tree / s.path
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.Popen(["git", "--git-dir", str(s.mirror), "archive", s.commit], stdout=subprocess.PIPE)
+        unpack = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True, check=False)
+        if archive.wait() != 0 or unpack.returncode != 0:
+            raise SourceError(f"{name}: cannot check out submodule {s.path} at {s.commit[:12]} from {s.url}")
+        if log is not None:
+            log.append(f"{name} submodule {s.path}: {s.commit[:12]}")
+        add_submodules(dest, s.children, log, name)
+
+
 def checkout(src: ResolvedSource, cache: Path, log: list[str] | None = None) -> Path:
     """The source tree for `src`, made once per digest under cache/trees/ and reused after that."""
     final = cache / "trees" / f"{src.name}-{src.digest[:16]}"
@@ -101,6 +114,7 @@ def checkout(src: ResolvedSource, cache: Path, log: list[str] | None = None) -> 
         work = Path(tmp) / "work"
         _git_env("worktree", "add", "--quiet", "--detach", "--force", str(work), src.commit, cwd=src.mirror)
         try:
+            version = scm_version(work)
             for label, head, _ in src.prs:
                 result = apply_pr(work, label, head, src.name, src.tolerate_conflicts)
                 if log is not None:
@@ -111,9 +125,9 @@ def checkout(src: ResolvedSource, cache: Path, log: list[str] | None = None) -> 
                     log.append(f"{src.name} patch {pname}: applied")
             tree = Path(tmp) / "tree"
             shutil.copytree(work, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-            describe = _git_env("describe", "--tags", "--long", "--match", "v[0-9]*", src.commit, cwd=work,
-                                check=False).stdout.decode()
-            (tree / SCM_VERSION_FILE).write_text(scm_version(describe, src.commit) + "\n")
+            add_submodules(tree, src.submodules, log, src.name)
+            if version:
+                (tree / SCM_VERSION_FILE).write_text(version + "\n")
             (tree / ".complete").write_text(src.digest + "\n")
             try:
                 tree.rename(final)

@@ -1,5 +1,10 @@
-"""Sources: a bare git mirror per repository, refs and PRs resolved to commit SHAs, digests of
-patches and local directories.
+"""Sources: a bare git mirror per repository, refs and PRs resolved to commit SHAs, submodules at the
+commits their parent records, digests of patches.
+
+Mirrors fetch only what a build needs, as a partial clone (`--filter=blob:none`: commits and trees
+now, file contents when a checkout needs them): the ref's branch or tag with its history (tags that
+point into it come along, for versions), each PR's head, each submodule's commit. Nothing else: vLLM
+has thousands of branches and PR refs. A ref whose commit the mirror already has is not fetched again.
 
 A local path or `file://` URL works exactly like a GitHub URL (same fetch, same refs), so tests use
 local repositories and never the network. PRs are `refs/pull/N/head` on the repository, as on GitHub.
@@ -10,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,23 +24,14 @@ from pipeline import paths
 from pipeline.core.ir import SourceSpec
 from pipeline.core.keys import Resolved, canonical_json, sha256_text
 from pipeline.errors import SourceError
+from pipeline.sources import gitcmd
+from pipeline.sources.gitcmd import git
 from pipeline.spec.types import pr_url_parts
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEXPREFIX = re.compile(r"^[0-9a-f]{7,39}$")
 _PULL_REF = re.compile(r"^pull/([1-9]\d*)/head$")
 EMPTY_TREE = hashlib.sha256(b"").hexdigest()
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
-
-
-def git(*args: str, cwd: Path | None = None, check: bool = True, input: bytes | None = None,
-        timeout: float = 600, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, **GIT_ENV, **(extra_env or {})}
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, input=input, capture_output=True,
-                          timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise SourceError(f"git {' '.join(args[:3])}… failed: {proc.stderr.decode(errors='replace').strip()}")
-    return proc
 
 
 def repo_location(repo: str, root: Path) -> str:
@@ -46,6 +43,15 @@ def repo_location(repo: str, root: Path) -> str:
 
 def mirror_path(cache: Path, name: str, url: str) -> Path:
     return cache / "git" / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.git"
+
+
+@dataclass(frozen=True)
+class Submodule:
+    path: str  # where the parent tree has it
+    url: str
+    commit: str
+    mirror: Path
+    children: tuple[Submodule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,60 +67,96 @@ class ResolvedSource:
     patches: tuple[tuple[str, str, Path], ...] = ()  # (display name, sha256, path)
     tolerate_conflicts: tuple[str, ...] = ()
     source_dir: str | None = None
+    submodules: tuple[Submodule, ...] = ()
     facts: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def digest(self) -> str:
+        def subs(items: tuple[Submodule, ...]) -> list[object]:
+            return [[s.path, s.commit, subs(s.children)] for s in items]
+
         return sha256_text(canonical_json({
             "commit": self.commit,
             "prs": [sha for _, sha, _ in self.prs],
             "patches": [sha for _, sha, _ in self.patches],
             "tolerate": list(self.tolerate_conflicts),
+            **({"submodules": subs(self.submodules)} if self.submodules else {}),
         }))
 
     def resolved(self) -> Resolved:
         return Resolved(digest=self.digest, facts=self.facts)
 
 
-class Mirrors:
-    """The source cache: one bare mirror per repository URL, fetched at most once per process."""
+def is_remote(url: str) -> bool:
+    """Partial clones need a server that filters: any URL; local paths are copied whole (cheap)."""
+    return ("://" in url and not url.startswith("file://")) or bool(re.match(r"^[\w.-]+@[\w.-]+:", url))
 
-    def __init__(self, cache: Path, offline: bool = False):
+
+class Mirrors:
+    """The source cache: one bare mirror per repository URL, each ref fetched at most once per process."""
+
+    def __init__(self, cache: Path, offline: bool = False, progress: Callable[[str], None] | None = None,
+                 detail: Callable[[str], None] | None = None):
+        """`progress` hears one line per clone or fetch; `detail` hears git's own progress lines."""
         self.cache = cache
         self.offline = offline
+        self.progress = progress or (lambda line: None)
+        self.detail = detail or (lambda line: None)
         self._fetched: set[tuple[Path, str]] = set()
+        self._seeded: set[tuple[Path, str]] = set()  # (mirror, ref) cloned by this process: fresh, no need to ask
 
-    def mirror(self, name: str, url: str) -> Path:
+    def mirror(self, name: str, url: str, seed: str = "", what: str = "") -> Path:
+        """The mirror of `url`, made on first use: by a partial single-branch clone of `seed` (a branch
+        or tag) when one is given, else empty."""
         path = mirror_path(self.cache, name, url)
-        if not (path / "HEAD").exists():
-            if self.offline:
-                raise SourceError(f"{name}: no mirror of {url} in {self.cache} and --offline was given")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        if (path / "HEAD").exists():
+            return path
+        if self.offline:
+            raise SourceError(f"{name}: no mirror of {url} in {self.cache} and --offline was given")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if seed and not _HEX40.match(seed) and not _PULL_REF.match(seed):
+            self.progress(f"{name}: cloning {seed} from {url}")
+            if gitcmd.clone(url, tmp, seed, what=what or name, progress=self.detail, partial=is_remote(url)):
+                self._seeded.add((path, seed))
+        if not (tmp / "HEAD").exists():
             git("init", "--bare", "--quiet", str(tmp))
-            # Lets a shallow fetch ask for any commit (checkouts fetch exactly the resolved SHA).
-            git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=tmp)
-            try:
-                tmp.rename(path)
-            except OSError:  # another process made it first
-                git_rm_tree(tmp)
+            git("remote", "add", "origin", url, cwd=tmp)
+            if is_remote(url):  # a promisor remote: blobs arrive when a checkout needs them
+                for key, value in (("core.repositoryformatversion", "1"), ("extensions.partialClone", "origin"),
+                                   ("remote.origin.promisor", "true"),
+                                   ("remote.origin.partialclonefilter", "blob:none")):
+                    git("config", key, value, cwd=tmp)
+        # No default refspec: a fetch brings exactly the refs asked for (no remote-tracking copies).
+        git("config", "--unset-all", "remote.origin.fetch", cwd=tmp, check=False)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
         return path
 
-    def fetch(self, mirror: Path, url: str, *refspecs: str) -> None:
-        specs = refspecs or ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
-        key = (mirror, " ".join(specs))
+    def fetch(self, mirror: Path, url: str, *refspecs: str, what: str = "") -> None:
+        key = (mirror, f"{url} {' '.join(refspecs)}")
         if self.offline or key in self._fetched:
             return
-        proc = git("fetch", "--quiet", "--prune", "--force", url, *specs, cwd=mirror, check=False)
-        if proc.returncode != 0:
-            raise SourceError(f"cannot fetch {url}: {proc.stderr.decode(errors='replace').strip()}")
+        origin = git("remote", "get-url", "origin", cwd=mirror, check=False).stdout.decode().strip()
+        remote = "origin" if url == origin else url  # a fork's PR: that URL, without filtering
+        partial = remote == "origin" and is_remote(url)
+        source = mirror.name.rsplit("-", 1)[0]
+        self.progress(f"{source}: fetching {' '.join(r.split(':')[0].lstrip('+') for r in refspecs)} from {url}")
+        gitcmd.fetch(mirror, remote, list(refspecs), what=what or source, progress=self.detail,
+                     partial=partial)
         self._fetched.add(key)
 
-
-def git_rm_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    def remote_refs(self, mirror: Path, url: str, ref: str) -> dict[str, str]:
+        """refname -> sha for `ref` as a branch or tag on the remote (one round trip, no objects)."""
+        proc = git("ls-remote", url, f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}",
+                   cwd=mirror, check=False, timeout=gitcmd.git_timeout())
+        if proc.returncode != 0:
+            raise SourceError(f"cannot reach {url}: {proc.stderr.decode(errors='replace').strip()}")
+        pairs = (line.split("\t", 1) for line in proc.stdout.decode().splitlines() if "\t" in line)
+        return {name: sha for sha, name in pairs}
 
 
 def rev(mirror: Path, expr: str) -> str | None:
@@ -123,27 +165,49 @@ def rev(mirror: Path, expr: str) -> str | None:
     return out if proc.returncode == 0 and _HEX40.match(out) else None
 
 
+def _named_ref(mirrors: Mirrors, mirror: Path, url: str, ref: str, what: str) -> str | None:
+    """A branch or tag: asked of the remote, fetched (with its history) unless the mirror has it."""
+    if mirrors.offline or (mirror, ref) in mirrors._seeded:
+        return rev(mirror, f"refs/heads/{ref}") or rev(mirror, f"refs/tags/{ref}")
+    remote = mirrors.remote_refs(mirror, url, ref)
+    for kind in ("heads", "tags"):
+        name = f"refs/{kind}/{ref}"
+        if name not in remote:
+            continue
+        want = remote.get(f"{name}^{{}}", remote[name])  # an annotated tag's commit
+        if rev(mirror, name) != want:
+            mirrors.fetch(mirror, url, f"+{name}:{name}", what=what)
+        return rev(mirror, name)
+    return None
+
+
 def resolve_ref(mirrors: Mirrors, name: str, url: str, ref: str, what: str) -> tuple[Path, str]:
     """Resolve a branch, tag, full SHA, SHA prefix or `pull/N/head` to a full commit SHA."""
-    mirror = mirrors.mirror(name, url)
+    mirror = mirrors.mirror(name, url, seed=ref, what=what)
     pull = _PULL_REF.match(ref)
+    sha: str | None
     if pull:
-        mirrors.fetch(mirror, url, f"+refs/pull/{pull[1]}/head:refs/pull/{pull[1]}/head")
+        mirrors.fetch(mirror, url, f"+refs/pull/{pull[1]}/head:refs/pull/{pull[1]}/head", what=what)
         sha = rev(mirror, f"refs/pull/{pull[1]}/head")
+    elif _HEX40.match(ref):
+        sha = fetch_commit(mirrors, mirror, url, ref, what)
     else:
-        mirrors.fetch(mirror, url)
-        if _HEX40.match(ref):
+        sha = _named_ref(mirrors, mirror, url, ref, what)
+        if sha is None and _HEXPREFIX.match(ref):  # a short SHA: look in the default branch's history
             sha = rev(mirror, ref)
             if sha is None and not mirrors.offline:
-                git("fetch", "--quiet", url, ref, cwd=mirror, check=False)
-                sha = rev(mirror, ref)
-        else:
-            sha = rev(mirror, f"refs/heads/{ref}") or rev(mirror, f"refs/tags/{ref}")
-            if sha is None and _HEXPREFIX.match(ref):
+                mirrors.fetch(mirror, url, "+HEAD:refs/remotes/origin/HEAD", what=what)
                 sha = rev(mirror, ref)
     if sha is None:
         raise SourceError(f"{what}: {ref!r} is not a branch, tag or commit of {url}")
     return mirror, sha
+
+
+def fetch_commit(mirrors: Mirrors, mirror: Path, url: str, sha: str, what: str) -> str | None:
+    """A commit by full SHA, fetched (and kept under a ref of ours, so it is never pruned) if missing."""
+    if rev(mirror, sha) is None and not mirrors.offline:
+        mirrors.fetch(mirror, url, f"+{sha}:refs/spark-pipeline/commits/{sha}", what=what)
+    return rev(mirror, sha)
 
 
 def resolve_pr(mirrors: Mirrors, name: str, url: str, mirror: Path, pr: int | str) -> tuple[str, str, str]:
@@ -154,7 +218,7 @@ def resolve_pr(mirrors: Mirrors, name: str, url: str, mirror: Path, pr: int | st
         pr_url, number = pr_url_parts(pr)
         label = pr
     local = f"refs/spark-pipeline/pr/{hashlib.sha256(pr_url.encode()).hexdigest()[:8]}/{number}"
-    mirrors.fetch(mirror, pr_url, f"+refs/pull/{number}/head:{local}")
+    mirrors.fetch(mirror, pr_url, f"+refs/pull/{number}/head:{local}", what=f"{name}.prs {label}")
     sha = rev(mirror, local)
     if sha is None:
         raise SourceError(f"{name}.prs: PR {label} has no head (refs/pull/{number}/head) in {pr_url}")
@@ -172,46 +236,3 @@ def patch_files(spec: SourceSpec, root: Path, label: str) -> list[Path]:
             raise SourceError(f"{label}:{spec.name}.patches: file not found: {rel}")
         out.append(p)
     return out
-
-
-def resolve_source(mirrors: Mirrors, spec: SourceSpec, root: Path, label: str) -> ResolvedSource:
-    facts: list[tuple[str, str]] = []
-    if spec.source_dir is not None:
-        work = Path(repo_location(spec.source_dir, root))
-        commit = local_head(work, f"{label}:{spec.name}.source_dir")
-        url = str(work)
-        mirror = mirrors.mirror(spec.name, url)
-        if rev(mirror, commit) is None:
-            git("fetch", "--quiet", str(work), commit, cwd=mirror)
-        facts.append((f"{spec.name}.source_dir {spec.source_dir}", commit))
-        ref = "HEAD"
-    else:
-        url = repo_location(spec.repo, root)
-        mirror, commit = resolve_ref(mirrors, spec.name, url, spec.ref, f"{label}:{spec.name}.ref")
-        facts.append((f"{spec.name}.ref {spec.ref}", commit))
-        ref = spec.ref
-    prs = tuple(resolve_pr(mirrors, spec.name, url, mirror, pr) for pr in spec.prs)
-    facts += [(f"{spec.name}.prs {lbl}", sha) for lbl, sha, _ in prs]
-    patches = []
-    for p in patch_files(spec, root, label):
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
-        patches.append((p.name, digest, p))
-        facts.append((f"{spec.name}.patches {p.name}", digest))
-    return ResolvedSource(name=spec.name, url=url, mirror=mirror, ref=ref, commit=commit, prs=prs,
-                          patches=tuple(patches), tolerate_conflicts=spec.tolerate_conflicts,
-                          source_dir=spec.source_dir, facts=tuple(facts))
-
-
-def local_head(work: Path, what: str) -> str:
-    """HEAD of a clean local checkout (the toolkit's rule: no dirty files, no submodules)."""
-    if not (work / ".git").exists():
-        raise SourceError(f"{what}: {work} is not the root of a git checkout")
-    status = git("status", "--porcelain", "--untracked-files=normal", cwd=work).stdout.decode()
-    if status.strip():
-        first = status.strip().splitlines()[0]
-        raise SourceError(f"{what}: {work} has uncommitted changes ({first.strip()} …); commit or stash them "
-                          "so the build is reproducible")
-    if (work / ".gitmodules").exists():
-        raise SourceError(f"{what}: {work} uses submodules, which a source dir build does not support")
-    sha = git("rev-parse", "HEAD", cwd=work).stdout.decode().strip()
-    return sha

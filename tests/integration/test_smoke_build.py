@@ -285,3 +285,8 @@ def test_a_lost_toolchain_image_is_made_again_without_rebuilding_base(smoke_buil
     assert statuses(json.loads(proc.stdout))["base"] == "cached"
     assert f"toolchain image {tag} is not in the local Docker: making it again" in " ".join(proc.stderr.split())
     assert subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def test_a_submodules_content_is_in_the_built_wheel(smoke_build: SmokeBuild) -> None:
+    whl = wheel(smoke_build.store, "flashinfer", keys(smoke_build.results)["flashinfer"], "flashinfer_python")
+    assert whl.read("flashinfer/data/include/cutlass/cutlass.h") == b"#define CUTLASS_SMOKE 1\n"

@@ -171,3 +171,22 @@ def test_offline_plan_uses_the_warm_mirror(spark: tuple[Path, list[str]]) -> Non
     _, args = spark
     online = plan_json(*args)
     assert plan_json(*args, "--offline") == online
+
+
+def test_plan_names_a_conflicting_pr_with_builds_message(smoke: Path) -> None:
+    from examples.smoke import fixtures
+    from tests.conftest import run_cli
+
+    fixtures.commit(smoke / "repos" / "vllm", {"vllm/pr101.py": "FEATURE = 'main has its own'\n"}, "clash")
+    proc = run_cli("plan", "-f", str(smoke / "build.yaml"), "--apply-vllm-pr", "101", check=2)
+    assert "error: vllm: PR #101 conflicts in vllm/pr101.py; rebase the PR, pick another vllm.ref, or drop it " \
+           "from vllm.prs" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_plan_shows_fetch_progress_on_stderr_only(smoke: Path) -> None:
+    from tests.conftest import run_cli
+
+    proc = run_cli("plan", "--json", "-f", str(smoke / "build.yaml"))
+    assert "vllm: cloning main from" in " ".join(proc.stderr.split())
+    json.loads(proc.stdout)  # stdout is the plan, nothing else

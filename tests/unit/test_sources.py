@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from examples.smoke import fixtures
 from pipeline.core.ir import SourceSpec
 from pipeline.errors import SourceError
 from pipeline.fsutil import tree_digest
-from pipeline.sources.mirror import Mirrors, resolve_ref, resolve_source
+from pipeline.sources.mirror import Mirrors, resolve_ref
+from pipeline.sources.resolve import resolve_source
 from pipeline.spec.types import pr_url_parts
 
 
@@ -118,16 +120,29 @@ def test_tree_digest_ignores_mtime_but_not_content_or_mode(tmp_path: Path) -> No
     assert tree_digest(d) != first
 
 
-@pytest.mark.parametrize(("describe", "want"), [
-    ("v0.11.0-296-gabc1234", "0.11.1.dev296+gabc1234"),
-    ("v0.11.0-0-gabc1234", "0.11.0"),
-    ("v1.0-3-gabc1234", "1.0.1.dev3+gabc1234"),
-    ("", "0.0.0.dev0+g123456789"),
-])
-def test_scm_version_for_trees_without_git(describe: str, want: str) -> None:
-    from pipeline.sources.checkout import scm_version
+def scm_tree(tmp_path: Path, r: Path, ref: str = "main") -> str:
+    from pipeline.sources.checkout import checkout
 
-    assert scm_version(describe, "1234567890" * 4) == want
+    src = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref=ref), tmp_path,
+                         "build.yaml")
+    return (checkout(src, tmp_path / "cache") / ".scm-version").read_text().strip()
+
+
+@pytest.mark.parametrize(("tag", "after", "want"), [
+    ("v0.12.0rc1", 0, "0.12.0rc1"),  # an rc tag is an rc, not a final release
+    ("v0.12.0rc1", 2, "0.12.0rc2.dev2+g{sha}"),  # after an rc: the next rc's dev release
+    ("v0.11.0.post1", 0, "0.11.0.post1"),
+    ("v0.11.0", 1, "0.11.1.dev1+g{sha}"),  # main after a release: older than the next release
+])
+def test_versions_come_from_setuptools_scm(tmp_path: Path, tag: str, after: int, want: str) -> None:
+    r = tmp_path / "up"
+    fixtures.make_repo(r, {"a.txt": "1\n"})
+    fixtures.git(r, "tag", tag)
+    sha = fixtures.git(r, "rev-parse", "HEAD")
+    for i in range(after):
+        sha = fixtures.commit(r, {"a.txt": f"{i + 2}\n"}, f"after {i}")
+    got = scm_tree(tmp_path, r)
+    assert re.fullmatch(re.escape(want.format(sha=sha[:7])) + ("[0-9a-f]*" if "{sha}" in want else ""), got), got
 
 
 def test_checkout_hands_over_the_version_not_the_git_dir(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
@@ -140,4 +155,72 @@ def test_checkout_hands_over_the_version_not_the_git_dir(tmp_path: Path, repo: t
                          "build.yaml")
     tree = checkout(src, tmp_path / "cache")
     assert not (tree / ".git").exists()
-    assert (tree / ".scm-version").read_text().strip() == f"2.0.1.dev1+g{shas['second'][:7]}"
+    assert (tree / ".scm-version").read_text().strip().startswith(f"2.0.1.dev1+g{shas['second'][:7]}")
+
+
+def test_mirrors_fetch_only_the_ref_and_the_tags_in_its_history(tmp_path: Path) -> None:
+    r = tmp_path / "up"
+    fixtures.make_repo(r, {"a.txt": "1\n"})
+    fixtures.git(r, "tag", "v1.0")
+    for i in range(40):  # branches and PR refs nobody asked for
+        fixtures.git(r, "branch", f"topic-{i}")
+        fixtures.git(r, "update-ref", f"refs/pull/{i + 1}/head", "HEAD")
+    fixtures.git(r, "checkout", "-q", "-b", "other")
+    fixtures.commit(r, {"b.txt": "x\n"}, "elsewhere")
+    fixtures.git(r, "tag", "v9.9")  # not in main's history
+    fixtures.git(r, "checkout", "-q", "main")
+    mirror, _ = resolve_ref(Mirrors(tmp_path / "cache"), "up", str(r), "main", "x")
+    refs = fixtures.git(mirror, "for-each-ref", "--format=%(refname)").split()
+    assert refs == ["refs/heads/main", "refs/tags/v1.0"]
+
+
+def test_a_fetch_past_its_deadline_is_a_located_error_and_the_next_run_completes(
+        tmp_path: Path, repo: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    r, shas = repo
+    resolve_ref(Mirrors(tmp_path / "cache"), "up", str(r), "main", "x")  # the mirror exists; then main moves
+    third = fixtures.commit(r, {"a.txt": "3\n"}, "third")
+    slow = tmp_path / "slow-upload-pack"  # a connection that stalls
+    slow.write_text("#!/bin/sh\nsleep 30\nexec git-upload-pack \"$@\"\n")
+    slow.chmod(0o755)
+    monkeypatch.setenv("SPARK_PIPELINE_GIT_TIMEOUT", "2")
+    for key, value in {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "remote.origin.uploadpack",
+                       "GIT_CONFIG_VALUE_0": str(slow)}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SourceError) as info:
+        resolve_ref(Mirrors(tmp_path / "cache"), "up", str(r), "main", "build.yaml:vllm.ref")
+    message = str(info.value)
+    assert message.startswith("build.yaml:vllm.ref: fetching origin did not finish within 2 s")
+    assert "what the mirror had is kept. Retry with the same command" in message and "git -C " in message
+    monkeypatch.delenv("GIT_CONFIG_COUNT")
+    assert resolve_ref(Mirrors(tmp_path / "cache"), "up", str(r), "main", "x")[1] == third != shas["second"]
+
+
+def test_submodules_are_mirrored_checked_out_and_keyed(tmp_path: Path) -> None:
+    from pipeline.sources.checkout import checkout
+
+    sub = tmp_path / "cutlass"
+    first = fixtures.make_repo(sub, {"include/cutlass.h": "#define V 1\n"})
+    parent = tmp_path / "flashinfer"
+    fixtures.make_repo(parent, {"setup.py": "\n"})
+    fixtures.add_submodule(parent, "3rdparty/cutlass", "../cutlass", first)
+    spec = SourceSpec(name="flashinfer", repo=str(parent), ref="main")
+    src = resolve_source(Mirrors(tmp_path / "cache"), spec, tmp_path, "build.yaml")
+    assert dict(src.facts)["flashinfer.submodules 3rdparty/cutlass"] == first
+    tree = checkout(src, tmp_path / "cache")
+    assert (tree / "3rdparty" / "cutlass" / "include" / "cutlass.h").read_text() == "#define V 1\n"
+    second = fixtures.commit(sub, {"include/cutlass.h": "#define V 2\n"}, "v2")
+    fixtures.git(parent, "update-index", "--cacheinfo", f"160000,{second},3rdparty/cutlass")
+    fixtures.git(parent, "commit", "-q", "-m", "bump cutlass")
+    moved = resolve_source(Mirrors(tmp_path / "cache"), spec, tmp_path, "build.yaml")
+    assert moved.digest != src.digest
+    assert (checkout(moved, tmp_path / "cache") / "3rdparty/cutlass/include/cutlass.h").read_text() == "#define V 2\n"
+
+
+def test_a_conflicting_pr_is_named_when_resolving(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
+    r, _ = repo
+    fixtures.make_pr(r, 8, {"a.txt": "from the PR\n"})
+    fixtures.commit(r, {"a.txt": "main moved on\n"}, "main moved on")
+    spec = SourceSpec(name="vllm", repo=str(r), ref="main", prs=(8,), tolerate_conflicts=("docs/*",))
+    with pytest.raises(SourceError, match=r"^vllm: PR #8 conflicts in a\.txt; rebase the PR, pick another "
+                                          r"vllm\.ref, or drop it from vllm\.prs$"):
+        resolve_source(Mirrors(tmp_path / "cache"), spec, tmp_path, "build.yaml")

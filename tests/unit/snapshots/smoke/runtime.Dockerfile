@@ -7,11 +7,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK="1"
 ENV PIP_NO_INPUT="1"
 ENV PYTHONDONTWRITEBYTECODE="1"
 # layer: os
-RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache && apt-get update && apt-get install -y --no-install-recommends python3 python3-pip"]
+RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache && apt-get update && apt-get install -y --no-install-recommends python3 python3-pip xz-utils"]
 # layer: torch
 RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "python3 -m pip install --no-index --find-links /wheels/base /wheels/base/*.whl"]
 # layer: torch
 RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "mkdir -p /opt/nccl && for f in /wheels/base/nccl/*.txz; do tar -xJf \"$f\" -C /opt/nccl --strip-components=1; done && echo /opt/nccl/lib > /etc/ld.so.conf.d/nccl.conf && ldconfig && for lib in $(python3 -c 'import glob,site;print(\" \".join(glob.glob(site.getsitepackages()[0]+\"/nvidia/nccl/lib/libnccl.so.2\")))'); do ln -sf /opt/nccl/lib/libnccl.so.2 \"$lib\"; done"]
+# layer: extras
+RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/pip-index,target=/inputs/pip-index ["python3", "-m", "pip", "install", "--no-cache-dir", "--no-index", "--find-links", "/inputs/pip-index", "smoke-extra==1.0"]
 # layer: triton-flashinfer
 RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/triton,target=/wheels/triton --mount=type=bind,source=inputs/flashinfer,target=/wheels/flashinfer ["sh", "-c", "python3 -m pip install --no-index --no-deps --find-links /wheels/triton --find-links /wheels/flashinfer /wheels/triton/*.whl /wheels/flashinfer/*.whl"]
 # layer: vllm-deps

@@ -7,7 +7,6 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK="1"
 ENV PIP_NO_INPUT="1"
 ENV PYTHONDONTWRITEBYTECODE="1"
 ENV TORCH_CUDA_ARCH_LIST="12.1a"
-ENV TRITON_BUILD_WITH_CCACHE="true"
 ARG MAX_JOBS
 ARG CMAKE_BUILD_PARALLEL_LEVEL
 ARG NINJAFLAGS
@@ -18,7 +17,6 @@ ARG CCACHE_MAXSIZE
 ARG CCACHE_COMPRESS
 ARG CMAKE_CXX_COMPILER_LAUNCHER
 ARG CMAKE_CUDA_COMPILER_LAUNCHER
-COPY src/src-triton /src/triton
-RUN --mount=type=cache,id=spark-pipeline-amd64-ccache,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-amd64-pip,target=/root/.cache/pip,sharing=shared ["sh", "-c", "v=\"$(cat \"$0/.scm-version\" 2>/dev/null || true)\"; if [ -n \"$v\" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION=\"$v\"; fi; exec python3 -m pip wheel --no-build-isolation --no-deps --wheel-dir /out \"$0\"", "/src/triton"]
+RUN --mount=type=cache,id=spark-pipeline-amd64-ccache,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-amd64-pip,target=/root/.cache/pip,sharing=shared --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "mkdir -p /out && cp /wheels/base/triton-*.whl /out/"]
 FROM scratch AS export
 COPY --from=stage /out/ /
