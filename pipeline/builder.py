@@ -1,15 +1,13 @@
-"""The build: resolve build.yaml's sources and inputs, plan (keys, cached or not, why), then run the
-stages the store lacks in dependency order, commit their outputs, assemble the runtime image and
-write build.lock. A failed stage stops the build; stages that finished stay stored.
+"""The build: plan (resolution.py), then run the stages the store lacks in dependency order, commit
+their outputs, assemble the runtime image and write build.lock. A failed stage stops the build;
+stages that finished stay stored.
 
-This is the I/O edge of planning and building; what a stage is and what its key is live in the pure
-core (`pipeline.core`) and the stage modules.
+What a stage is and what its key is live in the pure core (`pipeline.core`) and the stage modules.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,85 +15,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline import __version__, fsutil, paths
+from pipeline import __version__, paths
 from pipeline.core.ir import Stage, toolchain_tag, with_toolchain
-from pipeline.core.keys import Resolved
-from pipeline.core.lockfile import Lock, parse_lock
-from pipeline.core.plan import Plan, lock_of, make_plan
+from pipeline.core.plan import Plan, lock_of
 from pipeline.engines import Engine, StageRun
-from pipeline.errors import ConfigError, StageError, StoreError
+from pipeline.errors import StageError, StoreError
 from pipeline.report import NullReporter, Reporter
+from pipeline.resolution import Resolution, plan_build, write_lock
 from pipeline.sources.checkout import checkout
-from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource
-from pipeline.sources.resolve import resolve_source
+from pipeline.sources.mirror import Mirrors
 from pipeline.spec import LoadedBuild
-from pipeline.stages import all_stages, source_specs
 from pipeline.store import Store
 
 LABEL = "io.spark-pipeline"
 StageStatus = Literal["built", "cached", "failed"]
-
-
-# --- resolve and plan ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Resolution:
-    build: LoadedBuild
-    stages: list[Stage]
-    sources: dict[str, ResolvedSource]
-    inputs: dict[tuple[str, str], Resolved]
-
-    def lock_sources(self) -> dict[str, dict[str, Any]]:
-        return {
-            n: {"url": s.url if "://" in s.url else os.path.relpath(s.url, self.build.root), "ref": s.ref,
-                "commit": s.commit, "prs": {lbl: sha for lbl, sha, _ in s.prs},
-                "patches": {name: digest for name, digest, _ in s.patches}}
-            for n, s in self.sources.items()
-        }
-
-
-def dir_input(root: Path, ref: str) -> Resolved:
-    """The digest of a local directory input (a docker-contexts/<stage>/ folder may be absent: empty)."""
-    path = paths.input_dir(root, ref)
-    if path is None:
-        digest = EMPTY_TREE
-    else:
-        try:
-            digest = fsutil.tree_digest(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{ref}: directory not found ({path})") from None
-    return Resolved(digest=digest, facts=((f"dir {ref}", digest),))
-
-
-def resolve(build: LoadedBuild, mirrors: Mirrors) -> Resolution:
-    stages = all_stages(build.spec)
-    sources = {name: resolve_source(mirrors, spec, build.root, build.label)
-               for name, spec in source_specs(build.spec).items()}
-    inputs: dict[tuple[str, str], Resolved] = {("source", n): s.resolved() for n, s in sources.items()}
-    for stage in stages:
-        for inp in stage.inputs:
-            if inp.kind == "dir" and ("dir", inp.ref) not in inputs:
-                inputs[("dir", inp.ref)] = dir_input(build.root, inp.ref)
-    return Resolution(build=build, stages=stages, sources=sources, inputs=inputs)
-
-
-def read_lock(path: Path) -> Lock | None:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    return parse_lock(text, path.name)
-
-
-def write_lock(path: Path, lock: Lock) -> None:
-    fsutil.write_atomic(path, lock.to_json())
-
-
-def plan_build(build: LoadedBuild, mirrors: Mirrors, store: Store,
-               lock_path: Path | None = None) -> tuple[Resolution, Plan, Lock | None]:
-    res = resolve(build, mirrors)
-    lock = read_lock(lock_path or build.root / "build.lock")
-    plan = make_plan(res.stages, res.inputs, store.has, lock)
-    return res, plan, lock
 
 
 # --- run -------------------------------------------------------------------------------------------
@@ -122,7 +55,7 @@ def image_labels(build: LoadedBuild, plan: Plan, res: Resolution) -> tuple[dict[
     keys = {s.name: s.key for s in plan.stages}
     metadata = {
         "tool": f"spark-pipeline {__version__}", "gpu_arch": build.spec.gpu_arch,
-        "platform": build.spec.platform, "stage_keys": keys,
+        "platform": build.spec.platform, "stage_keys": keys, "versions": res.versions,
         "sources": {n: {"commit": s.commit, "ref": s.ref, "prs": {lbl: sha for lbl, sha, _ in s.prs}}
                     for n, s in res.sources.items()},
     }

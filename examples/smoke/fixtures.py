@@ -272,6 +272,7 @@ def make_sources(root: Path) -> dict[str, str]:
         "flashinfer-jit-cache/flashinfer_jit_cache/__init__.py": "",
     })
     heads["flashinfer"] = add_submodule(repos / "flashinfer", "3rdparty/cutlass", "../cutlass", heads["cutlass"])
+    git(repos / "flashinfer", "tag", "v0.6.5")  # the release the vLLM fixture pins (flashinfer.ref: auto)
     heads["vllm"] = make_repo(repos / "vllm", {
         "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA, requires_from="requirements/cuda.txt"),
         "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n',

@@ -41,18 +41,22 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
     with build.lock (e.g. `vllm.ref main: 1a2b3c4 → 4d5e6f7`, `upstream flashinfer rebuilt`).
     Runs nothing.
     """
-    from pipeline.builder import plan_build
-    from pipeline.builder import write_lock as save_lock
     from pipeline.cli.console import console, emit_json, say
     from pipeline.core.plan import lock_of
+    from pipeline.resolution import plan_build
+    from pipeline.resolution import write_lock as save_lock
 
     build = load_from_options(opts)
     store = store_from(opts)
     res, the_plan, _ = plan_build(build, mirrors_from(opts), store)
     for w in the_plan.warnings:
         say(w, "warn")
+    if res.versions:
+        say(f"versions from vLLM {res.sources['vllm'].commit[:12]} (auto): "
+            + ", ".join(f"{k} {v}" for k, v in res.versions.items()))
     if as_json:
-        emit_json({**the_plan.to_json(), "store": str(store.root), "build_file": str(build.path)})
+        emit_json({**the_plan.to_json(), "store": str(store.root), "build_file": str(build.path),
+                   "versions": res.versions, "vllm_commit": res.sources["vllm"].commit})
     else:
         console.print(plan_table(the_plan))
         say(f"{len(the_plan.to_build)} of {len(the_plan.stages)} stages to build; store: {store.root}")

@@ -65,7 +65,7 @@ def ls(store_path: Path | None, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> None:
     """Remove entries that build.lock does not reference, beyond the N most recent per stage."""
-    from pipeline.builder import read_lock
+    from pipeline.resolution import read_lock
 
     s = _store(store_path)
     lock = read_lock(build_file.parent / "build.lock")

@@ -15,6 +15,7 @@ from pipeline.spec.types import (
     STRICT,
     AptPackage,
     AutoFlag,
+    AutoVersion,
     EnvName,
     EnvValue,
     Flag,
@@ -67,10 +68,12 @@ def _with_image(v: object) -> object:
 
 
 class TorchSpec(BaseModel):
+    """The torch family; `auto` (the default) follows the pins of the vLLM ref being built."""
+
     model_config = STRICT
-    version: Version = "2.13.0"
-    torchvision: OptionalVersion = "0.28.0"
-    torchaudio: OptionalVersion = "2.11.0"
+    version: AutoVersion = "auto"
+    torchvision: OptionalVersion = "auto"
+    torchaudio: OptionalVersion = "auto"
     # A package index URL, or a local directory of wheels (tests, air-gapped machines).
     index: NonEmptyStr = "https://download.pytorch.org/whl/cu130"
 
@@ -122,7 +125,7 @@ class TritonSpec(BaseModel):
 class FlashInferSpec(BaseModel):
     model_config = STRICT
     repo: RepoUrl = "https://github.com/flashinfer-ai/flashinfer.git"
-    ref: GitRef = "main"
+    ref: GitRef = "auto"  # auto: the v<version> tag of the flashinfer-python the vLLM ref pins
     prs: list[PullRequest] = Field(default_factory=list)
     arch_list: GpuArch | None = None
     cubin_cache: Flag = True

@@ -112,8 +112,11 @@ AptPackage = Annotated[str, expect("a Debian package name",
 Version = Annotated[str, expect("a version such as 2.13.0",
                                 lambda v: isinstance(v, str | int | float) and not isinstance(v, bool)
                                 and bool(_VERSION_RE.match(str(v))), str)]
-OptionalVersion = Annotated[str, expect("a version such as 2.11.0, or none",
-                                        lambda v: v == "none" or (isinstance(v, str | float)
+AutoVersion = Annotated[str, expect("a version such as 2.14.0, or auto (vLLM's pin)",
+                                    lambda v: v == "auto" or (isinstance(v, str | float)
+                                    and bool(_VERSION_RE.match(str(v)))), str)]
+OptionalVersion = Annotated[str, expect("a version such as 2.11.0, none, or auto (vLLM's pin)",
+                                        lambda v: v in ("none", "auto") or (isinstance(v, str | float)
                                         and bool(_VERSION_RE.match(str(v)))), str)]
 RepoUrl = Annotated[str, expect("a git URL (https://…, ssh, file://…) or a local path",
                                 lambda v: _is_str(v) and " " not in v.strip() and "\n" not in v)]

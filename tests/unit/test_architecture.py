@@ -20,7 +20,8 @@ LAYERS: list[set[str]] = [
     {"core"},  # pure: IR, keys, plan, build.lock
     {"sources", "stages", "store"},  # git mirrors and trees; spec -> Stage; the artifact store
     {"engines"},  # BuildKit, Dagger, the local Docker, bootstrap images
-    {"builder", "deploy"},  # resolve + run stages; the cluster
+    {"resolution"},  # sources resolved, auto versions, keys and the plan
+    {"builder", "deploy"},  # run stages; the cluster
     {"cli"},  # click: parse, call, render, map errors to exits
     {"__main__"},  # python -m pipeline
 ]

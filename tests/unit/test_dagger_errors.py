@@ -19,9 +19,8 @@ from gql import GraphQLRequest
 from pipeline.engines import StageRun
 from pipeline.engines.dagger import DaggerEngine
 from pipeline.errors import EngineUnavailable, PipelineError, StageError
-from pipeline.spec import load_build
-from pipeline.stages import all_stages
 from tests.conftest import REPO
+from tests.specs import stages as effective_stages
 
 
 def exec_error(cmd: list[str], code: int, stderr: str) -> dagger.ExecError:
@@ -54,7 +53,7 @@ def transport(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def a_run(tmp_path: Path) -> StageRun:
-    stage = next(s for s in all_stages(load_build(REPO / "build.yaml").spec) if s.name == "vllm")
+    stage = next(s for s in effective_stages(REPO / "build.yaml") if s.name == "vllm")
     return StageRun(stage=stage, key="k" * 64, inputs={i.name: tmp_path for i in stage.inputs},
                     log=tmp_path / "build.log")
 

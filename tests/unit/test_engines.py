@@ -18,10 +18,9 @@ import pytest
 
 from pipeline.core.ir import Stage, with_toolchain
 from pipeline.engines import cache_id
-from pipeline.spec import load_build
-from pipeline.stages import all_stages
 from tests.conftest import REPO
 from tests.engine_views import VIEWS, View, buildkit_dockerfile, chain, dagger_chain, expected
+from tests.specs import stages as effective_stages
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 STACKS = {"spark": REPO / "build.yaml", "smoke": REPO / "examples" / "smoke" / "build.yaml"}
@@ -29,7 +28,7 @@ STACKS = {"spark": REPO / "build.yaml", "smoke": REPO / "examples" / "smoke" / "
 
 def stages_of(stack: str, **flags: str) -> list[Stage]:
     """The stages as the builder hands them to an engine (a toolchain base tagged by a fixed key)."""
-    return [with_toolchain(s, "0" * 64) for s in all_stages(load_build(STACKS[stack], flags=flags).spec)]
+    return [with_toolchain(s, "0" * 64) for s in effective_stages(STACKS[stack], **flags)]
 
 
 CASES = [(stack, s.name) for stack in STACKS for s in stages_of(stack)]

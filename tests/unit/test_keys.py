@@ -14,14 +14,13 @@ import pytest
 
 from pipeline.core.ir import Cache, Image, Input, Output, Stage, Step
 from pipeline.core.keys import Resolved, base_digest, compute_keys, stage_key
-from pipeline.spec import load_build
-from pipeline.stages import all_stages
 from tests.conftest import REPO
+from tests.specs import stages as effective_stages
 
 KEYS_SCRIPT = """
 import json, sys
 from pathlib import Path
-from pipeline.builder import resolve
+from pipeline.resolution import resolve
 from pipeline.core.keys import compute_keys
 from pipeline.sources.mirror import Mirrors
 from pipeline.spec import load_build
@@ -62,7 +61,7 @@ def fake_resolved(stages: list[Stage], salt: str = "") -> dict[tuple[str, str], 
 
 
 def test_cache_paths_secrets_and_build_env_are_not_in_the_key() -> None:
-    stages = all_stages(load_build(REPO / "build.yaml").spec)
+    stages = effective_stages(REPO / "build.yaml")
     resolved = fake_resolved(stages)
     base = compute_keys(stages, resolved)
     changed = [dataclasses.replace(s, caches=(Cache("ccache", "/elsewhere"),), secrets=("HF_TOKEN",),
@@ -71,7 +70,7 @@ def test_cache_paths_secrets_and_build_env_are_not_in_the_key() -> None:
 
 
 def test_input_digests_feed_their_stage_and_downstream() -> None:
-    stages = all_stages(load_build(REPO / "build.yaml").spec)
+    stages = effective_stages(REPO / "build.yaml")
     resolved = fake_resolved(stages)
     base = compute_keys(stages, resolved)
     resolved[("source", "flashinfer")] = Resolved(digest="another commit")

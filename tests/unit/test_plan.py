@@ -72,6 +72,13 @@ def commit_to(repo: str) -> Callable[[Path, Path], list[str]]:
     return change
 
 
+def flashinfer_release_moved(smoke: Path, _: Path) -> list[str]:
+    """flashinfer.ref: auto follows vLLM's pin (v0.6.5): the tag is moved to a new commit."""
+    fixtures.commit(smoke / "repos" / "flashinfer", {"CHANGELOG": "moved on\n"}, "upstream moved")
+    fixtures.git(smoke / "repos" / "flashinfer", "tag", "-f", "v0.6.5")
+    return []
+
+
 def add_patch(smoke: Path, spark_dir: Path) -> list[str]:
     p = spark_dir / "docker-contexts" / "vllm" / "patches"
     p.mkdir(parents=True)
@@ -88,7 +95,7 @@ def runtime_script(smoke: Path, spark_dir: Path) -> list[str]:
 
 CHANGES: list[tuple[str, Callable[[Path, Path], list[str]], str, str]] = [
     ("vllm-ref-moved", commit_to("vllm"), "vllm", "vllm.ref main: "),
-    ("flashinfer-ref-moved", commit_to("flashinfer"), "flashinfer", "flashinfer.ref main: "),
+    ("flashinfer-ref-moved", flashinfer_release_moved, "flashinfer", "flashinfer.ref v0.6.5: "),
     ("nccl-ref-moved", commit_to("nccl"), "base", "nccl.ref main: "),
     ("gpu-arch", lambda s, d: ["--gpu-arch", "12.0f"], "base", "gpu_arch: 12.1a → 12.0f"),
     ("vllm-pr", lambda s, d: ["--apply-vllm-pr", "101"], "vllm", "vllm.prs #101: added"),

@@ -11,11 +11,7 @@ import pytest
 
 from pipeline.core.ir import Stage
 from pipeline.spec import load_build
-from pipeline.stages import all_stages
-from tests.conftest import REPO
-
-SMOKE = REPO / "examples" / "smoke" / "build.yaml"
-SPARK = REPO / "build.yaml"
+from tests.specs import SMOKE, SPARK, stages
 
 
 def shape(stage: Stage) -> dict[str, Any]:
@@ -26,7 +22,7 @@ def shape(stage: Stage) -> dict[str, Any]:
 
 
 def stacks() -> tuple[list[Stage], list[Stage]]:
-    return all_stages(load_build(SMOKE).spec), all_stages(load_build(SPARK).spec)
+    return stages(SMOKE), stages(SPARK)
 
 
 def test_same_stages_in_the_same_order() -> None:

@@ -1,0 +1,41 @@
+"""What a vLLM commit says about the versions around it, read from the mirror (no network beyond the
+blobs a partial clone fetches on demand): its requirement pins and whether it builds Rust."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+
+from pipeline.sources.gitcmd import git
+from pipeline.spec.auto import REQUIREMENT_FILES, VllmFacts, parse_pins
+
+
+def show(mirror: Path, commit: str, path: str) -> str | None:
+    proc = git("show", f"{commit}:{path}", cwd=mirror, check=False)
+    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
+
+
+def requirement_texts(mirror: Path, commit: str) -> dict[str, str]:
+    """requirements/cuda.txt, common.txt and every file they include (-r), then setup.py."""
+    texts: dict[str, str] = {}
+    todo = list(REQUIREMENT_FILES)
+    while todo:
+        path = todo.pop(0)
+        if path in texts:
+            continue
+        text = show(mirror, commit, path)
+        if text is None:
+            continue
+        texts[path] = text
+        for inc in re.findall(r"^\s*-r\s+(\S+)", text, flags=re.M):
+            todo.append(posixpath.normpath(posixpath.join(posixpath.dirname(path), inc)))
+    setup = show(mirror, commit, "setup.py")
+    if setup is not None:
+        texts["setup.py"] = setup
+    return texts
+
+
+def vllm_facts(mirror: Path, commit: str) -> VllmFacts:
+    has_rust = git("cat-file", "-e", f"{commit}:rust/Cargo.toml", cwd=mirror, check=False).returncode == 0
+    return VllmFacts(commit=commit, pins=parse_pins(requirement_texts(mirror, commit)), has_rust=has_rust)
