@@ -203,7 +203,7 @@ def test_submodules_are_mirrored_checked_out_and_keyed(tmp_path: Path) -> None:
     parent = tmp_path / "flashinfer"
     fixtures.make_repo(parent, {"setup.py": "\n"})
     fixtures.add_submodule(parent, "3rdparty/cutlass", "../cutlass", first)
-    spec = SourceSpec(name="flashinfer", repo=str(parent), ref="main")
+    spec = SourceSpec(name="flashinfer", repo=str(parent), ref="main", patches=())
     src = resolve_source(Mirrors(tmp_path / "cache"), spec, tmp_path, "build.yaml")
     assert dict(src.facts)["flashinfer.submodules 3rdparty/cutlass"] == first
     tree = checkout(src, tmp_path / "cache")
