@@ -128,7 +128,7 @@ def knobs(spec: BuildSpec) -> list[tuple[str, str]]:
            ("base.torch.index", t.index), ("base.rust", spec.base.rust.toolchain if rust_enabled(spec) else "off")]
     if spec.nccl.enabled:
         out.append(("nccl.gencode", spec.nccl_gencode))
-    return out + list(common.env_knobs("base", spec.base.env))
+    return out + list(common.pip_knobs("base", spec.base.pip_packages)) + list(common.env_knobs("base", spec.base.env))
 
 
 def stage(spec: BuildSpec) -> Stage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.core.ir import Cache, Input, Step
 from pipeline.spec.build import BuildSpec
+from pipeline.spec.pins import label
 
 OUT = "/out"
 
@@ -80,6 +81,11 @@ CCACHE_ENV = (
     ("CMAKE_CXX_COMPILER_LAUNCHER", "ccache"),
     ("CMAKE_CUDA_COMPILER_LAUNCHER", "ccache"),
 )
+
+
+def pip_knobs(section: str, packages: list[str]) -> tuple[tuple[str, str], ...]:
+    """`base.pip_packages ray[default]` -> `ray[default]==2.60.0`: plan names a moved pin as the reason."""
+    return tuple((f"{section}.pip_packages {label(p)}", p) for p in packages)
 
 
 def env_items(extra: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -82,6 +82,6 @@ def stage(spec: BuildSpec) -> Stage:
         network=rt.network if rt.network is not None else spec.network,
         caches=common.apt_caches(),
         knobs=(("gpu_arch", spec.gpu_arch), ("runtime.tag", rt.tag), ("platform", spec.platform),
-               *common.env_knobs("runtime", rt.env)),
+               *common.pip_knobs("runtime", rt.pip_packages), *common.env_knobs("runtime", rt.env)),
         secrets=tuple(spec.secrets),
     )
