@@ -19,7 +19,7 @@ from pipeline import __version__, paths
 from pipeline.core.ir import Stage, toolchain_tag, with_toolchain
 from pipeline.core.plan import Plan, lock_of
 from pipeline.engines import Engine, StageRun
-from pipeline.errors import StageError, StoreError
+from pipeline.errors import ConfigError, StageError, StoreError
 from pipeline.report import NullReporter, Reporter
 from pipeline.resolution import Resolution, plan_build, write_lock
 from pipeline.sources.checkout import checkout
@@ -99,12 +99,21 @@ class Builder:
             stage = with_toolchain(stage, plan.stage(stage.base.stage).key)
         notes: list[str] = []
         run = StageRun(stage=stage, key=key, inputs=self.inputs_of(stage, res, plan, notes),
-                       log=log_path(stage.name, key), build_env=stage.build_env)
+                       log=log_path(stage.name, key), build_env=stage.build_env, ca_bundle=self.ca_bundle())
         run.log.write_text("".join(f"{n}\n" for n in notes))
         for n in notes:
             self.report.say(n, "note")
         self.engine.prepare_base(run, self.report)
         return run
+
+    def ca_bundle(self) -> Path | None:
+        given = self.build.spec.ca_bundle
+        if given is None:
+            return None
+        path = (self.build.root / given).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{self.build.label}:ca_bundle: file not found: {given}")
+        return path
 
     def _ensure_toolchain(self, name: str, res: Resolution, plan: Plan) -> None:
         stage = next(s for s in res.stages if s.name == name)

@@ -192,6 +192,14 @@ def extra(pkg_dir):
         "cxx": tool("g++", "--version")}, sort_keys=True))
 '''
 
+TRITON_EXTRA = '''
+import pybind11
+
+
+def extra(pkg_dir):
+    (pkg_dir / "_pybind11.json").write_text(json.dumps({"pybind11": pybind11.__version__}))
+'''
+
 FLASHINFER_EXTRA = '''
 import shutil
 
@@ -254,7 +262,9 @@ def make_sources(root: Path) -> dict[str, str]:
         "src/nccl.h": "#define NCCL_MAJOR 2\n",
     })
     heads["triton"] = make_repo(repos / "triton", {
-        "setup.py": setup_py("triton", "triton", "3.6.0"),
+        "setup.py": setup_py("triton", "triton", "3.6.0", TRITON_EXTRA),
+        # as Triton's: its setup.py imports pybind11, a build requirement --no-build-isolation does not install
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=40.8.0", "wheel", "pybind11>=2.13.1"]\n',
         "triton/__init__.py": '"""smoke-stack stand-in for Triton"""\n',
     })
     cubins = {f"gemm_sm121_{i}.cubin": f"cubin payload {i}\n" * 64 for i in range(3)}

@@ -112,6 +112,9 @@ class Stage:
     build_env: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     caches: tuple[Cache, ...] = field(default=(), compare=False)
     secrets: tuple[str, ...] = field(default=(), compare=False)
+    # build.yaml's ca_bundle: mounted at CA_BUNDLE in every step (TLS-inspecting proxies); build_env points
+    # pip, curl, git and cargo at it. Trust, not content: never part of a key.
+    ca_bundle: bool = field(default=False, compare=False)
 
     def input(self, name: str) -> Input:
         for i in self.inputs:
@@ -148,6 +151,11 @@ class SourceSpec:
     source_dir: str | None = None
     # vLLM tolerates PR conflicts in these paths (docs, tests); any other conflict fails.
     tolerate_conflicts: tuple[str, ...] = ()
+
+
+CA_BUNDLE = "/etc/ssl/certs/spark-pipeline-ca.pem"
+CA_ENV_NAMES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
+                "CARGO_HTTP_CAINFO")
 
 
 def toolchain_tag(platform: str, key: str) -> str:

@@ -25,6 +25,7 @@ class StageRun:
     inputs: dict[str, Path]  # input name -> host directory
     log: Path
     build_env: tuple[tuple[str, str], ...] = ()  # stage.build_env plus per-run values (never in the key)
+    ca_bundle: Path | None = None  # the host file mounted at ir.CA_BUNDLE when stage.ca_bundle
 
 
 class Engine(Protocol):

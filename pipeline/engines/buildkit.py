@@ -17,13 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.core.ir import Stage, Step
+from pipeline.core.ir import CA_BUNDLE, Stage, Step
 from pipeline.engines import StageRun, bootstrap, cache_id
 from pipeline.engines.docker import Docker, LocalImages, tail
 from pipeline.errors import ConfigError, StageError
 from pipeline.report import Reporter
 
 BUILD_TARGET = "stage"
+CA_SECRET = "spark-pipeline-ca"  # build.yaml's ca_bundle, a BuildKit secret: never in a layer
 EXPORT_TARGET = "export"
 METADATA_FILE = "meta/build-metadata.json"
 
@@ -47,6 +48,8 @@ def run_line(stage: Stage, step: Step) -> str:
         mounts.append(f"--mount=type=bind,source={context_path(stage, name)},target={inp.path}")
     for secret in stage.secrets:
         mounts.append(f"--mount=type=secret,id={secret},target=/run/secrets/{secret}")
+    if stage.ca_bundle:
+        mounts.append(f"--mount=type=secret,id={CA_SECRET},target={CA_BUNDLE}")
     return "RUN " + " ".join([*mounts, json.dumps(list(step.argv))])
 
 
@@ -152,6 +155,8 @@ class BuildKitEngine(LocalImages):
             path.write_text(secret_value)
             path.chmod(0o600)
             args += ["--secret", f"id={secret},src={path}"]
+        if run.stage.ca_bundle and run.ca_bundle is not None:
+            args += ["--secret", f"id={CA_SECRET},src={run.ca_bundle}"]
         return args
 
     def _docker_build(self, run: StageRun, ctx: Path, extra: list[str]) -> None:

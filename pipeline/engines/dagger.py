@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import dagger
 
-from pipeline.core.ir import Stage
+from pipeline.core.ir import CA_BUNDLE, Stage
 from pipeline.engines import StageRun, bootstrap, cache_id, dagger_session
 from pipeline.engines.docker import Docker, LocalImages
 from pipeline.errors import EngineUnavailable, StageError, StepFailed
@@ -44,9 +44,9 @@ def base_container(client: dagger.Client, stage: Stage) -> dagger.Container:
     return client.container(platform=dagger.Platform(stage.platform)).from_(stage.base.ref)
 
 
-def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
-                    build_env: tuple[tuple[str, str], ...] = ()) -> dagger.Container:
-    """The stage as a lazy dagger-io chain. `dirs` maps each input name to a Directory."""
+def prepared(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
+             build_env: tuple[tuple[str, str], ...]) -> dagger.Container:
+    """The base with the stage's environment, copied inputs, caches and secrets: ready for its steps."""
     ctr = base_container(client, stage)
     for name, value in stage.env:
         ctr = ctr.with_env_variable(name, value)
@@ -61,22 +61,31 @@ def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.
         ctr = ctr.with_mounted_cache(cache.path, client.cache_volume(cache_id(stage, cache)), sharing=sharing)
     for secret in stage.secrets:
         ctr = ctr.with_mounted_secret(f"/run/secrets/{secret}", client.secret(f"env://{secret}", cache_key=secret))
-    for step in stage.steps:
-        for name in step.mounts:
-            inp = stage.input(name)
-            ctr = ctr.with_mounted_directory(inp.path, dirs[name], read_only=True)
-        ctr = ctr.with_workdir(step.workdir or "/")
-        ctr = ctr.with_exec(_args(step.argv))
-        for name in step.mounts:
-            ctr = ctr.without_mount(stage.input(name).path)
     return ctr
 
 
+def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
+                    build_env: tuple[tuple[str, str], ...] = (), ca_bundle: Path | None = None) -> dagger.Container:
+    """The stage as a lazy dagger-io chain. `dirs` maps each input name to a Directory."""
+    ctr = prepared(client, stage, dirs, build_env)
+    trusted = stage.ca_bundle and ca_bundle is not None
+    if trusted:
+        ctr = ctr.with_mounted_file(CA_BUNDLE, client.host().file(str(ca_bundle)))
+    for step in stage.steps:
+        for name in step.mounts:
+            ctr = ctr.with_mounted_directory(stage.input(name).path, dirs[name], read_only=True)
+        ctr = ctr.with_workdir(step.workdir or "/").with_exec(_args(step.argv))
+        for name in step.mounts:
+            ctr = ctr.without_mount(stage.input(name).path)
+    return ctr.without_mount(CA_BUNDLE) if trusted else ctr  # trust for the steps, never part of an image
+
+
 def image_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], labels: dict[str, str],
-                    metadata: str, build_env: tuple[tuple[str, str], ...] = ()) -> dagger.Container:
+                    metadata: str, build_env: tuple[tuple[str, str], ...] = (),
+                    ca_bundle: Path | None = None) -> dagger.Container:
     """An image-output stage: the steps' container, then metadata, env, workdir and labels, in the
-    same order as the BuildKit engine's layers."""
-    ctr = stage_container(client, stage, dirs, build_env)
+    same order as the BuildKit engine's layers (the CA bundle is a mount: not in the image)."""
+    ctr = stage_container(client, stage, dirs, build_env, ca_bundle)
     ctr = ctr.with_new_file(stage.output.path, metadata)
     for name, value in stage.output.env:
         ctr = ctr.with_env_variable(name, value)
@@ -173,18 +182,20 @@ class DaggerEngine(LocalImages):
         if not run.stage.network:
             run.log.open("a").write("note: the Dagger engine cannot cut a step's network; "
                                     "this stage runs with the engine's default network\n")
-        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env)
+        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env,
+                              run.ca_bundle)
         out = ctr.directory(run.stage.output.path)
         self._call(run.stage.name, lambda: out.export(str(dest)))
 
     def build_toolchain(self, run: StageRun, tag: str) -> str:
-        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env)
+        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env,
+                              run.ca_bundle)
         self._export_image(run.stage.name, ctr, tag)
         return self.local_image_id(run.stage.name, tag)
 
     def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
         ctr = image_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), labels,
-                              metadata, run.build_env)
+                              metadata, run.build_env, run.ca_bundle)
         self._export_image(run.stage.name, ctr, tag)
         self._last_image = ctr
         return self.local_image_id(run.stage.name, tag)

@@ -177,6 +177,9 @@ class BuildSpec(BaseModel):
     engine: Literal["auto", "dagger", "buildkit"] = "auto"
     network: Flag = True
     secrets: list[EnvName] = Field(default_factory=list)
+    # A PEM bundle on this machine that build steps trust for HTTPS (behind a TLS-inspecting proxy:
+    # include the proxy's CA and the usual roots). Mounted per step, never in an image layer or a key.
+    ca_bundle: NonEmptyStr | None = None
     base: BaseStageSpec = Field(default_factory=BaseStageSpec)
     nccl: NcclSpec = Field(default_factory=NcclSpec)
     triton: TritonSpec = Field(default_factory=TritonSpec)

@@ -147,7 +147,8 @@ def stage(spec: BuildSpec) -> Stage:
         output=Output(kind="toolchain", path=OUT),
         network=spec.base.network if spec.base.network is not None else spec.network,
         knobs=tuple(knobs(spec)),
-        build_env=common.compile_build_env(spec),
+        build_env=(*common.compile_build_env(spec), *common.ca_env(spec)),
         caches=(*common.compiler_caches(), *common.apt_caches()),
         secrets=tuple(spec.secrets),
+        ca_bundle=spec.ca_bundle is not None,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.core.ir import Cache, Input, Step
+from pipeline.core.ir import CA_BUNDLE, CA_ENV_NAMES, Cache, Input, Step
 from pipeline.spec.build import BuildSpec
 from pipeline.spec.pins import label
 
@@ -86,6 +86,11 @@ CCACHE_ENV = (
 def pip_knobs(section: str, packages: list[str]) -> tuple[tuple[str, str], ...]:
     """`base.pip_packages ray[default]` -> `ray[default]==2.60.0`: plan names a moved pin as the reason."""
     return tuple((f"{section}.pip_packages {label(p)}", p) for p in packages)
+
+
+def ca_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
+    """With build.yaml's ca_bundle: pip, requests, curl, git and cargo trust the mounted bundle."""
+    return tuple((name, CA_BUNDLE) for name in CA_ENV_NAMES) if spec.ca_bundle else ()
 
 
 def env_items(extra: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -53,7 +53,8 @@ def stage(spec: BuildSpec) -> Stage:
         knobs=(("gpu_arch", spec.gpu_arch), ("flashinfer.arch_list", spec.flashinfer_arch_list),
                ("flashinfer.wheels", ",".join(fi.wheels)), ("platform", spec.platform),
                *common.env_knobs("flashinfer", fi.env)),
-        build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
+        build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV, *common.ca_env(spec)),
         caches=caches,
         secrets=tuple(spec.secrets),
+        ca_bundle=spec.ca_bundle is not None,
     )

@@ -83,5 +83,7 @@ def stage(spec: BuildSpec) -> Stage:
         caches=common.apt_caches(),
         knobs=(("gpu_arch", spec.gpu_arch), ("runtime.tag", rt.tag), ("platform", spec.platform),
                *common.pip_knobs("runtime", rt.pip_packages), *common.env_knobs("runtime", rt.env)),
+        build_env=common.ca_env(spec),
         secrets=tuple(spec.secrets),
+        ca_bundle=spec.ca_bundle is not None,
     )

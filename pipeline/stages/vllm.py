@@ -69,7 +69,8 @@ def stage(spec: BuildSpec) -> Stage:
         network=spec.network,
         knobs=(("gpu_arch", spec.gpu_arch), ("vllm.preset_prs", spec.vllm.preset_prs),
                ("platform", spec.platform), *common.env_knobs("vllm", spec.vllm.env)),
-        build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV),
+        build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV, *common.ca_env(spec)),
         caches=common.compiler_caches(),
         secrets=tuple(spec.secrets),
+        ca_bundle=spec.ca_bundle is not None,
     )

@@ -290,3 +290,27 @@ def test_a_lost_toolchain_image_is_made_again_without_rebuilding_base(smoke_buil
 def test_a_submodules_content_is_in_the_built_wheel(smoke_build: SmokeBuild) -> None:
     whl = wheel(smoke_build.store, "flashinfer", keys(smoke_build.results)["flashinfer"], "flashinfer_python")
     assert whl.read("flashinfer/data/include/cutlass/cutlass.h") == b"#define CUTLASS_SMOKE 1\n"
+
+
+def test_triton_from_source_gets_its_build_requirements_through_the_ca_bundle(smoke_build: SmokeBuild,
+                                                                              tmp_path: Path) -> None:
+    """triton.source: git installs what Triton's pyproject names (pybind11 from PyPI) before building;
+    behind a TLS-inspecting proxy (this sandbox, CI) the build steps trust build.yaml's ca_bundle,
+    which never reaches an image."""
+    import os
+
+    from pipeline.core.ir import CA_BUNDLE, toolchain_tag
+
+    root = smoke_build.copy(tmp_path / "src")
+    args = ["--set", "triton.source=git", "--set", "network=true"]
+    ca = os.environ.get("SSL_CERT_FILE")
+    if ca:
+        args += ["--set", f"ca_bundle={ca}"]
+    proc = _build(root, smoke_build.cache, *args, namespace=smoke_build.namespace)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    assert statuses(results)["triton"] == "built"
+    whl = wheel(smoke_build.store, "triton", keys(results)["triton"], "triton")
+    assert json.loads(whl.read("triton/_pybind11.json"))["pybind11"]
+    toolchain = toolchain_tag("linux/amd64", keys(results)["base"])
+    assert docker_sh(toolchain, f"test -e {CA_BUNDLE} && echo present || echo absent") == "absent"

@@ -147,7 +147,8 @@ def test_each_input_marks_its_stage_and_downstream(spark: tuple[Path, list[str]]
     ["--build-jobs", "3"],
     ["--set", "flashinfer.cubin_cache=false"],
     ["--set", "secrets=[GH_TOKEN]"],
-], ids=["build-jobs", "cubin-cache-off", "secret"])
+    ["--set", f"ca_bundle={REPO / 'README.md'}"],  # a file the steps trust: not what they build
+], ids=["build-jobs", "cubin-cache-off", "secret", "ca-bundle"])
 def test_caches_jobs_and_secrets_change_no_key(spark: tuple[Path, list[str]], extra: list[str]) -> None:
     _, args = spark
     before = [s["key"] for s in plan_json(*args)["stages"]]
