@@ -115,7 +115,7 @@ def requires(path):
 def setup_py(pkg: str, name: str, version: str, extra: str = "def extra(pkg_dir):\n    pass\n",
              requires_from: str = "") -> str:
     install = f", install_requires=requires({requires_from!r})" if requires_from else ""
-    data = "['*.fatbin', '*.json', 'cubins/*', 'data/include/**/*']"
+    data = "['*.fatbin', '*.so', '*.json', 'cubins/*', 'data/include/**/*']"
     return (f"PKG = {pkg!r}\n" + BUILD_INFO + REQUIRES + "\n" + extra + "\n\n"
             f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}}{install},\n"
             f"      include_package_data=True, package_data={{PKG: {data}}})\n")
@@ -186,6 +186,11 @@ def extra(pkg_dir):
     nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
     subprocess.run([nvcc, "-fatbin", *gencodes(arches), "-o", str(pkg_dir / "_kernels.fatbin"),
                     "csrc/kernel.cu"], check=True)
+    # Like vLLM's _C.abi3.so: host code for the build's platform (an AArch64 ELF on a Spark) with the
+    # device code embedded.
+    subprocess.run([nvcc, "-c", "-Xcompiler", "-fPIC", *gencodes(arches), "-o", "build/kernel.o", "csrc/kernel.cu"],
+                   check=True)
+    subprocess.run(["g++", "-shared", "-o", str(pkg_dir / "_C.so"), "build/kernel.o"], check=True)
     # vLLM >= 0.26 builds a Rust frontend: cargo and protoc must come from the toolchain image.
     (pkg_dir / "_toolchain.json").write_text(json.dumps({
         "cargo": tool("cargo", "--version"), "protoc": tool("protoc", "--version"),

@@ -1,13 +1,19 @@
 """flashinfer — FlashInfer built from source: flashinfer-python, flashinfer-cubin, flashinfer-jit-cache.
 
-Produces: one wheel per directory in `flashinfer.wheels`, built against the base stage's torch with
-FLASHINFER_CUDA_ARCH_LIST = `flashinfer.arch_list` (default: gpu_arch).
+Starts from: the toolchain image (base), with the triton stage's wheels installed.
+
+Produces: one wheel per directory in `flashinfer.wheels`, built against the toolchain's torch with
+FLASHINFER_CUDA_ARCH_LIST = `flashinfer.arch_list` (default: gpu_arch). The tree comes with its git
+submodules (3rdparty/cutlass, spdlog, …) at the commits FlashInfer records: flashinfer-python ships
+their headers. `flashinfer.ref: auto` builds the release the vLLM ref pins.
 
 Cubin cache (toolkit §1.4, our form): with `flashinfer.cubin_cache`, a persistent cache volume is
-mounted over flashinfer-cubin's download directory, and FlashInfer's downloader keeps files that are
-already there with a valid checksum (upstream behaviour since PR #5240; older refs get it from a patch
-in docker-contexts/flashinfer/patches/). So a rebuild fetches only cubins it has not seen. The cache is
-never part of the key: the cubins' content is pinned by the checksums in the source tree.
+mounted over flashinfer-cubin's download directory. FlashInfer's downloader (0.7.2) keeps the cubins
+that are there with a valid checksum and drops every file of other pins (and its .lock files) before
+the wheel is packed; docker-contexts/flashinfer/patches/0001-reuse-verified-cubin-manifests.patch
+makes it keep the pins' checksums.txt too, so a rebuild downloads nothing it has (tested with
+FlashInfer's own code on a loopback artifactory). The cache is never part of the key: the cubins'
+content is pinned by the checksums in the source tree.
 
 Key changes with: flashinfer.repo/ref/prs (resolved commits), its patches' contents, arch_list /
 gpu_arch, flashinfer.wheels, flashinfer.env, the triton and base stages' keys, platform, network.

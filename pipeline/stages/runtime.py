@@ -1,8 +1,12 @@
 """runtime — the image that runs vLLM, layered by how often each part changes.
 
+Starts from: `runtime.image` (NVIDIA's CUDA image: no python3 until `runtime.apt_packages` installs it).
+
 Produces: a container image tagged `runtime.tag` (default vllm-node), one layer per change frequency:
 OS packages (`runtime.apt_packages`), torch (+ NCCL), runtime extras (`runtime.pip_packages`, e.g. ray),
-Triton + FlashInfer, vLLM, then scripts (docker-contexts/runtime/) and build metadata. Wheels are
+Triton + FlashInfer, vLLM's requirements, vLLM, then scripts (docker-contexts/runtime/) and build
+metadata. Its last step imports torch, triton, flashinfer and vllm: an image that cannot is never
+tagged. Wheels are
 bind-mounted from the store while they install, never copied into a layer, so a vLLM bump changes only
 the last layers and a node that has the previous image receives only those bytes. `runtime.env` is
 set last, so changing it rebuilds no layer.

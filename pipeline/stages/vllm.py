@@ -1,9 +1,15 @@
 """vllm — vLLM built from source at any ref, with upstream PRs and local patches applied.
 
-Produces: the vLLM wheel, compiled for TORCH_CUDA_ARCH_LIST = gpu_arch against the base stage's
-torch, the triton stage's Triton and the flashinfer stage's FlashInfer. Before the build, the
-`vllm.prepare` commands run in the source tree (the toolkit's requirement prep: reuse the installed
-torch, drop the flashinfer pin, install the build requirements).
+Starts from: the toolchain image (base: torch, compilers, Rust + protoc), with the triton and
+flashinfer stages' wheels installed.
+
+Produces: the vLLM wheel, compiled for TORCH_CUDA_ARCH_LIST = gpu_arch against the toolchain's torch,
+the triton stage's Triton and the flashinfer stage's FlashInfer, and under deps/ vLLM's runtime
+requirements (transformers, fastapi, openai, …) resolved against those and downloaded, so the runtime
+image installs them offline. Before the build, the `vllm.prepare` commands run in the source tree:
+docker-contexts/vllm/prepare.py keeps the toolchain's torch, drops the FlashInfer pins and installs the
+build requirements, for every layout vLLM has had (0.11's root script and requirements/build.txt, the
+2026-04 requirements/build/, 2026-10's tools/use_existing_torch.py).
 
 Sources: `vllm.repo` at `vllm.ref`, or a clean local checkout (`vllm.source_dir`) at its HEAD; then the
 PRs (`vllm.prs`, plus `vllm.presets` as `vllm.preset_prs` decides) merged the toolkit's way, conflicts
