@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 import zipfile
 
 import pytest
 
+from pipeline.spec import load_build
+from pipeline.stages import all_stages
 from tests.conftest import run_cli
 from tests.integration.conftest import SmokeBuild
+from tests.integration.dockerd import DOCKER
 from tests.integration.elf import cubin_sms
 from tests.integration.qemu import why_not
 
@@ -28,7 +32,11 @@ def test_arm64_smoke_build_has_aarch64_code_with_sm_121a(smoke_build: SmokeBuild
                    "--tag", "vllm-node-smoke-arm64", env={**smoke_build.env(), "COLUMNS": "150"}, check=None)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = {r["stage"]: r for r in json.loads(proc.stdout)}
-    assert "spark-pipeline-base:bookworm-arm64-" in proc.stderr  # not the amd64 image of the same recipe
+    stand_in = all_stages(load_build(smoke_build.root / "build.yaml", flags={"platform": "linux/arm64"}).spec)[0]
+    assert "-arm64-" in stand_in.base.ref  # its own tag, not the amd64 image of the same recipe
+    arch = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Architecture}}", stand_in.base.ref],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert arch == "arm64"
     [whl] = (smoke_build.store / "vllm" / results["vllm"]["key"]).glob("vllm-*.whl")
     so = zipfile.ZipFile(whl).read("vllm/_C.so")
     assert so[:4] == b"\x7fELF" and struct.unpack_from("<H", so, 18)[0] == EM_AARCH64
