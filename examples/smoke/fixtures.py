@@ -78,6 +78,13 @@ def commit(path: Path, files: dict[str, str], message: str) -> str:
     return git(path, "rev-parse", "HEAD")
 
 
+def release(path: Path, files: dict[str, str], tag: str) -> str:
+    """A new commit that the release tag `tag` then names (what a moved pin looks like)."""
+    sha = commit(path, files, f"release {tag}")
+    git(path, "tag", "-f", tag)
+    return sha
+
+
 def add_submodule(path: Path, sub_path: str, url: str, sha: str) -> str:
     """Record a submodule the way `git submodule add` does (.gitmodules + a gitlink), without cloning."""
     write(path, {".gitmodules": f'[submodule "{sub_path}"]\n\tpath = {sub_path}\n\turl = {url}\n'})

@@ -104,7 +104,8 @@ def test_flashinfer_rebuild_does_not_fetch_cubins_again(smoke_build: SmokeBuild,
                      .read("flashinfer_cubin/_fetch_log.json"))
     assert len(log["downloaded"]) == 3  # the cold build fetched them
     root = smoke_build.copy(tmp_path / "src")
-    fixtures.commit(root / "repos" / "flashinfer", {"flashinfer/new.py": "Y = 2\n"}, "flashinfer moved")
+    # flashinfer.ref is auto: the release vLLM pins (v0.6.5) moves to a new commit
+    fixtures.release(root / "repos" / "flashinfer", {"flashinfer/new.py": "Y = 2\n"}, "v0.6.5")
     results = smoke_build.build(root)
     assert statuses(results)["flashinfer"] == "built"
     log = json.loads(wheel(smoke_build.store, "flashinfer", keys(results)["flashinfer"], "flashinfer_cubin")
@@ -215,7 +216,7 @@ def test_failing_stage_shows_its_log_and_keeps_finished_stages(smoke_build: Smok
     shutil.copytree(smoke_build.cache / "store", cache / "store")
     root = smoke_build.copy(tmp_path / "src")
     fixtures.commit(root / "repos" / "vllm", {"csrc/kernel.cu": "this is not CUDA\n"}, "broken kernel")
-    fixtures.commit(root / "repos" / "flashinfer", {"flashinfer/ok.py": "Z = 3\n"}, "flashinfer moved")
+    fixtures.release(root / "repos" / "flashinfer", {"flashinfer/ok.py": "Z = 3\n"}, "v0.6.5")
     new = _plan(root, cache)
     proc = _build(root, cache)
     assert proc.returncode == 1

@@ -75,8 +75,7 @@ def commit_to(repo: str) -> Callable[[Path, Path], list[str]]:
 
 def flashinfer_release_moved(smoke: Path, _: Path) -> list[str]:
     """flashinfer.ref: auto follows vLLM's pin (v0.6.5): the tag is moved to a new commit."""
-    fixtures.commit(smoke / "repos" / "flashinfer", {"CHANGELOG": "moved on\n"}, "upstream moved")
-    fixtures.git(smoke / "repos" / "flashinfer", "tag", "-f", "v0.6.5")
+    fixtures.release(smoke / "repos" / "flashinfer", {"CHANGELOG": "moved on\n"}, "v0.6.5")
     return []
 
 

@@ -7,7 +7,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK="1"
 ENV PIP_NO_INPUT="1"
 ENV PYTHONDONTWRITEBYTECODE="1"
 # layer: os
-RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache && apt-get update && apt-get install -y --no-install-recommends python3 python3-pip xz-utils"]
+RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache && apt-get update && apt-get install -y --no-install-recommends python3 python3-pip patch xz-utils"]
 # layer: torch
 RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/base,target=/wheels/base ["sh", "-c", "python3 -m pip install --no-index --find-links /wheels/base /wheels/base/*.whl"]
 # layer: torch
