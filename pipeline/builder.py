@@ -8,8 +8,10 @@ What a stage is and what its key is live in the pure core (`pipeline.core`) and 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +50,21 @@ def log_path(stage: str, key: str) -> Path:
     path = paths.stage_log(stage, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def preflight(stages: Sequence[Stage], plan: Plan, engine: Engine) -> None:
+    """Fail before the first stage, not hours later when a stage starts: a stage that will build needs
+    a secret the environment lacks, or asks for what this engine cannot do."""
+    for stage in stages:
+        if plan.stage(stage.name).cached:
+            continue
+        for name in stage.secrets:
+            if name not in os.environ:
+                raise ConfigError(f"secrets: {name} is not set in the environment (stage {stage.name} needs it); "
+                                  f"export {name}=… before the build, or remove it from build.yaml's secrets")
+        why = engine.refuses(stage)
+        if why:
+            raise ConfigError(f"engine {engine.name}: {why}")
 
 
 def image_labels(build: LoadedBuild, plan: Plan, res: Resolution) -> tuple[dict[str, str], str]:
@@ -141,6 +158,7 @@ class Builder:
         for w in plan.warnings:
             self.report.say(w, "warn")
         self.store.clean_staging()
+        preflight(res.stages, plan, self.engine)
         image_tag = tag or res.stages[-1].output.tag
         for i, stage in enumerate(res.stages, 1):
             if stage.output.kind != "image":

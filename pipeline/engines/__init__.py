@@ -15,6 +15,10 @@ from typing import Protocol
 from pipeline.core.ir import Cache, Stage
 from pipeline.report import Reporter
 
+# Never sent to a stage by either engine, at any depth: our completion markers and git metadata (trees
+# reach builds without .git; a local input may still hold one).
+EXCLUDED = (".complete", ".git")
+
 
 @dataclass(frozen=True)
 class StageRun:
@@ -33,6 +37,9 @@ class Engine(Protocol):
 
     def check(self) -> None:
         """Raise EngineUnavailable, with what the user needs, if this engine cannot run now."""
+
+    def refuses(self, stage: Stage) -> str | None:
+        """Why this engine cannot build `stage` as its key describes (checked before the first stage)."""
 
     def prepare_base(self, run: StageRun, report: Reporter) -> None:
         """Make sure the stage's base image can be used (make a bootstrap image if needed)."""

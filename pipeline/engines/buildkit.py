@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.ir import CA_BUNDLE, Stage, Step
-from pipeline.engines import StageRun, bootstrap, cache_id
+from pipeline.engines import EXCLUDED, StageRun, bootstrap, cache_id
 from pipeline.engines.docker import Docker, LocalImages, tail
 from pipeline.errors import ConfigError, StageError
 from pipeline.report import Reporter
@@ -107,7 +107,7 @@ def _link_tree(src: Path, dest: Path) -> None:
         except OSError:
             shutil.copy2(s, d)
 
-    shutil.copytree(src, dest, symlinks=True, copy_function=link, ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(src, dest, symlinks=True, copy_function=link, ignore=shutil.ignore_patterns(*EXCLUDED))
 
 
 class BuildKitEngine(LocalImages):
@@ -119,6 +119,9 @@ class BuildKitEngine(LocalImages):
 
     def check(self) -> None:
         self.docker.check_daemon()
+
+    def refuses(self, stage: Stage) -> str | None:
+        return None  # every IR setting has a form here (network: false is `docker build --network none`)
 
     def prepare_base(self, run: StageRun, report: Reporter) -> None:
         bootstrap.ensure(run.stage.base, run.stage.platform, self.docker, self.cache / "bootstrap",

@@ -5,28 +5,32 @@ the same store (outputs are exported to a staging dir and committed by the same 
 tests inspect it without an engine. `DaggerEngine` connects (under `dagger run` it uses that session;
 no CLI is downloaded), runs stages and maps the SDK's errors onto ours.
 
-What the Dagger API cannot express is said here rather than faked: a step's network cannot be cut
-(`network: false` stages run with the engine's default network; the key still records the setting).
+What the Dagger API cannot express is refused rather than faked: the 0.21 API cannot cut a step's
+network, so a stage that is to build with `network: false` is refused before the first stage runs (its
+key says "built offline", which a Dagger build could not make true).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dagger
+from beartype.roar import BeartypeCallHintReturnViolation
 
 from pipeline.core.ir import CA_BUNDLE, Stage
-from pipeline.engines import StageRun, bootstrap, cache_id, dagger_session
+from pipeline.engines import EXCLUDED, StageRun, bootstrap, cache_id, dagger_session
 from pipeline.engines.docker import Docker, LocalImages
 from pipeline.errors import EngineUnavailable, StageError, StepFailed
 from pipeline.report import Reporter
 
 T = TypeVar("T")
 SDK_CLI_VERSION = "0.21.11"  # dagger-io pins its CLI and engine image to this version
+MIN_ENGINE = (0, 21, 4)  # Container.withVolatileVariable (every compiling stage) is new in engine 0.21.4
 
 
 def _args(argv: tuple[str, ...]) -> list[str]:
@@ -64,28 +68,38 @@ def prepared(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directo
     return ctr
 
 
-def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
-                    build_env: tuple[tuple[str, str], ...] = (), ca_bundle: Path | None = None) -> dagger.Container:
-    """The stage as a lazy dagger-io chain. `dirs` maps each input name to a Directory."""
+def stage_chain(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
+                build_env: tuple[tuple[str, str], ...] = (),
+                ca_bundle: Path | None = None) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
+    """The stage as a lazy dagger-io chain, and the container right after each step (the step's output
+    is read back from it for the stage's log). `dirs` maps each input name to a Directory."""
     ctr = prepared(client, stage, dirs, build_env)
     trusted = stage.ca_bundle and ca_bundle is not None
     if trusted:
         ctr = ctr.with_mounted_file(CA_BUNDLE, client.host().file(str(ca_bundle)))
+    after: list[tuple[str, dagger.Container]] = []
     for step in stage.steps:
         for name in step.mounts:
             ctr = ctr.with_mounted_directory(stage.input(name).path, dirs[name], read_only=True)
         ctr = ctr.with_workdir(step.workdir or "/").with_exec(_args(step.argv))
+        after.append((shlex.join(step.argv), ctr))
         for name in step.mounts:
             ctr = ctr.without_mount(stage.input(name).path)
-    return ctr.without_mount(CA_BUNDLE) if trusted else ctr  # trust for the steps, never part of an image
+    return (ctr.without_mount(CA_BUNDLE) if trusted else ctr), after  # trust for the steps, never in an image
 
 
-def image_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], labels: dict[str, str],
-                    metadata: str, build_env: tuple[tuple[str, str], ...] = (),
-                    ca_bundle: Path | None = None) -> dagger.Container:
+def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
+                    build_env: tuple[tuple[str, str], ...] = (), ca_bundle: Path | None = None) -> dagger.Container:
+    """The stage as a lazy dagger-io chain."""
+    return stage_chain(client, stage, dirs, build_env, ca_bundle)[0]
+
+
+def image_chain(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], labels: dict[str, str],
+                metadata: str, build_env: tuple[tuple[str, str], ...] = (),
+                ca_bundle: Path | None = None) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
     """An image-output stage: the steps' container, then metadata, env, workdir and labels, in the
     same order as the BuildKit engine's layers (the CA bundle is a mount: not in the image)."""
-    ctr = stage_container(client, stage, dirs, build_env, ca_bundle)
+    ctr, after = stage_chain(client, stage, dirs, build_env, ca_bundle)
     ctr = ctr.with_new_file(stage.output.path, metadata)
     for name, value in stage.output.env:
         ctr = ctr.with_env_variable(name, value)
@@ -93,23 +107,60 @@ def image_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.
         ctr = ctr.with_workdir(stage.output.workdir)
     for name, value in sorted(labels.items()):
         ctr = ctr.with_label(name, value)
-    return ctr
+    return ctr, after
+
+
+def image_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], labels: dict[str, str],
+                    metadata: str, build_env: tuple[tuple[str, str], ...] = ()) -> dagger.Container:
+    return image_chain(client, stage, dirs, labels, metadata, build_env)[0]
 
 
 def host_dirs(client: dagger.Client, stage: Stage, inputs: dict[str, Path]) -> dict[str, dagger.Directory]:
-    """Each input's host directory, narrowly (never the whole repo): the entry/tree itself only."""
-    return {inp.name: client.host().directory(str(inputs[inp.name]), exclude=[".complete", ".git"])
-            for inp in stage.inputs}
+    """Each input's host directory, narrowly (never the whole repo): the entry/tree itself only, without
+    what neither engine sends (engines.EXCLUDED, at any depth)."""
+    exclude = [f"**/{name}" for name in EXCLUDED]
+    return {inp.name: client.host().directory(str(inputs[inp.name]), exclude=exclude) for inp in stage.inputs}
 
 
-def unavailable(e: Exception) -> EngineUnavailable:
+def unavailable(e: Exception | str) -> EngineUnavailable:
     return EngineUnavailable(
         f"cannot use a Dagger engine: {e}\n"
-        f"Run under the Dagger CLI ({SDK_CLI_VERSION}, the version dagger-io pins): "
+        f"Run under the Dagger CLI {SDK_CLI_VERSION} (the version dagger-io pins; engine 0.21.4 or newer works): "
         "`dagger run python -m pipeline build …`; that needs Docker (the CLI starts the engine in a "
-        "container). Or point at a running engine with _EXPERIMENTAL_DAGGER_RUNNER_HOST "
-        "(e.g. tcp://host:1234), or put the CLI at _EXPERIMENTAL_DAGGER_CLI_BIN. "
+        "container). Or put the CLI at _EXPERIMENTAL_DAGGER_CLI_BIN. Or point at a running engine: "
+        "_EXPERIMENTAL_DAGGER_RUNNER_HOST=tcp://HOST:PORT (or unix:///run/dagger/engine.sock) together with "
+        "_EXPERIMENTAL_DAGGER_RUNNER_IMAGESTORE=docker-image, without which the images this tool builds "
+        "cannot be loaded into the local Docker. Without Dagger, use --engine buildkit.")
+
+
+def engine_version(text: str) -> tuple[int, int, int] | None:
+    """`v0.21.11` -> (0, 21, 11); None for a version that is not a release (a dev engine)."""
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text.strip())
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def too_old(text: str) -> EngineUnavailable | None:
+    found = engine_version(text)
+    if found is None or found >= MIN_ENGINE:
+        return None
+    need = ".".join(map(str, MIN_ENGINE))
+    return EngineUnavailable(
+        f"the Dagger engine is {text}; this tool needs engine {need} or newer (it uses "
+        f"Container.withVolatileVariable), and is tested with CLI and engine {SDK_CLI_VERSION}.\n"
+        f"Install CLI {SDK_CLI_VERSION} (https://docs.dagger.io/install, or dagger/dagger-for-github with "
+        f"version: \"{SDK_CLI_VERSION}\"), remove the old engine container (docker rm -f dagger-engine-…; "
+        "its cache volume stays), and run `dagger run python -m pipeline build …` again. "
         "Without Dagger, use --engine buildkit.")
+
+
+def step_error(stage: str, e: dagger.ExecError, log: Path | None) -> StageError:
+    """A failed step, from what the engine sent: any of its fields may be missing."""
+    command = getattr(e, "command", None)
+    stdout, stderr = getattr(e, "stdout", None) or "", getattr(e, "stderr", None) or ""
+    tail = "\n".join((stderr or stdout).splitlines()[-20:])
+    return StageError(stage, f"a step failed on the Dagger engine: {getattr(e, 'message', None) or e}",
+                      step=shlex.join(command) if command else "(the engine did not say which)",
+                      exit_code=getattr(e, "exit_code", None), log_tail=tail, log_path=str(log or ""))
 
 
 class DaggerEngine(LocalImages):
@@ -123,7 +174,7 @@ class DaggerEngine(LocalImages):
         self._conn_cm: Any = None
         self._log: Any = None
         self._docker: Docker | None = None
-        self._last_image: dagger.Container | None = None
+        self._last_image: tuple[StageRun, dagger.Container] | None = None  # for --push
 
     # --- connection -------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -141,9 +192,16 @@ class DaggerEngine(LocalImages):
         self._conn_cm = self._portal.wrap_async_context_manager(dagger.connection(config))
         try:
             self._conn_cm.__enter__()
-        except (dagger.ProvisionError, dagger.ClientConnectionError, dagger.TransportError) as e:
+            version = str(self._portal.call(self.client.version))
+        except (dagger.ProvisionError, dagger.ClientConnectionError, dagger.TransportError,
+                dagger.QueryError) as e:
             self.close()
             raise unavailable(e) from None
+        old = too_old(version)
+        if old is not None:
+            self.close()
+            raise old
+        self._log.write(f"connected to Dagger engine {version}\n")
 
     def close(self) -> None:
         for cm in (self._conn_cm, self._portal_cm):
@@ -155,56 +213,93 @@ class DaggerEngine(LocalImages):
             self._log.close()
             self._log = None
 
-    def _call(self, stage: str, fn: Callable[[], Awaitable[T]]) -> T:
+    def _call(self, run: StageRun, fn: Callable[[], Awaitable[T]]) -> T:
         self._open()
+        stage = run.stage.name
         try:
             return self._portal.call(fn)
         except dagger.ExecError as e:
-            tail = "\n".join((e.stderr or e.stdout or "").splitlines()[-20:])
-            raise StageError(stage, "a step failed on the Dagger engine", step=shlex.join(e.command),
-                             exit_code=e.exit_code, log_tail=tail) from None
+            with run.log.open("a") as log:
+                log.write(f"== failed: {shlex.join(e.command) if getattr(e, 'command', None) else '?'}\n"
+                          f"{getattr(e, 'stdout', None) or ''}{getattr(e, 'stderr', None) or ''}\n")
+            raise step_error(stage, e, run.log) from None
         except dagger.TransportError as e:
             raise StepFailed(f"lost the connection to the Dagger engine during stage {stage}: {e}") from None
         except (dagger.ProvisionError, dagger.ClientConnectionError) as e:
             raise unavailable(e) from None
         except dagger.QueryError as e:
-            raise StageError(stage, f"the Dagger engine refused the pipeline: {e}") from None
+            if run.stage.base.ref in str(e):
+                where = "the local Docker" if run.stage.base.local else "its registry"
+                raise StageError(stage, f"cannot get its base image {run.stage.base.ref} from {where}: {e}",
+                                 log_path=str(run.log)) from None
+            raise StageError(stage, f"the Dagger engine refused the pipeline: {e}", log_path=str(run.log)) from None
+
+    def _write_step_log(self, run: StageRun, after: list[tuple[str, dagger.Container]]) -> None:
+        """The stage's log: each step's command and its output, read back from the engine (the exec
+        results are cached there, so nothing runs again)."""
+        with run.log.open("a") as log:
+            for i, (command, ctr) in enumerate(after, 1):
+                output = self._call(run, ctr.combined_output)
+                log.write(f"== step {i}/{len(after)}: {command}\n{output}")
+                if output and not output.endswith("\n"):
+                    log.write("\n")
 
     # --- Engine -----------------------------------------------------------------------------------
     def check(self) -> None:
         self._open()
 
+    def refuses(self, stage: Stage) -> str | None:
+        if stage.network:
+            return None
+        return (f"stage {stage.name} is to build with network: false, which the Dagger engine cannot enforce "
+                "(its 0.21 API has no way to cut a step's network), and its key would say it was built "
+                "offline. Build it with --engine buildkit, or set network: true for it in build.yaml "
+                "(a different key)")
+
     def prepare_base(self, run: StageRun, report: Reporter) -> None:
         bootstrap.ensure(run.stage.base, run.stage.platform, self.docker, self.cache / "bootstrap",
                          lambda m: report.say(m, "note"))
 
+    def _chain(self, run: StageRun) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
+        return stage_chain(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env,
+                           run.ca_bundle)
+
     def run_stage(self, run: StageRun, dest: Path) -> None:
-        if not run.stage.network:
-            run.log.open("a").write("note: the Dagger engine cannot cut a step's network; "
-                                    "this stage runs with the engine's default network\n")
-        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env,
-                              run.ca_bundle)
+        ctr, after = self._chain(run)
         out = ctr.directory(run.stage.output.path)
-        self._call(run.stage.name, lambda: out.export(str(dest)))
+        self._call(run, lambda: out.export(str(dest)))
+        self._write_step_log(run, after)
 
     def build_toolchain(self, run: StageRun, tag: str) -> str:
-        ctr = stage_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env,
-                              run.ca_bundle)
-        self._export_image(run.stage.name, ctr, tag)
+        ctr, after = self._chain(run)
+        self._export_image(run, ctr, tag)
+        self._write_step_log(run, after)
         return self.local_image_id(run.stage.name, tag)
 
     def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
-        ctr = image_container(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), labels,
-                              metadata, run.build_env, run.ca_bundle)
-        self._export_image(run.stage.name, ctr, tag)
-        self._last_image = ctr
+        ctr, after = image_chain(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), labels,
+                                 metadata, run.build_env, run.ca_bundle)
+        self._export_image(run, ctr, tag)
+        self._write_step_log(run, after)
+        self._last_image = (run, ctr)
         return self.local_image_id(run.stage.name, tag)
 
-    def _export_image(self, stage: str, ctr: dagger.Container, tag: str) -> None:
-        self._call(stage, lambda: ctr.export_image(tag))
+    def _export_image(self, run: StageRun, ctr: dagger.Container, tag: str) -> None:
+        async def export() -> None:
+            try:
+                await ctr.export_image(tag)
+            except BeartypeCallHintReturnViolation as e:
+                # dagger-io 0.21.11 (and every release since 0.19.0) annotates the generated export_image
+                # `-> Void` but returns None, and beartype checks that at run time: the engine has loaded
+                # the image when this is raised. Only that defect is swallowed; test_dagger_session's
+                # test_sdk_export_image_still_needs_the_workaround fails once dagger-io fixes it.
+                if "export_image" not in str(e) or '"None"' not in str(e):
+                    raise
+
+        self._call(run, export)
 
     def push_image(self, tag: str, ref: str) -> str:
-        ctr = self._last_image
-        if ctr is None:
+        if self._last_image is None:  # the image was reused from the local Docker: push that one
             return self.docker.push(tag, ref)
-        return self._call("runtime", lambda: ctr.publish(ref))
+        run, ctr = self._last_image
+        return self._call(run, lambda: ctr.publish(ref))

@@ -27,18 +27,24 @@ pytestmark = [
 
 
 def test_smoke_stack_on_dagger_gives_what_buildkit_gives(smoke_build: SmokeBuild, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    proc = run_cli("build", "--json", "--engine", "dagger", "-f", str(smoke_build.root / "build.yaml"),
-                   "--tag", "vllm-node-smoke-dagger", env={"SPARK_PIPELINE_CACHE": str(cache)})
-    results = json.loads(proc.stdout)
-    assert statuses(results) == dict.fromkeys(STAGES, "built")
-    bk_keys = {r["stage"]: r["key"] for r in smoke_build.results}
-    assert {r["stage"]: r["key"] for r in results} == bk_keys  # keys do not depend on the engine
+    # Both with network (Dagger refuses network: false stages), the reference explicitly on BuildKit:
+    # under `dagger run`, `engine: auto` would pick Dagger and compare Dagger with Dagger.
+    root = smoke_build.copy(tmp_path / "src")
+    built = {}
+    for engine in ("buildkit", "dagger"):
+        cache = tmp_path / f"cache-{engine}"
+        proc = run_cli("build", "--json", "--engine", engine, "-f", str(root / "build.yaml"), "--set", "network=true",
+                       "--tag", f"vllm-node-smoke-{engine}", env={"SPARK_PIPELINE_CACHE": str(cache)})
+        results = json.loads(proc.stdout)
+        assert statuses(results) == dict.fromkeys(STAGES, "built")
+        built[engine] = (cache / "store", {r["stage"]: r["key"] for r in results})
+    (bk_store, bk_keys), (dg_store, dg_keys) = built["buildkit"], built["dagger"]
+    assert dg_keys == bk_keys  # keys do not depend on the engine
     for stage, key in bk_keys.items():
-        ours = json.loads((cache / "store" / stage / key / "manifest.json").read_text())
-        theirs = json.loads((smoke_build.store / stage / key / "manifest.json").read_text())
-        assert ours["engine"] == "dagger"
+        ours = json.loads((dg_store / stage / key / "manifest.json").read_text())
+        theirs = json.loads((bk_store / stage / key / "manifest.json").read_text())
+        assert (ours["engine"], theirs["engine"]) == ("dagger", "buildkit")
         assert sorted(f["path"] for f in ours["files"] if f["path"] != "image.json") == \
             sorted(f["path"] for f in theirs["files"] if f["path"] != "image.json")
-    [whl] = (cache / "store" / "vllm" / bk_keys["vllm"]).glob("vllm-*.whl")
+    [whl] = (dg_store / "vllm" / bk_keys["vllm"]).glob("vllm-*.whl")
     assert cubin_sms(zipfile.ZipFile(whl).read("vllm/_kernels.fatbin")) == [121]
