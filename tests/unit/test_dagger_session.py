@@ -259,3 +259,12 @@ def test_auto_picks_dagger_only_inside_a_session(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DAGGER_SESSION_TOKEN", "t")
     assert choose("auto") == "dagger"
     assert choose("buildkit") == "buildkit"
+
+
+def test_a_missing_secret_stops_the_build_before_its_first_stage(session: Session, smoke: Path,
+                                                                 tmp_path: Path) -> None:
+    proc = run_cli("build", "--engine", "dagger", "-f", str(smoke / "build.yaml"), "--set", "network=true",
+                   "--set", "secrets=[SPARK_PIPELINE_TEST_SECRET]", check=2,
+                   env={**session.env(), "SPARK_PIPELINE_CACHE": str(tmp_path / "cache")})
+    assert "secrets: SPARK_PIPELINE_TEST_SECRET is not set in the environment (stage base needs it)" in proc.stderr
+    assert not session.effects and "Traceback" not in proc.stderr  # nothing was built
