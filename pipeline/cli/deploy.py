@@ -252,9 +252,9 @@ def logs(name: str, node_name: str | None, follow: bool, tail: str, **o: Any) ->
     node = deployer.spec.node(node_name)
     try:
         argv = ["docker", "logs", "--tail", tail, *(["-f"] if follow else []), name]
-        ran = deployer.hosts.open(node).run(shlex.join(argv), warn=True, in_stream=False, pty=False)
-        if ran.exited != 0:
-            raise HostError(node.label, "docker logs failed", remote_status=ran.exited)
+        status = deployer.hosts.stream(node, argv)
+        if status != 0:
+            raise HostError(node.label, "docker logs failed", remote_status=status)
     except KeyboardInterrupt:
         pass
     finally:

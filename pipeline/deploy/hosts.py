@@ -24,6 +24,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
+from pipeline.deploy.local import LocalTransport, Ran
 from pipeline.errors import HostError, NodesFailed, PipelineError
 from pipeline.spec.cluster import ClusterSpec, NodeSpec
 
@@ -109,21 +110,16 @@ class HostResults(Generic[T]):
             raise NodesFailed(f"{step} failed on {', '.join(failed)}", {n: f"{step}: {w}" for n, w in failed.items()})
 
 
-@dataclass(frozen=True)
-class Ran:
-    status: int
-    stdout: str
-    stderr: str
-
-
 class Hosts:
-    """Connections to a cluster's nodes, made on first use and closed with close()."""
+    """A cluster's nodes: SSH connections made on first use (closed with close()), or this machine
+    for a node with `transport: local`. Same calls, same results, either way."""
 
     def __init__(self, cluster: ClusterSpec):
         self.cluster = cluster
         self.known_hosts = Path(os.path.expanduser(cluster.ssh.known_hosts))
         self._conns: dict[str, Connection] = {}
         self._homes: dict[str, str] = {}
+        self.local = LocalTransport()
 
     def connection(self, node: NodeSpec) -> Connection:
         if node.label in self._conns:
@@ -147,6 +143,8 @@ class Hosts:
         return conn
 
     def open(self, node: NodeSpec) -> Connection:
+        if node.transport == "local":
+            raise HostError(node.label, "this machine is reached without SSH: nothing to connect to")
         conn = self.connection(node)
         if conn.is_connected:
             return conn
@@ -176,6 +174,8 @@ class Hosts:
 
     def run(self, node: NodeSpec, argv: list[str], timeout: float = 120, check: bool = True) -> Ran:
         """Run argv on a node (quoted with shlex.join: no user value reaches a shell unquoted)."""
+        if node.transport == "local":
+            return self.local.run(node.label, argv, timeout, check)
         command = shlex.join(argv)
         conn = self.open(node)
         try:
@@ -188,14 +188,24 @@ class Hosts:
                             tail=(ran.stderr or ran.stdout).strip())
         return ran
 
+    def stream(self, node: NodeSpec, argv: list[str]) -> int:
+        """Run argv with its output going straight to ours (logs -f); returns its exit status."""
+        if node.transport == "local":
+            return self.local.stream(node.label, argv)
+        return int(self.open(node).run(shlex.join(argv), warn=True, in_stream=False, pty=False).exited)
+
     def home(self, node: NodeSpec) -> str:
-        """The SSH user's home directory on the node (asked once)."""
+        """The user's home directory on the node (asked once)."""
+        if node.transport == "local":
+            return self.local.home()
         if node.label not in self._homes:
             self._homes[node.label] = self.run(node, ["sh", "-c", 'printf %s "$HOME"']).stdout or "/root"
         return self._homes[node.label]
 
     def put(self, node: NodeSpec, local: Path, remote: str, mode: int | None = None) -> None:
         """Copy a local file, or a directory tree, to `remote` on the node (SFTP)."""
+        if node.transport == "local":
+            return self.local.put(node.label, local, remote, mode)
         sftp = self.open(node).sftp()
         try:
             files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
@@ -211,6 +221,8 @@ class Hosts:
 
     def put_text(self, node: NodeSpec, text: str, remote: str, mode: int = 0o600) -> None:
         """Write `text` to a new file on the node, created with `mode` before any byte is written."""
+        if node.transport == "local":
+            return self.local.put_text(node.label, text, remote, mode)
         sftp = self.open(node).sftp()
         try:
             with sftp.file(remote, "w") as f:

@@ -74,6 +74,8 @@ class Shipper:
         for o in self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes):
             if not o.ok:
                 results[o.node.label] = ShipResult(o.node, "failed", detail=str(o.error))
+            elif o.node.transport == "local":  # the image is built here: this machine has it already
+                results[o.node.label] = ShipResult(o.node, "skipped", detail="this machine")
             elif o.value == local_id and not force:
                 results[o.node.label] = ShipResult(o.node, "skipped", detail="same image")
             else:

@@ -178,8 +178,9 @@ def _sockets(node: NodeNet, peers: list[NodeNet], problems: list[str], warnings:
     if eth is None:
         up = [i.name for i in node.ifaces.values() if i.up and i.ipv4]
         eth = up[0] if len(up) == 1 else None
-    if peers:
-        warnings.append(f"no RoCE link up to the other nodes: NCCL falls back to TCP sockets over {eth} (slow)")
+    if not peers:
+        return eth  # one node: nothing crosses the network, so no interface needs naming
+    warnings.append(f"no RoCE link up to the other nodes: NCCL falls back to TCP sockets over {eth} (slow)")
     if eth is None:
         problems.append(f"cannot tell which interface carries {node.address}; set eth_if in cluster.yaml")
     return eth

@@ -118,6 +118,8 @@ def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[str], lis
         problems += [f"{f.node.label}: {p}" for p in c.problems]
         warnings += [f"{f.node.label}: {w}" for w in c.warnings]
         ip = f.ifaces[c.eth_if].ipv4[0][0] if c.eth_if in f.ifaces and f.ifaces[c.eth_if].ipv4 else None
+        if f.node.transport == "local" and len(facts) == 1:
+            ip = f.node.address  # alone on this machine: the server is reached over loopback
         if ip is None:
             with contextlib.suppress(ValueError):
                 ip = str(ipaddress.ip_address(f.node.address))

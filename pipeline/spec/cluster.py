@@ -42,6 +42,8 @@ class NodeSpec(BaseModel):
     ib_if: list[IfaceName] | Literal["auto", "none"] = "auto"
     # Container environment for this node only (after cluster-wide container_env and -e).
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    # ssh: reached over SSH. local: this machine, run as local processes (no sshd needed).
+    transport: Literal["ssh", "local"] = "ssh"
 
     @field_validator("ib_if", mode="before")
     @classmethod

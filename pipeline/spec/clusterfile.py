@@ -13,12 +13,14 @@ from pipeline.errors import ConfigError
 from pipeline.spec.cluster import ClusterSpec
 from pipeline.spec.load import read_yaml, validate
 
+THIS_MACHINE: dict[str, Any] = {"address": "127.0.0.1", "name": "local", "transport": "local", "head": True}
 _ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 
 def load_cluster(path: Path | None = None, nodes: str | None = None, solo: bool = False,
                  overrides: dict[str, Any] | None = None) -> ClusterSpec:
-    """cluster.yaml (if given or present), with `-n a,b` replacing its node list; `--solo` keeps the head."""
+    """cluster.yaml (if given or present), with `-n a,b` replacing its node list; `--solo` keeps the head.
+    With neither, the one node is this machine (`transport: local`)."""
     label = "cluster.yaml"
     data: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
@@ -33,6 +35,8 @@ def load_cluster(path: Path | None = None, nodes: str | None = None, solo: bool 
         data = {**data, "nodes": [known.get(a, {"address": a}) for a in (x.strip() for x in nodes.split(","))
                                   if a]}
         lines = {}
+    if path is None and not nodes and not data:
+        data = {"nodes": [THIS_MACHINE]}  # no cluster anywhere: the machine you are on, without SSH
     if not data.get("nodes"):
         raise ConfigError(f"{label}: no nodes: give -n HOST[,HOST…], --cluster FILE, or write cluster.yaml "
                           "(python -m pipeline cluster import .env converts the toolkit's .env)")

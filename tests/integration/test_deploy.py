@@ -167,3 +167,31 @@ def test_launch_time_vllm_pr(testbed: Testbed, cluster_yaml: Path, smoke_build: 
     native = deploy(cluster_yaml, "--solo", "--apply-vllm-pr", "103", "--vllm-repo", repo, "--",
                     "vllm", "serve", "m", "--port", "8028", check=2)
     assert "csrc/kernel.cu" in native.stderr and "python -m pipeline build --apply-vllm-pr #103" in native.stderr
+
+
+def test_solo_on_this_machine_without_ssh(deploy_image: str, tmp_path: Path) -> None:
+    """No cluster file, no -n: the machine the tool runs on, through local processes (no sshd here)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home)}  # the container's cache mounts are made under the user's home
+    name = ["--name", "spark_pipeline_local_test"]
+
+    def cli(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, cwd=tmp_path, env=env, check=check)
+
+    try:
+        proc = cli("deploy", "--solo", "--image", deploy_image, *name, *LIMITS, "--timeout", "120", "--",
+                   "vllm", "serve", "test/model", "--port", "8031")
+        assert "ready in" in proc.stderr and "http://127.0.0.1:8031/v1" in proc.stderr
+        [row] = json.loads(cli("status", *name, "--port", "8031", "--json").stdout)
+        assert row["node"] == "local" and row["container"] == "true" and row["health"].startswith("ok")
+        assert "test/model" in cli("logs", *name).stdout
+        assert cli("exec", *name, "--", "echo", "inside").stdout == "inside\n"
+        again = cli("deploy", "--solo", "--image", deploy_image, *name, *LIMITS, "--", "vllm", "serve",
+                    "test/model", "--port", "8031")
+        assert "nothing to do" in again.stderr
+    finally:
+        cli("stop", *name, check=None)
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", "name=spark_pipeline_local_test"],
+                          capture_output=True, text=True, check=True).stdout
+    assert left == ""

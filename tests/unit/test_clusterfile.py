@@ -29,6 +29,13 @@ def test_solo_keeps_only_the_head(tmp_path: Path) -> None:
     assert [n.address for n in spec.nodes] == ["a1"]
 
 
+def test_no_cluster_anywhere_is_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./cluster.yaml
+    [node] = load_cluster(None, None, solo=True).nodes
+    assert (node.transport, node.address, node.label) == ("local", "127.0.0.1", "local")
+    assert load_cluster(None, "10.0.0.5").nodes[0].transport == "ssh"
+
+
 def test_n_keeps_per_node_settings_from_the_file(tmp_path: Path) -> None:
     p = write(tmp_path, {"nodes": [{"address": "a1", "user": "spark", "eth_if": "enp1s0f1np1"}]})
     spec = load_cluster(p, "a1,a2")
