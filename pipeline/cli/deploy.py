@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.nodes import cluster_from, cluster_options, limit_option, limited
+from pipeline.cli.nodes import cluster_from, cluster_options, facts_option, limit_option, limited, read_facts
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -78,6 +78,7 @@ def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
 @click.option("--ray-object-store-bytes", type=int, default=1073741824, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print every command each node would run, and why; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan and its commands as JSON on stdout.")
+@facts_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def deploy(command: tuple[str, ...], **o: Any) -> None:
     """Ship the image, start the cluster, run COMMAND, and return when it answers.
@@ -95,12 +96,16 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
     from pipeline.deploy.service import Deployer, secrets_from_env
     from pipeline.errors import LaunchFailed
 
+    if o["facts_file"] is not None and not o["dry_run"]:
+        raise click.UsageError("--facts plans from saved facts: use it with --dry-run (a deploy reads the nodes)")
     request = request_from(command, o)
-    deployer = Deployer(cluster_from(o), o["name"], ConsoleReporter())
+    spec = cluster_from(o)
+    saved = read_facts(o["facts_file"], spec) if o["facts_file"] is not None else None
+    deployer = Deployer(spec, o["name"], ConsoleReporter())
     secrets = secrets_from_env()
     mods = deployer.load_mods(request)
     try:
-        dp = deployer.plan(request, mods, secrets)
+        dp = deployer.plan(request, mods, secrets, saved)
         for note in dp.launch.notes:
             say(f"note: {note}")
         for w in dp.warnings:

@@ -64,6 +64,27 @@ def limited(spec: ClusterSpec, limit: str | None, failed_file: Path | None = Non
     return limit_nodes(spec, limit, failed_file or paths.failed_hosts_file())
 
 
+def read_facts(path: Path, spec: ClusterSpec) -> list[NodeFacts]:
+    """A facts file saved by `doctor --save-facts`, for the cluster's nodes (located errors, exit 2)."""
+    import json
+
+    from pipeline.deploy.factsfile import from_json
+    from pipeline.errors import ConfigError
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"--facts {path}: cannot read it: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--facts {path}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path.name}:{e.lineno}: not JSON: {e.msg}") from None
+    return from_json(data, spec, path.name)
+
+
+facts_option = click.option("--facts", "facts_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                            help="Plan from facts saved by `doctor --save-facts FILE`: no node is contacted.")
+
 limit_option = click.option("--limit", default=None, metavar="@failed|HOST,…",
                             help="Only these nodes; @failed: those the last failed run named.")
 
@@ -118,10 +139,16 @@ def image_arch(image: str) -> str:
               help="Free disk under Docker's root below which a node is not fit to deploy [40].")
 @click.option("--no-gpu-ok", is_flag=True, help="A node without a GPU is a warning, not a failure (tests).")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts and problems as JSON on stdout.")
-def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_json: bool, **opts: Any) -> None:
+@click.option("--save-facts", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write what every node answered to FILE (JSON), to plan offline later with --facts.")
+@facts_option
+def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_json: bool, save_facts: Path | None,
+           facts_file: Path | None, **opts: Any) -> None:
     """Check every node: reachable, Docker, free disk, GPU, RoCE links, chosen interfaces, image.
 
     Exits 1 when something blocks a deploy; each problem comes with its fix."""
+    import json
+
     from pipeline.cli.console import console, emit_json, say
     from pipeline.deploy import doctor as rules
     from pipeline.deploy.discover import gather, interfaces
@@ -130,11 +157,20 @@ def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_jso
 
     spec = cluster_from(opts)
     image = image or spec.image
-    hosts = Hosts(spec)
-    try:
-        facts = gather(hosts, image)
-    finally:
-        hosts.close()
+    if facts_file is not None:
+        facts = read_facts(facts_file, spec)
+    else:
+        hosts = Hosts(spec)
+        try:
+            facts = gather(hosts, image)
+        finally:
+            hosts.close()
+    if save_facts is not None:
+        from pipeline.deploy.factsfile import to_json
+        from pipeline.fsutil import write_atomic
+
+        write_atomic(save_facts.resolve(), json.dumps(to_json(facts), indent=1) + "\n")
+        say(f"wrote the facts of {len(facts)} node(s) to {save_facts}")
     choices = interfaces(facts)
     found = rules.problems(facts, choices, image, image_arch(image), min_free_gb or rules.MIN_FREE_GB,
                            not no_gpu_ok)

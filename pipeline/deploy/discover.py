@@ -25,8 +25,8 @@ from pipeline.deploy.netfacts import (
 from pipeline.spec.cluster import NodeSpec
 
 MARK = "@@spark-pipeline@@"
-# One fixed script; the image name arrives as $1 and the container name as $2 (quoted by shlex.join),
-# never pasted into it.
+# One fixed script; the image name arrives as $1, the container name as $2 and the node's address as
+# cluster.yaml names it as $3 (quoted by shlex.join), never pasted into it.
 SCRIPT = f"""
 sec() {{ echo "{MARK} $1"; }}
 sec hostname; hostname
@@ -36,6 +36,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,compu
 else echo ABSENT; fi
 sec ibdev2netdev; if command -v ibdev2netdev >/dev/null 2>&1; then ibdev2netdev 2>&1; else echo ABSENT; fi
 sec ip; ip -j addr 2>/dev/null || echo '[]'
+sec resolve; getent ahosts "$3" 2>/dev/null | cut -d' ' -f1 | sort -u
 sec docker; docker version --format '{{{{.Server.Version}}}}' 2>&1 || echo ABSENT
 sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
 sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
@@ -58,6 +59,8 @@ class NodeFacts:
     links: list[Link] = field(default_factory=list)
     ib_note: str = ""
     ifaces: dict[str, Iface] = field(default_factory=dict)
+    ip_note: str = ""  # why `ip -j addr`'s answer could not be read
+    resolved: tuple[str, ...] = ()  # what the node's address (a hostname) resolves to on the node
     docker_version: str = ""
     docker_root: str = ""
     disk_free: int = 0
@@ -65,10 +68,16 @@ class NodeFacts:
     container_running: str = "missing"  # true | false | missing
     container_hash: str = ""
     exit_status: str = ""
+    answers: dict[str, str] = field(default_factory=dict)  # the script's raw sections (doctor --save-facts)
 
     @property
     def reachable(self) -> bool:
         return not self.error
+
+
+def script_output(answers: dict[str, str]) -> str:
+    """The discovery script's output that gives these sections back (a saved facts file -> parse_facts)."""
+    return "".join(f"{MARK} {name}\n{text}\n" for name, text in answers.items())
 
 
 def sections(text: str) -> dict[str, str]:
@@ -86,7 +95,7 @@ def sections(text: str) -> dict[str, str]:
 def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     """Pure: the discovery script's output -> NodeFacts."""
     s = sections(text)
-    f = NodeFacts(node=node, hostname=s.get("hostname", ""), home=s.get("home", ""))
+    f = NodeFacts(node=node, hostname=s.get("hostname", ""), home=s.get("home", ""), answers=s)
     smi = s.get("nvidia-smi", "")
     if smi == "ABSENT":
         f.gpu_note = "nvidia-smi not found (no NVIDIA driver on this node)"
@@ -101,8 +110,9 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
         f.links = parse_ibdev2netdev(ib)
     try:
         f.ifaces = parse_ip_addr(s.get("ip", "[]"))
-    except ValueError:
-        f.ifaces = {}
+    except ValueError as e:
+        f.ip_note = str(e)
+    f.resolved = tuple(a for a in s.get("resolve", "").split() if a)
     docker = s.get("docker", "")
     f.docker_version = "" if docker in ("", "ABSENT") or " " in docker else docker
     f.docker_root = s.get("root", "")
@@ -122,7 +132,7 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
 
 def gather(hosts: Hosts, image: str, container: str = "vllm_node") -> list[NodeFacts]:
     def one(node: NodeSpec) -> NodeFacts:
-        ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image, container], timeout=60, check=False)
+        ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image, container, node.address], timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 
     return [o.value if o.value is not None else NodeFacts(node=o.node, error=str(o.error)) for o in hosts.each(one)]
@@ -130,5 +140,5 @@ def gather(hosts: Hosts, image: str, container: str = "vllm_node") -> list[NodeF
 
 def interfaces(facts: list[NodeFacts]) -> list[Choice]:
     nets = [NodeNet(address=f.node.address, links=f.links, ifaces=f.ifaces, eth_if=f.node.eth_if,
-                    ib_if=f.node.ib_if) for f in facts]
+                    ib_if=f.node.ib_if, resolved=f.resolved, name=f.node.label) for f in facts]
     return choose_all(nets)

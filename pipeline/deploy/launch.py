@@ -10,7 +10,9 @@ going to the container's log and their exit status to a file the watcher reads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -44,6 +46,7 @@ class NodeInput:
     extra_env: tuple[tuple[str, str], ...] = ()
     home: str = "/root"
     env: tuple[tuple[str, str], ...] = ()  # this node's own container env (cluster.yaml nodes[].env)
+    nets: tuple[str, ...] = ()  # eth_if's networks (CIDR); empty when unknown
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Options:
     ray_num_cpus: int = 2
     ray_object_store_memory: int = 1073741824
     mods: tuple[str, ...] = ()  # names, in order (content hashes are added by the caller)
+    allow_mixed_transports: bool = False  # cluster.yaml: some ranks on RoCE, others on TCP, knowingly
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Plan:
     nodes: tuple[NodePlan, ...]
     port: int
     notes: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = field(default=())  # "node: why" for layouts that cannot launch
 
     @property
     def head(self) -> NodePlan:
@@ -294,6 +299,28 @@ def deploy_hash(opts: Options, mode: RunMode, node: NodePlan) -> str:
                                       "mods": opts.mods, "mode": mode}, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def layout_problems(used: list[NodeInput], allow_mixed: bool) -> list[str]:
+    """What stops ranks from meeting: a worker whose chosen interface has no network holding the master
+    address, or ranks on different transports (RoCE and TCP: every rank runs at the slowest one's speed)."""
+    if len(used) < 2:
+        return []
+    head, problems = used[0], []
+    master = head.ip or head.address
+    for w in used[1:]:
+        with contextlib.suppress(ValueError):
+            ip = ipaddress.ip_address(master.strip("[]"))
+            if w.nets and not any(ip in ipaddress.ip_network(n) for n in w.nets):
+                problems.append(f"{w.name}: cannot reach the master address {master} over {w.eth_if} "
+                                f"({', '.join(w.nets)}); set eth_if for {w.name} to its interface on the "
+                                "master's subnet, or cable it to the head")
+    roce = [n.name for n in used if n.ib_if]
+    tcp = [n.name for n in used if not n.ib_if]
+    if roce and tcp and not allow_mixed:
+        problems += [f"{n}: uses TCP sockets while {', '.join(roce)} use RoCE; every rank would run at TCP's "
+                     "speed (cable its QSFP link, or set allow_mixed_transports: true in cluster.yaml)" for n in tcp]
+    return problems
+
+
 def plan(nodes: list[NodeInput], opts: Options) -> Plan:
     """Nodes are in rank order, head first."""
     if not opts.command:
@@ -318,7 +345,8 @@ def plan(nodes: list[NodeInput], opts: Options) -> Plan:
     for node in out:
         digest = deploy_hash(opts, mode, node)
         hashed.append(replace(node, deploy_hash=digest, run_argv=_with_hash(node.run_argv, digest)))
-    return Plan(mode=mode, nodes=tuple(hashed), port=port, notes=tuple(notes))
+    return Plan(mode=mode, nodes=tuple(hashed), port=port, notes=tuple(notes),
+                problems=tuple(layout_problems(used, opts.allow_mixed_transports)))
 
 
 def _with_hash(argv: tuple[str, ...], digest: str) -> tuple[str, ...]:

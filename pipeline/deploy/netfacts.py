@@ -7,6 +7,11 @@ devices ("twins", e.g. rocep1s0f1 + roceP2p1s0f1 for netdevs enp1s0f1np1 + enP2p
 cluster link only if one of its netdevs shares an IPv4 subnet with another node of the cluster, so a
 port cabled to a PC is ignored. One cluster port -> standard (both twins); two -> mesh (all four, plus
 NCCL's mesh settings); none -> sockets only over the interface holding the node's address.
+
+What the user sets in cluster.yaml (eth_if, ib_if) always wins over the automatic choice, whose
+problems then do not apply. Only the interfaces the choice uses are checked for subnet clashes (Wi-Fi
+and wired Ethernet on one LAN are fine while NCCL runs over a QSFP link). A node named by hostname is
+matched through what that name resolves to on the node itself; IPv6 addresses work like IPv4 ones.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-_LINK_RE = re.compile(r"^(?P<dev>\S+)\s+port\s+(?P<port>\d+)\s+==>\s+(?P<netdev>\S+)\s+\((?P<state>\w+)\)")
+_LINK_RE = re.compile(r"^(?P<dev>\S+)\s+port\s+(?P<port>\d+)\s+==>\s+(?P<netdev>\S+)\s+\(\s*(?P<state>\w+)\s*\)")
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -33,9 +39,13 @@ class Iface:
     name: str
     up: bool
     ipv4: tuple[tuple[str, int], ...] = ()
+    ipv6: tuple[tuple[str, int], ...] = ()  # global-scope only (link-local fe80:: cannot carry NCCL)
 
-    def networks(self) -> list[ipaddress.IPv4Network]:
-        return [ipaddress.ip_network(f"{a}/{p}", strict=False) for a, p in self.ipv4]  # type: ignore[misc]
+    def addresses(self) -> list[tuple[str, int]]:
+        return [*self.ipv4, *self.ipv6]
+
+    def networks(self) -> list[Net]:
+        return [ipaddress.ip_network(f"{a}/{p}", strict=False) for a, p in self.addresses()]
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ class Choice:
     extra_env: tuple[tuple[str, str], ...] = ()
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    ip: str | None = None  # the address on eth_if that peers reach (VLLM_HOST_IP, the master address)
+    nets: tuple[str, ...] = ()  # eth_if's networks (CIDR): what this node reaches without a router
 
 
 def parse_ibdev2netdev(text: str) -> list[Link]:
@@ -68,15 +80,34 @@ def parse_ibdev2netdev(text: str) -> list[Link]:
 
 
 def parse_ip_addr(text: str) -> dict[str, Iface]:
-    """`ip -j addr` -> name -> Iface (IPv4 addresses only; loopback skipped)."""
+    """`ip -j addr` -> name -> Iface (loopback skipped). Raises ValueError, saying what is wrong, for
+    output that is not `ip -j addr`'s JSON (an old iproute2, a wrapper printing text)."""
+    try:
+        items = json.loads(text or "[]")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"ip -j addr did not answer JSON ({e.msg}): {text.strip()[:80]!r}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"ip -j addr answered a JSON {type(items).__name__}, expected a list of interfaces")
     out: dict[str, Iface] = {}
-    for item in json.loads(text or "[]"):
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("flags", []), list) or \
+                not isinstance(item.get("addr_info", []), list):
+            raise ValueError(f"ip -j addr: interface {i} is not an object with flags and addr_info lists")
         name = item.get("ifname", "")
-        if not name or "LOOPBACK" in item.get("flags", []):
+        if not isinstance(name, str) or not name or "LOOPBACK" in item.get("flags", []):
             continue
-        up = item.get("operstate") == "UP" or ("UP" in item.get("flags", []) and "LOWER_UP" in item.get("flags", []))
-        v4 = tuple((a["local"], int(a["prefixlen"])) for a in item.get("addr_info", []) if a.get("family") == "inet")
-        out[name] = Iface(name=name, up=up, ipv4=v4)
+        flags = item.get("flags", [])
+        up = item.get("operstate") == "UP" or ("UP" in flags and "LOWER_UP" in flags)
+        addrs = [a for a in item.get("addr_info", []) if isinstance(a, dict)]
+        try:
+            v4 = tuple((str(a["local"]), int(a["prefixlen"])) for a in addrs if a.get("family") == "inet")
+            v6 = tuple((str(a["local"]), int(a["prefixlen"])) for a in addrs if a.get("family") == "inet6"
+                       and a.get("scope", "global") == "global" and not str(a["local"]).lower().startswith("fe80"))
+            for a, p in (*v4, *v6):
+                ipaddress.ip_network(f"{a}/{p}", strict=False)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"ip -j addr: interface {name}: an address without a valid local/prefixlen") from None
+        out[name] = Iface(name=name, up=up, ipv4=v4, ipv6=v6)
     return out
 
 
@@ -104,33 +135,55 @@ class NodeNet:
     ifaces: dict[str, Iface] = field(default_factory=dict)
     eth_if: str = "auto"
     ib_if: list[str] | str = "auto"
+    resolved: tuple[str, ...] = ()  # what `address` resolves to on the node itself (a hostname)
+    name: str = ""
 
     def addresses(self) -> set[str]:
-        return {a for i in self.ifaces.values() for a, _ in i.ipv4}
+        return {a for i in self.ifaces.values() for a, _ in i.addresses()}
+
+    def own_ips(self) -> list[str]:
+        """The node's address as IPs: itself when it is one, else what it resolved to on the node."""
+        try:
+            return [str(ipaddress.ip_address(self.address.strip("[]")))]
+        except ValueError:
+            return list(self.resolved)
 
 
-def _iface_of_address(ifaces: dict[str, Iface], address: str) -> str | None:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    for i in ifaces.values():
-        if any(ip in net for net in i.networks()) and i.up:
-            return i.name
+def _iface_of_address(ifaces: dict[str, Iface], addresses: list[str]) -> str | None:
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        for i in ifaces.values():
+            if i.up and any(ip == ipaddress.ip_address(a) for a, _ in i.addresses()):
+                return i.name
+    for address in addresses:  # not one of its own: the interface on its subnet
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        for i in ifaces.values():
+            if i.up and any(ip in net for net in i.networks()):
+                return i.name
     return None
 
 
-def subnet_clashes(node: NodeNet) -> list[str]:
-    """The toolkit's sanity check: no two up interfaces on one subnet, or routing (and NCCL) picks at random."""
+def subnet_clashes(node: NodeNet, used: set[str]) -> list[str]:
+    """The toolkit's sanity check, on the interfaces the choice uses: another up interface on the same
+    subnet makes routing (and NCCL) pick either at random. Clashes elsewhere (Wi-Fi and wired on one
+    LAN) do not touch the traffic the cluster sends."""
     problems = []
-    seen: dict[ipaddress.IPv4Network, str] = {}
-    for i in node.ifaces.values():
-        if not i.up:
+    for name in sorted(used):
+        mine = node.ifaces.get(name)
+        if mine is None or not mine.up:
             continue
-        for net in i.networks():
-            if net in seen and twin_key(seen[net]) != twin_key(i.name):
-                problems.append(f"{seen[net]} and {i.name} are both up on {net}: give each link its own subnet")
-            seen.setdefault(net, i.name)
+        for other in node.ifaces.values():
+            if other.name == name or not other.up or twin_key(other.name) == twin_key(name):
+                continue
+            for net in mine.networks():
+                if net in other.networks():
+                    problems.append(f"{name} and {other.name} are both up on {net}: give each link its own subnet")
     return problems
 
 
@@ -165,18 +218,19 @@ def _standard(node: NodeNet, links: list[Link], problems: list[str]) -> str | No
 
 def _mesh(node: NodeNet, problems: list[str]) -> str | None:
     """Two cluster ports (3-node mesh): sockets over the interface holding the node's address."""
-    eth = _iface_of_address(node.ifaces, node.address) or next(
+    eth = _iface_of_address(node.ifaces, node.own_ips()) or next(
         (n for n in ("enP7s7", "wlP9s9") if node.ifaces.get(n, Iface(n, False)).ipv4), None)
     if eth is None:
-        problems.append("mesh: no interface holds the node's address for sockets (expected enP7s7)")
+        problems.append("mesh: no interface holds the node's address for sockets (expected enP7s7); "
+                        "set eth_if in cluster.yaml")
     return eth
 
 
 def _sockets(node: NodeNet, peers: list[NodeNet], problems: list[str], warnings: list[str]) -> str | None:
     """No RoCE link: TCP sockets over the interface holding the node's address."""
-    eth = _iface_of_address(node.ifaces, node.address)
+    eth = _iface_of_address(node.ifaces, node.own_ips())
     if eth is None:
-        up = [i.name for i in node.ifaces.values() if i.up and i.ipv4]
+        up = [i.name for i in node.ifaces.values() if i.up and i.addresses()]
         eth = up[0] if len(up) == 1 else None
     if not peers:
         return eth  # one node: nothing crosses the network, so no interface needs naming
@@ -189,46 +243,79 @@ def _sockets(node: NodeNet, peers: list[NodeNet], problems: list[str], warnings:
 MESH_ENV = (("NCCL_NET_PLUGIN", "none"), ("NCCL_IB_SUBNET_AWARE_ROUTING", "1"), ("NCCL_IB_MERGE_NICS", "0"))
 
 
-def _given(node: NodeNet, choice: Choice) -> Choice:
-    """Explicit settings win, but must exist and be up."""
-    problems = list(choice.problems)
-    eth, ib = choice.eth_if, list(choice.ib_if)
-    mode: ChoiceMode = choice.mode
-    if node.eth_if != "auto":
-        given = node.ifaces.get(node.eth_if)
-        if given is None or not given.up:
-            problems.append(f"eth_if {node.eth_if} is {'down' if given else 'not an interface of this node'}")
-        eth, mode = node.eth_if, "given"
-    if isinstance(node.ib_if, list):
-        known = {lk.dev: lk for lk in node.links}
-        for dev in node.ib_if:
-            if dev not in known or not known[dev].up:
-                problems.append(f"ib_if {dev} is {'down' if dev in known else 'not a RoCE device of this node'}")
-        ib, mode = list(node.ib_if), "given"
-    elif node.ib_if == "none":
-        ib = []
-    return Choice(eth_if=eth, ib_if=tuple(ib), mode=mode, extra_env=choice.extra_env, problems=tuple(problems),
-                  warnings=choice.warnings)
+def _given_ib(node: NodeNet, problems: list[str]) -> list[str]:
+    if node.ib_if == "none":
+        return []
+    known = {lk.dev: lk for lk in node.links}
+    for dev in node.ib_if:
+        if dev not in known or not known[dev].up:
+            problems.append(f"ib_if {dev} is {'down' if dev in known else 'not a RoCE device of this node'}")
+    return list(node.ib_if)
+
+
+def _auto_eth(node: NodeNet, peers: list[NodeNet], ports: dict[str, list[Link]],
+              problems: list[str], warnings: list[str]) -> str | None:
+    if len(ports) == 1:
+        return _standard(node, next(iter(ports.values())), problems)
+    if len(ports) == 2:
+        return _mesh(node, problems)
+    if not ports:
+        return _sockets(node, peers, problems, warnings)
+    return None
+
+
+def address_for(node: NodeNet, eth: str | None, peers: list[NodeNet]) -> str | None:
+    """The address on eth_if that the others use: one on a subnet a peer shares, else the node's own
+    address, else any but a leftover link-local (169.254/16) one."""
+    iface = node.ifaces.get(eth or "")
+    if iface is None:
+        return None
+    addrs = iface.addresses()
+    peer_ips = [ipaddress.ip_address(a) for p in peers for a in p.addresses()]
+    for a, prefix in addrs:
+        net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
+        if any(ip in net for ip in peer_ips):
+            return a
+    own = [a for a, _ in addrs if a in node.own_ips()]
+    if own:
+        return own[0]
+    usable = [a for a, _ in addrs if not ipaddress.ip_address(a).is_link_local] or [a for a, _ in addrs]
+    return usable[0] if usable else None
 
 
 def choose(node: NodeNet, peers: list[NodeNet]) -> Choice:
-    problems = subnet_clashes(node)
-    ports, warnings = cluster_ports(node, peers)
-    ib: list[str] = [lk.dev for links in ports.values() for lk in links]
-    extra: tuple[tuple[str, str], ...] = ()
-    mode: ChoiceMode
-    if len(ports) == 1:
-        mode, eth = "standard", _standard(node, next(iter(ports.values())), problems)
-    elif len(ports) == 2:
-        mode, eth, extra = "mesh", _mesh(node, problems), MESH_ENV
-    elif not ports:
-        mode, eth = "sockets", _sockets(node, peers, problems, warnings)
+    """One node's interfaces. What cluster.yaml sets wins, and the automatic choice's problems for that
+    part then do not apply."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    ports, ignored = cluster_ports(node, peers)
+    given_ib = node.ib_if != "auto"
+    given_eth = node.eth_if != "auto"
+    if given_ib:
+        ib = _given_ib(node, problems)
     else:
-        mode, eth = "unknown", None
-        problems.append(f"{len(ports)} RoCE ports reach cluster nodes; expected 1 (pair or switch) or 2 "
-                        "(mesh); set eth_if and ib_if in cluster.yaml")
-    return _given(node, Choice(eth_if=eth, ib_if=tuple(ib), mode=mode, extra_env=extra, problems=tuple(problems),
-                               warnings=tuple(warnings)))
+        warnings += ignored
+        ib = [lk.dev for links in ports.values() for lk in links] if len(ports) <= 2 else []
+    if given_eth:
+        iface = node.ifaces.get(node.eth_if)
+        if iface is None or not iface.up:
+            problems.append(f"eth_if {node.eth_if} is {'down' if iface else 'not an interface of this node'}")
+        eth: str | None = node.eth_if
+    else:
+        eth = _auto_eth(node, peers, ports if not given_ib else {}, problems, warnings)
+        if len(ports) > 2 and not given_ib:
+            problems.append(f"{len(ports)} RoCE ports reach cluster nodes; expected 1 (pair or switch) or 2 "
+                            "(mesh); set eth_if and ib_if in cluster.yaml")
+    mode: ChoiceMode = "given" if given_eth or given_ib else \
+        {0: "sockets", 1: "standard", 2: "mesh"}.get(len(ports), "unknown")  # type: ignore[assignment]
+    used = {eth} if eth else set()
+    used |= {lk.netdev for lk in node.links if lk.dev in ib}
+    problems += subnet_clashes(node, used)
+    extra = MESH_ENV if len(ports) == 2 and not given_ib else ()
+    iface = node.ifaces.get(eth or "")
+    nets = tuple(str(n) for n in iface.networks()) if iface else ()
+    return Choice(eth_if=eth, ib_if=tuple(ib), mode=mode, extra_env=extra, problems=tuple(problems),
+                  warnings=tuple(warnings), ip=address_for(node, eth, peers), nets=nets)
 
 
 def choose_all(nodes: list[NodeNet]) -> list[Choice]:

@@ -27,7 +27,7 @@ from pipeline.deploy.mods import Mod, cleanup, load_mod
 from pipeline.deploy.steps import DeploySteps, Inputs, steps
 from pipeline.deploy.steps import NodeFacts as StepFacts
 from pipeline.engines.docker import Docker
-from pipeline.errors import ConfigError, HostError, LaunchFailed
+from pipeline.errors import ConfigError, HostError, LaunchFailed, PipelineError
 from pipeline.report import NullReporter, Reporter
 from pipeline.spec.cluster import ClusterSpec, NodeSpec
 
@@ -81,7 +81,7 @@ class DeployRequest:
             earlyoom=self.earlyoom or bool(self.earlyoom_args), cache_dirs=self.cache_dirs, volumes=self.volumes,
             master_port=self.master_port, jobs=self.jobs, ray_num_cpus=self.ray_num_cpus,
             ray_object_store_memory=self.ray_object_store_bytes, mods=tuple(f"{m.name}:{m.digest}" for m in mods),
-            **extra)
+            allow_mixed_transports=spec.allow_mixed_transports, **extra)
 
 
 @dataclass
@@ -115,16 +115,19 @@ def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[str], lis
         if not f.reachable:
             problems.append(f"{f.node.label}: {f.error}")
             continue
+        if f.ip_note:
+            problems.append(f"{f.node.label}: {f.ip_note}")
         problems += [f"{f.node.label}: {p}" for p in c.problems]
         warnings += [f"{f.node.label}: {w}" for w in c.warnings]
-        ip = f.ifaces[c.eth_if].ipv4[0][0] if c.eth_if in f.ifaces and f.ifaces[c.eth_if].ipv4 else None
+        ip = c.ip
         if f.node.transport == "local" and len(facts) == 1:
             ip = f.node.address  # alone on this machine: the server is reached over loopback
         if ip is None:
             with contextlib.suppress(ValueError):
                 ip = str(ipaddress.ip_address(f.node.address))
         out.append(NodeInput(name=f.node.label, address=f.node.address, eth_if=c.eth_if, ib_if=c.ib_if, ip=ip,
-                             extra_env=c.extra_env, home=f.home or "/root", env=tuple(f.node.env.items())))
+                             extra_env=c.extra_env, home=f.home or "/root", env=tuple(f.node.env.items()),
+                             nets=c.nets))
     return out, problems, warnings
 
 
@@ -179,23 +182,38 @@ class Deployer:
             out.append(make_mod(label, head, kept, workdir))
         return out
 
-    def plan(self, request: DeployRequest, mods: list[Mod], secrets: dict[str, str]) -> DeployPlan:
-        """Discover every node, plan the launch, and decide every command. Runs nothing on the nodes."""
+    def plan(self, request: DeployRequest, mods: list[Mod], secrets: dict[str, str],
+             saved: list[NodeFacts] | None = None) -> DeployPlan:
+        """Discover every node (or take `saved` facts: then nothing is contacted, the server is taken as
+        not answering), plan the launch, and decide every command. Runs nothing on the nodes."""
         opts = request.options(self.spec, mods, tuple(secrets))
-        facts = gather(self.hosts, opts.image, self.name)
+        facts = saved if saved is not None else gather(self.hosts, opts.image, self.name)
         nodes, problems, warnings = node_inputs(facts)
         if problems:
             raise LaunchFailed("cannot launch:\n" + "\n".join(problems),
                                {p.split(":", 1)[0]: p.split(":", 1)[1].strip() for p in problems})
-        local_id = self.docker.image_id(opts.image) or ""
+        local_id = self._local_image_id(opts.image, offline=saved is not None)
         launch = plan(nodes, Options(**{**opts.__dict__, "image_id": local_id}))
+        if launch.problems:
+            raise LaunchFailed("cannot launch:\n" + "\n".join(launch.problems),
+                               {p.split(":", 1)[0]: p.split(":", 1)[1].strip() for p in launch.problems})
         url = f"http://{launch.head.ip}:{launch.port}"
-        answers = http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models")[0]
+        answers = saved is None and http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models")[0]
         todo = steps(launch, Inputs(image=opts.image, local_image_id=local_id, facts=step_facts(facts),
                                     container=self.name, server_answers=answers,
                                     mods=tuple(m.ref() for m in mods), secret_names=tuple(secrets),
-                                    ship_mode=request.ship_mode, force=request.force, workdir=WORKDIR))
+                                    ship_mode=request.ship_mode, force=request.force, workdir=WORKDIR,
+                                    master_port=request.master_port))
         return DeployPlan(launch=launch, steps=todo, options=opts, mods=mods, warnings=warnings)
+
+    def _local_image_id(self, image: str, offline: bool) -> str:
+        """The image's ID in this machine's Docker; offline, a machine without Docker plans with none."""
+        try:
+            return self.docker.image_id(image) or ""
+        except (PipelineError, OSError):
+            if offline:
+                return ""
+            raise
 
     def apply(self, dp: DeployPlan, request: DeployRequest, secrets: dict[str, str]) -> DeployResult:
         by_name = {n.label: n for n in self.spec.nodes}

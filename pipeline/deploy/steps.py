@@ -16,6 +16,23 @@ from typing import Any, Literal
 from pipeline.deploy.launch import EXIT_FILE, WRAPPER, Plan
 
 CommandKind = Literal["run", "upload", "write-secrets", "ship", "wait-ray", "wait-ready"]
+# Constant scripts for the reach check (values arrive as arguments): the head listens on the master
+# address and port until every worker has connected (or its time is up), each worker connects to it.
+LISTEN = ("import socket,sys,time\n"
+          "host,port,want,secs=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4])\n"
+          "s=socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)\n"
+          "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+          "s.bind((host,port));s.listen(64);end=time.monotonic()+secs;n=0\n"
+          "while n<want and time.monotonic()<end:\n"
+          " s.settimeout(max(0.1,end-time.monotonic()))\n"
+          " try:\n  c,_=s.accept();c.settimeout(5);c.recv(1);c.close();n+=1\n"
+          " except OSError:\n  pass\n")
+CONNECT = ("import socket,sys,time\n"
+           "host,port,secs=sys.argv[1],int(sys.argv[2]),float(sys.argv[3]);end=time.monotonic()+secs;err=''\n"
+           "while time.monotonic()<end:\n"
+           " try:\n  socket.create_connection((host,port),timeout=3).close();sys.exit(0)\n"
+           " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3)\n"
+           "print(f'cannot reach {host}:{port}: {err}',file=sys.stderr);sys.exit(1)\n")
 STATE_DIR = ".spark-pipeline"  # under the SSH user's home on each node: env files and mod uploads
 
 
@@ -37,7 +54,9 @@ class Command:
     def show(self) -> str:
         """The command as `--dry-run` prints it."""
         if self.kind == "run":
-            return shlex.join(self.argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
+            return (shlex.join(self.argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
+                    .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
+                    .replace(shlex.quote(CONNECT), "<connect: host port seconds>"))
         return {
             "upload": f"upload {self.source} -> {self.dest}",
             "write-secrets": f"write {self.source} to {self.dest} (mode 0600; values never shown)",
@@ -130,6 +149,7 @@ class Inputs:
     force: bool = False
     workdir: str = "/workspace/vllm"  # the image's working directory: mods' WORKSPACE_DIR
     mods_dir: str = "/workspace/mods"
+    master_port: int = 29501  # Ray's GCS port or torch.distributed's: where workers meet the head
     timeouts: dict[str, float] = field(default_factory=dict)
 
 
@@ -211,6 +231,24 @@ def mods_phase(plan: Plan, inp: Inputs) -> Phase:
     return Phase("mods", f"mods: {', '.join(m.name for m in inp.mods)}", tuple(out))
 
 
+def reach_phase(plan: Plan, inp: Inputs, port: int) -> Phase:
+    """Before any rank starts: every worker connects to the master address from inside its container
+    (the head listens there), so a worker that cannot reach it fails the launch in seconds, named."""
+    head, c = plan.nodes[0], inp.container
+    workers = len(plan.nodes) - 1
+    master = f"{head.ip}:{port}"
+    out = [NodeSteps(head.name, (Command(
+        "run", f"the workers check that they reach {master} before any rank starts",
+        ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), str(workers), "20"), timeout=40,
+        failure=f"cannot listen on the master address {master} (taken, or not this node's)"),))]
+    for w in plan.nodes[1:]:
+        out.append(NodeSteps(w.name, (Command(
+            "run", f"the master address {master} must be reachable from here over {w.eth_if or 'its route'}",
+            ("docker", "exec", c, "python3", "-c", CONNECT, head.ip, str(port), "12"), timeout=40,
+            failure=f"cannot reach the master address {master} over {w.eth_if or 'its route'}"),)))
+    return Phase("reach", f"check that every worker reaches the master address {master}", tuple(out))
+
+
 def exec_start(argv: tuple[str, ...], container: str, why: str) -> tuple[Command, ...]:
     return (Command("run", "a fresh exit status for the watcher", ("docker", "exec", container, "rm", "-f", EXIT_FILE),
                     check=False, timeout=30),
@@ -257,5 +295,6 @@ def steps(plan: Plan, inp: Inputs) -> DeploySteps:
     wait = Phase("wait", f"wait for {url}/health",
                  (NodeSteps(plan.head.name, (Command("wait-ready", "deploy returns when the server answers", url=url,
                                                      timeout=0),)),))
-    return DeploySteps(phases=(ship_phase(plan, inp), start_phase(plan, inp), mods_phase(plan, inp),
+    reach = [reach_phase(plan, inp, inp.master_port)] if plan.mode != "solo" else []
+    return DeploySteps(phases=(ship_phase(plan, inp), start_phase(plan, inp), mods_phase(plan, inp), *reach,
                                *start_phases(plan, inp), wait))

@@ -73,6 +73,8 @@ class ClusterSpec(BaseModel):
     image: NonEmptyStr = "vllm-node"
     registry_port: Port = 5000
     container_env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    # Some ranks on RoCE and others on TCP sockets is refused (all run at TCP's speed) unless this is set.
+    allow_mixed_transports: Flag = False
 
     @field_validator("nodes")
     @classmethod

@@ -67,6 +67,7 @@ def test_deploy_dry_run_lists_every_command_per_node() -> None:
             assert f"{node}: {what}" in got, (node, what)
     order = [line.split("] ", 1)[1] for line in got.splitlines() if line.startswith("[")]
     assert order == ["ship vllm-node to the nodes that lack it", "start the vllm_node containers (noray)",
-                     "mods: drop-caches", "start the worker ranks (headless) before rank 0", "start the command",
+                     "mods: drop-caches", "check that every worker reaches the master address 192.168.100.11:29501",
+                     "start the worker ranks (headless) before rank 0", "start the command",
                      "wait for http://192.168.100.11:8000/health"]
     assert got in readme_blocks(), "README.md must show this dry-run output as it is"

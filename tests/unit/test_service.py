@@ -49,7 +49,7 @@ class Docker:
 def test_deploy_from_python(server: int, isolated_cache: Path) -> None:
     spec = ClusterSpec.model_validate({"nodes": [{"address": "127.0.0.1", "name": "spark1"}]})
     hosts = FakeHosts(spec)
-    hosts.expect("spark1", ["sh", "-c", SCRIPT, "sh", "vllm-node", "vllm_node"], stdout=FACTS)
+    hosts.expect("spark1", ["sh", "-c", SCRIPT, "sh", "vllm-node", "vllm_node", "127.0.0.1"], stdout=FACTS)
     request = DeployRequest(command=("vllm", "serve", "m", "--port", str(server)), gpus="none")
     reporter = ListReporter()
     deployer = Deployer(spec, reporter=reporter, hosts=hosts, docker=Docker())  # type: ignore[arg-type]
