@@ -112,7 +112,7 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
             say(w, "warn")
         if o["dry_run"]:
             if o["as_json"]:
-                emit_json({**dp.launch.to_json(), "steps": dp.steps.to_json()})
+                emit_json({**dp.launch.to_json(), "warnings": dp.warnings, "steps": dp.steps.to_json()})
             console.print(plan_table(dp.launch))
             for line in dp.steps.lines():
                 say(line)
