@@ -97,6 +97,22 @@ def test_wrong_interface_on_one_node_fails_fast_naming_it(testbed: Testbed, clus
     assert "h3" in stopped and "h1" not in stopped
 
 
+def test_worker_that_cannot_reach_the_master_fails_in_seconds(testbed: Testbed, cluster_yaml: Path) -> None:
+    head, cut = testbed.nodes[0], testbed.nodes[2]
+    rule = ["OUTPUT", "-d", head.address, "-p", "tcp", "--dport", "29501", "-j", "DROP"]
+    subprocess.run(["ip", "netns", "exec", cut.netns, "iptables", "-I", *rule], check=True)
+    try:
+        start = time.monotonic()
+        proc = deploy(cluster_yaml, "--", "vllm", "serve", "m", "--port", "8024", "-pp", "3", check=1)
+        elapsed = time.monotonic() - start
+    finally:
+        subprocess.run(["ip", "netns", "exec", cut.netns, "iptables", "-D", *rule], check=True)
+    flat = " ".join(proc.stderr.split())
+    assert f"reach failed on {cut.name}" in flat and f"cannot reach the master address {head.address}:29501" in flat
+    assert "h2" not in flat.split("reach failed on", 1)[1].split(":", 1)[0]
+    assert elapsed < 60, elapsed  # no rank started: vLLM would have waited 600 s for the missing one
+
+
 def test_mods_run_in_order_and_a_failing_mod_stops_the_deploy(testbed: Testbed, cluster_yaml: Path,
                                                              tmp_path: Path) -> None:
     deploy(cluster_yaml, "--solo", "--apply-mod", "chatml-chat-template", "--",
