@@ -93,7 +93,7 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
     from pipeline.cli.console import ConsoleReporter, console, emit_json, say
     from pipeline.deploy.failed import record_failed
     from pipeline.deploy.mods import cleanup
-    from pipeline.deploy.service import Deployer, secrets_from_env
+    from pipeline.deploy.service import Deployer
     from pipeline.errors import LaunchFailed
 
     if o["facts_file"] is not None and not o["dry_run"]:
@@ -102,7 +102,7 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
     spec = cluster_from(o)
     saved = read_facts(o["facts_file"], spec) if o["facts_file"] is not None else None
     deployer = Deployer(spec, o["name"], ConsoleReporter())
-    secrets = secrets_from_env()
+    secrets = request.secrets(spec)
     mods = deployer.load_mods(request)
     try:
         dp = deployer.plan(request, mods, secrets, saved)

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pipeline.deploy.hosts import HostResults, Ran
 from pipeline.deploy.launch import EXIT_FILE, Plan
+from pipeline.deploy.secrets import Secrets
 from pipeline.deploy.steps import Command, DeploySteps, NodeSteps, Phase
 from pipeline.errors import HostError, LaunchFailed
 from pipeline.report import Reporter
@@ -108,12 +109,12 @@ class Applier:
     """Runs a DeploySteps list on the nodes."""
 
     def __init__(self, hosts: Transport, shipper: Shipper, container: str, reporter: Reporter,
-                 secrets: dict[str, str] | None = None, poll: float = 1.0):
+                 secrets: Secrets | None = None, poll: float = 1.0):
         self.hosts = hosts
         self.shipper = shipper
         self.container = container
         self.report = reporter
-        self.secrets = secrets or {}
+        self.secrets = secrets or Secrets()
         self.poll = poll
 
     def apply(self, todo: DeploySteps, dep: Deployment, deadline: float) -> float:
@@ -183,8 +184,8 @@ class Applier:
         elif c.kind == "upload":
             self.hosts.put(node, Path(c.source), c.dest)
         elif c.kind == "write-secrets":
-            names = c.source.split(",")
-            self.hosts.put_text(node, "".join(f"{k}={self.secrets[k]}\n" for k in names if k in self.secrets),
+            values = self.secrets.for_node(node.label)
+            self.hosts.put_text(node, "".join(f"{k}={values[k]}\n" for k in c.source.split(",") if k in values),
                                 c.dest, 0o600)
         else:
             raise ValueError(f"{c.kind} is not a node command")

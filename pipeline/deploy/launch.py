@@ -187,7 +187,8 @@ def node_env(n: NodeInput, opts: Options) -> list[tuple[str, str]]:
     env += list(n.env)
     seen: dict[str, str] = {}
     for k, v in env:  # later wins (user -e over defaults), one entry per name
-        seen[k] = v
+        if k not in opts.secret_env:  # a secret's value goes through the env file, wherever it was set
+            seen[k] = v
     return list(seen.items())
 
 

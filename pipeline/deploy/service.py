@@ -24,6 +24,8 @@ from pipeline.deploy.hosts import HostResults, Hosts, Ran
 from pipeline.deploy.image import Shipper
 from pipeline.deploy.launch import Mode, NodeInput, Options, Plan, parse_env_items, plan
 from pipeline.deploy.mods import Mod, cleanup, load_mod
+from pipeline.deploy.secrets import Secrets
+from pipeline.deploy.secrets import gather as gather_secrets
 from pipeline.deploy.steps import DeploySteps, Inputs, steps
 from pipeline.deploy.steps import NodeFacts as StepFacts
 from pipeline.engines.docker import Docker
@@ -32,7 +34,6 @@ from pipeline.report import NullReporter, Reporter
 from pipeline.spec.cluster import ClusterSpec, NodeSpec
 
 REPO_MODS = Path(__file__).resolve().parents[2] / "mods"
-SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 WORKDIR = "/workspace/vllm"  # the runtime image's working directory: mods' WORKSPACE_DIR
 
 
@@ -65,6 +66,10 @@ class DeployRequest:
     timeout: float = 1800
     force: bool = False
     cleanup_on_failure: bool = False
+
+    def secrets(self, spec: ClusterSpec) -> Secrets:
+        """The secrets' values, from every place a user can set them (see deploy/secrets.py)."""
+        return gather_secrets(spec, parse_env_items(self.env, os.environ), os.environ)
 
     def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
         if self.privileged and self.limits:
@@ -100,10 +105,6 @@ class DeployResult:
     skipped: bool
     seconds_to_ready: float = 0.0
     answered_at: float = 0.0
-
-
-def secrets_from_env(names: tuple[str, ...] = SECRET_NAMES) -> dict[str, str]:
-    return {n: os.environ[n] for n in names if os.environ.get(n)}
 
 
 def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[str], list[str]]:
@@ -182,11 +183,11 @@ class Deployer:
             out.append(make_mod(label, head, kept, workdir))
         return out
 
-    def plan(self, request: DeployRequest, mods: list[Mod], secrets: dict[str, str],
+    def plan(self, request: DeployRequest, mods: list[Mod], secrets: Secrets,
              saved: list[NodeFacts] | None = None) -> DeployPlan:
         """Discover every node (or take `saved` facts: then nothing is contacted, the server is taken as
         not answering), plan the launch, and decide every command. Runs nothing on the nodes."""
-        opts = request.options(self.spec, mods, tuple(secrets))
+        opts = request.options(self.spec, mods, secrets.names())
         facts = saved if saved is not None else gather(self.hosts, opts.image, self.name)
         nodes, problems, warnings = node_inputs(facts)
         if problems:
@@ -201,7 +202,7 @@ class Deployer:
         answers = saved is None and http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models")[0]
         todo = steps(launch, Inputs(image=opts.image, local_image_id=local_id, facts=step_facts(facts),
                                     container=self.name, server_answers=answers,
-                                    mods=tuple(m.ref() for m in mods), secret_names=tuple(secrets),
+                                    mods=tuple(m.ref() for m in mods), secret_names=secrets.names(),
                                     ship_mode=request.ship_mode, force=request.force, workdir=WORKDIR,
                                     master_port=request.master_port))
         return DeployPlan(launch=launch, steps=todo, options=opts, mods=mods, warnings=warnings)
@@ -215,7 +216,7 @@ class Deployer:
                 return ""
             raise
 
-    def apply(self, dp: DeployPlan, request: DeployRequest, secrets: dict[str, str]) -> DeployResult:
+    def apply(self, dp: DeployPlan, request: DeployRequest, secrets: Secrets) -> DeployResult:
         by_name = {n.label: n for n in self.spec.nodes}
         dep = Deployment(plan=dp.launch, by_name=by_name)
         if dp.steps.nothing:
@@ -243,7 +244,7 @@ class Deployer:
 
     def deploy(self, request: DeployRequest) -> DeployResult:
         """plan + apply, with the mods cleaned up afterwards."""
-        secrets = secrets_from_env()
+        secrets = request.secrets(self.spec)
         mods = self.load_mods(request)
         try:
             return self.apply(self.plan(request, mods, secrets), request, secrets)

@@ -188,6 +188,8 @@ def start_phase(plan: Plan, inp: Inputs) -> Phase:
         run_argv = n.run_argv
         if inp.secret_names:
             env_file = f"{home}/{STATE_DIR}/env-{inp.container}"
+            cmds.append(Command("run", "the env file's directory, readable by its owner only",
+                                ("install", "-d", "-m", "700", f"{home}/{STATE_DIR}"), timeout=30))
             cmds.append(Command("write-secrets", "secrets reach the container only through a 0600 env file",
                                 source=",".join(inp.secret_names), dest=env_file))
             i = run_argv.index("run") + 1

@@ -73,6 +73,9 @@ class ClusterSpec(BaseModel):
     image: NonEmptyStr = "vllm-node"
     registry_port: Port = 5000
     container_env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    # Names of environment variables that are secrets (besides HF_TOKEN, HUGGING_FACE_HUB_TOKEN): wherever
+    # they are set, they reach containers only through a 0600 env file, never argv or logs.
+    secrets: list[EnvName] = Field(default_factory=list)
     # Some ranks on RoCE and others on TCP sockets is refused (all run at TCP's speed) unless this is set.
     allow_mixed_transports: Flag = False
 

@@ -129,13 +129,20 @@ def test_mods_run_in_order_and_a_failing_mod_stops_the_deploy(testbed: Testbed, 
 
 def test_secret_reaches_the_container_but_no_argv_or_output(testbed: Testbed, cluster_yaml: Path) -> None:
     token = "hf_" + "s3cr3t" * 4
+    other = "hub_" + "t0ken" * 4  # set in cluster.yaml: it too goes through the env file
+    data = yaml.safe_load(cluster_yaml.read_text())
+    data["container_env"] = {"HUGGING_FACE_HUB_TOKEN": other}
+    cluster_yaml.write_text(yaml.safe_dump(data))
     proc = deploy(cluster_yaml, "--solo", "--", "vllm", "serve", "m", "--port", "8025", env={"HF_TOKEN": token})
-    assert token not in proc.stdout + proc.stderr
+    assert token not in proc.stdout + proc.stderr and other not in proc.stdout + proc.stderr
     seen = json.loads(run_cli("exec", "--cluster", str(cluster_yaml), "--", "cat", "/tmp/standin-argv.json").stdout)
-    assert seen["env"]["HF_TOKEN"] == token
+    assert seen["env"]["HF_TOKEN"] == token and seen["env"]["HUGGING_FACE_HUB_TOKEN"] == other
+    inspect = testbed.nodes[0].docker("inspect", "-f", "{{json .Config.Labels}} {{json .Args}}", "vllm_node").stdout
+    assert token not in inspect and other not in inspect
     sshd_log = (testbed.nodes[0].dir / "sshd.log").read_text()
     assert token not in sshd_log
-    assert not list((testbed.nodes[0].dir / "fs" / "root").glob(".spark-pipeline-env-*"))  # env file removed
+    home = testbed.nodes[0].dir / "fs" / "root"
+    assert (home / ".spark-pipeline").is_dir() and not (home / ".spark-pipeline" / "env-vllm_node").exists()
 
 
 hostile = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=24)

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.deploy.apply import WATCH, Applier, Deployment
 from pipeline.deploy.launch import EXIT_FILE, NodeInput, Options, Plan, plan
+from pipeline.deploy.secrets import Secrets
 from pipeline.deploy.steps import DeploySteps, Inputs, ModRef, NodeFacts, steps
 from pipeline.errors import LaunchFailed
 from pipeline.report import ListReporter
@@ -56,7 +57,7 @@ def run(hosts: FakeHosts, p: Plan, todo: DeploySteps, secrets: dict[str, str] | 
         shipper: FakeShipper | None = None) -> tuple[Deployment, ListReporter]:
     dep = Deployment(plan=p, by_name={n.label: n for n in hosts.cluster.nodes})
     rep = ListReporter()
-    Applier(hosts, shipper or FakeShipper(), "vllm_node", rep, secrets, poll=0.01).apply(todo, dep,
+    Applier(hosts, shipper or FakeShipper(), "vllm_node", rep, Secrets(secrets or {}), poll=0.01).apply(todo, dep,
                                                                                         time.monotonic() + 10)
     return dep, rep
 

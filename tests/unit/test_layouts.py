@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.deploy.factsfile import from_json
+from pipeline.deploy.secrets import Secrets
 from pipeline.deploy.service import Deployer, DeployRequest
 from pipeline.errors import LaunchFailed
 from pipeline.report import ListReporter
@@ -33,12 +34,12 @@ def test_layout(path: Path) -> None:
     want = case["expect"]
     if "error" in want:
         with pytest.raises(LaunchFailed) as info:
-            deployer.plan(request, [], {}, facts)
+            deployer.plan(request, [], Secrets(), facts)
         for line in want["error"]:
             assert line in str(info.value), (path.stem, str(info.value))
         assert set(info.value.failures) == {line.split(":", 1)[0] for line in want["error"]}
         return
-    dp = deployer.plan(request, [], {}, facts)
+    dp = deployer.plan(request, [], Secrets(), facts)
     assert dp.launch.head.ip == want["master"]
     for w in want.get("warnings", []):
         assert any(got.startswith(w) for got in dp.warnings), (w, dp.warnings)

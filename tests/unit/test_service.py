@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.deploy.apply import WATCH
 from pipeline.deploy.discover import MARK, SCRIPT
+from pipeline.deploy.secrets import Secrets
 from pipeline.deploy.service import Deployer, DeployRequest
 from pipeline.report import ListReporter
 from pipeline.spec.cluster import ClusterSpec
@@ -54,14 +55,14 @@ def test_deploy_from_python(server: int, isolated_cache: Path) -> None:
     reporter = ListReporter()
     deployer = Deployer(spec, reporter=reporter, hosts=hosts, docker=Docker())  # type: ignore[arg-type]
     mods = deployer.load_mods(request)
-    dp = deployer.plan(request, mods, {})
+    dp = deployer.plan(request, mods, Secrets())
     for phase in dp.steps.phases:
         for ns in phase.nodes:
             for c in ns.commands:
                 if c.kind == "run":
                     hosts.expect(ns.node, c.argv)
     hosts.expect("spark1", ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
-    result = deployer.apply(dp, request, {})
+    result = deployer.apply(dp, request, Secrets())
     assert not result.skipped and result.dep.states["spark1"].status == "ready"
     assert "  spark1: nothing to do, because it has vllm-node (aaaaaaaaaaaa)" in dp.steps.lines()
     assert any(shlex.split(c)[:2] == ["docker", "run"] for _, c in hosts.ran) and not hosts.unused()
