@@ -35,9 +35,14 @@ class UserError(PipelineError):
 class ConfigError(UserError, ValueError):
     """Bad input in a file or on the command line, with its location (file:key or --flag)."""
 
+    SHOWN = 20  # a file full of mistakes shows the first ones and a count, not 200,000 lines
+
     def __init__(self, messages: str | list[str]):
         self.messages = [messages] if isinstance(messages, str) else list(messages)
-        super().__init__("\n".join(self.messages))
+        shown = self.messages[:self.SHOWN]
+        if len(self.messages) > self.SHOWN:
+            shown.append(f"… and {len(self.messages) - self.SHOWN} more")
+        super().__init__("\n".join(shown))
 
 
 class SourceError(UserError):

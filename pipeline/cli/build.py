@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.cli.options import build_options, load_from_options, mirrors_from, store_from
+from pipeline.cli.types import ImageRef
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -105,10 +106,10 @@ def results_table(results: list[StageResult]) -> Table:
 
 @click.command()
 @build_options
-@click.option("--tag", default=None, help="Image name for the runtime image. Overrides `runtime.tag`.")
+@click.option("--tag", type=ImageRef(), default=None, help="Image name for the runtime image. Overrides `runtime.tag`.")
 @click.option("--export", "export", type=click.Path(path_type=Path), default=None,
               help="Also write the runtime image as a tarball (docker save format) to this path.")
-@click.option("--push", "push", default=None, metavar="REF",
+@click.option("--push", "push", type=ImageRef(), default=None, metavar="REF",
               help="Also push the runtime image to a registry reference (Dagger: publish).")
 @click.option("--json", "as_json", is_flag=True, help="Print stage results as JSON on stdout.")
 def build(tag: str | None, export: Path | None, push: str | None, as_json: bool, **opts: Any) -> None:

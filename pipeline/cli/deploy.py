@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.cli.nodes import cluster_from, cluster_options, facts_option, limit_option, limited, read_facts
+from pipeline.cli.types import PORT, ContainerName, ImageRef, Tail, Volume
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from pipeline.deploy.launch import Plan
     from pipeline.deploy.service import Deployer
 
-name_option = click.option("--name", default="vllm_node", show_default=True, help="Container name on every node.")
+name_option = click.option("--name", type=ContainerName(), default="vllm_node", show_default=True,
+                           help="Container name on every node.")
 
 
 def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
@@ -41,25 +43,31 @@ def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
 @click.command(context_settings={"ignore_unknown_options": False})
 @cluster_options
 @name_option
-@click.option("--image", default=None, help="Image to run. Overrides cluster.yaml `image` (default vllm-node).")
+@click.option("--image", type=ImageRef(), default=None,
+              help="Image to run. Overrides cluster.yaml `image` (default vllm-node).")
 @click.option("--ray/--no-ray", "ray", default=None, help="Ray cluster, or (default for 2+ nodes) vLLM's own "
                                                           "multi-node mode with --nnodes/--node-rank.")
 @click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="Environment for every container; repeatable.")
 @click.option("--nccl-debug", is_flag=False, flag_value="INFO", default=None, metavar="[LEVEL]",
+              type=click.Choice(["VERSION", "WARN", "INFO", "TRACE"], case_sensitive=False),
               help="Set NCCL_DEBUG (INFO when no level is given).")
 @click.option("--non-privileged", is_flag=True, help="No --privileged: IPC_LOCK, /dev/infiniband and limits.")
 @click.option("--nofile", type=click.IntRange(min=1024), envvar="VLLM_SPARK_NOFILE_LIMIT", default=1048576,
               show_default=True, help="Open-files limit in the containers (env VLLM_SPARK_NOFILE_LIMIT).")
-@click.option("--mem-limit-gb", type=int, default=None, help="Memory limit (with --non-privileged) [110].")
-@click.option("--mem-swap-limit-gb", type=int, default=None, help="Memory+swap limit [mem + 10].")
-@click.option("--pids-limit", type=int, default=None, help="PIDs limit (with --non-privileged) [4096].")
-@click.option("--shm-size-gb", type=int, default=None, help="/dev/shm size (with --non-privileged) [64].")
+@click.option("--mem-limit-gb", type=click.IntRange(min=1), default=None,
+              help="Memory limit (with --non-privileged) [110].")
+@click.option("--mem-swap-limit-gb", type=click.IntRange(min=1), default=None, help="Memory+swap limit [mem + 10].")
+@click.option("--pids-limit", type=click.IntRange(min=16), default=None,
+              help="PIDs limit (with --non-privileged) [4096].")
+@click.option("--shm-size-gb", type=click.IntRange(min=1), default=None,
+              help="/dev/shm size (with --non-privileged) [64].")
 @click.option("--earlyoom", is_flag=True, help="Run earlyoom as the container's keepalive process.")
 @click.option("--earlyoom-args", default=None, help="earlyoom arguments (implies --earlyoom).")
 @click.option("--no-cache-dirs", is_flag=True, help="Do not mount the vLLM/FlashInfer/Triton cache dirs.")
-@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST", help="Extra mount on every node.")
-@click.option("--master-port", type=int, default=29501, show_default=True, help="Ray / torch.distributed port.")
-@click.option("-j", "--jobs", type=int, default=None, help="MAX_JOBS etc. inside the containers (JIT compiles).")
+@click.option("-v", "--volume", "volumes", multiple=True, type=Volume(), help="Extra mount on every node.")
+@click.option("--master-port", type=PORT, default=29501, show_default=True, help="Ray / torch.distributed port.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="MAX_JOBS etc. inside the containers (JIT compiles).")
 @click.option("--gpus", type=click.Choice(["all", "none"]), default="all", show_default=True,
               help="none: no GPU is requested (hosts without the NVIDIA runtime, e.g. tests).")
 @click.option("--apply-mod", "mods", multiple=True, metavar="DIR|ZIP|NAME",
@@ -70,12 +78,12 @@ def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
               help="Where --apply-vllm-pr finds PRs (a fork, a file:// URL or a local path).")
 @click.option("--ship", "ship_mode", type=click.Choice(["registry", "stream"]), default="registry",
               show_default=True, help="How the image reaches nodes that lack it.")
-@click.option("--timeout", type=float, default=1800, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=1800, show_default=True,
               help="Seconds until the server must answer /health and /v1/models.")
 @click.option("--force", is_flag=True, help="Redeploy even when every node runs this exact deployment.")
 @click.option("--cleanup-on-failure", is_flag=True, help="Remove the containers when the launch fails.")
-@click.option("--ray-num-cpus", type=int, default=2, show_default=True)
-@click.option("--ray-object-store-bytes", type=int, default=1073741824, show_default=True)
+@click.option("--ray-num-cpus", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--ray-object-store-bytes", type=click.IntRange(min=78643200), default=1073741824, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print every command each node would run, and why; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan and its commands as JSON on stdout.")
 @facts_option
@@ -215,7 +223,7 @@ STATUS_COLUMNS = ("node", "role", "container", "exit", "health", "ray_nodes", "i
 @cluster_options
 @name_option
 @limit_option
-@click.option("--port", type=int, default=8000, show_default=True, help="The server port to check on the head.")
+@click.option("--port", type=PORT, default=8000, show_default=True, help="The server port to check on the head.")
 @click.option("--json", "as_json", is_flag=True, help="Per-node status as JSON on stdout.")
 def status(name: str, limit: str | None, port: int, as_json: bool, **o: Any) -> None:
     """Per node: container, image, role, exit status, health and Ray nodes (on the head). Exits 1 when
@@ -248,7 +256,7 @@ def status(name: str, limit: str | None, port: int, as_json: bool, **o: Any) -> 
 @name_option
 @click.option("--node", "node_name", default=None, help="Which node [default: the head].")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming (Ctrl-C ends).")
-@click.option("--tail", default="200", show_default=True, help="Lines from the end (or all).")
+@click.option("--tail", type=Tail(), default="200", show_default=True, help="Lines from the end (or all).")
 def logs(name: str, node_name: str | None, follow: bool, tail: str, **o: Any) -> None:
     """The container log of one node (the command's output goes there)."""
     from pipeline.errors import HostError

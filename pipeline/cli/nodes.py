@@ -272,10 +272,11 @@ def cluster_import(dotenv: Path, output: Path, force: bool) -> None:
     from pipeline.errors import ConfigError
     from pipeline.fsutil import write_atomic
     from pipeline.spec.clusterfile import dump_cluster, import_dotenv
+    from pipeline.spec.load import read_text
 
     if output.exists() and not force:
         raise ConfigError(f"{output} exists; use --force to overwrite it")
-    data, notes = import_dotenv(dotenv.read_text(), dotenv.name)
+    data, notes = import_dotenv(read_text(dotenv, dotenv.name), dotenv.name)
     write_atomic(output.resolve(), dump_cluster(data))
     for note in notes:
         say(f"note: {note}", "warn")

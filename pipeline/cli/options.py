@@ -19,7 +19,8 @@ F = Callable[..., Any]
 _OVERRIDES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("--gpu-arch", "gpu_arch", "CUDA arch list, e.g. 12.1a (DGX Spark) or 12.0f.", {}),
     ("--platform", "platform", "Target platform: linux/arm64 (Spark) or linux/amd64.", {}),
-    ("--build-jobs", "build_jobs", "Parallel compile jobs (MAX_JOBS); never part of a key.", {"type": int}),
+    ("--build-jobs", "build_jobs", "Parallel compile jobs (MAX_JOBS); never part of a key.",
+     {"type": click.IntRange(min=1)}),
     ("--torch-version", "base.torch.version", "torch version.", {}),
     ("--triton-ref", "triton.ref", "Triton git ref (with triton.source: git).", {}),
     ("--flashinfer-ref", "flashinfer.ref", "FlashInfer branch, tag or SHA.", {}),
@@ -47,7 +48,7 @@ def build_options(f: F) -> F:
                           "flashinfer.cubin_cache=false; repeatable.")(f)
     f = click.option("-f", "--file", "build_file", type=click.Path(path_type=Path), default=Path("build.yaml"),
                      show_default=True, help="The build description.")(f)
-    f = click.option("--store", type=click.Path(path_type=Path), default=None,
+    f = click.option("--store", type=click.Path(path_type=Path, file_okay=False), default=None,
                      help="Artifact store directory [default: $SPARK_PIPELINE_STORE or the user cache].")(f)
     f = click.option("--offline", is_flag=True,
                      help="Do not fetch sources; resolve refs from the local mirrors only.")(f)

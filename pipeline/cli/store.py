@@ -30,7 +30,7 @@ def store() -> None:
     """The artifact store: <store>/<stage>/<key>/ with the stage's files and manifest.json."""
 
 
-store_option = click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+store_option = click.option("--store", "store_path", type=click.Path(path_type=Path, file_okay=False), default=None,
                             help="Store directory [default: $SPARK_PIPELINE_STORE or the user cache].")
 
 

@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -129,14 +130,28 @@ def flag_value(argv: tuple[str, ...] | list[str], names: tuple[str, ...]) -> str
     return value
 
 
+def check_command(command: tuple[str, ...]) -> None:
+    """The vLLM flags deploy reads must have sane values before anything runs: a flag at the end with
+    no value, -tp/-pp/-dp that are not whole numbers ≥ 1, a --port that is not a port."""
+    for i, a in enumerate(command):
+        if a in (*PARALLEL_FLAGS, "--port") and i == len(command) - 1:
+            raise ConfigError(f"command: {a} expects a value after it")
+    for flag in PARALLEL_FLAGS:
+        v = flag_value(command, (flag,))
+        if v is not None and (not v.isdigit() or int(v) < 1):
+            raise ConfigError(f"command: {flag} expects a whole number ≥ 1, got {v!r}")
+    port = flag_value(command, ("--port",))
+    if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise ConfigError(f"command: --port expects a port number 1-65535, got {port!r}")
+
+
 def parallelism(command: tuple[str, ...]) -> int | None:
     """tp × pp × dp from the command; None when it sets none of them."""
+    check_command(command)
     found: dict[str, int] = {}
     for flag, key in PARALLEL_FLAGS.items():
         v = flag_value(command, (flag,))
         if v is not None:
-            if not v.isdigit() or int(v) < 1:
-                raise ConfigError(f"command: {flag} expects a whole number ≥ 1, got {v!r}")
             found[key] = int(v)
     if not found:
         return None
@@ -326,7 +341,11 @@ def plan(nodes: list[NodeInput], opts: Options) -> Plan:
     """Nodes are in rank order, head first."""
     if not opts.command:
         raise ConfigError("no command: give it after --, e.g. deploy -- vllm serve MODEL --port 8000")
+    check_command(opts.command)
     used, mode, notes = choose_nodes(nodes, opts)
+    if mode == "noray" and not is_vllm_serve(without_flag(opts.command, BACKEND)):
+        raise ConfigError(f"command: on {len(used)} nodes without Ray each rank runs `vllm serve … --node-rank N`; "
+                          f"{shlex.join(opts.command[:2])} is not `vllm serve`: use --solo, or --ray")
     port = int(flag_value(opts.command, ("--port",)) or 8000)
     head_ip = used[0].ip or used[0].address
     out: list[NodePlan] = []

@@ -118,7 +118,7 @@ class TritonSpec(BaseModel):
     source: Literal["pip", "git"] = "pip"
     repo: RepoUrl = "https://github.com/triton-lang/triton.git"
     ref: GitRef = "v3.6.0"
-    wheels: list[NonEmptyStr] = Field(default_factory=lambda: [".", "python/triton_kernels"])
+    wheels: list[NonEmptyStr] = Field(default_factory=lambda: [".", "python/triton_kernels"], min_length=1)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
 
@@ -129,7 +129,8 @@ class FlashInferSpec(BaseModel):
     prs: list[PullRequest] = Field(default_factory=list)
     arch_list: GpuArch | None = None
     cubin_cache: Flag = True
-    wheels: list[NonEmptyStr] = Field(default_factory=lambda: [".", "flashinfer-cubin", "flashinfer-jit-cache"])
+    wheels: list[NonEmptyStr] = Field(default_factory=lambda: [".", "flashinfer-cubin", "flashinfer-jit-cache"],
+                                      min_length=1)
     patches: list[NonEmptyStr] | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -23,7 +24,20 @@ from pipeline.spec.types import STRICT, EnvName, EnvValue, Flag, NonEmptyStr, Po
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9a-fA-F:]+\]?$")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
-Host = Annotated[str, expect("a host name or IP address", lambda v: isinstance(v, str) and bool(_HOST_RE.match(v)))]
+def is_host(v: object) -> bool:
+    """A host name or an IP address; all-numeric dotted names must be a valid IPv4 (192.168.100.300 is a
+    typo, not a host name)."""
+    if not isinstance(v, str) or not _HOST_RE.match(v):
+        return False
+    if re.fullmatch(r"[0-9.]+", v) or ":" in v:
+        try:
+            ipaddress.ip_address(v.strip("[]"))
+        except ValueError:
+            return False
+    return True
+
+
+Host = Annotated[str, expect("a host name or IP address", is_host)]
 IfaceName = Annotated[str, expect("an interface name (up to 15 letters, digits, . _ : -) or auto",
                                   lambda v: isinstance(v, str) and bool(_IFACE_RE.match(v)))]
 Port = Annotated[int, expect("a port number 1-65535",

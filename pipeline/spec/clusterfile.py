@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
+from dotenv.parser import parse_stream
 
 from pipeline.errors import ConfigError
 from pipeline.spec.cluster import ClusterSpec
 from pipeline.spec.load import read_yaml, validate
 
 THIS_MACHINE: dict[str, Any] = {"address": "127.0.0.1", "name": "local", "transport": "local", "head": True}
-_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def load_cluster(path: Path | None = None, nodes: str | None = None, solo: bool = False,
@@ -48,24 +50,36 @@ def load_cluster(path: Path | None = None, nodes: str | None = None, solo: bool 
 
 
 def parse_dotenv(text: str, label: str = ".env") -> dict[str, str]:
-    """The toolkit's .env: KEY=VALUE lines, # comments, surrounding quotes stripped, no duplicates."""
+    """The toolkit's .env, which its scripts `source` with bash: lines split by python-dotenv, each
+    value as bash reads it (`A=foo#bar` keeps the #, `A=x #note` drops the note), and lines bash would
+    refuse or read otherwise (an unbalanced quote, an unquoted space) refused with their line."""
     out: dict[str, str] = {}
-    for i, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    for b in parse_stream(io.StringIO(text)):
+        line, raw = b.original.line, b.original.string.strip()
+        if b.error or (b.key is None and raw and not raw.startswith("#")) or (b.key is not None and b.value is None):
+            raise ConfigError(f"{label}:{line}: expected KEY=VALUE, got {raw!r}")
+        if b.key is None:
             continue
-        m = _ENV_LINE.match(line)
-        if not m:
-            raise ConfigError(f"{label}:{i}: expected KEY=VALUE, got {raw.strip()!r}")
-        key, value = m.group(1), m.group(2).strip()
-        if key in out:
-            raise ConfigError(f"{label}:{i}: {key} is set twice")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif value:
-            value = " ".join(shlex.split(value, comments=True)) if "#" in value else value
-        out[key] = value
+        if not _ENV_NAME.match(b.key):
+            raise ConfigError(f"{label}:{line}: {b.key!r} is not a variable name (letters, digits, _)")
+        if b.key in out:
+            raise ConfigError(f"{label}:{line}: {b.key} is set twice")
+        out[b.key] = _bash_value(raw, b.key, f"{label}:{line}")
     return out
+
+
+def _bash_value(raw: str, key: str, where: str) -> str:
+    """The value bash gives KEY on this line (`source .env`), or a located refusal."""
+    try:
+        words = shlex.split(raw.removeprefix("export").strip(), posix=True)
+    except ValueError:
+        raise ConfigError(f"{where}: unbalanced quote: bash refuses this line (quote the value whole, e.g. "
+                          f"{key}=\"…\")") from None
+    comment = next((i for i, w in enumerate(words) if w.startswith("#")), len(words))
+    words = words[:comment]  # bash: a comment starts at a word beginning with # (A=foo#bar keeps it)
+    if len(words) != 1 or not words[0].startswith(f"{key}="):
+        raise ConfigError(f"{where}: unquoted space: bash would not assign all of it to {key}; quote the value")
+    return words[0].split("=", 1)[1]
 
 
 def dotenv_node(env: dict[str, str], host: str, local: str) -> dict[str, Any]:

@@ -53,14 +53,32 @@ def _line_index(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tu
     return out
 
 
-def read_yaml(path: Path, label: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    """Read a YAML mapping; returns the data and a key-path → line index."""
+MAX_SPEC_BYTES = 1 << 20  # a spec file is a page of settings; megabytes are a mistake (and slow to parse)
+
+
+def read_text(path: Path, label: str, limit: int = MAX_SPEC_BYTES) -> str:
+    """A spec file's text: UTF-8, at most `limit` bytes, or a located error."""
     try:
-        text = path.read_text()
+        if path.stat().st_size > limit:
+            raise ConfigError(f"{label}: {path.stat().st_size / 1e6:.1f} MB; expected a settings file of at most "
+                              f"{limit // 1024} KiB")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{label}: file not found ({path})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{label}: is a directory, expected a file ({path})") from None
     except OSError as e:
         raise ConfigError(f"{label}: cannot read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{label}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
+def read_yaml(path: Path, label: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """Read a YAML mapping; returns the data and a key-path → line index."""
+    text = read_text(path, label)
     try:
         data = yaml.load(text, Loader=_Loader)
         lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
@@ -156,6 +174,8 @@ def format_errors(exc: ValidationError, model: type[BaseModel], label: str,
             msg = f"expected a mapping, got {_describe(err.get('input'))}"
         elif kind == "list_type":
             msg = f"expected a list, got {_describe(err.get('input'))}"
+        elif kind == "too_short":
+            msg = "expected at least one entry, got an empty list"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         line = lines.get(tuple(str(p) for p in loc))

@@ -61,8 +61,30 @@ def is_git_ref(v: Any) -> bool:
     return _is_str(v) and bool(_REF_RE.match(v)) and "@{" not in v and not v.endswith(".lock")
 
 
+# What `nvcc --list-gpu-arch` of CUDA 13.0 knows (Maxwell, Pascal and Volta are gone); `a` (arch-specific)
+# exists from 9.0, `f` (family) from Blackwell's 10.0.
+NVCC_ARCHS = ("7.5", "8.0", "8.6", "8.7", "8.8", "8.9", "9.0", "10.0", "10.3", "11.0", "12.0", "12.1")
+
+
+def _arch_known(arch: str) -> bool:
+    base, suffix = arch.rstrip("af"), arch[len(arch.rstrip("af")):]
+    if base not in NVCC_ARCHS:
+        return False
+    major = int(base.split(".")[0])
+    return suffix == "" or (suffix == "a" and major >= 9) or (suffix == "f" and major >= 10)
+
+
 def is_gpu_arch(v: Any) -> bool:
-    return _is_str(v) and all(_ARCH_RE.match(p) for p in re.split(r"[;\s]+", v.strip()))
+    parts = [p for p in re.split(r"[;\s]+", v.strip()) if p] if _is_str(v) else []
+    return bool(parts) and all(_ARCH_RE.match(p) and _arch_known(p) for p in parts)
+
+
+def _version_text(v: Any) -> bool:
+    """A version written as text. YAML reads an unquoted 2.10 as the number 2.1: refused with a hint."""
+    if isinstance(v, float | int) and not isinstance(v, bool):
+        raise ValueError(f"expected a version as a string, got the number {v}: quote it (\"{v}\" may not be "
+                         "what you wrote: YAML reads 2.10 as 2.1)")
+    return isinstance(v, str) and bool(_VERSION_RE.match(v))
 
 
 def is_image_ref(v: Any) -> bool:
@@ -96,7 +118,8 @@ def pr_url_parts(url: str) -> tuple[str, int]:
 
 
 GitRef = Annotated[str, expect("a branch, tag or 40-hex SHA", is_git_ref)]
-GpuArch = Annotated[str, expect("a CUDA arch such as 12.1a, 12.0f or 12.1a;12.0f", is_gpu_arch)]
+GpuArch = Annotated[str, expect("a CUDA arch nvcc 13 knows, such as 12.1a, 12.0f or 12.1a;12.0f "
+                                f"({', '.join(NVCC_ARCHS)}; a from 9.0, f from 10.0)", is_gpu_arch)]
 ImageRef = Annotated[str, expect("an image reference such as nvidia/cuda:13.0.2-devel-ubuntu24.04@sha256:…",
                                  is_image_ref)]
 PullRequest = Annotated[int | str, BeforeValidator(parse_pr)]
@@ -109,15 +132,11 @@ Package = Annotated[str, expect("a pip requirement such as ray[default]==2.60.0"
                                 lambda v: _is_str(v) and bool(_PKG_RE.match(v)))]
 AptPackage = Annotated[str, expect("a Debian package name",
                                    lambda v: _is_str(v) and bool(re.match(r"^[a-z0-9][a-z0-9+.-]+(=\S+)?$", v)))]
-Version = Annotated[str, expect("a version such as 2.13.0",
-                                lambda v: isinstance(v, str | int | float) and not isinstance(v, bool)
-                                and bool(_VERSION_RE.match(str(v))), str)]
+Version = Annotated[str, expect("a version such as 2.13.0", _version_text)]
 AutoVersion = Annotated[str, expect("a version such as 2.14.0, or auto (vLLM's pin)",
-                                    lambda v: v == "auto" or (isinstance(v, str | float)
-                                    and bool(_VERSION_RE.match(str(v)))), str)]
+                                    lambda v: v == "auto" or _version_text(v))]
 OptionalVersion = Annotated[str, expect("a version such as 2.11.0, none, or auto (vLLM's pin)",
-                                        lambda v: v in ("none", "auto") or (isinstance(v, str | float)
-                                        and bool(_VERSION_RE.match(str(v)))), str)]
+                                        lambda v: v in ("none", "auto") or _version_text(v))]
 RepoUrl = Annotated[str, expect("a git URL (https://…, ssh, file://…) or a local path",
                                 lambda v: _is_str(v) and " " not in v.strip() and "\n" not in v)]
 PositiveInt = Annotated[int, expect("a whole number ≥ 1",
