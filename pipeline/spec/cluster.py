@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from pipeline.spec.types import STRICT, EnvName, EnvValue, Flag, NonEmptyStr, PositiveInt, expect
+from pipeline.spec.types import STRICT, EnvName, EnvValue, Flag, ImageRef, NonEmptyStr, PositiveInt, expect
 
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9a-fA-F:]+\]?$")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -84,7 +84,7 @@ class ClusterSpec(BaseModel):
     model_config = STRICT
     nodes: list[NodeSpec] = Field(min_length=1)
     ssh: SshSpec = Field(default_factory=SshSpec)
-    image: NonEmptyStr = "vllm-node"
+    image: ImageRef = "vllm-node"
     registry_port: Port = 5000
     container_env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     # Names of environment variables that are secrets (besides HF_TOKEN, HUGGING_FACE_HUB_TOKEN): wherever

@@ -57,6 +57,9 @@ def parse_dotenv(text: str, label: str = ".env") -> dict[str, str]:
     for b in parse_stream(io.StringIO(text)):
         line, raw = b.original.line, b.original.string.strip()
         if b.error or (b.key is None and raw and not raw.startswith("#")) or (b.key is not None and b.value is None):
+            key = raw.removeprefix("export").strip().split("=", 1)[0]
+            if "=" in raw and _ENV_NAME.match(key):
+                _bash_value(raw, key, f"{label}:{line}")  # says what bash would make of it
             raise ConfigError(f"{label}:{line}: expected KEY=VALUE, got {raw!r}")
         if b.key is None:
             continue
