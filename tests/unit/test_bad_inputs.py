@@ -62,10 +62,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
+    try:
         main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
     out = capsys.readouterr()
-    return int(info.value.code or 0), out.err + out.out
+    return code, out.err + out.out
 
 
 def check(code: int, output: str, expected: str) -> None:
