@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shlex
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import paramiko
+import tenacity
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
@@ -29,6 +31,10 @@ from pipeline.errors import HostError, NodesFailed, PipelineError
 from pipeline.spec.cluster import ClusterSpec, NodeSpec
 
 T = TypeVar("T")
+# paramiko logs its own transport errors, with tracebacks, to stderr when nothing handles its logger;
+# every such error reaches the user as ours instead (HostError, located to the node).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 # What a node step may fail with: our own errors (HostError among them), OS and socket errors, SSH
 # errors. Anything else is a bug in our code and must not be reported as a node failure.
 NODE_ERRORS: tuple[type[BaseException], ...] = (PipelineError, OSError, paramiko.SSHException, EOFError)
@@ -149,7 +155,7 @@ class Hosts:
         if conn.is_connected:
             return conn
         try:
-            conn.open()
+            self._connect(conn)
         except paramiko.BadHostKeyException:
             name = host_key_name(node.address, node.port)
             raise HostError(node.label, f"REMOTE HOST IDENTIFICATION HAS CHANGED: the host key does not match "
@@ -171,6 +177,17 @@ class Hosts:
         except OSError as e:
             raise HostError(node.label, f"cannot connect to {name_of(node)}: {e.strerror or e}") from None
         return conn
+
+    def _connect(self, conn: Connection) -> None:
+        """Open the connection, retrying with backoff what a node that is booting or restarting sshd
+        answers (refused, no SSH banner yet) until the connect deadline; refusals that retrying cannot
+        change (host key, authentication) fail at once."""
+        deadline = self.cluster.ssh.connect_timeout
+        for attempt in tenacity.Retrying(stop=tenacity.stop_after_delay(deadline), reraise=True,
+                                         wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+                                         retry=tenacity.retry_if_exception(_transient)):
+            with attempt:
+                conn.open()
 
     def run(self, node: NodeSpec, argv: list[str], timeout: float = 120, check: bool = True) -> Ran:
         """Run argv on a node (quoted with shlex.join: no user value reaches a shell unquoted)."""
@@ -255,6 +272,14 @@ class Hosts:
             with contextlib.suppress(Exception):
                 c.close()
         self._conns.clear()
+
+
+def _transient(e: BaseException) -> bool:
+    if isinstance(e, paramiko.BadHostKeyException | paramiko.AuthenticationException):
+        return False
+    if isinstance(e, ConnectionRefusedError | paramiko.ssh_exception.NoValidConnectionsError):
+        return True
+    return isinstance(e, paramiko.SSHException) and "protocol banner" in str(e)
 
 
 def name_of(node: NodeSpec) -> str:
