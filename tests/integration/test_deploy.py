@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +112,31 @@ def test_worker_that_cannot_reach_the_master_fails_in_seconds(testbed: Testbed, 
     assert f"reach failed on {cut.name}" in flat and f"cannot reach the master address {head.address}:29501" in flat
     assert "h2" not in flat.split("reach failed on", 1)[1].split(":", 1)[0]
     assert elapsed < 60, elapsed  # no rank started: vLLM would have waited 600 s for the missing one
+
+
+def test_ctrl_c_stops_what_this_run_started_and_nothing_else(testbed: Testbed, cluster_yaml: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "deploy", "--cluster", str(cluster_yaml), *LIMITS,
+                             "-e", "STANDIN_DELAY=600", "--timeout", "300", "--", "vllm", "serve", "m", "--port",
+                             "8026", "-pp", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bystander = testbed.nodes[1]
+    try:
+        deadline = time.monotonic() + 240
+        while not all(containers(testbed)) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert all(containers(testbed)), proc.stderr.read() if proc.poll() is not None else "no containers"
+        # a container this run did not start, on one of its nodes
+        bystander.docker("run", "-d", "--name", "bystander", "--entrypoint", "", IMAGE, "sleep", "infinity")
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err and containers(testbed) == ["", "", ""]
+        assert bystander.docker("inspect", "-f", "{{.State.Running}}", "bystander").stdout.strip() == "true"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        bystander.docker("rm", "-f", "bystander", check=False)
 
 
 def test_mods_run_in_order_and_a_failing_mod_stops_the_deploy(testbed: Testbed, cluster_yaml: Path,
