@@ -15,7 +15,7 @@ BAD = sorted((REPO / "tests" / "spec" / "bad").glob("*.yaml"))
 
 
 def expected_message(path: Path) -> str:
-    first = path.read_text().splitlines()[0]
+    first = path.read_bytes().split(b"\n", 1)[0].decode()
     assert first.startswith("# expect: "), f"{path.name} lacks its '# expect:' line"
     return first.removeprefix("# expect: ").replace("{file}", path.name)
 
