@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("pipeline.cli.deploy", "status", "Per node: container, image, role, exit status, health."),
     "logs": ("pipeline.cli.deploy", "logs", "The container log of one node."),
     "exec": ("pipeline.cli.deploy", "exec_", "Run a command in the deployment's container."),
+    "recipe": ("pipeline.cli.recipe", "recipe", "Model presets: list them, show what one runs, run one."),
 }
 
 

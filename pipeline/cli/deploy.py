@@ -97,6 +97,11 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
       python -m pipeline deploy -n 192.168.100.10,192.168.100.11 -- vllm serve org/model -tp 2
       python -m pipeline deploy --ray --dry-run -- vllm serve org/model -tp 2
     """
+    run_deploy(command, o)
+
+
+def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
+    """deploy's work for its flags `o` (also `recipe run`'s, with the recipe's command, env and mods)."""
     from pipeline import paths
     from pipeline.cli.console import ConsoleReporter, console, emit_json, say
     from pipeline.deploy.failed import record_failed
