@@ -80,13 +80,15 @@ def template_of(recipe: RecipeSpec, values: Mapping[str, Any]) -> str:
 
 
 def fill(template: str, values: Mapping[str, Any], label: str) -> str:
-    used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    missing = sorted(f for f in used if f and f not in values)
-    if missing:
-        raise ConfigError(f"{label}:command: uses {{{missing[0]}}}, which neither defaults nor an override sets")
     try:
+        used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        missing = sorted(f for f in used if f and f not in values)
+        if missing:
+            raise ConfigError(f"{label}:command: uses {{{missing[0]}}}, which neither defaults nor an override sets")
         return template.format_map({k: _text(v) for k, v in values.items()})
-    except (ValueError, IndexError) as e:
+    except (ValueError, IndexError, KeyError, AttributeError) as e:
+        if isinstance(e, ConfigError):
+            raise
         raise ConfigError(f"{label}:command: not a valid template ({e}); write literal braces as {{{{ }}}}") from None
 
 

@@ -25,10 +25,12 @@ CLI_CASES = [tuple(part.strip() for part in line.split(" => ", 1))
 CLUSTER_CASES = sorted((BAD / "cluster").glob("*.yaml"))
 DOTENV_CASES = sorted((BAD / "dotenv").glob("*.env"))
 BUILD_CASES = sorted((REPO / "tests" / "spec" / "bad").glob("*.yaml"))
+RECIPE_CASES = sorted((BAD / "recipes").glob("*.yaml"))
 
 
 def test_the_corpus_is_large_enough() -> None:
     assert len(CLI_CASES) + len(CLUSTER_CASES) + len(DOTENV_CASES) + len(BUILD_CASES) + 2 >= 150
+    assert len(RECIPE_CASES) >= 30
 
 
 @pytest.fixture
@@ -100,6 +102,11 @@ def test_bad_cluster_file(path: Path, workdir: Path, capsys: pytest.CaptureFixtu
 def test_bad_dotenv(path: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     check(*run(["cluster", "import", str(path), "-o", "imported.yaml"], capsys), expected_line(path))
     assert not (workdir / "imported.yaml").exists()
+
+
+@pytest.mark.parametrize("path", RECIPE_CASES, ids=[p.stem for p in RECIPE_CASES])
+def test_bad_recipe(path: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    check(*run(["recipe", "show", str(path), "--solo"], capsys), expected_line(path).replace(path.name, str(path)))
 
 
 def test_a_huge_file_is_refused_at_once(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,12 +22,17 @@ PREFIX = re.compile(r"^\s*(?:dagger run )?python -m pipeline (.*?)(?:\s+#.*)?$")
 
 
 def help_texts() -> dict[str, str]:
-    ctx = click.Context(cli, info_name="pipeline")
-    out = {"": cli.get_help(ctx)}
-    for name in cli.list_commands(ctx):
-        cmd = cli.get_command(ctx, name)
-        assert cmd is not None
-        out[name] = cmd.get_help(click.Context(cmd, info_name=name, parent=ctx))
+    out: dict[str, str] = {}
+
+    def walk(cmd: click.Command, ctx: click.Context, path: str) -> None:
+        out[path] = cmd.get_help(ctx)
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
+                walk(sub, click.Context(sub, info_name=name, parent=ctx), f"{path} {name}".strip())
+
+    walk(cli, click.Context(cli, info_name="pipeline"), "")
     return out
 
 
@@ -35,10 +40,15 @@ EXAMPLES = sorted({m[1] for text in help_texts().values() for line in text.split
 
 
 def parse(args: list[str]) -> tuple[str, click.Context]:
+    cmd: click.Command = cli
     ctx = cli.make_context("pipeline", list(args))
-    name, cmd, rest = cli.resolve_command(ctx, [*getattr(ctx, "_protected_args", []), *ctx.args])
-    assert cmd is not None and name is not None
-    return name, cmd.make_context(name, rest, parent=ctx)
+    name = "pipeline"
+    while isinstance(cmd, click.Group):
+        sub_name, sub, rest = cmd.resolve_command(ctx, [*getattr(ctx, "_protected_args", []), *ctx.args])
+        assert sub is not None and sub_name is not None
+        cmd, name = sub, sub_name
+        ctx = sub.make_context(sub_name, rest, parent=ctx)
+    return name, ctx
 
 
 def test_there_are_examples() -> None:
@@ -54,7 +64,7 @@ def test_example_parses_as_meant(example: str) -> None:
         assert flag in {o for p in ctx.command.params for o in p.opts}, (example, flag)
 
 
-@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.startswith("deploy ")])
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.startswith(("deploy ", "recipe run "))])
 def test_deploy_example_runs_as_a_dry_run(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     case = json.loads(LAYOUT.read_text())
@@ -72,7 +82,7 @@ def test_deploy_example_runs_as_a_dry_run(example: str, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     args = shlex.split(example)
-    cut = args.index("--")
+    cut = args.index("--") if "--" in args else len(args)
     extra = ["--facts", "facts.json"] + ([] if "--dry-run" in args else ["--dry-run"])
     try:
         main([*args[:cut], *extra, *args[cut:]])
