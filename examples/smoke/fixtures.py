@@ -20,6 +20,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from examples.smoke import models as smoke_models
+
 HERE = Path(__file__).parent
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "smoke", "GIT_AUTHOR_EMAIL": "smoke@example.invalid",
@@ -120,8 +122,10 @@ def requires(path):
 
 
 def setup_py(pkg: str, name: str, version: str, extra: str = "def extra(pkg_dir):\n    pass\n",
-             requires_from: str = "") -> str:
+             requires_from: str = "", scripts: str = "") -> str:
     install = f", install_requires=requires({requires_from!r})" if requires_from else ""
+    if scripts:
+        install += f", entry_points={{'console_scripts': [{scripts!r}]}}"
     data = "['*.fatbin', '*.so', '*.json', 'cubins/*', 'data/include/**/*']"
     return (f"PKG = {pkg!r}\n" + BUILD_INFO + REQUIRES + "\n" + extra + "\n\n"
             f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}}{install},\n"
@@ -296,7 +300,10 @@ def make_sources(root: Path) -> dict[str, str]:
     heads["flashinfer"] = add_submodule(repos / "flashinfer", "3rdparty/cutlass", "../cutlass", heads["cutlass"])
     git(repos / "flashinfer", "tag", "v0.6.5")  # the release the vLLM fixture pins (flashinfer.ref: auto)
     heads["vllm"] = make_repo(repos / "vllm", {
-        "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA, requires_from="requirements/cuda.txt"),
+        "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA, requires_from="requirements/cuda.txt",
+                             scripts="vllm=vllm.serve:main"),
+        # `vllm serve` that speaks the OpenAI API (deterministic, no model: see the file's docstring)
+        "vllm/serve.py": (HERE / "vllm_serve.py").read_text(),
         "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n',
         "csrc/kernel.cu": KERNEL,
         # The newest layout (2026-10): the script under tools/, build requirements under requirements/build/.
@@ -347,6 +354,7 @@ def generate(root: Path) -> Path:
     ctx = root / "docker-contexts" / "runtime"
     ctx.mkdir(parents=True, exist_ok=True)
     (ctx / "README.smoke").write_text("scripts copied into /workspace by the runtime stage\n")
+    smoke_models.generate(root)
     return root / "build.yaml"
 
 

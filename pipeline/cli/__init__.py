@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("pipeline.cli.deploy", "logs", "The container log of one node."),
     "exec": ("pipeline.cli.deploy", "exec_", "Run a command in the deployment's container."),
     "recipe": ("pipeline.cli.recipe", "recipe", "Model presets: list them, show what one runs, run one."),
+    "model": ("pipeline.cli.model", "model", "Hugging Face models: download once, copy to the nodes that lack "
+                                             "them, list per node."),
+    "bench": ("pipeline.cli.bench", "bench", "Benchmark a served model with llama-benchy; list and compare "
+                                             "results."),
 }
 
 

@@ -43,6 +43,8 @@ class BenchmarkSpec(BaseModel):
     model: NonEmptyStr | None = None
     profile: NonEmptyStr | None = None
     args: dict[NonEmptyStr, Any] = Field(default_factory=dict)
+    timeout: PositiveInt | None = None                 # seconds (sparkrun's key)
+    metadata: dict[NonEmptyStr, Any] = Field(default_factory=dict)
 
 
 class RecipeSpec(BaseModel):
