@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import IO, Generic, TypeVar
 
 import paramiko
 import tenacity
@@ -210,6 +210,26 @@ class Hosts:
         if node.transport == "local":
             return self.local.stream(node.label, argv)
         return int(self.open(node).run(shlex.join(argv), warn=True, in_stream=False, pty=False).exited)
+
+    def feed(self, node: NodeSpec, argv: list[str], write: Callable[[IO[bytes]], None]) -> Ran:
+        """Run argv on the node with `write` producing its standard input (a tar stream: bytes go over
+        the SSH channel as they are made, nothing is staged on disk)."""
+        if node.transport == "local":
+            return self.local.feed(node.label, argv, write)
+        command = shlex.join(argv)
+        try:
+            transport = self.open(node).client.get_transport()
+            assert transport is not None
+            chan = transport.open_session()
+            chan.exec_command(command)
+            with chan.makefile("wb") as stdin:
+                write(stdin)
+            chan.shutdown_write()
+            out, err = chan.makefile("rb").read(), chan.makefile_stderr("rb").read()
+            status = chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HostError(node.label, f"{type(e).__name__}: {e}".strip(), command=command) from None
+        return Ran(status=status, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"))
 
     def home(self, node: NodeSpec) -> str:
         """The user's home directory on the node (asked once)."""

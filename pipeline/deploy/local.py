@@ -12,8 +12,10 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pipeline.errors import HostError
 
@@ -51,6 +53,27 @@ class LocalTransport:
             return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
         except OSError as e:
             raise HostError(label, f"cannot run {argv[0]}: {e.strerror or e}", command=shlex.join(argv)) from None
+
+    def feed(self, label: str, argv: list[str], write: Callable[[IO[bytes]], None]) -> Ran:
+        """Run argv with `write` producing its standard input (a tar stream, say)."""
+        command = shlex.join(argv)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as e:
+            raise HostError(label, f"cannot run {argv[0]}: {e.strerror or e}", command=command) from None
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            write(proc.stdin)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the command ended early: its status and stderr say why
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.wait()
+        return Ran(status=proc.returncode, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"))
 
     def home(self) -> str:
         return os.path.expanduser("~")

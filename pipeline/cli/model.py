@@ -1,0 +1,194 @@
+"""`model download | copy | ls`: Hugging Face models downloaded once on this machine, copied to the nodes
+that lack them (only the files they lack, all nodes at once), listed per node."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pipeline.cli.nodes import cluster_options
+
+if TYPE_CHECKING:
+    from pipeline.model.copy import CopyResult
+    from pipeline.model.hub import Snapshot
+    from pipeline.spec.cluster import ClusterSpec
+
+
+@click.group()
+def model() -> None:
+    """Hugging Face models: download once, copy to the nodes that lack them, list per node.
+
+    huggingface_hub does the downloading: HF_HOME says where the cache is, HF_TOKEN (environment or .env)
+    opens gated and private models, HF_ENDPOINT points at a mirror. Nodes keep models in
+    ~/.cache/huggingface, the directory deploy mounts into the containers (which run with
+    HF_HUB_OFFLINE=1, so no node downloads on its own).
+    """
+
+
+def copy_all(spec: ClusterSpec, snaps: list[Snapshot]) -> list[CopyResult]:
+    """Every snapshot to every node of spec (nodes in parallel); a node that fails is reported, the
+    others finish."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from pipeline.cli.console import ConsoleReporter, console
+    from pipeline.deploy.hosts import Hosts
+    from pipeline.errors import NodesFailed
+    from pipeline.model.copy import Copier, entries_of
+
+    hosts = Hosts(spec)
+    results: list[CopyResult] = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console, transient=True) as progress:
+            copier = Copier(hosts, ConsoleReporter(progress).transfer)
+            for snap in snaps:
+                entries = entries_of(snap)
+                outcome = hosts.each(lambda node, s=snap, e=entries: copier.copy(node, s, e))  # type: ignore[misc]
+                results += list(outcome.values.values())
+                failed = outcome.failed
+                if failed:
+                    raise NodesFailed(f"copy of {snap.repo} failed on {', '.join(failed)}",
+                                      {n: f"copy: {w}" for n, w in failed.items()})
+    finally:
+        hosts.close()
+    return results
+
+
+def copy_table(results: list[CopyResult]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="model copy", title_justify="left")
+    for col in ("node", "model", "sent", "files", "kept partial", "time", ""):
+        t.add_column(col)
+    for r in results:
+        t.add_row(escape(r.node), escape(r.repo), f"{r.sent_bytes / 1e6:.1f} MB", str(r.sent_files), str(r.resumed),
+                  f"{r.seconds:.1f} s", escape(r.note))
+    return t
+
+
+def _copy_opts(o: dict[str, Any]) -> bool:
+    return bool(o.get("nodes") or o.get("cluster_file"))
+
+
+@model.command()
+@click.argument("repo")
+@click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
+@click.option("--copy-to", "copy_to", default=None, metavar="HOST[,HOST…]",
+              help="Then copy it to these nodes (only what each lacks). --cluster FILE copies to a cluster's nodes.")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="What was downloaded and copied, as JSON on stdout.")
+def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool, **o: Any) -> None:
+    """Download REPO (a Hugging Face model id) into this machine's cache; files it has are not fetched
+    again, and a download that was interrupted resumes.
+
+    \b
+    Examples:
+      python -m pipeline model download Qwen/Qwen3-8B
+      python -m pipeline model download Qwen/Qwen3-8B --copy-to 192.168.100.11,192.168.100.12
+    """
+    from pipeline.cli.console import console, emit_json, say
+    from pipeline.cli.nodes import cluster_from
+    from pipeline.model.hub import download as fetch
+
+    snap = fetch(check_repo(repo), revision)
+    say(f"{repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB at {snap.commit[:12]} in {snap.repo_dir}", "ok")
+    results: list[CopyResult] = []
+    if copy_to or _copy_opts(o):
+        results = copy_all(cluster_from({**o, "nodes": copy_to or o.get("nodes")}), [snap])
+        if not as_json:
+            console.print(copy_table(results))
+    if as_json:
+        emit_json({"repo": repo, "commit": snap.commit, "path": str(snap.path), "files": snap.files,
+                   "bytes": snap.size, "copies": [r.__dict__ for r in results]})
+
+
+def check_repo(repo: str) -> str:
+    from pipeline.errors import ConfigError
+
+    parts = repo.split("/")
+    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo):
+        raise ConfigError(f"model {repo!r}: expected a Hugging Face model id such as Qwen/Qwen3-8B")
+    return repo
+
+
+@model.command()
+@click.argument("repo")
+@click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Per-node results as JSON on stdout.")
+def copy(repo: str, revision: str | None, as_json: bool, **o: Any) -> None:
+    """Copy REPO from this machine's cache to the nodes (only what each lacks; checked by sha256).
+
+    \b
+    Examples:
+      python -m pipeline model copy Qwen/Qwen3-8B -n 192.168.100.11,192.168.100.12
+    """
+    from pipeline.cli.console import console, emit_json
+    from pipeline.cli.nodes import cluster_from
+    from pipeline.errors import ConfigError
+    from pipeline.model.hub import local_snapshot
+
+    snap = local_snapshot(check_repo(repo), revision)
+    if snap is None:
+        raise ConfigError(f"model {repo}: not in this machine's cache; `model download {repo}` first")
+    results = copy_all(cluster_from(o), [snap])
+    if as_json:
+        emit_json([r.__dict__ for r in results])
+        return
+    console.print(copy_table(results))
+
+
+@model.command("ls")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Per machine, the models it holds, as JSON on stdout.")
+def ls(as_json: bool, **o: Any) -> None:
+    """The models in this machine's cache, and with -n/--cluster in each node's.
+
+    \b
+    Examples:
+      python -m pipeline model ls
+      python -m pipeline model ls -n 192.168.100.11,192.168.100.12 --json
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pipeline.cli.console import console, emit_json
+    from pipeline.model.hub import cached_models
+
+    rows = [("this machine", s.repo, s.commit, s.size) for s in cached_models()]
+    if _copy_opts(o):
+        rows += node_models(o)
+    if as_json:
+        emit_json([{"machine": m, "repo": r, "commit": c, "bytes": b} for m, r, c, b in rows])
+        return
+    t = Table()
+    for col in ("machine", "model", "commit", "size"):
+        t.add_column(col)
+    for m, r, c, b in rows:
+        t.add_row(escape(m), escape(r), c[:12], f"{b / 1e6:.1f} MB")
+    console.print(t)
+
+
+def node_models(o: dict[str, Any]) -> list[tuple[str, str, str, int]]:
+    from pipeline.cli.nodes import cluster_from
+    from pipeline.deploy.hosts import Hosts
+    from pipeline.model.manifest import LIST_FORMAT, snapshots_of
+
+    spec = cluster_from(o)
+    hosts = Hosts(spec)
+    try:
+        def one(node: Any) -> list[tuple[str, str, str, int]]:
+            hub = f"{hosts.home(node)}/.cache/huggingface/hub"
+            out = hosts.run(node, ["sh", "-c", 'test -d "$1" || exit 0; find "$1" -mindepth 1 -maxdepth 3 -printf "$2"',
+                                   "sh", hub, LIST_FORMAT], timeout=120).stdout
+            return [(node.label, *s) for s in snapshots_of(out)]
+
+        res = hosts.each(one)
+    finally:
+        hosts.close()
+    rows: list[tuple[str, str, str, int]] = []
+    for oc in res:
+        rows += oc.value if oc.ok and oc.value is not None else [(oc.node.label, f"(unreachable: {oc.reason})", "", 0)]
+    return rows

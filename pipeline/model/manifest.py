@@ -1,0 +1,112 @@
+"""What a node lacks of a model snapshot, from a listing of its cache. Pure.
+
+A snapshot in the Hugging Face cache is `models--ORG--NAME/` with `blobs/<etag>` (the files),
+`snapshots/<commit>/<path>` (symlinks to ../../blobs/<etag>) and `refs/<branch>` (the commit). A node
+has the same layout under its own cache, so copying one means sending the blobs it lacks, then the
+links and refs. A blob arrives as `<etag>.incomplete` (huggingface_hub's own name for a partial file)
+and is renamed only after its sha256 is checked on the node, so an interrupted copy never leaves a file
+that looks complete; the next copy checks the `.incomplete` files that have their full size instead of
+sending them again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+INCOMPLETE = ".incomplete"
+# `find DIR -printf` format the listing is read from: type, size, path relative to DIR, link target.
+LIST_FORMAT = r"%y %s %P\t%l\n"
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str                 # relative to models--ORG--NAME/
+    kind: str                 # "blob" | "link" | "ref"
+    size: int = 0
+    target: str = ""          # a link's target; a ref's content
+    sha256: str = ""          # a blob's
+
+
+@dataclass(frozen=True)
+class Listing:
+    files: dict[str, int]     # path -> size (regular files)
+    links: dict[str, str]     # path -> target
+
+
+@dataclass(frozen=True)
+class Todo:
+    send: tuple[Entry, ...]   # blobs (sent as .incomplete), links and refs
+    check: tuple[Entry, ...]  # blobs whose .incomplete already has the full size: verify, don't send
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.size for e in self.send if e.kind == "blob")
+
+    @property
+    def blobs(self) -> tuple[Entry, ...]:
+        return tuple(e for e in (*self.send, *self.check) if e.kind == "blob")
+
+
+def parse_listing(text: str) -> Listing:
+    files: dict[str, int] = {}
+    links: dict[str, str] = {}
+    for line in text.splitlines():
+        head, _, target = line.partition("\t")
+        kind, size, path = [*head.split(" ", 2), "", ""][:3]
+        if kind == "f" and size.isdigit():
+            files[path] = int(size)
+        elif kind == "l":
+            links[path] = target
+    return Listing(files, links)
+
+
+def todo(entries: list[Entry], have: Listing) -> Todo:
+    send: list[Entry] = []
+    check: list[Entry] = []
+    for e in entries:
+        if e.kind == "blob":
+            if have.files.get(e.path) == e.size:
+                continue
+            if have.files.get(e.path + INCOMPLETE) == e.size:
+                check.append(e)
+            else:
+                send.append(e)
+        elif not _present(e, have):
+            send.append(e)
+    return Todo(tuple(send), tuple(check))
+
+
+def _present(e: Entry, have: Listing) -> bool:
+    if e.kind == "link":
+        return have.links.get(e.path) == e.target
+    return have.files.get(e.path) == e.size
+
+
+def verify(blobs: tuple[Entry, ...], sha256sum_output: str) -> list[str]:
+    """Blobs whose .incomplete file's sha256 on the node differs from ours (or is missing)."""
+    got: dict[str, str] = {}
+    for line in sha256sum_output.splitlines():
+        digest, _, path = line.partition("  ")
+        got[path.strip()] = digest
+    return [e.path for e in blobs if got.get(e.path + INCOMPLETE) != e.sha256]
+
+
+def snapshots_of(hub_listing: str) -> list[tuple[str, str, int]]:
+    """(repo, commit, bytes of its repository's blobs) for each snapshot in a listing of a hub cache
+    directory (depth 3); partial (.incomplete) files are not counted."""
+    listing = parse_listing(hub_listing)
+    size: dict[str, int] = {}
+    for path, n in listing.files.items():
+        parts = path.split("/")
+        if len(parts) == 3 and parts[1] == "blobs" and not path.endswith(INCOMPLETE):
+            size[parts[0]] = size.get(parts[0], 0) + n
+    out = []
+    for line in hub_listing.splitlines():
+        kind, _, rest = line.partition(" ")
+        parts = rest.split(" ", 1)[-1].split("\t")[0].split("/")
+        if kind == "d" and len(parts) == 3 and parts[1] == "snapshots" and parts[0].startswith("models--"):
+            repo = parts[0].removeprefix("models--").replace("--", "/", 1)
+            out.append((repo, parts[2], size.get(parts[0], 0)))
+    return sorted(out)
