@@ -192,6 +192,9 @@ def node_env(n: NodeInput, opts: Options) -> list[tuple[str, str]]:
     else:
         env.append(("NCCL_IB_DISABLE", "1"))
     env += [("RAY_memory_monitor_refresh_ms", "0"), ("RAY_num_prestart_python_workers", "0")]
+    # Models come from the node's cache (`model download` / `recipe run --setup` put them there): a node
+    # never downloads on its own (toolkit #262: two nodes fetched the same 200 GB). -e overrides it.
+    env.append(("HF_HUB_OFFLINE", "1"))
     env += list(n.extra_env)
     if opts.nccl_debug:
         env.append(("NCCL_DEBUG", opts.nccl_debug))

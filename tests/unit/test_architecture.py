@@ -22,10 +22,12 @@ LAYERS: list[set[str]] = [
     {"engines"},  # BuildKit, Dagger, the local Docker, bootstrap images
     {"resolution"},  # sources resolved, auto versions, keys and the plan
     {"builder", "deploy"},  # run stages; the cluster
+    {"model", "benchmark"},  # models to the nodes (over deploy's Hosts); llama-benchy against an endpoint
     {"cli"},  # click: parse, call, render, map errors to exits
     {"__main__"},  # python -m pipeline
 ]
-PURE = ["core/*.py", "stages/*.py", "deploy/launch.py", "deploy/netfacts.py", "deploy/steps.py", "deploy/doctor.py"]
+PURE = ["core/*.py", "stages/*.py", "deploy/launch.py", "deploy/netfacts.py", "deploy/steps.py", "deploy/doctor.py",
+        "deploy/recipe.py", "model/manifest.py", "benchmark/profiles.py", "benchmark/results.py"]
 IO_MODULES = {"subprocess", "socket", "shutil", "tempfile", "urllib", "http", "paramiko", "fabric", "invoke", "rich",
               "dagger", "os", "pipeline.cli", "pipeline.engines", "pipeline.deploy.hosts", "pipeline.store",
               "pipeline.paths", "pipeline.fsutil"}
