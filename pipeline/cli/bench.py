@@ -122,6 +122,10 @@ def run(recipe_name: str | None, url: str | None, profile: str | None, sets: tup
                              tokenizer=local_tokenizer(model, tok), corpus=corpus, results=results_root(results),
                              key=key, timeout=timeout or (block.timeout if block and block.timeout else 3600),
                              on_line=lambda line: console.print(f"  [dim]{_esc(line)}[/dim]", soft_wrap=True))
+    for r in record.rows:
+        if r.pp_tps is None and r.tg_tps is None:
+            say(f"depth {r.depth}, concurrency {r.concurrency}: no numbers (its requests failed: is the depth "
+                "beyond the server's --max-model-len? see llama-benchy's output above)", "warn")
     if as_json:
         emit_json({**record.model_dump(), "dir": str(dest)})
         return

@@ -43,6 +43,8 @@ def build_options(f: F) -> F:
                          **kw)(f)
     for flag, key, help_ in reversed(_LISTS):
         f = click.option(flag, key.replace(".", "__"), multiple=True, help=f"{help_} `{key}`.")(f)
+    f = click.option("--profile", "profiles", multiple=True, metavar="NAME",
+                     help="Apply a named profile of build.yaml's `profiles` (sets of overrides); repeatable.")(f)
     f = click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
                      help="Override any build.yaml key, e.g. --set vllm.ref=v0.11.0 --set "
                           "flashinfer.cubin_cache=false; repeatable.")(f)
@@ -67,7 +69,8 @@ def load_from_options(opts: dict[str, Any]) -> LoadedBuild:
         values = list(opts.pop(key.replace(".", "__"), ()) or ())
         if values:
             lists[key] = values
-    loaded = load_build(build, opts.get("sets", ()), flags)
+    profiles = tuple(opts.get("profiles", ()) or ())
+    loaded = load_build(build, opts.get("sets", ()), flags, profiles)
     if lists:
         # List flags add to what build.yaml says rather than replace it.
         extra = {}
@@ -75,7 +78,7 @@ def load_from_options(opts: dict[str, Any]) -> LoadedBuild:
             section, field = key.split(".")
             current = getattr(getattr(loaded.spec, section), field)
             extra[key] = [*current, *values]
-        loaded = load_build(build, opts.get("sets", ()), {**flags, **extra})
+        loaded = load_build(build, opts.get("sets", ()), {**flags, **extra}, profiles)
     return loaded
 
 

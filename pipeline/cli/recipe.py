@@ -153,6 +153,13 @@ def _run(recipe_name: str, extra: tuple[str, ...], **o: Any) -> None:
     if lacking:
         raise ConfigError(f"recipe {recipe_name}: mod {lacking[0]} is not in mods/ "
                           "(looked in ./mods and the tool's mods/)")
+    if o.pop("setup", False):
+        from pipeline.cli.setup import setup
+        from pipeline.spec.recipe import find_recipe, load_recipe
+
+        path = find_recipe(recipe_name)
+        setup(r, load_recipe(path, str(path)), str(path), o)
+    o.pop("build_file", None)
     o = {**o, "image": r.image, "env": (*(f"{k}={v}" for k, v in r.env.items()), *o["env"]),
          "mods": (*r.mods, *o["mods"])}
     run_deploy(r.command, o)
@@ -164,10 +171,18 @@ def _run_command() -> click.Command:
 
     params = [p for p in deploy.params if p.name != "command"]
     holder = override_options(lambda **kw: None, with_nodes=False)
+    setup_opts = [
+        click.Option(["--setup"], is_flag=True,
+                     help="First build the image if this machine's tag lacks the build whose key matches (build_args "
+                          "-> build.yaml profiles), download the models the command loads if missing, copy to each "
+                          "node what it lacks; with --dry-run, say what it would do."),
+        click.Option(["--build-file"], type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="build.yaml for --setup [default: ./build.yaml, else the tool's]."),
+    ]
     return click.Command(
         "run", callback=_run,
-        params=[click.Argument(["recipe_name"], metavar="NAME"), *params, *getattr(holder, "__click_params__", []),
-                click.Argument(["extra"], nargs=-1, type=click.UNPROCESSED)],
+        params=[click.Argument(["recipe_name"], metavar="NAME"), *setup_opts, *params,
+                *getattr(holder, "__click_params__", []), click.Argument(["extra"], nargs=-1, type=click.UNPROCESSED)],
         help="Deploy recipe NAME (or a recipe FILE) with every `deploy` flag; arguments after -- are appended "
              "to its command.\n\n\b\nExamples:\n  python -m pipeline recipe run qwen3-8b --solo\n"
              "  python -m pipeline recipe run openai-gpt-oss-120b -n 192.168.100.10,192.168.100.11 --dry-run")

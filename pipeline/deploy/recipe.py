@@ -143,3 +143,58 @@ def render(recipe: RecipeSpec, label: str, *, nodes: int, ray: bool = False, ima
                     image=image or recipe.container or "vllm-node", command=(*argv, *extra),
                     env=expand_env(recipe.env, environ or {}, label), mods=mods, nodes=nodes,
                     warnings=tuple(warnings))
+
+
+HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# vLLM flags whose value is another model the server loads (besides the one it serves)
+MODEL_FLAGS = ("--tokenizer", "--speculative-model", "--draft-model")
+
+
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    out = []
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith(flag + "="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def models_named(argv: tuple[str, ...] | list[str], model: str | None) -> list[str]:
+    """Every Hugging Face model the command loads: the one it serves, then a draft model in
+    --speculative-config (JSON), --tokenizer and the like. Local paths are not models to download."""
+    import json
+
+    argv = list(argv)
+    found: list[str] = [model] if model else []
+    if len(argv) > 2 and argv[:2] == ["vllm", "serve"] and not argv[2].startswith("-"):
+        found.append(argv[2])
+    for flag in MODEL_FLAGS:
+        found += _flag_values(argv, flag)
+    for raw in _flag_values(argv, "--speculative-config"):
+        try:
+            cfg = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(cfg, dict) and isinstance(cfg.get("model"), str):
+            found.append(cfg["model"])
+    out: list[str] = []
+    for m in found:
+        if HF_ID.fullmatch(m) and not m.startswith((".", "/")) and m not in out:
+            out.append(m)
+    return out
+
+
+def profiles_for(build_args: list[str], label: str) -> tuple[str, ...]:
+    """The toolkit's build-script flags (build_args) -> build.yaml profile names (`--exp-b12x` ->
+    `exp-b12x`; its long aliases too). Only flags: a value-taking flag has no profile to map to."""
+    aliases = {"--experimental-b12x": "--exp-b12x", "--experimental-mxfp4": "--exp-mxfp4", "--pre-tf": "--tf5",
+               "--pre-transformers": "--tf5"}
+    out = []
+    for arg in build_args:
+        flag = aliases.get(arg, arg)
+        if not flag.startswith("--") or "=" in flag:
+            raise ConfigError(f"{label}:build_args: {arg!r} is not a build flag (expected flags such as --exp-b12x, "
+                              "each naming a profile of build.yaml)")
+        out.append(flag[2:])
+    return tuple(out)

@@ -26,11 +26,13 @@ class LoadedBuild:
 
 
 def load_build(path: Path, sets: list[str] | tuple[str, ...] = (),
-               flags: dict[str, Any] | None = None) -> LoadedBuild:
-    """Read `path`, apply `--set` overrides then explicit flag overrides (dotted key -> value)."""
+               flags: dict[str, Any] | None = None, profiles: tuple[str, ...] = ()) -> LoadedBuild:
+    """Read `path`, apply its named `profiles`, then `--set` overrides, then explicit flag overrides
+    (dotted key -> value)."""
     label = path.name
     data, lines = read_yaml(path, label)
-    overrides = [parse_override(s) for s in sets]
+    overrides = [parse_override(s) for s in profile_sets(data, profiles, label)]
+    overrides += [parse_override(s) for s in sets]
     overrides += [(k.split("."), v) for k, v in (flags or {}).items() if v is not None]
     data = apply_overrides(data, overrides)
     spec = validate(BuildSpec, data, label, lines)
@@ -38,6 +40,20 @@ def load_build(path: Path, sets: list[str] | tuple[str, ...] = (),
     if problems:
         raise ConfigError(problems)
     return LoadedBuild(spec=spec, path=path.resolve(), label=label)
+
+
+def profile_sets(data: dict[str, Any], names: tuple[str, ...], label: str) -> list[str]:
+    known = data.get("profiles") or {}
+    if not isinstance(known, dict):
+        raise ConfigError(f"{label}:profiles: expected a mapping of profile name -> list of KEY.PATH=VALUE")
+    out: list[str] = []
+    for name in names:
+        items = known.get(name)
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            have = ", ".join(sorted(str(k) for k in known)) or "none"
+            raise ConfigError(f"{label}:profiles: no profile {name!r} (it has: {have})")
+        out += items
+    return out
 
 
 def cross_checks(spec: BuildSpec, label: str) -> list[str]:
