@@ -92,7 +92,8 @@ def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool
     from pipeline.cli.nodes import cluster_from
     from pipeline.model.hub import download as fetch
 
-    snap = fetch(check_repo(repo), revision)
+    snap = fetch(check_repo(repo), revision, lambda n: say(
+        f"{repo}: continued the partial files of an interrupted download ({n / 1e6:.1f} MB were already here)"))
     say(f"{repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB at {snap.commit[:12]} in {snap.repo_dir}", "ok")
     results: list[CopyResult] = []
     if copy_to or _copy_opts(o):

@@ -12,6 +12,7 @@ With --dry-run each step says what it would do and nothing runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,16 @@ def ensure_image(build_file: Path, profiles: tuple[str, ...], tag: str, dry_run:
     return key
 
 
+def resumed_note(repo: str) -> Callable[[int], None]:
+    from pipeline.cli.console import say
+
+    def note(n: int) -> None:
+        say(f"[setup 2/3] model {repo}: continued the partial files of an interrupted download "
+            f"({n / 1e6:.1f} MB were already here)")
+
+    return note
+
+
 def ensure_models(repos: list[tuple[str, str | None]], dry_run: bool) -> list[Snapshot]:
     from pipeline.cli.console import say
     from pipeline.model.hub import download, local_snapshot
@@ -77,7 +88,7 @@ def ensure_models(repos: list[tuple[str, str | None]], dry_run: bool) -> list[Sn
             continue
         else:
             say(f"[setup 2/3] model {repo}: downloading")
-            snap = download(repo, revision)
+            snap = download(repo, revision, resumed_note(repo))
             say(f"[setup 2/3] model {repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB", "ok")
         snaps.append(snap)
     return snaps
@@ -101,4 +112,9 @@ def setup(r: Rendered, spec: RecipeSpec, label: str, o: dict[str, Any]) -> None:
         return
     if snaps:
         say(f"[setup 3/3] copying {', '.join(s.repo for s in snaps)} to {nodes} (only what each lacks)")
-        console.print(copy_table(copy_all(cluster, snaps)))
+        results = copy_all(cluster, snaps)
+        console.print(copy_table(results))
+        per_node: dict[str, int] = {}
+        for res in results:
+            per_node[res.node] = per_node.get(res.node, 0) + res.sent_bytes
+        say("[setup 3/3] sent " + ", ".join(f"{n}: {b} bytes" for n, b in per_node.items()), "ok")

@@ -5,6 +5,7 @@ cache holds. HF_TOKEN is read by huggingface_hub from the environment; it is nev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def local_snapshot(repo: str, revision: str | None = None) -> Snapshot | None:
         return None
 
 
-def download(repo: str, revision: str | None = None) -> Snapshot:
-    """Download what the cache lacks (files it has are not fetched again; partial ones resume)."""
+def download(repo: str, revision: str | None = None, on_resume: Callable[[int], None] | None = None) -> Snapshot:
+    """Download what the cache lacks: files it has are not fetched again, the partial files an
+    interrupted download left are continued (resume.py); `on_resume` hears how many bytes were kept."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -62,7 +64,12 @@ def download(repo: str, revision: str | None = None) -> Snapshot:
         RevisionNotFoundError,
     )
 
+    from pipeline.model.resume import resume_partials
+
     try:
+        kept = resume_partials(repo, hub_cache() / repo_folder(repo), revision)
+        if kept and on_resume is not None:
+            on_resume(kept)
         return _snapshot(repo, snapshot_download(repo, revision=revision))
     except GatedRepoError:
         raise ConfigError(f"model {repo}: gated. Accept its terms on its Hugging Face page, then set HF_TOKEN "
