@@ -115,8 +115,8 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     assert f"model {MODEL}: continued the partial files of an interrupted download" in first.stderr
     # the killed run had built the image before its download: found now by its build key
     assert "image vllm-node-setup-test is build" in first.stderr and "(profiles: exp-pr101): up to date" in first.stderr
-    weights = [h for h in hub.state.hits if h.path.startswith(f"/{MODEL}/resolve/") and h.path.endswith("/model.safetensors")
-               and h.method == "GET"]
+    weights = [h for h in hub.state.hits if h.method == "GET" and h.path.startswith(f"/{MODEL}/resolve/")
+               and h.path.endswith("/model.safetensors")]
     assert weights[-1].range is not None, "the second download did not resume the partial file"
     weights_sent = sum(h.sent for h in weights)
     assert weights_sent < WEIGHTS + (4 << 20), weights_sent  # what arrived before the kill was not fetched again
