@@ -1,0 +1,1 @@
+../_shared/spark_posthook.py
