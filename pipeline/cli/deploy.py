@@ -143,7 +143,8 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
         else:
             console.print(result_table(result.dep.rows()))
             say(f"ready in {time.monotonic() - started:.1f} s: http://{dp.launch.head.ip}:{dp.launch.port}/v1")
-        say("useful: python -m pipeline status | logs -f | exec -- CMD | stop")
+        named = f" --name {o['name']}" if o["name"] != "vllm_node" else ""
+        say(f"useful: python -m pipeline status{named} | logs{named} -f | exec{named} -- CMD | stop{named}")
     finally:
         cleanup(mods, paths.deploy_workdir())
         deployer.close()
