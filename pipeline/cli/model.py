@@ -26,7 +26,7 @@ def model() -> None:
     """
 
 
-def copy_all(spec: ClusterSpec, snaps: list[Snapshot]) -> list[CopyResult]:
+def copy_all(spec: ClusterSpec, snaps: list[Snapshot], via: str = "auto") -> list[CopyResult]:
     """Every snapshot to every node of spec (nodes in parallel); a node that fails is reported, the
     others finish."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -41,7 +41,7 @@ def copy_all(spec: ClusterSpec, snaps: list[Snapshot]) -> list[CopyResult]:
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       console=console, transient=True) as progress:
-            copier = Copier(hosts, ConsoleReporter(progress).transfer)
+            copier = Copier(hosts, ConsoleReporter(progress).transfer, via)
             for snap in snaps:
                 entries = entries_of(snap)
                 outcome = hosts.each(lambda node, s=snap, e=entries: copier.copy(node, s, e))  # type: ignore[misc]
@@ -117,9 +117,12 @@ def check_repo(repo: str) -> str:
 @model.command()
 @click.argument("repo")
 @click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
+@click.option("--via", type=click.Choice(["auto", "rsync", "tar"]), default="auto", show_default=True,
+              help="auto: rsync where this machine and the node have it (a partial file continues), else a tar "
+                   "stream over the SSH channel.")
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Per-node results as JSON on stdout.")
-def copy(repo: str, revision: str | None, as_json: bool, **o: Any) -> None:
+def copy(repo: str, revision: str | None, via: str, as_json: bool, **o: Any) -> None:
     """Copy REPO from this machine's cache to the nodes (only what each lacks; checked by sha256).
 
     \b
@@ -134,7 +137,7 @@ def copy(repo: str, revision: str | None, as_json: bool, **o: Any) -> None:
     snap = local_snapshot(check_repo(repo), revision)
     if snap is None:
         raise ConfigError(f"model {repo}: not in this machine's cache; `model download {repo}` first")
-    results = copy_all(cluster_from(o), [snap])
+    results = copy_all(cluster_from(o), [snap], via)
     if as_json:
         emit_json([r.__dict__ for r in results])
         return

@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shlex
+import shutil
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from pipeline.deploy.hosts import Hosts
 from pipeline.errors import HostError
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import INCOMPLETE, LIST_FORMAT, SHA256, Entry, Todo, parse_listing, todo, verify
-from pipeline.spec.cluster import NodeSpec
+from pipeline.spec.cluster import NodeSpec, SshSpec
 
 Progress = Callable[[str, int], None]
 CHUNK = 1 << 20
@@ -101,25 +104,57 @@ def write_tar(out: IO[bytes], repo_dir: Path, send: tuple[Entry, ...], report: C
                     tar.addfile(info, Counting(f, report))
 
 
+def rsync_argv(node: NodeSpec, ssh: SshSpec, src: Path, dest: str) -> list[str]:
+    """rsync over the system ssh with cluster.yaml's trust (its key, its known_hosts, strict unless
+    accept-new); blobs land at their final name only when whole (rsync renames), a partial one waits in
+    .rsync-partial/ and is continued next time. The file list comes on stdin."""
+    cmd = ["ssh", "-F", "/dev/null", "-p", str(node.port), "-o", "BatchMode=yes",
+           "-o", f"ConnectTimeout={ssh.connect_timeout}",
+           "-o", f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts)}",
+           "-o", f"StrictHostKeyChecking={'accept-new' if ssh.host_keys == 'accept-new' else 'yes'}"]
+    key = node.key or ssh.key
+    if key:
+        cmd += ["-i", os.path.expanduser(key), "-o", "IdentitiesOnly=yes"]
+    host = f"[{node.address}]" if ":" in node.address else node.address
+    return ["rsync", "-a", "--protect-args", "--partial-dir=.rsync-partial", "--files-from=-", "--no-inc-recursive",
+            "--info=progress2", "--stats", "-e", shlex.join(cmd), f"{src}/", f"{node.user}@{host}:{dest}/"]
+
+
+def rsync_progress(line: str) -> int | None:
+    """Bytes so far from an --info=progress2 line ("  1,234,567  12%  …")."""
+    first = line.strip().split(" ", 1)[0].replace(",", "")
+    return int(first) if first.isdigit() else None
+
+
 class Copier:
-    def __init__(self, hosts: Hosts, progress: Progress | None = None):
+    """via: auto (rsync where both ends have it, else tar), rsync, or tar."""
+
+    def __init__(self, hosts: Hosts, progress: Progress | None = None, via: str = "auto"):
         self.hosts = hosts
         self.progress = progress or (lambda node, n: None)
+        self.via = via
 
     def node_dir(self, node: NodeSpec, repo: str) -> str:
         return f"{self.hosts.home(node)}/.cache/huggingface/hub/{repo_folder(repo)}"
 
-    def plan(self, node: NodeSpec, snap: Snapshot, entries: list[Entry]) -> tuple[str, Todo]:
+    def plan(self, node: NodeSpec, snap: Snapshot, entries: list[Entry]) -> tuple[str, Todo, bool]:
+        """The node's directory, what it lacks, and whether rsync can carry it (both ends have it)."""
         d = self.node_dir(node, snap.repo)
         self.hosts.run(node, ["mkdir", "-p", d])
-        listing = self.hosts.run(node, ["find", d, "-printf", LIST_FORMAT], timeout=300).stdout
-        return d, todo(entries, parse_listing(listing))
+        out = self.hosts.run(node, ["sh", "-c", 'command -v rsync >/dev/null 2>&1 && echo "# rsync"; '
+                                    'find "$1" -printf "$2"', "sh", d, LIST_FORMAT], timeout=300).stdout
+        can = (node.transport == "ssh" and out.startswith("# rsync") and shutil.which("rsync") is not None
+               and shutil.which("ssh") is not None)
+        if self.via == "rsync" and not can:
+            raise HostError(node.label, "--via rsync: rsync (and ssh) must exist here and on the node "
+                            "(transport ssh)")
+        return d, todo(entries, parse_listing(out)), can and self.via != "tar"
 
     def copy(self, node: NodeSpec, snap: Snapshot, entries: list[Entry]) -> CopyResult:
         start = time.monotonic()
         if node.transport == "local" and Path(self.node_dir(node, snap.repo)).resolve() == snap.repo_dir.resolve():
             return CopyResult(node.label, snap.repo, 0, 0, 0, 0.0, "this machine's own cache")
-        d, work = self.plan(node, snap, entries)
+        d, work, rsync = self.plan(node, snap, entries)
         sent = [0]
 
         def report(n: int) -> None:
@@ -128,12 +163,42 @@ class Copier:
 
         blobs = tuple(e for e in work.send if e.kind == "blob")
         rest = tuple(e for e in work.send if e.kind != "blob")
-        self.send(node, d, snap.repo_dir, blobs, report)
-        self.finish(node, d, work)
+        if rsync:
+            nbytes = self.rsync(node, d, snap.repo_dir, blobs)
+            self.check(node, d, blobs, "")
+            self.finish(node, d, work.check)
+        else:
+            self.send(node, d, snap.repo_dir, blobs, report)
+            nbytes = work.nbytes
+            self.finish(node, d, work.blobs)
         # links and refs last: until every blob is in place, the node's snapshot does not exist
         self.send(node, d, snap.repo_dir, rest, report)
-        return CopyResult(node.label, snap.repo, work.nbytes, len(work.send), len(work.check),
-                          round(time.monotonic() - start, 2))
+        return CopyResult(node.label, snap.repo, nbytes, len(work.send), len(work.check),
+                          round(time.monotonic() - start, 2), "rsync" if rsync and blobs else "")
+
+    def rsync(self, node: NodeSpec, d: str, repo_dir: Path, blobs: tuple[Entry, ...]) -> int:
+        """Send blobs with rsync; returns the bytes it sent (its --stats)."""
+        if not blobs:
+            return 0
+        argv = rsync_argv(node, self.hosts.cluster.ssh, repo_dir, d)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write("".join(e.path + "\n" for e in blobs))
+        proc.stdin.close()
+        total = 0
+        for line in proc.stdout:
+            for part in line.split("\r"):
+                n = rsync_progress(part)
+                if n is not None:
+                    self.progress(node.label, n)
+                if part.startswith("Total bytes sent:"):
+                    total = int(part.split(":")[1].strip().replace(",", ""))
+        err = proc.stderr.read()
+        if proc.wait() != 0:
+            raise HostError(node.label, f"rsync failed (exit {proc.returncode})", command=shlex.join(argv[:-3]),
+                            tail=err.strip())
+        return total
 
     def send(self, node: NodeSpec, d: str, repo_dir: Path, entries: tuple[Entry, ...],
              report: Callable[[int], None]) -> None:
@@ -144,21 +209,25 @@ class Copier:
             raise HostError(node.label, "tar -x failed", command=f"tar -x -C {d}", remote_status=ran.status,
                             tail=ran.stderr.strip())
 
-    def finish(self, node: NodeSpec, d: str, work: Todo) -> None:
-        """Check each arrived blob's sha256 on the node, then rename it into place; a bad one is removed
-        (the next copy sends it again) and the node fails."""
-        blobs = work.blobs
+    def check(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...], suffix: str) -> None:
+        """Check each arrived blob's sha256 on the node (at its name + suffix); a bad one is removed (the
+        next copy sends it again) and the node fails."""
         if not blobs:
             return
-        rels = [e.path for e in blobs]
         timeout = max(300.0, sum(e.size for e in blobs) / 200e6)
-        out = self.hosts.run(node, ["sh", "-c", 'cd "$1" && shift && for f; do sha256sum "$f.incomplete"; done',
-                                    "sh", d, *rels], timeout=timeout, check=False).stdout
-        bad = verify(blobs, out)
+        out = self.hosts.run(node, ["sh", "-c", 'cd "$1" && s=$2 && shift 2 && for f; do sha256sum "$f$s"; done',
+                                    "sh", d, suffix, *(e.path for e in blobs)], timeout=timeout, check=False).stdout
+        bad = verify(blobs, out, suffix)
         if bad:
-            self.hosts.run(node, ["sh", "-c", 'cd "$1" && shift && for f; do rm -f "$f.incomplete"; done', "sh", d,
-                                  *bad], check=False)
+            self.hosts.run(node, ["sh", "-c", 'cd "$1" && s=$2 && shift 2 && for f; do rm -f "$f$s"; done', "sh", d,
+                                  suffix, *bad], check=False)
             raise HostError(node.label, f"{len(bad)} file(s) arrived damaged (sha256 differs): {', '.join(bad[:3])};"
                             " removed, run the copy again")
+
+    def finish(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...]) -> None:
+        """Blobs that arrived as .incomplete: checked, then renamed into place."""
+        if not blobs:
+            return
+        self.check(node, d, blobs, INCOMPLETE)
         self.hosts.run(node, ["sh", "-c", 'cd "$1" && shift && for f; do mv -f "$f.incomplete" "$f"; done', "sh", d,
-                              *rels])
+                              *(e.path for e in blobs)])

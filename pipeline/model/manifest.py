@@ -84,13 +84,13 @@ def _present(e: Entry, have: Listing) -> bool:
     return have.files.get(e.path) == e.size
 
 
-def verify(blobs: tuple[Entry, ...], sha256sum_output: str) -> list[str]:
-    """Blobs whose .incomplete file's sha256 on the node differs from ours (or is missing)."""
+def verify(blobs: tuple[Entry, ...], sha256sum_output: str, suffix: str = INCOMPLETE) -> list[str]:
+    """Blobs whose file on the node (name + suffix) has another sha256 than ours, or none."""
     got: dict[str, str] = {}
     for line in sha256sum_output.splitlines():
         digest, _, path = line.partition("  ")
         got[path.strip()] = digest
-    return [e.path for e in blobs if got.get(e.path + INCOMPLETE) != e.sha256]
+    return [e.path for e in blobs if got.get(e.path + suffix) != e.sha256]
 
 
 def snapshots_of(hub_listing: str) -> list[tuple[str, str, int]]:

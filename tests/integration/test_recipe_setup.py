@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,3 +149,30 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     assert (d / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 4096 | 1 |" in (d / "table.md").read_text()
     assert json.loads((d / "record.json").read_text())["build_key"] == rec["build_key"] != "unknown"
+
+
+@pytest.mark.parametrize("via", ["tar", "rsync"])
+def test_copy_sends_each_node_only_what_it_lacks(testbed: Testbed, hub: HubStandin, setup_env: dict[str, str],
+                                                 cluster: Path, tmp_path: Path, via: str) -> None:
+    if via == "rsync" and not shutil.which("rsync"):
+        pytest.skip("rsync is not installed here")
+    env = {**setup_env, "HF_HOME": str(tmp_path / "hf")}
+    run_cli("model", "download", DRAFT, env=env)
+    for n in testbed.nodes:  # the nodes start without the draft
+        shutil.rmtree(n.dir / "fs/root/.cache/huggingface/hub" / f"models--{DRAFT.replace('/', '--')}",
+                      ignore_errors=True)
+    first = json.loads(run_cli("model", "copy", DRAFT, "--cluster", str(cluster), "--via", via, "--json",
+                               env=env).stdout)
+    assert [r["node"] for r in first] == ["h1", "h2", "h3"] and all(r["sent_bytes"] >= 1 << 20 for r in first)
+    assert all(r["note"] == ("rsync" if via == "rsync" else "") for r in first)
+    blob = max((testbed.nodes[1].dir / "fs/root/.cache/huggingface/hub" / f"models--{DRAFT.replace('/', '--')}"
+                / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    blob.write_bytes(b"truncated")  # h2's copy of the weights is damaged
+    again = json.loads(run_cli("model", "copy", DRAFT, "--cluster", str(cluster), "--via", via, "--json",
+                               env=env).stdout)
+    sent = {r["node"]: r["sent_bytes"] for r in again}
+    assert sent["h1"] == sent["h3"] == 0
+    assert sent["h2"] >= 1 << 20 if via == "tar" else sent["h2"] > 0  # rsync sends only the damaged part
+    assert blob.stat().st_size == 1 << 20
+    listed = json.loads(run_cli("model", "ls", "--cluster", str(cluster), "--json", env=env).stdout)
+    assert {r["machine"] for r in listed if r["repo"] == DRAFT} == {"this machine", "h1", "h2", "h3"}

@@ -114,3 +114,18 @@ def _local_cluster(tmp_path: Path) -> Path:
     p = tmp_path / "cluster.yaml"
     p.write_text("nodes:\n  - address: 127.0.0.1\n    name: here\n    transport: local\n")
     return p
+
+
+def test_rsync_uses_cluster_yaml_s_trust_and_never_a_shell_for_the_path() -> None:
+    from pipeline.model.copy import rsync_argv, rsync_progress
+    from pipeline.spec.cluster import NodeSpec, SshSpec
+
+    node = NodeSpec(address="fe80::1", port=2222, user="me", key="~/k")
+    argv = rsync_argv(node, SshSpec(known_hosts="/kh", host_keys="strict"), Path("/c/models--a--b"), "/home/me/x y")
+    assert argv[:2] == ["rsync", "-a"] and "--protect-args" in argv and "--partial-dir=.rsync-partial" in argv
+    ssh = argv[argv.index("-e") + 1]
+    assert "-p 2222" in ssh and "UserKnownHostsFile=/kh" in ssh and "StrictHostKeyChecking=yes" in ssh
+    assert "-i " + os.path.expanduser("~/k") in ssh
+    assert argv[-2:] == ["/c/models--a--b/", "me@[fe80::1]:/home/me/x y/"]
+    assert rsync_progress("     12,345,678  47%   11.53MB/s    0:00:01 (xfr#1, to-chk=0/1)") == 12345678
+    assert rsync_progress("Number of files: 1") is None
