@@ -104,17 +104,26 @@ def write_tar(out: IO[bytes], repo_dir: Path, send: tuple[Entry, ...], report: C
                     tar.addfile(info, Counting(f, report))
 
 
-def rsync_argv(node: NodeSpec, ssh: SshSpec, src: Path, dest: str) -> list[str]:
-    """rsync over the system ssh with cluster.yaml's trust (its key, its known_hosts, strict unless
-    accept-new); blobs land at their final name only when whole (rsync renames), a partial one waits in
-    .rsync-partial/ and is continued next time. The file list comes on stdin."""
+def ssh_command(node: NodeSpec, ssh: SshSpec) -> list[str]:
+    """The system ssh with cluster.yaml's trust (its key, its known_hosts, strict unless accept-new) and
+    nothing from ~/.ssh/config: bulk data goes through OpenSSH, several times faster than paramiko."""
+    # AES-GCM first: with AES instructions (x86, and Grace's Neoverse cores) it encrypts several times faster
+    # than OpenSSH's default ChaCha20; a node without it falls back down the list.
     cmd = ["ssh", "-F", "/dev/null", "-p", str(node.port), "-o", "BatchMode=yes",
+           "-o", "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
            "-o", f"ConnectTimeout={ssh.connect_timeout}",
            "-o", f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts)}",
            "-o", f"StrictHostKeyChecking={'accept-new' if ssh.host_keys == 'accept-new' else 'yes'}"]
     key = node.key or ssh.key
     if key:
         cmd += ["-i", os.path.expanduser(key), "-o", "IdentitiesOnly=yes"]
+    return cmd
+
+
+def rsync_argv(node: NodeSpec, ssh: SshSpec, src: Path, dest: str) -> list[str]:
+    """rsync over ssh_command(): blobs land at their final name only when whole (rsync renames), a partial
+    one waits in .rsync-partial/ and is continued next time. The file list comes on stdin."""
+    cmd = ssh_command(node, ssh)
     host = f"[{node.address}]" if ":" in node.address else node.address
     return ["rsync", "-a", "--protect-args", "--partial-dir=.rsync-partial", "--files-from=-", "--no-inc-recursive",
             "--info=progress2", "--stats", "-e", shlex.join(cmd), f"{src}/", f"{node.user}@{host}:{dest}/"]
@@ -164,8 +173,9 @@ class Copier:
         blobs = tuple(e for e in work.send if e.kind == "blob")
         rest = tuple(e for e in work.send if e.kind != "blob")
         if rsync:
+            # rsync checks every file it wrote against the sender's whole-file checksum and renames it into
+            # place only then: hashing it again on the node would read every byte a second time
             nbytes = self.rsync(node, d, snap.repo_dir, blobs)
-            self.check(node, d, blobs, "")
             self.finish(node, d, work.check)
         else:
             self.send(node, d, snap.repo_dir, blobs, report)
@@ -202,16 +212,23 @@ class Copier:
 
     def send(self, node: NodeSpec, d: str, repo_dir: Path, entries: tuple[Entry, ...],
              report: Callable[[int], None]) -> None:
+        """One tar stream into the node's directory: through the system ssh when there is one, else over
+        our own SSH connection (paramiko) or, for this machine, a local tar."""
         if not entries:
             return
-        ran = self.hosts.feed(node, ["tar", "-x", "-m", "-C", d], lambda out: write_tar(out, repo_dir, entries, report))
+        argv = ["tar", "-x", "-m", "-C", d]
+        if node.transport == "ssh" and shutil.which("ssh"):
+            cmd = [*ssh_command(node, self.hosts.cluster.ssh), f"{node.user}@{node.address}", shlex.join(argv)]
+            ran = self.hosts.local.feed(node.label, cmd, lambda out: write_tar(out, repo_dir, entries, report))
+        else:
+            ran = self.hosts.feed(node, argv, lambda out: write_tar(out, repo_dir, entries, report))
         if ran.status != 0:
             raise HostError(node.label, "tar -x failed", command=f"tar -x -C {d}", remote_status=ran.status,
                             tail=ran.stderr.strip())
 
     def check(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...], suffix: str) -> None:
-        """Check each arrived blob's sha256 on the node (at its name + suffix); a bad one is removed (the
-        next copy sends it again) and the node fails."""
+        """Check each blob's sha256 on the node (at its name + suffix); a bad one is removed (the next
+        copy sends it again) and the node fails."""
         if not blobs:
             return
         timeout = max(300.0, sum(e.size for e in blobs) / 200e6)
