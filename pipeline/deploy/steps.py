@@ -33,6 +33,11 @@ CONNECT = ("import socket,sys,time\n"
            " try:\n  socket.create_connection((host,port),timeout=3).close();sys.exit(0)\n"
            " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3)\n"
            "print(f'cannot reach {host}:{port}: {err}',file=sys.stderr);sys.exit(1)\n")
+# The served port must be free on the head: another server there would answer the health check for ours.
+FREE = ("import socket,sys\nport=int(sys.argv[1])\ns=socket.socket()\n"
+        "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        "try:\n s.bind(('0.0.0.0',port))\nexcept OSError as e:\n"
+        " print(f'port {port} is taken on this node: {e.strerror}',file=sys.stderr);sys.exit(1)\n")
 STATE_DIR = ".spark-pipeline"  # under the SSH user's home on each node: env files and mod uploads
 
 
@@ -56,7 +61,8 @@ class Command:
         if self.kind == "run":
             return (shlex.join(self.argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
                     .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
-                    .replace(shlex.quote(CONNECT), "<connect: host port seconds>"))
+                    .replace(shlex.quote(CONNECT), "<connect: host port seconds>")
+                    .replace(shlex.quote(FREE), "<port-free: port>"))
         return {
             "upload": f"upload {self.source} -> {self.dest}",
             "write-secrets": f"write {self.source} to {self.dest} (mode 0600; values never shown)",
@@ -257,6 +263,13 @@ def exec_start(argv: tuple[str, ...], container: str, why: str) -> tuple[Command
             Command("run", why, argv, timeout=60))
 
 
+def port_free(plan: Plan, container: str) -> Command:
+    return Command("run", f"no other server may answer on port {plan.port}",
+                   ("docker", "exec", container, "python3", "-c", FREE, str(plan.port)), timeout=30,
+                   failure=f"port {plan.port} is taken on {plan.head.name} by another process: stop it, or "
+                           "deploy with another --port")
+
+
 def start_phases(plan: Plan, inp: Inputs) -> list[Phase]:
     """Ray: head, workers, wait for Ray, the command. No-Ray: the ranks (workers first), then rank 0.
     Solo: the command."""
@@ -273,8 +286,8 @@ def start_phases(plan: Plan, inp: Inputs) -> list[Phase]:
                   (NodeSteps(head.name, (Command("wait-ray", "the command needs every node in Ray",
                                                  count=len(plan.nodes), timeout=0),)),)),
             Phase("command", "start the command",
-                  (NodeSteps(head.name, (Command("run", "the command, with the Ray backend", head.start[1],
-                                                 timeout=60),)),)),
+                  (NodeSteps(head.name, (port_free(plan, c), Command("run", "the command, with the Ray backend",
+                                                                      head.start[1], timeout=60))),)),
         ]
     phases = []
     if plan.mode == "noray":
@@ -284,7 +297,8 @@ def start_phases(plan: Plan, inp: Inputs) -> list[Phase]:
                                                                             "workers run nothing")
                                   for w in workers)))
     phases.append(Phase("command", "start the command",
-                        (NodeSteps(head.name, exec_start(head.start[0], c, "the command (rank 0)")),)))
+                        (NodeSteps(head.name, (port_free(plan, c),
+                                               *exec_start(head.start[0], c, "the command (rank 0)"))),)))
     return phases
 
 

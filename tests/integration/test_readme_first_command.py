@@ -48,3 +48,21 @@ def test_the_readme_s_first_command_serves_and_benchmarks_the_smoke_stack(smoke_
         assert "stop --name smoke" in out
     finally:
         run_cli("stop", "--name", "smoke", env=smoke_build.env(), check=None)
+
+
+def test_a_port_another_server_holds_stops_the_deploy_instead_of_a_false_ready(smoke_build: SmokeBuild) -> None:
+    import socket
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        proc = run_cli("recipe", "run", str(smoke_build.root / "smoke.yaml"), "--solo", "--name", "smoke-port",
+                       "--port", str(port), "--gpus", "none", "--non-privileged", "--nofile", "16384",
+                       "--mem-limit-gb", "4", "--shm-size-gb", "1", "--timeout", "60", env=smoke_build.env(), check=1)
+        assert f"port {port} is taken on local by another process" in proc.stderr
+        assert not re.search(r"ready in [\d.]+ s", proc.stderr) and "Traceback" not in proc.stderr
+    finally:
+        squatter.close()
+        run_cli("stop", "--name", "smoke-port", env=smoke_build.env(), check=None)

@@ -73,7 +73,8 @@ def test_solo_runs_exactly_the_listed_commands_in_order(server: int) -> None:
     assert ran == [shlex.join(c.argv) for ph in todo.phases for ns in ph.nodes for c in ns.commands if c.kind == "run"]
     assert ran[0].startswith("mkdir -p /home/me/.cache/huggingface") and ran[1] == "docker rm -f vllm_node"
     assert ran[2].startswith("docker run -d --pull=never --name vllm_node")
-    assert ran[3] == f"docker exec vllm_node rm -f {EXIT_FILE}" and ran[4].startswith("docker exec -d vllm_node")
+    assert ran[3].startswith("docker exec vllm_node python3 -c") and ran[3].endswith(f" {p.port}")  # port free
+    assert ran[4] == f"docker exec vllm_node rm -f {EXIT_FILE}" and ran[5].startswith("docker exec -d vllm_node")
     assert not hosts.unused() and dep.started == ["s1"] and dep.states["s1"].status == "ready"
     assert rep.lines[:2] == ["[1/5] ship vllm-node to the nodes that lack it",
                              "[2/5] start the vllm_node containers (solo)"]
