@@ -22,6 +22,7 @@ from pipeline.core.ir import Stage, toolchain_tag, with_toolchain
 from pipeline.core.plan import Plan, lock_of
 from pipeline.engines import Engine, StageRun
 from pipeline.errors import ConfigError, StageError, StoreError
+from pipeline.remote_store import RemoteStore
 from pipeline.report import NullReporter, Reporter
 from pipeline.resolution import Resolution, plan_build, write_lock
 from pipeline.sources.checkout import checkout
@@ -30,7 +31,7 @@ from pipeline.spec import LoadedBuild
 from pipeline.store import Store
 
 LABEL = "io.spark-pipeline"
-StageStatus = Literal["built", "cached", "failed"]
+StageStatus = Literal["built", "cached", "pulled", "failed"]
 
 
 # --- run -------------------------------------------------------------------------------------------
@@ -85,13 +86,15 @@ def image_labels(build: LoadedBuild, plan: Plan, res: Resolution) -> tuple[dict[
 
 class Builder:
     def __init__(self, build: LoadedBuild, engine: Engine, store: Store, mirrors: Mirrors,
-                 reporter: Reporter | None = None):
+                 reporter: Reporter | None = None, remote: RemoteStore | None = None):
         self.build = build
         self.engine = engine
         self.store = store
         self.mirrors = mirrors
         self.report: Reporter = reporter or NullReporter()
         self.results: list[StageResult] = []
+        self.remote = remote  # a shared store on an OCI registry: pull what we lack, push what we built
+        self.refused: set[tuple[str, str]] = set()  # remote entries that did not check out: replaced after a build
 
     def inputs_of(self, stage: Stage, res: Resolution, plan: Plan, notes: list[str]) -> dict[str, Path]:
         out: dict[str, Path] = {}
@@ -179,9 +182,12 @@ class Builder:
         if entry is not None:
             self.report.stage(index, total, stage.name, sp.key, "cached")
             self.results.append(StageResult(stage.name, sp.key, "cached", 0.0))
+            self._push(stage.name, sp.key)  # a shared store that lacks it gets it (built here earlier)
             return
         if why != "not in the store":
             self.report.say(f"{why}; rebuilding", "warn")
+        if self._pulled(index, total, stage.name, sp.key):
+            return
         self.report.stage(index, total, stage.name, sp.key, "building", "; ".join(sp.reasons))
         started = time.monotonic()
         run = self.prepare(stage, sp.key, res, plan)
@@ -201,6 +207,35 @@ class Builder:
             self.results.append(StageResult(stage.name, sp.key, "failed", time.monotonic() - started))
             raise
         self.results.append(StageResult(stage.name, sp.key, "built", seconds, f"log: {run.log}"))
+        self._push(stage.name, sp.key)
+
+    def _pulled(self, index: int, total: int, name: str, key: str) -> bool:
+        """The entry from the remote store, when it has it and it checks out (a damaged one is refused)."""
+        if self.remote is None:
+            return False
+        started = time.monotonic()
+        try:
+            entry = self.remote.pull(self.store, name, key)
+        except StoreError as e:
+            self.report.say(f"{e}; refused, building {name} here", "warn")
+            self.refused.add((name, key))
+            return False
+        if entry is None:
+            return False
+        seconds = time.monotonic() - started
+        self.report.stage(index, total, name, key, "pulled", f"{entry.size / 1e6:.1f} MB from {self.remote.spec.host}")
+        self.results.append(StageResult(name, key, "pulled", seconds, f"from {self.remote.spec.ref(name, key)}"))
+        return True
+
+    def _push(self, name: str, key: str) -> None:
+        entry = self.store.get(name, key)
+        if self.remote is None or entry is None:
+            return
+        try:
+            if (name, key) in self.refused or not self.remote.has(name, key):
+                self.report.say(f"pushed {self.remote.push(entry)}", "note")
+        except StoreError as e:  # the build stands; the next machine builds this stage itself
+            self.report.say(f"{e}; {name} stays in the local store only", "warn")
 
     def _image(self, index: int, total: int, stage: Stage, res: Resolution, plan: Plan, tag: str) -> None:
         key = plan.stage(stage.name).key

@@ -104,6 +104,30 @@ class Store:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
+        return self._place(stage, key, staging)
+
+    def adopt(self, stage: str, key: str, staging: Path) -> Entry:
+        """Take an entry made elsewhere (pulled from a remote store) whose manifest.json is in `staging`:
+        every file must match it (path, size, sha256), nothing else may be there. Refused otherwise."""
+        try:
+            manifest = json.loads((staging / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"entry {stage}/{key[:12]} from the remote store has no readable manifest: {e}") from None
+        if manifest.get("stage") != stage or manifest.get("key") != key:
+            raise StoreError(f"entry {stage}/{key[:12]} from the remote store names another entry "
+                             f"({manifest.get('stage')}/{str(manifest.get('key'))[:12]})")
+        want = {f["path"]: f for f in manifest.get("files", [])}
+        have = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()} - {MANIFEST}
+        if have != set(want):
+            raise StoreError(f"entry {stage}/{key[:12]} from the remote store: its files differ from its manifest")
+        for rel, f in want.items():
+            p = staging / rel
+            if p.stat().st_size != f["size"] or fsutil.file_sha256(p) != f["sha256"]:
+                raise StoreError(f"entry {stage}/{key[:12]} from the remote store is corrupt ({rel} does not match "
+                                 "its sha256)")
+        return self._place(stage, key, staging)
+
+    def _place(self, stage: str, key: str, staging: Path) -> Entry:
         fsutil.fsync_dir(staging)
         final = self.entry_path(stage, key)
         try:

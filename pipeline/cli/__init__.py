@@ -23,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "build": ("pipeline.cli.build", "build", "Build the stages the store lacks, then the runtime image."),
     "stages": ("pipeline.cli.build", "stages", "What each stage produces and which build.yaml knobs change "
                                                "its key."),
-    "store": ("pipeline.cli.store", "store", "The artifact store: list entries, make room."),
+    "store": ("pipeline.cli.store", "store", "The artifact store: list entries, make room, share them through an "
+                                             "OCI registry."),
     "doctor": ("pipeline.cli.nodes", "doctor", "Check every node: SSH, Docker, disk, GPU, RoCE links, "
                                                "interfaces, image."),
     "ship": ("pipeline.cli.nodes", "ship", "Put the image on every node (only the layers a node lacks)."),

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from pipeline.builder import StageResult
     from pipeline.core.plan import Plan
+    from pipeline.remote_store import RemoteStore
 
 
 def plan_table(plan: Plan) -> Table:
@@ -99,9 +100,17 @@ def results_table(results: list[StageResult]) -> Table:
     for col in ("stage", "key", "result", "time", ""):
         table.add_column(col, justify="right" if col == "time" else "left")
     for r in results:
-        color = {"built": "yellow", "cached": "green", "failed": "red"}[r.status]
+        color = {"built": "yellow", "cached": "green", "pulled": "green", "failed": "red"}[r.status]
         table.add_row(r.name, r.key[:12], f"[{color}]{r.status}[/{color}]", f"{r.seconds:.1f} s", escape(r.note))
     return table
+
+
+def remote_from(url: str | None, where: str) -> RemoteStore | None:
+    if not url:
+        return None
+    from pipeline.remote_store import RemoteStore, parse_url
+
+    return RemoteStore(parse_url(url, where))
 
 
 @click.command()
@@ -111,8 +120,13 @@ def results_table(results: list[StageResult]) -> Table:
               help="Also write the runtime image as a tarball (docker save format) to this path.")
 @click.option("--push", "push", type=ImageRef(), default=None, metavar="REF",
               help="Also push the runtime image to a registry reference (Dagger: publish).")
-@click.option("--json", "as_json", is_flag=True, help="Print stage results as JSON on stdout.")
-def build(tag: str | None, export: Path | None, push: str | None, as_json: bool, **opts: Any) -> None:
+@click.option("--remote-store", "remote_store", default=None, metavar="oci://HOST[:PORT]/REPO",
+              help="A shared store on an OCI registry: pull every stage entry the local store lacks before "
+                   "building it, push what was built. Overrides `remote_store`.")
+@click.option("--json", "as_json", is_flag=True, help="Print stage results as JSON on stdout (status: built, "
+                                                      "cached, pulled).")
+def build(tag: str | None, export: Path | None, push: str | None, remote_store: str | None, as_json: bool,
+          **opts: Any) -> None:
     """Build the stages the store lacks, then the runtime image, and load it into the local Docker.
 
     \b
@@ -133,9 +147,12 @@ def build(tag: str | None, export: Path | None, push: str | None, as_json: bool,
     from pipeline.paths import cache_root
 
     loaded = load_from_options(opts)
+    remote = remote_from(remote_store or loaded.spec.remote_store,
+                         "--remote-store" if remote_store else f"{loaded.label}:remote_store")
     engine = make_engine(loaded.spec.engine, cache_root())
-    builder = Builder(loaded, engine, store_from(opts), mirrors_from(opts), ConsoleReporter())
-    say(f"engine: {engine.name}; store: {builder.store.root}")
+    builder = Builder(loaded, engine, store_from(opts), mirrors_from(opts), ConsoleReporter(), remote)
+    say(f"engine: {engine.name}; store: {builder.store.root}"
+        + (f"; remote store: {remote.spec.host}/{remote.spec.repo}" if remote else ""))
     started = time.monotonic()
     try:
         _, results = builder.run(tag=tag, export=export, push=push)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from pipeline.cli.console import console, emit_json, say
 from pipeline.paths import default_store
-from pipeline.store import Store
+from pipeline.store import Entry, Store
+
+if TYPE_CHECKING:
+    from pipeline.remote_store import RemoteStore
 
 
 def _store(path: Path | None) -> Store:
@@ -36,9 +40,14 @@ store_option = click.option("--store", "store_path", type=click.Path(path_type=P
 
 @store.command("ls")
 @store_option
+@click.option("--remote", "remote_url", default=None, metavar="oci://HOST[:PORT]/REPO",
+              help="List the keys a shared store on an OCI registry holds instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print entries as JSON on stdout.")
-def ls(store_path: Path | None, as_json: bool) -> None:
-    """List store entries: stage, key, files, size, engine, when."""
+def ls(store_path: Path | None, remote_url: str | None, as_json: bool) -> None:
+    """List store entries: stage, key, files, size, engine, when (or, with --remote, a remote store's keys)."""
+    if remote_url:
+        ls_remote(remote_url, as_json)
+        return
     s = _store(store_path)
     entries = s.entries()
     if as_json:
@@ -85,3 +94,75 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
     console.print(f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"
                   + (f"; {cleaned} stale temp dirs" if cleaned else ""))
 
+
+
+remote_option = click.option("--remote", "remote_url", required=True, metavar="oci://HOST[:PORT]/REPO",
+                             help="The shared store on an OCI registry.")
+STAGES = ("base", "triton", "flashinfer", "vllm")  # the stages whose entries are shared (runtime is an image)
+
+
+def _remote(url: str) -> RemoteStore:
+    from pipeline.remote_store import RemoteStore, parse_url
+
+    return RemoteStore(parse_url(url, "--remote"))
+
+
+def _chosen(s: Store, stage: str | None, key: str | None) -> list[Entry]:
+    return [e for e in s.entries() if e.stage in STAGES and (stage is None or e.stage == stage)
+            and (key is None or e.key.startswith(key))]
+
+
+@store.command("push")
+@store_option
+@remote_option
+@click.option("--stage", default=None, help="Only this stage's entries.")
+@click.option("--key", default=None, help="Only entries whose key starts with this.")
+def push(store_path: Path | None, remote_url: str, stage: str | None, key: str | None) -> None:
+    """Push local entries (every wheel stage's, or --stage/--key) to the remote store; an entry it has
+    already is skipped."""
+    remote, s = _remote(remote_url), _store(store_path)
+    pushed = 0
+    for e in _chosen(s, stage, key):
+        checked, why = s.verify(e.stage, e.key)
+        if checked is None:
+            say(f"{why}: not pushed", "warn")
+        elif remote.has(e.stage, e.key):
+            say(f"{e.stage}/{e.key[:12]}: the remote store has it", "note")
+        else:
+            say(f"pushed {remote.push(checked)} ({_size(checked.size)})")
+            pushed += 1
+    say(f"{pushed} entr{'y' if pushed == 1 else 'ies'} pushed to {remote_url}", "ok")
+
+
+@store.command("pull")
+@store_option
+@remote_option
+@click.argument("stage")
+@click.argument("key")
+def pull(store_path: Path | None, remote_url: str, stage: str, key: str) -> None:
+    """Pull STAGE's entry KEY (the full key) from the remote store into the local one, checked file by
+    file against its manifest."""
+    s = _store(store_path)
+    if s.verify(stage, key)[0] is not None:
+        say(f"{stage}/{key[:12]}: already in the local store", "ok")
+        return
+    entry = _remote(remote_url).pull(s, stage, key)
+    if entry is None:
+        from pipeline.errors import StoreError
+
+        raise StoreError(f"{stage}/{key[:12]}: the remote store {remote_url} does not have it")
+    say(f"pulled {stage}/{key[:12]} ({_size(entry.size)}) into {s.root}", "ok")
+
+
+def ls_remote(remote_url: str, as_json: bool) -> None:
+    remote = _remote(remote_url)
+    rows = [(st, k) for st in STAGES for k in remote.keys(st)]
+    if as_json:
+        emit_json([{"stage": st, "key": k} for st, k in rows])
+        return
+    table = Table(title=f"remote store {remote_url}", title_justify="left")
+    table.add_column("stage")
+    table.add_column("key")
+    for st, k in rows:
+        table.add_row(st, k[:12])
+    console.print(table)

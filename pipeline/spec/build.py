@@ -187,6 +187,9 @@ class BuildSpec(BaseModel):
     flashinfer: FlashInferSpec = Field(default_factory=FlashInferSpec)
     vllm: VllmSpec = Field(default_factory=VllmSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    # A shared store on an OCI registry (oci://HOST[:PORT]/REPO): entries the local store lacks are pulled
+    # from it, stages built here are pushed to it. `build --remote-store` overrides it.
+    remote_store: NonEmptyStr | None = None
     # Named sets of overrides (KEY.PATH=VALUE, as --set), chosen with `build --profile NAME` or by a
     # recipe's build_args (`--exp-b12x` -> profile exp-b12x). Applied before validation.
     profiles: dict[NonEmptyStr, list[NonEmptyStr]] = Field(default_factory=dict)

@@ -1,0 +1,130 @@
+"""A shared artifact store on an OCI registry (the same kind of registry deploy ships images through).
+
+Each store entry (a stage's files and its manifest.json) is one OCI artifact, `<repo>/<stage>:<key>`,
+pushed and pulled with the `oras` library; every file is a layer titled with its path in the entry,
+so identical wheels in two entries are one blob in the registry. A pulled entry is checked against its
+own manifest (size and sha256 of every file) before the local store takes it, exactly like a local
+entry; one that does not match is refused and the stage is built instead. Two machines pushing the same
+key push the same content: the registry ends with one artifact either way.
+
+Credentials: the Docker config (~/.docker/config.json, what `docker login` wrote), or
+SPARK_PIPELINE_REGISTRY_USER / SPARK_PIPELINE_REGISTRY_PASSWORD in the environment; never argv or logs.
+A registry on loopback (or `oci+http://`) is spoken to over plain HTTP, any other over HTTPS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, StoreError
+from pipeline.store import MANIFEST, Entry, Store
+
+TITLE = "org.opencontainers.image.title"
+URL = re.compile(r"(?P<scheme>oci|oci\+http)://(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
+                 r"/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)")
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    host: str       # host[:port]
+    repo: str
+    insecure: bool  # plain HTTP
+
+    def ref(self, stage: str, key: str | None = None) -> str:
+        return f"{self.host}/{self.repo}/{stage}" + (f":{key}" if key else "")
+
+
+def parse_url(url: str, where: str = "--remote-store") -> RemoteSpec:
+    m = URL.fullmatch(url.strip())
+    if m is None:
+        raise ConfigError(f"{where} {url!r}: expected oci://HOST[:PORT]/REPO (a registry and a repository path, "
+                          "lower case), e.g. oci://registry.lan:5000/spark-pipeline")
+    host = m["host"] + (f":{m['port']}" if m["port"] else "")
+    loopback = m["host"] in ("localhost", "127.0.0.1", "[::1]")
+    return RemoteSpec(host=host, repo=m["repo"], insecure=m["scheme"] == "oci+http" or loopback)
+
+
+def _safe(title: str) -> bool:
+    return bool(title) and not title.startswith("/") and ".." not in title.split("/")
+
+
+class RemoteStore:
+    def __init__(self, spec: RemoteSpec):
+        import oras.client
+
+        self.spec = spec
+        self.client = oras.client.OrasClient(hostname=spec.host, insecure=spec.insecure)
+        user, password = os.environ.get("SPARK_PIPELINE_REGISTRY_USER"), os.environ.get(
+            "SPARK_PIPELINE_REGISTRY_PASSWORD")
+        if user and password:
+            self.client.set_basic_auth(user, password)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except StoreError:
+            raise
+        except Exception as e:  # oras raises ValueError/requests errors with the HTTP story in the text
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise StoreError(f"remote store {self.spec.host}/{self.spec.repo}: {what}: {text}") from None
+
+    def manifest(self, stage: str, key: str) -> dict[str, Any] | None:
+        """The artifact's OCI manifest, or None when the registry has no such key."""
+        try:
+            return dict(self.client.get_manifest(self.spec.ref(stage, key)))
+        except ValueError as e:
+            if "Not Found" in str(e) or "manifest unknown" in str(e):
+                return None
+            raise StoreError(f"remote store {self.spec.host}: {str(e).splitlines()[0]}") from None
+        except Exception as e:
+            raise StoreError(f"remote store {self.spec.host}: {type(e).__name__}: {e}") from None
+
+    def has(self, stage: str, key: str) -> bool:
+        return self.manifest(stage, key) is not None
+
+    def keys(self, stage: str) -> list[str]:
+        try:
+            return sorted(self.client.get_tags(self.spec.ref(stage)))
+        except ValueError:
+            return []  # no such repository yet
+
+    def push(self, entry: Entry) -> str:
+        """Push a local entry (its files, then its manifest.json) as one artifact; returns its reference."""
+        files = [f["path"] for f in entry.files] + [MANIFEST]
+        with tempfile.TemporaryDirectory() as tmp:
+            ann = Path(tmp) / "annotations.json"
+            ann.write_text(json.dumps({p: {TITLE: p} for p in files}
+                                      | {"$manifest": {"io.spark-pipeline.stage": entry.stage,
+                                                       "io.spark-pipeline.key": entry.key}}))
+            cwd = os.getcwd()
+            os.chdir(entry.path)  # oras takes paths relative to the working directory as the layers' files
+            try:
+                self._call("push", self.client.push, target=self.spec.ref(entry.stage, entry.key), files=files,
+                           annotation_file=str(ann), quiet=True)
+            finally:
+                os.chdir(cwd)
+        return self.spec.ref(entry.stage, entry.key)
+
+    def pull(self, store: Store, stage: str, key: str) -> Entry | None:
+        """The entry from the registry into the local store, checked file by file against its manifest;
+        None when the registry lacks it. A damaged or foreign artifact raises StoreError (nothing kept)."""
+        manifest = self.manifest(stage, key)
+        if manifest is None:
+            return None
+        titles = [layer.get("annotations", {}).get(TITLE, "") for layer in manifest.get("layers", [])]
+        if not all(_safe(t) for t in titles) or MANIFEST not in titles:
+            raise StoreError(f"remote store: {self.spec.ref(stage, key)} is not a spark-pipeline store entry")
+        staging = store.staging_dir(stage)
+        try:
+            self._call("pull", self.client.pull, target=self.spec.ref(stage, key), outdir=str(staging))
+            return store.adopt(stage, key, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
