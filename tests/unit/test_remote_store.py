@@ -34,7 +34,7 @@ def test_bad_remote_urls_say_what_is_expected(url: str) -> None:
 
 
 def entry(tmp: Path, stage: str = "vllm", key: str = "k" * 64) -> Path:
-    d = tmp / "staging"
+    d = Store(tmp / "store").staging_dir(stage)  # where a pull writes
     (d / "sub").mkdir(parents=True)
     (d / "sub" / "a.whl").write_bytes(b"wheel")
     files = [{"path": "sub/a.whl", "size": 5, "sha256": fsutil.file_sha256(d / "sub" / "a.whl")}]
