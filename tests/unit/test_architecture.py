@@ -18,8 +18,8 @@ LAYERS: list[set[str]] = [
     {"pipeline", "errors", "paths", "fsutil", "report"},  # foundation: no imports of the tool's own
     {"spec"},  # build.yaml / cluster.yaml models
     {"core"},  # pure: IR, keys, plan, build.lock
-    {"sources", "stages", "store"},
-    {"remote_store"},  # the shared store on an OCI registry, over the local one  # git mirrors and trees; spec -> Stage; the artifact store
+    {"sources", "stages", "store"},  # git mirrors and trees; spec -> Stage; the artifact store
+    {"remote_store"},  # the shared store on an OCI registry, over the local one
     {"engines"},  # BuildKit, Dagger, the local Docker, bootstrap images
     {"resolution"},  # sources resolved, auto versions, keys and the plan
     {"builder", "deploy"},  # run stages; the cluster
