@@ -57,7 +57,14 @@ def _safe(title: str) -> bool:
 
 class RemoteStore:
     def __init__(self, spec: RemoteSpec):
+        import logging
+
         import oras.client
+        from oras.logger import logger as oras_log
+
+        # oras prints its own error lines (a 404 while asking whether a key exists is the normal "no");
+        # what goes wrong reaches the user as our StoreError instead.
+        oras_log.set_level(logging.CRITICAL)
 
         self.spec = spec
         self.client = oras.client.OrasClient(hostname=spec.host, insecure=spec.insecure)
