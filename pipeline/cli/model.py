@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def model() -> None:
     """Hugging Face models: download once, copy to the nodes that lack them, list per node.
 
-    huggingface_hub does the downloading: HF_HOME says where the cache is, HF_TOKEN (environment or .env)
+    huggingface_hub does the downloading: HF_HOME says where the cache is, HF_TOKEN (or `hf auth login`)
     opens gated and private models, HF_ENDPOINT points at a mirror. Nodes keep models in
     ~/.cache/huggingface, the directory deploy mounts into the containers (which run with
     HF_HUB_OFFLINE=1, so no node downloads on its own).

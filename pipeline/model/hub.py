@@ -73,7 +73,8 @@ def download(repo: str, revision: str | None = None, on_resume: Callable[[int], 
         return _snapshot(repo, snapshot_download(repo, revision=revision))
     except GatedRepoError:
         raise ConfigError(f"model {repo}: gated. Accept its terms on its Hugging Face page, then set HF_TOKEN "
-                          "(a token of the account that accepted them) in the environment or .env") from None
+                          "(a token of the account that accepted them) in the environment, or log in once with "
+                          "`hf auth login`") from None
     except RevisionNotFoundError:
         raise ConfigError(f"model {repo}: revision {revision!r} not found") from None
     except RepositoryNotFoundError:
