@@ -44,9 +44,10 @@ def local_tokenizer(model: str, given: Path | None) -> Path:
         raise ConfigError(f"model {model}: not in the Hugging Face cache, so there is no tokenizer to count "
                           f"tokens with; run `python -m pipeline model download {model}` or give "
                           "-b tokenizer=PATH") from None
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        if (snap / name).exists():
-            return snap / "tokenizer.json" if (snap / "tokenizer.json").exists() else snap
+    if (snap / "tokenizer.json").exists():
+        return snap / "tokenizer.json"
+    if (snap / "tokenizer_config.json").exists():
+        return snap
     raise ConfigError(f"model {model}: its snapshot {snap} has no tokenizer.json; give -b tokenizer=PATH")
 
 

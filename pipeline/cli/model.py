@@ -3,6 +3,7 @@ that lack them (only the files they lack, all nodes at once), listed per node.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -92,8 +93,7 @@ def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool
     from pipeline.cli.nodes import cluster_from
     from pipeline.model.hub import download as fetch
 
-    snap = fetch(check_repo(repo), revision, lambda n: say(
-        f"{repo}: continued the partial files of an interrupted download ({n / 1e6:.1f} MB were already here)"))
+    snap = fetch(check_repo(repo), revision, resumed_note(repo))
     say(f"{repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB at {snap.commit[:12]} in {snap.repo_dir}", "ok")
     results: list[CopyResult] = []
     if copy_to or _copy_opts(o):
@@ -105,11 +105,22 @@ def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool
                    "bytes": snap.size, "copies": [r.__dict__ for r in results]})
 
 
+def resumed_note(repo: str, prefix: str = "") -> Callable[[int], None]:
+    """What `download` says when it continued the partial files an interrupted download left."""
+    from pipeline.cli.console import say
+
+    def note(n: int) -> None:
+        say(f"{prefix}model {repo}: continued the partial files of an interrupted download "
+            f"({n / 1e6:.1f} MB were already here)")
+
+    return note
+
+
 def check_repo(repo: str) -> str:
     from pipeline.errors import ConfigError
+    from pipeline.spec.recipe import is_model_id
 
-    parts = repo.split("/")
-    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo):
+    if not is_model_id(repo):
         raise ConfigError(f"model {repo!r}: expected a Hugging Face model id such as Qwen/Qwen3-8B")
     return repo
 

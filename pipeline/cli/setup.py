@@ -12,7 +12,6 @@ With --dry-run each step says what it would do and nothing runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,18 +62,9 @@ def ensure_image(build_file: Path, profiles: tuple[str, ...], tag: str, dry_run:
     return key
 
 
-def resumed_note(repo: str) -> Callable[[int], None]:
-    from pipeline.cli.console import say
-
-    def note(n: int) -> None:
-        say(f"[setup 2/3] model {repo}: continued the partial files of an interrupted download "
-            f"({n / 1e6:.1f} MB were already here)")
-
-    return note
-
-
 def ensure_models(repos: list[tuple[str, str | None]], dry_run: bool) -> list[Snapshot]:
     from pipeline.cli.console import say
+    from pipeline.cli.model import resumed_note
     from pipeline.model.hub import download, local_snapshot
 
     snaps = []
@@ -88,7 +78,7 @@ def ensure_models(repos: list[tuple[str, str | None]], dry_run: bool) -> list[Sn
             continue
         else:
             say(f"[setup 2/3] model {repo}: downloading")
-            snap = download(repo, revision, resumed_note(repo))
+            snap = download(repo, revision, resumed_note(repo, "[setup 2/3] "))
             say(f"[setup 2/3] model {repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB", "ok")
         snaps.append(snap)
     return snaps

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.deploy.launch import flag_value, without_flag
 from pipeline.errors import ConfigError
 from pipeline.spec.recipe import RecipeSpec
 
@@ -104,17 +105,7 @@ def argv_of(text: str, label: str) -> list[str]:
 
 
 def with_backend(argv: list[str], ray: bool) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == BACKEND:
-            skip = True
-            continue
-        if not a.startswith(BACKEND + "="):
-            out.append(a)
+    out = list(without_flag(tuple(argv), (BACKEND,)))
     return [*out, BACKEND, "ray"] if ray else out
 
 
@@ -150,16 +141,6 @@ HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 MODEL_FLAGS = ("--tokenizer", "--speculative-model", "--draft-model")
 
 
-def _flag_values(argv: list[str], flag: str) -> list[str]:
-    out = []
-    for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            out.append(argv[i + 1])
-        elif a.startswith(flag + "="):
-            out.append(a.split("=", 1)[1])
-    return out
-
-
 def models_named(argv: tuple[str, ...] | list[str], model: str | None) -> list[str]:
     """Every Hugging Face model the command loads: the one it serves, then a draft model in
     --speculative-config (JSON), --tokenizer and the like. Local paths are not models to download."""
@@ -169,15 +150,14 @@ def models_named(argv: tuple[str, ...] | list[str], model: str | None) -> list[s
     found: list[str] = [model] if model else []
     if len(argv) > 2 and argv[:2] == ["vllm", "serve"] and not argv[2].startswith("-"):
         found.append(argv[2])
-    for flag in MODEL_FLAGS:
-        found += _flag_values(argv, flag)
-    for raw in _flag_values(argv, "--speculative-config"):
-        try:
-            cfg = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(cfg, dict) and isinstance(cfg.get("model"), str):
-            found.append(cfg["model"])
+    # the value vLLM takes for each flag: the last one given
+    found += [v for flag in MODEL_FLAGS if (v := flag_value(argv, (flag,))) is not None]
+    try:
+        cfg = json.loads(flag_value(argv, ("--speculative-config",)) or "null")
+    except ValueError:
+        cfg = None  # not JSON: vLLM refuses it itself
+    if isinstance(cfg, dict) and isinstance(cfg.get("model"), str):
+        found.append(cfg["model"])
     out: list[str] = []
     for m in found:
         if HF_ID.fullmatch(m) and not m.startswith((".", "/")) and m not in out:

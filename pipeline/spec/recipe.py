@@ -31,9 +31,12 @@ from pipeline.spec.types import STRICT, EnvName, EnvValue, Flag, ImageRef, NonEm
 Scalar = Annotated[str | int | float | bool, expect("a string, number or boolean",
                                                     lambda v: isinstance(v, str | int | float | bool))]
 Version = Annotated[Literal["1", "2"], BeforeValidator(lambda v: str(v) if isinstance(v, int) and v in (1, 2) else v)]
-ModelId = Annotated[str, expect("a Hugging Face model id such as Qwen/Qwen3-8B",
-                                lambda v: isinstance(v, str) and len(v.split("/")) == 2 and all(v.split("/"))
-                                and " " not in v)]
+def is_model_id(v: object) -> bool:
+    """ORG/NAME, as the hub names models (also what `model download` takes)."""
+    return isinstance(v, str) and len(v.split("/")) == 2 and all(v.split("/")) and not any(c.isspace() for c in v)
+
+
+ModelId = Annotated[str, expect("a Hugging Face model id such as Qwen/Qwen3-8B", is_model_id)]
 
 
 class BenchmarkSpec(BaseModel):
