@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.deploy.hosts import Hosts
+from pipeline.deploy.openssh import run_argv, ssh_command
 from pipeline.errors import HostError
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import INCOMPLETE, LIST_FORMAT, SHA256, Entry, Todo, parse_listing, todo, verify
@@ -102,22 +103,6 @@ def write_tar(out: IO[bytes], repo_dir: Path, send: tuple[Entry, ...], report: C
                 info.size, info.mode = e.size, 0o644
                 with (repo_dir / e.path).open("rb") as f:
                     tar.addfile(info, Counting(f, report))
-
-
-def ssh_command(node: NodeSpec, ssh: SshSpec) -> list[str]:
-    """The system ssh with cluster.yaml's trust (its key, its known_hosts, strict unless accept-new) and
-    nothing from ~/.ssh/config: bulk data goes through OpenSSH, several times faster than paramiko."""
-    # AES-GCM first: with AES instructions (x86, and Grace's Neoverse cores) it encrypts several times faster
-    # than OpenSSH's default ChaCha20; a node without it falls back down the list.
-    cmd = ["ssh", "-F", "/dev/null", "-p", str(node.port), "-o", "BatchMode=yes",
-           "-o", "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
-           "-o", f"ConnectTimeout={ssh.connect_timeout}",
-           "-o", f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts)}",
-           "-o", f"StrictHostKeyChecking={'accept-new' if ssh.host_keys == 'accept-new' else 'yes'}"]
-    key = node.key or ssh.key
-    if key:
-        cmd += ["-i", os.path.expanduser(key), "-o", "IdentitiesOnly=yes"]
-    return cmd
 
 
 def rsync_argv(node: NodeSpec, ssh: SshSpec, src: Path, dest: str) -> list[str]:
@@ -218,7 +203,7 @@ class Copier:
             return
         argv = ["tar", "-x", "-m", "-C", d]
         if node.transport == "ssh" and shutil.which("ssh"):
-            cmd = [*ssh_command(node, self.hosts.cluster.ssh), f"{node.user}@{node.address}", shlex.join(argv)]
+            cmd = run_argv(node, self.hosts.cluster.ssh, argv)
             ran = self.hosts.local.feed(node.label, cmd, lambda out: write_tar(out, repo_dir, entries, report))
         else:
             ran = self.hosts.feed(node, argv, lambda out: write_tar(out, repo_dir, entries, report))
