@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -97,6 +98,33 @@ def test_stream_fallback_ships_the_whole_image(testbed: Testbed, tmp_path: Path,
     assert [r["status"] for r in results] == ["shipped"] * 3
     assert all(r["bytes"] > 24 * 1024 * 1024 for r in results)
     assert node_ids(testbed, "sp-ship-test:stream") == [images["v1"]] * 3
+
+
+def test_without_a_system_ssh_the_pull_goes_through_paramiko(testbed: Testbed, tmp_path: Path,
+                                                             images: dict[str, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.deploy.hosts import Hosts
+    from pipeline.deploy.image import Shipper
+    from pipeline.engines.docker import Docker
+    from pipeline.spec.cluster import ClusterSpec
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "ssh" else which(name, *a, **kw))
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "other.bin").write_bytes(os.urandom(TOP_LAYER))
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM sp-ship-test:v1\nCOPY other.bin /data/other.bin\n")
+    subprocess.run([DOCKER, "build", "--network", "none", "-t", "sp-ship-test:paramiko", str(tmp_path / "ctx")],
+                   capture_output=True, check=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    cluster = ClusterSpec.model_validate(testbed.cluster(registry_port=5079))
+    hosts = Hosts(cluster)
+    try:
+        results = Shipper(hosts, Docker(), tmp_path / "ship", 5079).ship("sp-ship-test:paramiko", cluster.ordered())
+    finally:
+        hosts.close()
+    assert [r.status for r in results] == ["shipped"] * 3
+    for r in results:  # the relay counts what crossed it: the new layer (the nodes have v1's) and HTTP
+        assert TOP_LAYER < r.bytes < 1.1 * TOP_LAYER, r
+    assert node_ids(testbed, "sp-ship-test:paramiko") == [Docker().image_id("sp-ship-test:paramiko")] * 3
 
 
 def test_changed_host_key_is_refused_while_the_others_complete(testbed: Testbed, tmp_path: Path,
