@@ -73,7 +73,8 @@ def ls(store_path: Path | None, remote_url: str | None, as_json: bool) -> None:
               help="Also keep the N most recent entries per stage.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> None:
-    """Remove entries that build.lock does not reference, beyond the N most recent per stage."""
+    """Remove entries that build.lock does not reference, beyond the N most recent per stage; then collect
+    the image registry that shipping keeps (layers no current image uses)."""
     from pipeline.resolution import read_lock
 
     s = _store(store_path)
@@ -86,6 +87,7 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
         for e in doomed:
             console.print(f"would remove {e.stage}/{e.key[:12]} ({_size(e.size)})")
         console.print(f"{len(doomed)} entries would be removed")
+        _collect_registry(dry_run=True)
         return
     removed = s.gc(keep_keys, keep)
     cleaned = s.clean_staging()  # temp dirs of killed builds
@@ -93,6 +95,19 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
         console.print(f"removed {e.stage}/{e.key[:12]} ({_size(e.size)})")
     console.print(f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"
                   + (f"; {cleaned} stale temp dirs" if cleaned else ""))
+    _collect_registry(dry_run=False)
+
+
+def _collect_registry(dry_run: bool) -> None:
+    from pipeline.deploy.registry import collect
+    from pipeline.paths import ship_workdir
+
+    where = ship_workdir() / "registry"
+    done = collect(where, dry_run=dry_run)
+    if done is not None:
+        what = f"{done.blobs} blobs and {done.manifests} manifests no tag uses"
+        console.print(f"image registry {where}: " + (f"would remove {what}" if dry_run else
+                                                     f"removed {what}, {_size(done.freed)} freed"))
 
 
 

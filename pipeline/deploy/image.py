@@ -42,6 +42,11 @@ from pipeline.engines.docker import Docker
 from pipeline.errors import ConfigError, HostError
 from pipeline.spec.cluster import NodeSpec
 
+# On the node, one command: pull through the tunnel ($1), name the image as the deploy knows it ($2), drop
+# the registry's name, and print the image ID (the last line) for the caller to check.
+PULL = ('docker pull "$1" && docker tag "$1" "$2" && docker rmi "$1" >/dev/null && '
+        'docker image inspect --format "{{.Id}}" "$2"')
+
 
 @dataclass
 class ShipResult:
@@ -141,24 +146,22 @@ class Shipper:
 
     def _pull(self, node: NodeSpec, image: str, ref: str, local_id: str, sizes: dict[str, int]) -> ShipResult:
         start = time.monotonic()
+        argv = ["sh", "-c", PULL, "sh", ref, image]  # the names are arguments, never part of the script
         if node.transport == "ssh" and shutil.which("ssh"):
-            received = self._pull_openssh(node, ref, sizes)
+            received, out = self._pull_openssh(node, argv, sizes)
         else:
-            received = self._pull_paramiko(node, ref)
-        self.hosts.run(node, ["docker", "tag", ref, image])
-        self.hosts.run(node, ["docker", "rmi", ref], check=False)
-        got = remote_image_id(self.hosts, node, image)
+            received, out = self._pull_paramiko(node, argv)
+        got = out.strip().rsplit("\n", 1)[-1].strip()
         if got != local_id:
             raise HostError(node.label, f"after the pull, {image} is {got[:19] or 'missing'}, expected {local_id[:19]}")
         self.progress(node.label, received)
         return ShipResult(node, "shipped", bytes=received, seconds=time.monotonic() - start, detail="registry pull")
 
-    def _pull_openssh(self, node: NodeSpec, ref: str, sizes: dict[str, int]) -> int:
-        """`docker pull` on the node through an OpenSSH remote forward that lives as long as the pull;
-        returns the bytes of the layers it pulled (those it lacked)."""
+    def _pull_openssh(self, node: NodeSpec, pull: list[str], sizes: dict[str, int]) -> tuple[int, str]:
+        """PULL on the node through an OpenSSH remote forward that lives as long as the pull; returns the
+        bytes of the layers it pulled (those it lacked) and the end of its output."""
         forward = f"127.0.0.1:{self.port}:127.0.0.1:{self.port}"
-        argv = run_argv(node, self.hosts.cluster.ssh, ["docker", "pull", ref], "-o", "ExitOnForwardFailure=yes",
-                        "-R", forward)
+        argv = run_argv(node, self.hosts.cluster.ssh, pull, "-o", "ExitOnForwardFailure=yes", "-R", forward)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
         expired = threading.Event()
@@ -183,11 +186,11 @@ class Shipper:
         if code != 0:
             why = f"no end within {self.pull_timeout:.0f} s" if expired.is_set() else f"exit {code}"
             raise HostError(node.label, f"docker pull through the SSH tunnel failed ({why})",
-                            command=shlex.join(["docker", "pull", ref]), tail="".join(tail).strip())
-        return received
+                            command=shlex.join(pull), tail="".join(tail).strip())
+        return received, "".join(tail)
 
-    def _pull_paramiko(self, node: NodeSpec, ref: str) -> int:
-        """`docker pull` through our own relay on the paramiko connection (no system ssh here)."""
+    def _pull_paramiko(self, node: NodeSpec, pull: list[str]) -> tuple[int, str]:
+        """PULL through our own relay on the paramiko connection (no system ssh here)."""
         conn = self.hosts.open(node)
         transport = conn.client.get_transport()
         if transport is None:
@@ -203,11 +206,11 @@ class Shipper:
                 reporter = threading.Thread(target=report, daemon=True)
                 reporter.start()
                 try:
-                    self.hosts.run(node, ["docker", "pull", ref], timeout=self.pull_timeout)
+                    ran = self.hosts.run(node, pull, timeout=self.pull_timeout)
                 finally:
                     done.set()
                     reporter.join()
-                return fwd.bytes_to_node
+                return fwd.bytes_to_node, ran.stdout
         except OSError as e:
             raise HostError(node.label, str(e)) from None
 

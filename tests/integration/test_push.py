@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.deploy.push import RegistryPush
-from pipeline.deploy.registry import Registry
+from pipeline.deploy.registry import Registry, collect
 from pipeline.engines.docker import Docker
+from pipeline.errors import PipelineError
+from tests.conftest import run_cli
 from tests.integration.dockerd import DOCKER, Daemon
 
 PORT = 5094
@@ -113,3 +115,26 @@ def layer_digests(ref: str) -> list[tuple[str, int]]:
                 assert f is not None
                 sizes["sha256:" + hashlib.sha256(f.read()).hexdigest()] = m.size
     return [(d, sizes[d]) for d in out]
+
+
+def test_store_gc_collects_the_registry_but_never_under_a_ship(images: None, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    where = cache / "ship" / "registry"
+    at = f"127.0.0.1:{PORT}/sp-gc:latest"
+    with Registry(where, PORT):
+        push = RegistryPush(Docker(), f"127.0.0.1:{PORT}")
+        push.push("sp-push:pair", at)
+        push.push("sp-push:v1", at)  # re-tagged: pair's manifest, config and second layer are now unreferenced
+        with pytest.raises(PipelineError, match="in use by a ship or deploy"):
+            collect(where, wait=0)  # a running registry holds the storage
+
+    env = {"SPARK_PIPELINE_CACHE": str(cache)}
+    dry = run_cli("store", "gc", "--store", str(tmp_path / "store"), "--dry-run", env=env).stderr
+    # pair's manifest (a blob too), config and second layer
+    assert f"image registry {where}: would remove 3 blobs and 1 manifests" in " ".join(dry.split())
+    done = " ".join(run_cli("store", "gc", "--store", str(tmp_path / "store"), env=env).stderr.split())
+    assert f"image registry {where}: removed 3 blobs and 1 manifests no tag uses" in done
+    freed = float(done.split("manifests no tag uses, ")[1].split()[0])  # "…, 6.0 MB freed"
+    assert freed >= BASE / 1024 / 1024 - 0.1
+    with Registry(where, PORT):  # what the tag names is intact
+        assert pulled_id(at) == image_id("sp-push:v1")
