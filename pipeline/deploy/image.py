@@ -19,8 +19,8 @@ compression here and no decompression on the nodes.
 
 from __future__ import annotations
 
-import collections
 import fcntl
+import functools
 import queue
 import shlex
 import shutil
@@ -34,18 +34,12 @@ from typing import Literal
 
 from pipeline.deploy.hosts import HostResults, Hosts, Outcome
 from pipeline.deploy.oci_layout import push_form
-from pipeline.deploy.openssh import run_argv
-from pipeline.deploy.push import PushReport, RegistryPush
-from pipeline.deploy.registry import Registry
-from pipeline.deploy.tunnel import RemoteForward
+from pipeline.deploy.pull import OpenSshPull, paramiko_pull
+from pipeline.deploy.push import PushReport, RegistryPush, start_save, stop_save
+from pipeline.deploy.registry import Registry, holds, mark_held
 from pipeline.engines.docker import Docker
 from pipeline.errors import ConfigError, HostError
 from pipeline.spec.cluster import NodeSpec
-
-# On the node, one command: pull through the tunnel ($1), name the image as the deploy knows it ($2), drop
-# the registry's name, and print the image ID (the last line) for the caller to check.
-PULL = ('docker pull "$1" && docker tag "$1" "$2" && docker rmi "$1" >/dev/null && '
-        'docker image inspect --format "{{.Id}}" "$2"')
 
 
 @dataclass
@@ -78,28 +72,38 @@ class Shipper:
         self.progress = progress or (lambda node, n: None)
         self.pull_timeout = pull_timeout
         self.pushed: PushReport | None = None  # what the last registry ship uploaded to the registry
+        self._form: str | None = None
 
     def ship(self, image: str, nodes: list[NodeSpec], mode: str = "registry", force: bool = False) -> list[ShipResult]:
         """Every node gets `image`; nodes whose image ID already matches are skipped (unless force)."""
         local_id = self._local_id(image)
         results: dict[str, ShipResult] = {}
         todo: list[NodeSpec] = []
-        for o in self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes):
-            if not o.ok:
-                results[o.node.label] = ShipResult(o.node, "failed", detail=str(o.error))
-            elif o.node.transport == "local":  # the image is built here: this machine has it already
-                results[o.node.label] = ShipResult(o.node, "skipped", detail="this machine")
-            elif o.value == local_id and not force:
-                results[o.node.label] = ShipResult(o.node, "skipped", detail="same image")
-            else:
-                todo.append(o.node)
-        for r in self._transfer(image, local_id, todo, mode):
-            results[r.node.label] = r
+        save = self._early_save(image, local_id, mode)
+        try:
+            for o in self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes):
+                if not o.ok:
+                    results[o.node.label] = ShipResult(o.node, "failed", detail=str(o.error))
+                elif o.node.transport == "local":  # the image is built here: this machine has it already
+                    results[o.node.label] = ShipResult(o.node, "skipped", detail="this machine")
+                elif o.value == local_id and not force:
+                    results[o.node.label] = ShipResult(o.node, "skipped", detail="same image")
+                else:
+                    todo.append(o.node)
+            for r in self._transfer(image, local_id, todo, mode, save):
+                results[r.node.label] = r
+        finally:
+            stop_save(save)
         return [results[n.label] for n in nodes]
 
     def ship_to(self, image: str, nodes: list[NodeSpec], mode: str) -> HostResults[ShipResult]:
         """Ship to exactly these nodes (deploy decided from its facts that they lack the image)."""
-        results = self._transfer(image, self._local_id(image), nodes, mode)
+        local_id = self._local_id(image)
+        save = self._early_save(image, local_id, mode) if nodes else None
+        try:
+            results = self._transfer(image, local_id, nodes, mode, save)
+        finally:
+            stop_save(save)
         return HostResults(tuple(Outcome(r.node, value=r) if r.status != "failed" else
                                  Outcome(r.node, error=HostError(r.node.label, r.detail)) for r in results))
 
@@ -109,7 +113,21 @@ class Shipper:
             raise ConfigError(f"image {image} is not in the local Docker; build it first (python -m pipeline build)")
         return local_id
 
-    def _transfer(self, image: str, local_id: str, nodes: list[NodeSpec], mode: str) -> list[ShipResult]:
+    def _early_save(self, image: str, local_id: str, mode: str) -> subprocess.Popen[bytes] | None:
+        """`docker save` started while the nodes are asked (its first byte comes only after Docker has
+        exported the whole image), when the registry has never held this image and the push reads it."""
+        if mode != "registry" or holds(self.workdir / "registry", local_id) or self._push_form() != "uncompressed":
+            return None
+        return start_save(self.docker, image)
+
+    def _push_form(self) -> str:
+        if self._form is None:
+            self._form = push_form(self.docker.run("info", "--format", "{{json .DriverStatus}}", check=False,
+                                                   timeout=60).stdout)
+        return self._form
+
+    def _transfer(self, image: str, local_id: str, nodes: list[NodeSpec], mode: str,
+                  save: subprocess.Popen[bytes] | None) -> list[ShipResult]:
         if not nodes:
             return []
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -117,102 +135,60 @@ class Shipper:
             # One ship at a time per port: a node accepts only one remote forward on a port.
             fcntl.flock(lock, fcntl.LOCK_EX)
             if mode == "registry":
-                return self._registry(image, local_id, nodes)
+                return self._registry(image, local_id, nodes, save)
             return self._stream(image, local_id, nodes)
 
     # --- registry + tunnels -----------------------------------------------------------------------
-    def _registry(self, image: str, local_id: str, nodes: list[NodeSpec]) -> list[ShipResult]:
+    def _registry(self, image: str, local_id: str, nodes: list[NodeSpec],
+                  save: subprocess.Popen[bytes] | None) -> list[ShipResult]:
         ref = registry_name(image, self.port)
         with Registry(self.workdir / "registry", self.port):
-            sizes = self._push(image, ref)
-            outcomes = self.hosts.each(lambda n: self._pull(n, image, ref, local_id, sizes), nodes)
+            early = {n.label: OpenSshPull(self.hosts, n, self.port, ref, image) for n in nodes
+                     if n.transport == "ssh" and shutil.which("ssh")}
+            try:
+                sizes = self._push(image, local_id, ref, save)
+            except BaseException:
+                for tunnel in early.values():
+                    tunnel.abandon()
+                raise
+            try:
+                outcomes = self.hosts.each(lambda n: self._pull(n, early.get(n.label), image, ref, local_id, sizes),
+                                           nodes)
+            finally:
+                for tunnel in early.values():  # each has ended by now, unless interrupted
+                    tunnel.abandon()
         return [o.value if o.value is not None else ShipResult(o.node, "failed", detail=str(o.error)) for o in outcomes]
 
-    def _push(self, image: str, ref: str) -> dict[str, int]:
+    def _push(self, image: str, local_id: str, ref: str, save: subprocess.Popen[bytes] | None) -> dict[str, int]:
         """Put the image into the loopback registry; returns its layers' sizes by short ID."""
         pusher = RegistryPush(self.docker, f"127.0.0.1:{self.port}",
                               progress=lambda n: self.progress("registry (uncompressed)", n))
         at = ref.replace("localhost:", "127.0.0.1:", 1)
-        driver = self.docker.run("info", "--format", "{{json .DriverStatus}}", check=False, timeout=60).stdout
-        if push_form(driver) == "docker push":  # the containerd image store: its blobs go as they are stored
+        if self._push_form() == "docker push":  # the containerd image store: its blobs go as they are stored
             self.docker.run("tag", image, ref)
             try:
                 self.docker.run("push", ref, timeout=self.pull_timeout)
             finally:
                 self.docker.run("rmi", ref, check=False)
         else:
-            self.pushed = pusher.push(image, at)
+            self.pushed = pusher.push(image, at, save)
+            mark_held(self.workdir / "registry", local_id)
         return pusher.layer_sizes(at)
 
-    def _pull(self, node: NodeSpec, image: str, ref: str, local_id: str, sizes: dict[str, int]) -> ShipResult:
+    def _pull(self, node: NodeSpec, tunnel: OpenSshPull | None, image: str, ref: str, local_id: str,
+              sizes: dict[str, int]) -> ShipResult:
         start = time.monotonic()
-        argv = ["sh", "-c", PULL, "sh", ref, image]  # the names are arguments, never part of the script
-        if node.transport == "ssh" and shutil.which("ssh"):
-            received, out = self._pull_openssh(node, argv, sizes)
+        progress = functools.partial(self.progress, node.label)
+        if tunnel is not None:
+            tunnel.go()
+            received, out = tunnel.follow(sizes, self.pull_timeout, progress)
         else:
-            received, out = self._pull_paramiko(node, argv)
+            received, out = paramiko_pull(self.hosts, node, self.port, ref, image, self.pull_timeout, progress)
         got = out.strip().rsplit("\n", 1)[-1].strip()
         if got != local_id:
             raise HostError(node.label, f"after the pull, {image} is {got[:19] or 'missing'}, expected {local_id[:19]}")
         self.progress(node.label, received)
         return ShipResult(node, "shipped", bytes=received, seconds=time.monotonic() - start, detail="registry pull")
-
-    def _pull_openssh(self, node: NodeSpec, pull: list[str], sizes: dict[str, int]) -> tuple[int, str]:
-        """PULL on the node through an OpenSSH remote forward that lives as long as the pull; returns the
-        bytes of the layers it pulled (those it lacked) and the end of its output."""
-        forward = f"127.0.0.1:{self.port}:127.0.0.1:{self.port}"
-        argv = run_argv(node, self.hosts.cluster.ssh, pull, "-o", "ExitOnForwardFailure=yes", "-R", forward)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace")
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            proc.kill()
-
-        timer = threading.Timer(self.pull_timeout, expire)
-        timer.start()
-        received, tail = 0, collections.deque[str](maxlen=20)
-        try:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                tail.append(line)
-                short, _, status = line.partition(": ")
-                if status.strip() == "Pull complete":
-                    received += sizes.get(short.strip(), 0)
-                    self.progress(node.label, received)
-        finally:
-            timer.cancel()
-            code = proc.wait()
-        if code != 0:
-            why = f"no end within {self.pull_timeout:.0f} s" if expired.is_set() else f"exit {code}"
-            raise HostError(node.label, f"docker pull through the SSH tunnel failed ({why})",
-                            command=shlex.join(pull), tail="".join(tail).strip())
-        return received, "".join(tail)
-
-    def _pull_paramiko(self, node: NodeSpec, pull: list[str]) -> tuple[int, str]:
-        """PULL through our own relay on the paramiko connection (no system ssh here)."""
-        conn = self.hosts.open(node)
-        transport = conn.client.get_transport()
-        if transport is None:
-            raise HostError(node.label, "the SSH connection closed before the pull")
-        try:
-            with RemoteForward(transport, self.port, self.port) as fwd:
-                done = threading.Event()
-
-                def report() -> None:
-                    while not done.wait(0.5):
-                        self.progress(node.label, fwd.bytes_to_node)
-
-                reporter = threading.Thread(target=report, daemon=True)
-                reporter.start()
-                try:
-                    ran = self.hosts.run(node, pull, timeout=self.pull_timeout)
-                finally:
-                    done.set()
-                    reporter.join()
-                return fwd.bytes_to_node, ran.stdout
-        except OSError as e:
-            raise HostError(node.label, str(e)) from None
 
     # --- stream (the toolkit's way) ---------------------------------------------------------------
     def _stream(self, image: str, local_id: str, nodes: list[NodeSpec]) -> list[ShipResult]:

@@ -76,7 +76,7 @@ class Registry:
             with contextlib.suppress(OSError), opener.open(f"http://127.0.0.1:{self.port}/v2/", timeout=1) as r:
                 if r.status == 200:
                     return self
-            time.sleep(0.1)
+            time.sleep(0.02)
         self.__exit__()
         raise PipelineError(f"docker-registry did not answer on 127.0.0.1:{self.port} within 20 s; see {self.log}")
 
@@ -100,6 +100,16 @@ class Registry:
 
 
 ELIGIBLE = re.compile(r"(\d+) blobs and (\d+) manifests eligible for deletion")
+
+
+def holds(workdir: Path, image_id: str) -> bool:
+    """Whether every blob of this image went into this storage (a push completed since the last collection)."""
+    return (workdir / "pushed" / image_id.removeprefix("sha256:")).exists()
+
+
+def mark_held(workdir: Path, image_id: str) -> None:
+    (workdir / "pushed").mkdir(parents=True, exist_ok=True)
+    (workdir / "pushed" / image_id.removeprefix("sha256:")).touch()
 
 
 def write_config(workdir: Path, port: int) -> Path:
@@ -153,6 +163,8 @@ def collect(workdir: Path, dry_run: bool = False, wait: float = 60, binary: str 
             raise PipelineError(f"docker-registry garbage-collect failed: {why}")
         count = ELIGIBLE.search(proc.stdout)
         blobs, manifests = (int(count[1]), int(count[2])) if count else (0, 0)
+        if not dry_run:
+            shutil.rmtree(workdir / "pushed", ignore_errors=True)  # what was held may be collected now
         return Collected(blobs, manifests, 0 if dry_run else before - _disk_bytes(workdir / "storage"))
 
 
