@@ -28,7 +28,8 @@ LAYERS: list[set[str]] = [
     {"__main__"},  # python -m pipeline
 ]
 PURE = ["core/*.py", "stages/*.py", "deploy/launch.py", "deploy/netfacts.py", "deploy/steps.py", "deploy/doctor.py",
-        "deploy/recipe.py", "model/manifest.py", "benchmark/profiles.py", "benchmark/results.py"]
+        "deploy/recipe.py", "deploy/oci_layout.py", "model/manifest.py", "benchmark/profiles.py",
+        "benchmark/results.py"]
 IO_MODULES = {"subprocess", "socket", "shutil", "tempfile", "urllib", "http", "paramiko", "fabric", "invoke", "rich",
               "dagger", "os", "pipeline.cli", "pipeline.engines", "pipeline.deploy.hosts", "pipeline.store",
               "pipeline.paths", "pipeline.fsutil"}
