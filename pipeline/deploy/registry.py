@@ -38,6 +38,11 @@ http:
 """
 
 
+def registry_binary(binary: str | None = None) -> str:
+    return binary or os.environ.get("SPARK_PIPELINE_REGISTRY") or shutil.which("docker-registry") \
+        or "/usr/bin/docker-registry"
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -48,8 +53,7 @@ class Registry:
     def __init__(self, workdir: Path, port: int, binary: str | None = None):
         self.workdir = workdir
         self.port = port
-        self.binary = binary or os.environ.get("SPARK_PIPELINE_REGISTRY") or shutil.which("docker-registry") \
-            or "/usr/bin/docker-registry"
+        self.binary = registry_binary(binary)
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
 
@@ -65,9 +69,19 @@ class Registry:
             raise PipelineError(f"127.0.0.1:{self.port} is taken here; set registry_port in cluster.yaml "
                                 "(or finish the other ship/deploy first)")
         cfg = write_config(self.workdir, self.port)
-        self._lock = storage_lock(self.workdir, exclusive=False)
-        self.proc = subprocess.Popen([self.binary, "serve", str(cfg)], stdin=subprocess.DEVNULL,
-                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self._lock = storage_lock(self.workdir, exclusive=False, wait=60)
+        try:
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen([self.binary, "serve", str(cfg)], stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            self._wait_ready()
+        except BaseException:  # Ctrl-C included: the registry runs in its own session and would outlive us
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 20
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while time.monotonic() < deadline:
@@ -75,9 +89,8 @@ class Registry:
                 raise PipelineError(f"docker-registry exited at start; see {self.log}")
             with contextlib.suppress(OSError), opener.open(f"http://127.0.0.1:{self.port}/v2/", timeout=1) as r:
                 if r.status == 200:
-                    return self
+                    return
             time.sleep(0.02)
-        self.__exit__()
         raise PipelineError(f"docker-registry did not answer on 127.0.0.1:{self.port} within 20 s; see {self.log}")
 
     def __exit__(self, *exc: object) -> None:
@@ -120,8 +133,8 @@ def write_config(workdir: Path, port: int) -> Path:
 
 
 def storage_lock(workdir: Path, exclusive: bool, wait: float = 0) -> IO[str]:
-    """An open file holding the storage's lock (closing it releases the lock); an exclusive one waits up
-    to `wait` seconds for running registries to stop."""
+    """An open file holding the storage's lock (closing it releases the lock), waiting up to `wait`
+    seconds: shared for a running registry, exclusive for the garbage collector."""
     workdir.mkdir(parents=True, exist_ok=True)
     f = (workdir / "storage.lock").open("w")
     deadline = time.monotonic() + wait
@@ -132,9 +145,10 @@ def storage_lock(workdir: Path, exclusive: bool, wait: float = 0) -> IO[str]:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 f.close()
-                raise PipelineError(f"the image registry in {workdir} is in use by a ship or deploy; "
+                holder = "a ship or deploy" if exclusive else "the garbage collector (store gc)"
+                raise PipelineError(f"the image registry in {workdir} is in use by {holder}; "
                                     "try again when it has finished") from None
-            time.sleep(0.5)
+            time.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,7 @@ def collect(workdir: Path, dry_run: bool = False, wait: float = 60, binary: str 
     (each ship re-tags an image name, so its previous manifest is untagged). None when there is no storage."""
     if not (workdir / "storage").is_dir():
         return None
-    binary = Registry(workdir, 0, binary).binary
+    binary = registry_binary(binary)
     if not Path(binary).exists():
         raise PipelineError(f"{workdir}/storage is a registry's storage, and collecting it needs docker-registry "
                             "(apt-get install docker-registry)")
