@@ -150,7 +150,7 @@ class RegistryPush:
         """A streamed upload: POST, one PATCH with the bytes, PUT with the digest they turned out to have."""
         stream = _Hashing(chunks, self._count)
         started = self._request("start an upload", 202, self.reg.do_request,
-                                f"{self.base}/v2/{container.api_prefix}/blobs/uploads/", "POST",
+                                f"{self.reg.prefix}://{container.upload_blob_url()}", "POST",
                                 headers={"Content-Length": "0"})
         sent = self._request("upload a layer", 202, self.reg.do_request,
                              urljoin(self.base, started.headers["Location"]), "PATCH", data=iter(stream),
@@ -165,7 +165,7 @@ class RegistryPush:
 
     def _blob_size(self, container: Any, digest: str) -> int | None:
         r = self._request("ask for a blob", None, self.reg.do_request,
-                          f"{self.base}/v2/{container.api_prefix}/blobs/{digest}", "HEAD")
+                          f"{self.reg.prefix}://{container.get_blob_url(digest)}", "HEAD")
         return int(r.headers.get("Content-Length", 0)) if r.status_code == 200 else None
 
     def _request(self, what: str, expect: int | None, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
