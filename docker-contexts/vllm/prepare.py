@@ -9,7 +9,9 @@ for every source layout vLLM has had. Run in the vLLM source tree:
    requirements/ subfolders, so requirements/build/cuda.txt kept `torch==…` and pip replaced the
    toolchain's torch.
 2. Take FlashInfer from our own flashinfer stage: drop vLLM's flashinfer-* pins.
-3. Install the build requirements: requirements/build/cuda.txt (+ build/rust.txt) since vLLM #39024
+3. Keep the GPU arch asked for: cuda_archs.py adds it to vLLM's CUDA_SUPPORTED_ARCHS where the tree's
+   CMake would filter it down (12.1a -> 12.0 in vLLM 0.33/0.34); a tree that supports it is unchanged.
+4. Install the build requirements: requirements/build/cuda.txt (+ build/rust.txt) since vLLM #39024
    (2026-04), requirements/build.txt before.
 
 Prints what it changed; exits non-zero with the reason when the tree has none of the known layouts.
@@ -21,6 +23,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import cuda_archs  # beside this file in docker-contexts/vllm/ (the script's directory is on sys.path)
 
 TORCH_PIN = re.compile(r"^\s*(torch|torchvision|torchaudio|torchcodec)\s*(==|>=|~=|<=|<|>|$|;|\[)", re.I)
 TORCH_TOML = re.compile(r'^\s*"(torch|torchvision|torchaudio|torchcodec)\s*(==|>=|~=|<=|<|>|")', re.I)
@@ -71,6 +75,7 @@ def main(pip_args: list[str]) -> None:
     use_existing_torch(tree)
     for f in requirement_files(tree):
         strip(f, FLASHINFER, "FlashInfer comes from the flashinfer stage")
+    cuda_archs.main(tree)
     for req in build_requirements(tree):
         print(f"prepare: installing {req.relative_to(tree)}")
         subprocess.run([sys.executable, "-m", "pip", "install", *pip_args, "-r", str(req)], cwd=tree, check=True)

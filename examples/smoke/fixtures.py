@@ -178,12 +178,29 @@ VLLM_EXTRA = '''
 import re, subprocess
 
 
+def supported():
+    """CUDA_SUPPORTED_ARCHS from CMakeLists.txt, as vLLM's CMake sets it (the list for CUDA >= 13)."""
+    return re.search(r'set\\(CUDA_SUPPORTED_ARCHS "([^"]*)"', open("CMakeLists.txt").read())[1].split(";")
+
+
+def filtered(arch):
+    """vLLM's cuda_archs_loose_intersection, for one requested arch: kept (with its suffix) when its
+    base is supported, else the highest supported base of the same major below it, suffix dropped."""
+    base = arch.rstrip("af")
+    if base in supported():
+        return arch
+    lower = [s for s in supported() if s.split(".")[0] == base.split(".")[0] and float(s) <= float(base)]
+    return max(lower, key=float) if lower else None
+
+
 def gencodes(arch_list):
-    """TORCH_CUDA_ARCH_LIST (e.g. "12.1a;12.0f") -> nvcc -gencode flags, the way torch does it."""
+    """TORCH_CUDA_ARCH_LIST (e.g. "12.1a;12.0f") -> nvcc -gencode flags, after vLLM's arch filter."""
     out = []
     for arch in re.split(r"[;\\s]+", arch_list.strip()):
-        num = arch.replace(".", "")
-        out += ["-gencode", f"arch=compute_{num},code=sm_{num}"]
+        kept = filtered(arch)
+        if kept:
+            num = kept.replace(".", "")
+            out += ["-gencode", f"arch=compute_{num},code=sm_{num}"]
     return out
 
 
@@ -306,6 +323,8 @@ def make_sources(root: Path) -> dict[str, str]:
         "vllm/serve.py": (HERE / "vllm_serve.py").read_text(),
         "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n',
         "csrc/kernel.cu": KERNEL,
+        # vLLM 0.33/0.34's list for CUDA >= 13: without docker-contexts/vllm/cuda_archs.py, 12.1a -> 12.0
+        "CMakeLists.txt": 'set(CUDA_SUPPORTED_ARCHS "7.5;8.0;8.6;8.7;8.9;9.0;10.0;11.0;12.0")\n',
         # The newest layout (2026-10): the script under tools/, build requirements under requirements/build/.
         "tools/use_existing_torch.py": ("import glob\n"
                                         "for f in glob.glob('requirements/**/*.txt', recursive=True):\n"

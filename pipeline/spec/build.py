@@ -200,8 +200,24 @@ class BuildSpec(BaseModel):
         return [a for a in re.split(r"[;\s]+", self.gpu_arch.strip()) if a]
 
     @property
+    def torch_arch_list(self) -> str:
+        """vLLM's and torch's spelling (TORCH_CUDA_ARCH_LIST): `12.1a;12.0f`."""
+        return ";".join(self.arches)
+
+    @property
     def flashinfer_arch_list(self) -> str:
-        return self.flashinfer.arch_list or self.gpu_arch
+        """FlashInfer's spelling (FLASHINFER_CUDA_ARCH_LIST): split on spaces, `12.1a 12.0f` (a `;` makes
+        its `major, minor = arch.split('.')` fail)."""
+        chosen = self.flashinfer.arch_list or self.gpu_arch
+        return " ".join(a for a in re.split(r"[;\s]+", chosen.strip()) if a)
+
+    def compiler_archs(self) -> dict[str, str]:
+        """What each compiler receives for gpu_arch, in its own spelling (shown by `stages` and `plan`)."""
+        out = {"vllm TORCH_CUDA_ARCH_LIST": self.torch_arch_list,
+               "flashinfer FLASHINFER_CUDA_ARCH_LIST": self.flashinfer_arch_list}
+        if self.nccl.enabled:
+            out["nccl NVCC_GENCODE"] = self.nccl_gencode
+        return out
 
     @property
     def nccl_gencode(self) -> str:

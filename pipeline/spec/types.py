@@ -76,7 +76,16 @@ def _arch_known(arch: str) -> bool:
 
 def is_gpu_arch(v: Any) -> bool:
     parts = [p for p in re.split(r"[;\s]+", v.strip()) if p] if _is_str(v) else []
-    return bool(parts) and all(_ARCH_RE.match(p) and _arch_known(p) for p in parts)
+    if not (parts and all(_ARCH_RE.match(p) and _arch_known(p) for p in parts)):
+        return False
+    plain = next((p for p in parts if int(p.split(".")[0]) >= 10 and p[-1].isdigit()), None)
+    if plain is not None:
+        # vLLM's CMake would then compile its FP4/FP8 CUTLASS families for plain sm_121: no arch-specific
+        # instructions (FP4 MMA) on GB10. Say which suffix means what rather than guess.
+        raise ValueError(f"{plain} has no a/f suffix: write {plain}a (code for this GPU only, with its "
+                         f"arch-specific instructions: what DGX Spark wants for 12.1) or {plain}f (the {plain[:-2]}.x "
+                         "family); a plain arch from 10.0 on leaves out the instructions vLLM's FP4/FP8 kernels use")
+    return True
 
 
 def _version_text(v: Any) -> bool:

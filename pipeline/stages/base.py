@@ -133,7 +133,7 @@ def knobs(spec: BuildSpec) -> list[tuple[str, str]]:
 
 def stage(spec: BuildSpec) -> Stage:
     steps, inputs = steps_and_inputs(spec)
-    env = [*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch), ("NCCL_NVCC_GENCODE", spec.nccl_gencode)]
+    env = [*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list), ("NCCL_NVCC_GENCODE", spec.nccl_gencode)]
     if rust_enabled(spec):
         env += RUST_ENV
     return Stage(

@@ -50,7 +50,7 @@ def stage(spec: BuildSpec) -> Stage:
         doc=__doc__ or "",
         platform=spec.platform,
         base=toolchain_of("base"),
-        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch),
+        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list),
              ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list), *common.env_items(fi.env)),
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.source_input("flashinfer")),
         steps=tuple(steps),

@@ -68,7 +68,7 @@ def stage(spec: BuildSpec) -> Stage:
                       mounts=("scripts",), layer="scripts", kind="scripts"))
     # A broken image is never tagged: everything the server imports first must import.
     steps.append(Step(argv=("python3", "-c", IMPORT_CHECK), layer="check", kind="import-check"))
-    out_env = (("TORCH_CUDA_ARCH_LIST", spec.gpu_arch),
+    out_env = (("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list),
                ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list),
                ("VLLM_BASE_DIR", WORKDIR), *common.env_items(rt.env))
     return Stage(

@@ -9,7 +9,11 @@ requirements (transformers, fastapi, openai, …) resolved against those and dow
 image installs them offline. Before the build, the `vllm.prepare` commands run in the source tree:
 docker-contexts/vllm/prepare.py keeps the toolchain's torch, drops the FlashInfer pins and installs the
 build requirements, for every layout vLLM has had (0.11's root script and requirements/build.txt, the
-2026-04 requirements/build/, 2026-10's tools/use_existing_torch.py).
+2026-04 requirements/build/, 2026-10's tools/use_existing_torch.py), and docker-contexts/vllm/cuda_archs.py
+adds gpu_arch to vLLM's CUDA_SUPPORTED_ARCHS where the tree's CMake would filter it down (12.1a -> 12.0
+in vLLM 0.33/0.34). After the compile, check_gpu_code.py reads the wheel's shared libraries with
+cuobjdump and fails the stage when code for gpu_arch is missing; what it found is gpu-code.json, beside
+the wheel, and a label of the runtime image.
 
 Sources: `vllm.repo` at `vllm.ref`, or a clean local checkout (`vllm.source_dir`) at its HEAD; then the
 PRs (`vllm.prs`, plus `vllm.presets` as `vllm.preset_prs` decides) merged the toolkit's way, conflicts
@@ -59,6 +63,9 @@ def stage(spec: BuildSpec) -> Stage:
     steps = [common.install_wheels("triton", "flashinfer", deps=False)]
     steps += [Step(argv=tuple(cmd), workdir=src, mounts=("context",), kind="prepare") for cmd in spec.vllm.prepare]
     steps.append(common.pip_wheel(src))
+    # The wheel's own GPU code, read back: a CMake filter upstream can never ship sm_120 for 12.1a silently.
+    steps.append(Step(argv=("python3", f"{CONTEXT}/check_gpu_code.py", common.OUT), mounts=("context",),
+                      kind="gpu-code-check"))
     deps, extra = deps_step(spec)
     steps.append(deps)
     return Stage(
@@ -66,7 +73,7 @@ def stage(spec: BuildSpec) -> Stage:
         doc=__doc__ or "",
         platform=spec.platform,
         base=toolchain_of("base"),
-        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch), ("VLLM_TARGET_DEVICE", "cuda"),
+        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list), ("VLLM_TARGET_DEVICE", "cuda"),
              *common.env_items(spec.vllm.env)),
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
                 common.source_input("vllm"), common.context_input("vllm", CONTEXT), *extra),

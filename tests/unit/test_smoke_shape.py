@@ -43,6 +43,6 @@ def test_the_stand_in_has_what_the_cuda_devel_image_has_and_nothing_more() -> No
     recipe = spec.base.image.bootstrap
     assert recipe is not None and recipe.include == []  # Debian minbase: no python3, no pip, no compiler
     assert {p.split("==")[0] for p in recipe.unpack} == {"nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm",
-                                                        "nvidia-cuda-runtime"}
+                                                        "nvidia-cuda-runtime", "nvidia-cuda-cuobjdump"}
     for tool in ("python3", "python3-pip", "g++"):  # the base stage installs them, as on a Spark
         assert tool in spec.base.apt_packages
