@@ -68,11 +68,22 @@ def preflight(stages: Sequence[Stage], plan: Plan, engine: Engine) -> None:
             raise ConfigError(f"engine {engine.name}: {why}")
 
 
-def image_labels(build: LoadedBuild, plan: Plan, res: Resolution) -> tuple[dict[str, str], str]:
-    """The runtime image's labels (every stage key and source commit) and its metadata file."""
+def gpu_code(vllm_entry: Path) -> dict[str, Any]:
+    """What check_gpu_code.py found in the vLLM wheel (gpu-code.json beside it); {} for older entries."""
+    try:
+        data = json.loads((vllm_entry / "gpu-code.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def image_labels(build: LoadedBuild, plan: Plan, res: Resolution,
+                 code: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:
+    """The runtime image's labels (every stage key and source commit, the GPU code the vLLM wheel
+    holds) and its metadata file."""
     keys = {s.name: s.key for s in plan.stages}
     metadata = {
-        "tool": f"spark-pipeline {__version__}", "gpu_arch": build.spec.gpu_arch,
+        "tool": f"spark-pipeline {__version__}", "gpu_arch": build.spec.gpu_arch, "gpu_code": code or {},
         "platform": build.spec.platform, "stage_keys": keys, "versions": res.versions,
         "sources": {n: {"commit": s.commit, "ref": s.ref, "prs": {lbl: sha for lbl, sha, _ in s.prs}}
                     for n, s in res.sources.items()},
@@ -80,6 +91,8 @@ def image_labels(build: LoadedBuild, plan: Plan, res: Resolution) -> tuple[dict[
     labels = {f"{LABEL}.key.{n}": k for n, k in keys.items()}
     labels.update({f"{LABEL}.source.{n}": s.commit for n, s in res.sources.items()})
     labels[f"{LABEL}.gpu-arch"] = build.spec.gpu_arch
+    if code and isinstance(code.get("archs"), list):
+        labels[f"{LABEL}.gpu-code"] = ",".join(str(a) for a in code["archs"])  # e.g. sm_121a,sm_80
     labels["org.opencontainers.image.created"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return labels, json.dumps(metadata, indent=2, sort_keys=True)
 
@@ -249,7 +262,9 @@ class Builder:
         self.report.stage(index, total, stage.name, key, "building", f"image {tag}")
         started = time.monotonic()
         run = self.prepare(stage, key, res, plan)
-        labels, metadata = image_labels(self.build, plan, res)
+        code = gpu_code(self.store.entry_path("vllm", plan.stage("vllm").key)) if any(
+            p.name == "vllm" for p in plan.stages) else {}
+        labels, metadata = image_labels(self.build, plan, res, code)
         try:
             image_id = self.engine.build_image(run, labels, metadata, tag)
         except BaseException:

@@ -113,8 +113,8 @@ def main(out: Path) -> int:
     if bad:
         print(f"check_gpu_code: the wheel lacks GPU code for {arch_list}: refused", file=sys.stderr)
         return 1
-    print(f"check_gpu_code: {', '.join(wanted)} present in {sum(any(holds(f, w) for w in wanted) for f in libraries.values())}"
-          f" of {len(libraries)} libraries with GPU code")
+    with_it = sum(any(holds(found, w) for w in wanted) for found in libraries.values())
+    print(f"check_gpu_code: {', '.join(wanted)} present in {with_it} of {len(libraries)} libraries with GPU code")
     return 0
 
 

@@ -58,9 +58,11 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
             + ", ".join(f"{k} {v}" for k, v in res.versions.items()))
     if as_json:
         emit_json({**the_plan.to_json(), "store": str(store.root), "build_file": str(build.path),
-                   "versions": res.versions, "vllm_commit": res.sources["vllm"].commit})
+                   "versions": res.versions, "vllm_commit": res.sources["vllm"].commit,
+                   "compiler_archs": res.spec.compiler_archs()})
     else:
         console.print(plan_table(the_plan))
+        say("gpu_arch per compiler: " + "; ".join(f"{k}={v}" for k, v in res.spec.compiler_archs().items()))
         say(f"{len(the_plan.to_build)} of {len(the_plan.stages)} stages to build; store: {store.root}")
     if write_lock:
         path = build.root / "build.lock"
@@ -80,16 +82,22 @@ def stages(as_json: bool, names: tuple[str, ...]) -> None:
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise click.BadParameter(f"unknown stage {unknown[0]!r}; stages are: {', '.join(STAGES)}")
-    chosen = [s for s in all_stages(BuildSpec()) if not names or s.name in names]
+    spec = BuildSpec()
+    chosen = [s for s in all_stages(spec) if not names or s.name in names]
+    compiles = {"base": "nccl", "flashinfer": "flashinfer", "vllm": "vllm"}  # the stage that runs each compiler
+    archs = {s.name: {k: v for k, v in spec.compiler_archs().items() if k.split()[0] == compiles.get(s.name)}
+             for s in chosen}
     if as_json:
         emit_json([{"stage": s.name, "doc": (s.doc or "").strip(), "upstream": list(s.upstream),
-                    "steps": [list(st.argv) for st in s.steps]} for s in chosen])
+                    "steps": [list(st.argv) for st in s.steps], "compiler_archs": archs[s.name]} for s in chosen])
         return
     for i, s in enumerate(chosen, 1):
         console.rule(f"[bold][{i}/{len(chosen)}] {s.name}[/bold]")
         say((s.doc or "").strip())
         if s.upstream:
             say(f"consumes: {', '.join(s.upstream)}")
+        for k, v in archs[s.name].items():
+            say(f"gpu_arch {spec.gpu_arch} reaches its compiler as {k.split()[1]}={v}")
 
 
 def results_table(results: list[StageResult]) -> Table:

@@ -208,7 +208,8 @@ def test_every_sm12x_object_of_real_vllm_gets_sm_121a(version: str, python: Path
 def test_the_wheel_check_refuses_a_wheel_filtered_down_to_sm_120(cuobjdump: Path, tmp_path: Path) -> None:
     kernel = tmp_path / "k.cu"
     kernel.write_text('extern "C" __global__ void k(float *x) { x[0] += 1.0f; }\n')
-    run([str(CUDA / "bin" / "nvcc"), "-c", "-Xcompiler", "-fPIC", "-gencode", "arch=compute_120f,code=sm_120f", "-o", str(tmp_path / "k.o"), str(kernel)])
+    run([str(CUDA / "bin" / "nvcc"), "-c", "-Xcompiler", "-fPIC", "-gencode", "arch=compute_120f,code=sm_120f",
+         "-o", str(tmp_path / "k.o"), str(kernel)])
     run(["g++", "-shared", "-o", str(tmp_path / "_C.abi3.so"), str(tmp_path / "k.o")])
     wheels = tmp_path / "out"
     wheels.mkdir()
