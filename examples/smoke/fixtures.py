@@ -335,6 +335,7 @@ def make_sources(root: Path) -> dict[str, str]:
         # the torch pin must not survive prepare (it would replace the toolchain's torch)
         "requirements/build/cuda.txt": "# build requirements of the smoke fixture\ntorch==2.13.0\n",
         "rust/Cargo.toml": '[workspace]\nmembers = []\n\n[workspace.package]\nedition = "2024"\n',
+        "rust-toolchain.toml": '[toolchain]\nchannel = "1.91.1"\n',  # what base.rust.toolchain: auto installs
         "docs/index.md": "# vLLM smoke fixture\n",
     })
     # PRs: one touching python code, one touching only docs (vLLM tolerates doc conflicts).

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from pipeline.sources.gitcmd import git
-from pipeline.spec.auto import REQUIREMENT_FILES, VllmFacts, parse_pins
+from pipeline.spec.auto import REQUIREMENT_FILES, VllmFacts, parse_pins, parse_rust_toolchain
 
 
 def show(mirror: Path, commit: str, path: str) -> str | None:
@@ -38,4 +38,6 @@ def requirement_texts(mirror: Path, commit: str) -> dict[str, str]:
 
 def vllm_facts(mirror: Path, commit: str) -> VllmFacts:
     has_rust = git("cat-file", "-e", f"{commit}:rust/Cargo.toml", cwd=mirror, check=False).returncode == 0
-    return VllmFacts(commit=commit, pins=parse_pins(requirement_texts(mirror, commit)), has_rust=has_rust)
+    toolchain = show(mirror, commit, "rust-toolchain.toml") or show(mirror, commit, "rust-toolchain")
+    return VllmFacts(commit=commit, pins=parse_pins(requirement_texts(mirror, commit)), has_rust=has_rust,
+                     rust_toolchain=parse_rust_toolchain(toolchain) if toolchain else None)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.errors import ConfigError
-from pipeline.spec.build import BuildSpec
+from pipeline.spec.build import FALLBACK_RUST, BuildSpec
 
 AUTO = "auto"
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*(;.*)?$")
@@ -38,6 +38,14 @@ class VllmFacts:
     commit: str
     pins: dict[str, str] = field(default_factory=dict)  # normalized name -> exact version
     has_rust: bool = False
+    rust_toolchain: str | None = None  # the channel its rust-toolchain.toml names
+
+
+def parse_rust_toolchain(text: str) -> str | None:
+    """`[toolchain]\nchannel = "1.95"` (or the old one-line `rust-toolchain` file) -> '1.95'."""
+    m = re.search(r'^\s*channel\s*=\s*"([^"]+)"', text, flags=re.M)
+    value = m[1] if m else (text.strip() if "\n" not in text.strip() and "=" not in text else "")
+    return value if re.fullmatch(r"\d+\.\d+(\.\d+)?", value) else None
 
 
 def parse_pins(files: Mapping[str, str]) -> dict[str, str]:
@@ -97,6 +105,22 @@ def _extras(spec: BuildSpec, label: str, facts: VllmFacts, out: Effective) -> li
     return result
 
 
+def _rust(spec: BuildSpec, facts: VllmFacts, out: Effective) -> str:
+    """The Rust toolchain: the tree's rust-toolchain.toml for auto. An explicit one that differs is
+    still what builds (the vllm stage sets RUSTUP_TOOLCHAIN), with a warning."""
+    chosen = spec.base.rust.toolchain
+    tree = facts.rust_toolchain
+    if chosen == AUTO:
+        if tree is None:
+            return FALLBACK_RUST
+        out.versions["rust"] = tree
+        return tree
+    if tree is not None and tree != chosen:
+        out.warnings.append(f"base.rust.toolchain is {chosen} but vLLM {facts.commit[:12]}'s rust-toolchain.toml "
+                            f"asks for {tree}; building with {chosen} (set base.rust.toolchain: auto to follow vLLM)")
+    return chosen
+
+
 def apply(spec: BuildSpec, facts: VllmFacts, label: str) -> Effective:
     """The spec with every `auto` replaced by what the vLLM commit pins; warnings where an explicit
     value differs from vLLM's pin."""
@@ -109,7 +133,8 @@ def apply(spec: BuildSpec, facts: VllmFacts, label: str) -> Effective:
     rust = spec.base.rust.enabled if spec.base.rust.enabled != AUTO else facts.has_rust
     base = spec.base.model_copy(update={"torch": t.model_copy(update=torch),
                                         "pip_packages": _extras(spec, label, facts, out),
-                                        "rust": spec.base.rust.model_copy(update={"enabled": rust})})
+                                        "rust": spec.base.rust.model_copy(
+                                            update={"enabled": rust, "toolchain": _rust(spec, facts, out)})})
     ref = spec.flashinfer.ref
     pinned = facts.pins.get("flashinfer-python")
     if ref == AUTO:

@@ -28,9 +28,9 @@ from pipeline.spec.types import (
     PositiveInt,
     PullRequest,
     RepoUrl,
-    Version,
 )
 
+FALLBACK_RUST = "1.91.1"  # a vLLM tree with rust/ but no rust-toolchain.toml
 STAGES = ("base", "triton", "flashinfer", "vllm", "runtime")
 
 
@@ -91,7 +91,9 @@ class RustSpec(BaseModel):
     model_config = STRICT
     # auto: when the vLLM tree being built has a rust/ workspace (vLLM >= 0.26).
     enabled: AutoFlag = "auto"
-    toolchain: Version = "1.91.1"  # pinned: `stable` moves without changing any key
+    # auto: the channel of the vLLM ref's rust-toolchain.toml (1.95 for vLLM 0.34.0), else FALLBACK_RUST;
+    # never `stable`, which moves without changing any key. Installed in the toolchain image, not mid-stage.
+    toolchain: AutoVersion = "auto"
     # rustup's installer: a URL (fetched in the build container) or a directory holding rustup-init.sh.
     installer: NonEmptyStr = "https://sh.rustup.rs"
 

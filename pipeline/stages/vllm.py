@@ -58,6 +58,14 @@ def deps_step(spec: BuildSpec) -> tuple[Step, list[Input]]:
                 kind="runtime-deps"), inputs
 
 
+def rust_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
+    """The toolchain base installed, never another: without these, the tree's rust-toolchain.toml makes
+    rustup download a toolchain mid-stage that no key records."""
+    if spec.base.rust.enabled is False:
+        return ()
+    return (("RUSTUP_TOOLCHAIN", spec.base.rust.toolchain), ("RUSTUP_AUTO_INSTALL", "0"))
+
+
 def stage(spec: BuildSpec) -> Stage:
     src = common.src_path("vllm")
     steps = [common.install_wheels("triton", "flashinfer", deps=False)]
@@ -74,7 +82,7 @@ def stage(spec: BuildSpec) -> Stage:
         platform=spec.platform,
         base=toolchain_of("base"),
         env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list), ("VLLM_TARGET_DEVICE", "cuda"),
-             *common.env_items(spec.vllm.env)),
+             *rust_env(spec), *common.env_items(spec.vllm.env)),
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
                 common.source_input("vllm"), common.context_input("vllm", CONTEXT), *extra),
         steps=tuple(steps),

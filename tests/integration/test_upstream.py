@@ -51,7 +51,7 @@ def test_plan_on_vllm_0_33_0_follows_its_pins(vllm_trees: dict[str, Path], smoke
     assert plan["versions"]["torch"] == "2.14.0" and plan["versions"]["flashinfer-python"] == "0.7.2.post1"
     facts = {s["stage"]: s["facts"] for s in plan["stages"]}
     assert facts["base"]["base.torch.version"] == "2.14.0" and facts["base"]["base.torch.torchvision"] == "0.29.0"
-    assert facts["base"]["base.rust"] == "1.91.1"  # vLLM 0.33.0 has rust/: the toolchain gets Rust
+    assert facts["base"]["base.rust"] == "1.95"  # vLLM 0.33.0 has rust/ and its rust-toolchain.toml names 1.95
     assert facts["flashinfer"]["flashinfer.ref v0.7.2.post1"]
     assert "versions from vLLM" in proc.stderr and "torch 2.14.0" in proc.stderr
     # cutlass-dsl is pinned by hand in build.yaml: plan names both versions

@@ -8,6 +8,8 @@ ENV PIP_NO_INPUT="1"
 ENV PYTHONDONTWRITEBYTECODE="1"
 ENV TORCH_CUDA_ARCH_LIST="12.1a"
 ENV VLLM_TARGET_DEVICE="cuda"
+ENV RUSTUP_TOOLCHAIN="1.91.1"
+ENV RUSTUP_AUTO_INSTALL="0"
 ENV VLLM_REQUIRE_RUST_FRONTEND="1"
 ARG MAX_JOBS
 ARG CMAKE_BUILD_PARALLEL_LEVEL
@@ -25,6 +27,7 @@ WORKDIR /src/vllm
 RUN --mount=type=cache,id=spark-pipeline-arm64-ccache,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-arm64-pip,target=/root/.cache/pip,sharing=shared --mount=type=bind,source=inputs/context,target=/inputs/context ["python3", "/inputs/context/prepare.py"]
 WORKDIR /
 RUN --mount=type=cache,id=spark-pipeline-arm64-ccache,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-arm64-pip,target=/root/.cache/pip,sharing=shared ["sh", "-c", "v=\"$(cat \"$0/.scm-version\" 2>/dev/null || true)\"; if [ -n \"$v\" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION=\"$v\"; fi; exec python3 -m pip wheel --no-build-isolation --no-deps --wheel-dir /out \"$0\"", "/src/vllm"]
+RUN --mount=type=cache,id=spark-pipeline-arm64-ccache,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-arm64-pip,target=/root/.cache/pip,sharing=shared --mount=type=bind,source=inputs/context,target=/inputs/context ["python3", "/inputs/context/check_gpu_code.py", "/out"]
 RUN --mount=type=cache,id=spark-pipeline-arm64-ccache,target=/root/.ccache,sharing=shared --mount=type=cache,id=spark-pipeline-arm64-pip,target=/root/.cache/pip,sharing=shared --mount=type=bind,source=inputs/context,target=/inputs/context --mount=type=bind,source=inputs/base,target=/wheels/base --mount=type=bind,source=inputs/triton,target=/wheels/triton --mount=type=bind,source=inputs/flashinfer,target=/wheels/flashinfer ["python3", "/inputs/context/runtime_deps.py", "/out"]
 FROM scratch AS export
 COPY --from=stage /out/ /
