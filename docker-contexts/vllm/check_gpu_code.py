@@ -91,7 +91,9 @@ def read_wheels(out: Path, cuobjdump: str) -> dict[str, list[str]]:
                     if not re.search(r"\.so(\.\d+)*$", name):
                         continue
                     path = Path(zf.extract(name, tmp))
-                    r = subprocess.run([cuobjdump, "--list-elf", str(path)], capture_output=True, text=True)
+                    # vLLM's _C.abi3.so is hundreds of MB: minutes at most, never a hang
+                    r = subprocess.run([cuobjdump, "--list-elf", str(path)], capture_output=True, text=True,
+                                       timeout=900)
                     found = archs_in(r.stdout)
                     if found:
                         libraries[name] = found
