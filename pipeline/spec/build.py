@@ -30,6 +30,12 @@ from pipeline.spec.types import (
     RepoUrl,
 )
 
+
+def split_arches(arch_list: str) -> list[str]:
+    """`12.1a;12.0f` or `12.1a 12.0f` -> ['12.1a', '12.0f'] (GpuArch accepts either separator)."""
+    return [a for a in re.split(r"[;\s]+", arch_list.strip()) if a]
+
+
 FALLBACK_RUST = "1.91.1"  # a vLLM tree with rust/ but no rust-toolchain.toml
 STAGES = ("base", "triton", "flashinfer", "vllm", "runtime")
 
@@ -199,7 +205,7 @@ class BuildSpec(BaseModel):
     # --- derived knobs -------------------------------------------------------------------------
     @property
     def arches(self) -> list[str]:
-        return [a for a in re.split(r"[;\s]+", self.gpu_arch.strip()) if a]
+        return split_arches(self.gpu_arch)
 
     @property
     def torch_arch_list(self) -> str:
@@ -211,7 +217,7 @@ class BuildSpec(BaseModel):
         """FlashInfer's spelling (FLASHINFER_CUDA_ARCH_LIST): split on spaces, `12.1a 12.0f` (a `;` makes
         its `major, minor = arch.split('.')` fail)."""
         chosen = self.flashinfer.arch_list or self.gpu_arch
-        return " ".join(a for a in re.split(r"[;\s]+", chosen.strip()) if a)
+        return " ".join(split_arches(chosen))
 
     def compiler_archs(self) -> dict[str, str]:
         """What each compiler receives for gpu_arch, in its own spelling (shown by `stages` and `plan`)."""
