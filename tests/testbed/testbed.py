@@ -11,10 +11,12 @@ Everything started is stopped by PID, and teardown verifies that nothing is left
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -38,6 +40,35 @@ SetEnv DOCKER_HOST=unix://{dir}/docker.sock TESTBED_NODE={name} PATH={path}
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 """
+
+
+_RNG = random.SystemRandom()
+
+
+def free_subnet() -> str:
+    """A 10.213.N.0/24 that no route on this machine overlaps: a bridge left by a killed run (or anything
+    else) on the same subnet would take the traffic meant for our nodes."""
+    routes = sh("ip", "-4", "-o", "route", "show", "table", "all", check=False).stdout.split("\n")
+    used = []
+    for line in routes:
+        words = line.split()
+        dest = words[1] if words and words[0] in ("local", "broadcast", "unicast") and len(words) > 1 else \
+            (words[0] if words else "")
+        with contextlib.suppress(ValueError):
+            used.append(ipaddress.ip_network(dest, strict=False))
+    free = [n for n in range(100, 250)
+            if not any(ipaddress.ip_network(f"10.213.{n}.0/24").overlaps(u) for u in used)]
+    if not free:
+        raise RuntimeError("no free 10.213.N.0/24 for the testbed; `ip route` shows them all in use")
+    return f"10.213.{_RNG.choice(free)}"
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -119,13 +150,15 @@ class Testbed:
 
     root: Path
     count: int = 3
-    tag: str = field(default_factory=lambda: f"{random.randrange(16**4):04x}")
+    # SystemRandom: the global generator may be seeded (hypothesis), and two runs on one machine, one of
+    # them killed before its teardown, must not pick the same names.
+    tag: str = field(default_factory=lambda: f"{_RNG.randrange(16**4):04x}")
     subnet: str = ""
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.subnet:
-            self.subnet = f"10.213.{random.randrange(100, 250)}"
+            self.subnet = free_subnet()
         self.bridge = f"sp{self.tag}br"
         self.keys = self.root / "keys"
         for i in range(1, self.count + 1):
@@ -248,10 +281,11 @@ class Testbed:
     def _wait_sshd(self, n: Node, deadline: float = 20) -> None:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
-            if read_pid(n.dir / "sshd.pid"):
+            # reached from here, not only started: a route that leads elsewhere fails every test after
+            if read_pid(n.dir / "sshd.pid") and answers(n.address, 22):
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{n.name} sshd did not come up; see {n.dir / 'sshd.log'}")
+        raise RuntimeError(f"{n.name} sshd at {n.address}:22 did not answer from the host; see {n.dir / 'sshd.log'}")
 
     # --- faults -----------------------------------------------------------------------------------
     def kill_node(self, name: str, what: str = "dockerd") -> None:
