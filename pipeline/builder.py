@@ -186,7 +186,7 @@ class Builder:
             self.engine.export_image(image_tag, export)
         if push is not None:
             self.report.say(f"pushed {self.engine.push_image(image_tag, push)}")
-        write_lock(self.build.root / "build.lock", lock_of(plan, res.lock_sources()))
+        write_lock(self.build.root / "build.lock", lock_of(plan, res.lock_sources(), res.lock_python()))
         return plan, self.results
 
     def _wheels(self, index: int, total: int, stage: Stage, res: Resolution, plan: Plan) -> None:

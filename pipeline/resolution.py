@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import fsutil, paths
+from pipeline import fsutil, paths, python_env
 from pipeline.core.ir import Stage
 from pipeline.core.keys import Resolved
 from pipeline.core.lockfile import Lock, parse_lock
 from pipeline.core.plan import Plan, make_plan
 from pipeline.errors import ConfigError
-from pipeline.sources import index
 from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource
 from pipeline.sources.resolve import resolve_source
 from pipeline.sources.upstream import vllm_facts
@@ -37,6 +36,10 @@ class Resolution:
     inputs: dict[tuple[str, str], Resolved]
     versions: dict[str, str] = field(default_factory=dict)  # what `auto` resolved to
     warnings: tuple[str, ...] = ()
+    python: python_env.PythonEnv | None = None  # the resolved Python environment (None: --offline without one)
+
+    def lock_python(self) -> dict[str, Any]:
+        return self.python.lock() if self.python else {}
 
     def lock_sources(self) -> dict[str, dict[str, Any]]:
         return {
@@ -47,8 +50,9 @@ class Resolution:
         }
 
 
-def dir_input(root: Path, ref: str) -> Resolved:
-    """The digest of a local directory input (a docker-contexts/<stage>/ folder may be absent: empty)."""
+def dir_input(root: Path, ref: str, label: str | None = None) -> Resolved:
+    """The digest of a local directory input (a docker-contexts/<stage>/ folder may be absent: empty);
+    `label` names it in build.lock where its path is the machine's own (the resolved Python env)."""
     path = paths.input_dir(root, ref)
     if path is None:
         digest = EMPTY_TREE
@@ -57,55 +61,31 @@ def dir_input(root: Path, ref: str) -> Resolved:
             digest = fsutil.tree_digest(path)
         except FileNotFoundError:
             raise ConfigError(f"{ref}: directory not found ({path})") from None
-    return Resolved(digest=digest, facts=((f"dir {ref}", digest),))
-
-
-def pin_unpinned(spec: BuildSpec, root: Path, offline: bool, lock: Lock | None) -> tuple[BuildSpec, list[str]]:
-    """Every requirement without an exact version, resolved to the newest its index has for the
-    platform (offline: what build.lock recorded), with a warning each."""
-    todo = pins.unpinned(spec)
-    if not todo:
-        return spec, []
-    arch = "aarch64" if spec.platform.endswith("arm64") else "x86_64"
-    indexes = {"base": spec.base.torch.index if "://" not in spec.base.torch.index else index.PYPI,
-               "runtime": spec.runtime.pip_index or index.PYPI}
-    resolved: dict[str, str] = {}
-    warnings = []
-    for u in todo:
-        stage = lock.stages.get(u.section) if lock else None
-        fact = stage.facts.get(u.key, "") if stage else ""
-        recorded = fact.partition("==")[2].split(";")[0].strip()  # '' when build.lock has it unpinned too
-        if offline:
-            version = recorded or None
-        else:
-            where = indexes[u.section]
-            where = str(root / where) if "://" not in where and not Path(where).is_absolute() else where
-            version = pins.choose(u.requirement, index.files(u.name, where), arch)
-        if version is None:
-            why = "offline, and build.lock has no version for it" if offline else f"no version for {arch} was found"
-            warnings.append(f"{u.key}: not pinned, and {why}; it stays unpinned")
-            continue
-        resolved[u.key] = version
-        warnings.append(f"{u.key}: not pinned; built as {u.name}=={version} (the newest for {arch}); pin it in "
-                        "build.yaml to choose when it changes")
-    return pins.apply(spec, resolved), warnings
+    return Resolved(digest=digest, facts=((label or f"dir {ref}", digest),))
 
 
 def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> Resolution:
     specs = source_specs(build.spec)
     vllm = resolve_source(mirrors, specs["vllm"], build.root, build.label)
-    effective = auto.apply(build.spec, vllm_facts(vllm.mirror, vllm.commit), build.label)
-    spec, pin_warnings = pin_unpinned(effective.spec, build.root, mirrors.offline, lock)
-    stages = all_stages(spec)
+    facts = vllm_facts(vllm.mirror, vllm.commit)
+    effective = auto.apply(build.spec, facts, build.label)
+    vllm_label = f"vLLM {specs['vllm'].ref} ({vllm.commit[:12]})"
+    env, env_warnings = python_env.resolve_env(build, effective.spec, facts, vllm_label, mirrors.offline, lock,
+                                               mirrors.cache)
+    chosen, pin_warnings = python_env.unpinned_versions(effective.spec, env) if env else ({}, [])
+    spec = pins.apply(effective.spec, chosen)
+    stages = [python_env.with_python_env(s, env) if env else s for s in all_stages(spec)]
     sources = {name: vllm if name == "vllm" else resolve_source(mirrors, spec_, build.root, build.label)
                for name, spec_ in source_specs(spec).items()}
     inputs: dict[tuple[str, str], Resolved] = {("source", n): s.resolved() for n, s in sources.items()}
     for stage in stages:
         for inp in stage.inputs:
             if inp.kind == "dir" and ("dir", inp.ref) not in inputs:
-                inputs[("dir", inp.ref)] = dir_input(build.root, inp.ref)
+                label = "python env (the resolved set)" if inp.name == python_env.INPUT else None
+                inputs[("dir", inp.ref)] = dir_input(build.root, inp.ref, label)
     return Resolution(build=build, spec=spec, stages=stages, sources=sources, inputs=inputs,
-                      versions=effective.versions, warnings=(*effective.warnings, *pin_warnings))
+                      versions=effective.versions, warnings=(*effective.warnings, *env_warnings, *pin_warnings),
+                      python=env)
 
 
 def read_lock(path: Path) -> Lock | None:

@@ -56,17 +56,23 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
     if res.versions:
         say(f"versions from vLLM {res.sources['vllm'].commit[:12]} (auto): "
             + ", ".join(f"{k} {v}" for k, v in res.versions.items()))
+    env = res.python
+    if env and not as_json:
+        say(f"python: {len(env.packages)} packages resolved together for {env.target.platform}, Python "
+            f"{env.target.python} (every stage's pip is held to them; build.lock keeps them with hashes)")
     if as_json:
         emit_json({**the_plan.to_json(), "store": str(store.root), "build_file": str(build.path),
                    "versions": res.versions, "vllm_commit": res.sources["vllm"].commit,
-                   "compiler_archs": res.spec.compiler_archs()})
+                   "compiler_archs": res.spec.compiler_archs(),
+                   "python": {"platform": env.target.platform, "python": env.target.python,
+                              "packages": {n: p.version for n, p in sorted(env.packages.items())}} if env else None})
     else:
         console.print(plan_table(the_plan))
         say("gpu_arch per compiler: " + "; ".join(f"{k}={v}" for k, v in res.spec.compiler_archs().items()))
         say(f"{len(the_plan.to_build)} of {len(the_plan.stages)} stages to build; store: {store.root}")
     if write_lock:
         path = build.root / "build.lock"
-        save_lock(path, lock_of(the_plan, res.lock_sources()))
+        save_lock(path, lock_of(the_plan, res.lock_sources(), res.lock_python()))
         say(f"wrote {path}")
 
 

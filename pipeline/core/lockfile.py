@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -22,6 +22,8 @@ class LockedStage:
 class Lock:
     stages: dict[str, LockedStage]
     sources: dict[str, dict[str, Any]]
+    # the Python environment plan resolved: {"target": {...}, "packages": {name: {"version", "hashes"}}}
+    python: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data = {
@@ -31,6 +33,8 @@ class Lock:
                        for n, s in sorted(self.stages.items())},
             "sources": {n: self.sources[n] for n in sorted(self.sources)},
         }
+        if self.python:
+            data["python"] = self.python
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -45,7 +49,10 @@ def parse_lock(text: str | None, label: str = "build.lock") -> Lock | None:
             return None
         stages = {n: LockedStage(key=s["key"], facts=dict(s.get("facts", {})))
                   for n, s in data.get("stages", {}).items()}
-        return Lock(stages=stages, sources=dict(data.get("sources", {})))
+        python = data.get("python", {})
+        if not isinstance(python, dict):
+            raise TypeError("python is not a mapping")
+        return Lock(stages=stages, sources=dict(data.get("sources", {})), python=python)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"{label}: not a valid build.lock ({e}); delete it and run "
                           "'python -m pipeline plan --write-lock'") from None

@@ -106,6 +106,6 @@ def make_plan(stages: list[Stage], resolved: Mapping[tuple[str, str], Resolved],
     return Plan(stages=tuple(out), warnings=tuple(warnings))
 
 
-def lock_of(plan: Plan, sources: Mapping[str, dict[str, Any]]) -> Lock:
+def lock_of(plan: Plan, sources: Mapping[str, dict[str, Any]], python: Mapping[str, Any] | None = None) -> Lock:
     return Lock(stages={s.name: LockedStage(key=s.key, facts=s.facts) for s in plan.stages},
-                sources=dict(sources))
+                sources=dict(sources), python=dict(python or {}))

@@ -7,6 +7,7 @@ import posixpath
 import re
 from pathlib import Path
 
+from pipeline.core.pyenv import BUILD_FILES
 from pipeline.sources.gitcmd import git
 from pipeline.spec.auto import REQUIREMENT_FILES, VllmFacts, parse_pins, parse_rust_toolchain
 
@@ -17,9 +18,10 @@ def show(mirror: Path, commit: str, path: str) -> str | None:
 
 
 def requirement_texts(mirror: Path, commit: str) -> dict[str, str]:
-    """requirements/cuda.txt, common.txt and every file they include (-r), then setup.py."""
+    """requirements/cuda.txt, common.txt, the build requirements (both layouts) and every file they
+    include (-r), then setup.py."""
     texts: dict[str, str] = {}
-    todo = list(REQUIREMENT_FILES)
+    todo = [*REQUIREMENT_FILES, *BUILD_FILES]
     while todo:
         path = todo.pop(0)
         if path in texts:
@@ -39,5 +41,9 @@ def requirement_texts(mirror: Path, commit: str) -> dict[str, str]:
 def vllm_facts(mirror: Path, commit: str) -> VllmFacts:
     has_rust = git("cat-file", "-e", f"{commit}:rust/Cargo.toml", cwd=mirror, check=False).returncode == 0
     toolchain = show(mirror, commit, "rust-toolchain.toml") or show(mirror, commit, "rust-toolchain")
-    return VllmFacts(commit=commit, pins=parse_pins(requirement_texts(mirror, commit)), has_rust=has_rust,
-                     rust_toolchain=parse_rust_toolchain(toolchain) if toolchain else None)
+    texts = requirement_texts(mirror, commit)
+    # pins follow the runtime files (and setup.py), never a build file's `setuptools==…`
+    runtime = {p: t for p, t in texts.items() if p not in BUILD_FILES and not p.startswith("requirements/build")}
+    return VllmFacts(commit=commit, pins=parse_pins(runtime), has_rust=has_rust,
+                     rust_toolchain=parse_rust_toolchain(toolchain) if toolchain else None,
+                     files={p: t for p, t in texts.items() if p != "setup.py"})

@@ -39,6 +39,7 @@ class VllmFacts:
     pins: dict[str, str] = field(default_factory=dict)  # normalized name -> exact version
     has_rust: bool = False
     rust_toolchain: str | None = None  # the channel its rust-toolchain.toml names
+    files: dict[str, str] = field(default_factory=dict)  # its requirements files (build and runtime): path -> text
 
 
 def parse_rust_toolchain(text: str) -> str | None:

@@ -20,6 +20,7 @@ from pipeline.spec.types import (
     EnvValue,
     Flag,
     GitRef,
+    GlibcVersion,
     GpuArch,
     ImageRef,
     NonEmptyStr,
@@ -27,6 +28,7 @@ from pipeline.spec.types import (
     Package,
     PositiveInt,
     PullRequest,
+    PythonMinor,
     RepoUrl,
 )
 
@@ -111,6 +113,10 @@ class BaseStageSpec(BaseModel):
     pip_packages: list[Package] = Field(default_factory=list)
     torch: TorchSpec = Field(default_factory=TorchSpec)
     rust: RustSpec = Field(default_factory=RustSpec)
+    # The Python and glibc of base.image and runtime.image: plan resolves every pip install for them
+    # (linux/<arch>, manylinux_<glibc>), not for the machine that plans.
+    python: PythonMinor = "3.12"
+    glibc: GlibcVersion = "2.39"
     # null: the top-level `network`. The smoke stack sets true here: apt reaches Debian's mirror.
     network: Flag | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)

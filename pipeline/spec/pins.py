@@ -1,9 +1,9 @@
 """Pinned content: a requirement in build.yaml without an exact version (`ray[default]`,
-`setuptools-rust>=1.9.0`) would change an image without changing its key. Plan resolves each to the
-newest version its index offers for the build's platform, warns, and builds `name==version`: the
-version is in the key (through the step), in build.lock, and a new release is a visible rebuild.
+`setuptools-rust>=1.9.0`) would change an image without changing its key. Plan resolves the whole
+Python environment together (python_env.py) and builds each as `name==version` of that set: the version
+is in the key (through the step), in build.lock, and a new release is a visible rebuild.
 
-Pure: the caller lists what the index has; this chooses and rewrites the spec.
+Pure: this finds the unpinned requirements and rewrites the spec with the versions chosen.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.utils import canonicalize_name
 
 from pipeline.spec.build import BuildSpec
 
@@ -52,33 +51,6 @@ def unpinned(spec: BuildSpec) -> list[Unpinned]:
             if not any(s.operator in ("==", "===") and "*" not in s.version for s in parsed.specifier):
                 out.append(Unpinned(section, req, canonicalize_name(parsed.name)))
     return out
-
-
-def platform_ok(filename: str, arch: str) -> bool:
-    """A file that installs on `arch` (aarch64, x86_64): a pure wheel, a wheel for that arch, an sdist."""
-    if not filename.endswith(".whl"):
-        return filename.endswith((".tar.gz", ".zip"))
-    try:
-        _, _, _, tags = parse_wheel_filename(filename)
-    except ValueError:
-        return False
-    return any(t.platform == "any" or t.platform.endswith(arch) for t in tags)
-
-
-def choose(req: str, files: Mapping[str, list[str]], arch: str) -> str | None:
-    """The newest final release in `files` (version -> filenames) that the requirement allows and
-    that has a file for `arch`."""
-    spec = Requirement(req).specifier
-    best: Version | None = None
-    for raw, names in files.items():
-        try:
-            v = Version(raw)
-        except InvalidVersion:
-            continue
-        if v.is_prerelease or v not in spec or not any(platform_ok(n, arch) for n in names):
-            continue
-        best = v if best is None or v > best else best
-    return str(best) if best is not None else None
 
 
 def pinned_requirement(req: str, version: str) -> str:

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"spec"},  # build.yaml / cluster.yaml models
     {"core"},  # pure: IR, keys, plan, build.lock
     {"sources", "stages", "store"},  # git mirrors and trees; spec -> Stage; the artifact store
-    {"remote_store"},  # the shared store on an OCI registry, over the local one
+    {"remote_store", "python_env"},  # the shared store on an OCI registry; the resolved Python environment
     {"engines"},  # BuildKit, Dagger, the local Docker, bootstrap images
     {"resolution"},  # sources resolved, auto versions, keys and the plan
     {"builder", "deploy"},  # run stages; the cluster

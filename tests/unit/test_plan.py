@@ -14,6 +14,7 @@ import pytest
 from examples.smoke import fixtures
 from pipeline.spec.build import STAGES
 from tests.conftest import REPO, plan_json, run_cli
+from tests.standin import pins_index
 
 DOWNSTREAM = {
     "base": list(STAGES),
@@ -35,7 +36,8 @@ def spark(tmp_path: Path, smoke: Path) -> tuple[Path, list[str]]:
             "--set", f"flashinfer.repo={smoke / 'repos/flashinfer'}",
             "--vllm-repo", str(smoke / "repos/vllm"),
             "--set", f"base.torch.index={smoke / 'torch-index'}",
-            "--set", f"runtime.pip_index={smoke / 'wheel-index'}"]  # unpinned extras are looked up there, not on PyPI
+            # the Python environment resolves against local wheels, not PyPI
+            "--set", f"runtime.pip_index={pins_index.write(d / 'pins-index', smoke)}"]
     return d, args
 
 
@@ -102,7 +104,8 @@ CHANGES: list[tuple[str, Callable[[Path, Path], list[str]], str, str]] = [
     ("vllm-patch", add_patch, "vllm", "vllm.patches 0001-fix.patch: added"),
     ("flashinfer-arch-list", lambda s, d: ["--set", "flashinfer.arch_list=12.0f"], "flashinfer",
      "flashinfer.arch_list: 12.1a → 12.0f"),
-    ("torch-version", lambda s, d: ["--torch-version", "2.13.1"], "base", "base.torch.version: 2.13.0 → 2.13.1"),
+    ("torch-version", lambda s, d: [fixtures.torch_index(s / "torch-index", "2.13.1"), "--torch-version", "2.13.1"][1:],
+     "base", "base.torch.version: 2.13.0 → 2.13.1"),
     ("triton-from-source", lambda s, d: ["--set", f"triton.repo={s / 'repos/triton'}", "--set",
                                          "triton.source=git", "--set", "triton.ref=main"],
      "triton", "triton.source: pip → git"),

@@ -1,0 +1,129 @@
+"""The build's Python environment at plan time: collect every stage's requirements (core/pyenv.py),
+resolve them together for the target (sources/pyresolve.py), and hand the result to the stages.
+
+The resolved set is written once per content as `constraints.txt` in the cache (python-env/<digest>/),
+a directory input of the stages that run pip: its digest is in their keys, and PIP_CONSTRAINT holds
+every pip in them (the toolchain's, vLLM's build requirements, its runtime requirements, a build's own
+installs) to exactly those versions. build.lock keeps the set with its hashes; `--offline` plans reuse
+it when the requirements are the ones it was resolved for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import fsutil
+from pipeline.core import pyenv
+from pipeline.core.ir import Input, Stage, Step
+from pipeline.core.keys import canonical_json, sha256_text
+from pipeline.core.lockfile import Lock
+from pipeline.core.pyenv import Pinned, Req, Target
+from pipeline.sources import pyresolve
+from pipeline.spec import LoadedBuild
+from pipeline.spec.auto import VllmFacts
+from pipeline.spec.build import BuildSpec
+
+INPUT = "python-env"
+PATH = "/inputs/python-env"
+CONSTRAINTS = f"{PATH}/constraints.txt"
+# The stages whose image is the toolchain: PIP_CONSTRAINT stays in that image, which never leaves the
+# build machine. The runtime image passes `-c` to its own pip steps instead (no ENV left in what ships).
+TOOLCHAIN_STAGES = ("base", "triton", "flashinfer", "vllm")
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    target: Target
+    inputs: str  # digest of the requirements resolved, with their origins
+    packages: dict[str, Pinned]
+    directory: Path  # holds constraints.txt
+
+    def lock(self) -> dict[str, Any]:
+        return {"target": {"platform": self.target.platform, "python": self.target.python}, "inputs": self.inputs,
+                "packages": {n: {"version": p.version, "hashes": list(p.hashes)}
+                             for n, p in sorted(self.packages.items())}}
+
+
+def locked(lock: Lock | None, tgt: Target, inputs: str | None = None) -> dict[str, Pinned]:
+    """build.lock's set for this target (and these requirements, when given); empty when it has none."""
+    py = lock.python if lock else {}
+    if py.get("target") != {"platform": tgt.platform, "python": tgt.python}:
+        return {}
+    if inputs is not None and py.get("inputs") != inputs:
+        return {}
+    try:
+        return {n: Pinned(version=str(p["version"]), hashes=tuple(p.get("hashes", ())))
+                for n, p in dict(py.get("packages", {})).items()}
+    except (TypeError, KeyError, AttributeError):
+        return {}
+
+
+def requirements(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_label: str) -> list[Req]:
+    return pyenv.spec_reqs(spec, build.spec, vllm_label) + pyenv.vllm_reqs(facts.files, vllm_label)
+
+
+def local_indexes(build: LoadedBuild, spec: BuildSpec) -> dict[str, str]:
+    out = {}
+    for where in (spec.base.torch.index, spec.runtime.pip_index, spec.vllm.deps_index):
+        if where is not None and ("://" not in where or where.startswith("file://")):
+            path = Path(where.removeprefix("file://"))
+            out[where] = str(path if path.is_absolute() else (build.root / path).resolve())
+    return out
+
+
+def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_label: str, offline: bool,
+                lock: Lock | None, cache: Path) -> tuple[PythonEnv | None, list[str]]:
+    tgt = pyenv.target(spec, local_indexes(build, spec))
+    reqs = requirements(build, spec, facts, vllm_label)
+    inputs = sha256_text(canonical_json([[r.line, r.origin] for r in reqs]))
+    if offline:
+        packages = locked(lock, tgt, inputs)
+        if not packages:
+            return None, [f"--offline and build.lock has no Python environment resolved for these requirements "
+                          f"({tgt.platform}, Python {tgt.python}): each pip step resolves on its own"]
+    else:
+        packages = pyresolve.resolve(reqs, tgt)
+    text = pyenv.constraints(packages)
+    directory = cache / "python-env" / sha256_text(text)[:32]
+    if not (directory / "constraints.txt").is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsutil.write_atomic(directory / "constraints.txt", text)
+    return PythonEnv(target=tgt, inputs=inputs, packages=packages, directory=directory), []
+
+
+def _runtime_pip(step: Step) -> Step:
+    argv = list(step.argv)
+    if step.kind != "pip-install" or argv[:4] != ["python3", "-m", "pip", "install"]:
+        return step
+    return dataclasses.replace(step, argv=(*argv[:4], "-c", CONSTRAINTS, *argv[4:]), mounts=(*step.mounts, INPUT))
+
+
+def with_python_env(stage: Stage, env: PythonEnv) -> Stage:
+    """The stage held to the resolved set: constraints.txt as an input (its digest in the key)."""
+    if stage.name in TOOLCHAIN_STAGES:
+        inp = Input(name=INPUT, kind="dir", ref=str(env.directory), path=PATH, mode="copy")
+        return dataclasses.replace(stage, inputs=(*stage.inputs, inp),
+                                   env=(*stage.env, ("PIP_CONSTRAINT", CONSTRAINTS)))
+    if stage.name == "runtime":
+        steps = tuple(_runtime_pip(s) for s in stage.steps)
+        if steps == stage.steps:
+            return stage
+        inp = Input(name=INPUT, kind="dir", ref=str(env.directory), path=PATH, mode="mount")
+        return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=steps)
+    return stage
+
+
+def unpinned_versions(spec: BuildSpec, env: PythonEnv) -> tuple[dict[str, str], list[str]]:
+    """build.yaml requirements without an exact version -> the version resolved for them, and one note."""
+    from pipeline.spec import pins
+
+    chosen = {u.key: env.packages[u.name].version for u in pins.unpinned(spec) if u.name in env.packages}
+    if not chosen:
+        return {}, []
+    listed = ", ".join(f"{k.split(' ', 1)[1]}=={v}" for k, v in chosen.items())
+    return chosen, [f"not pinned in build.yaml, built as resolved with vLLM's requirements for "
+                    f"{env.target.platform}, Python {env.target.python}: {listed}; pin them there to choose "
+                    "when they change"]

@@ -1,0 +1,98 @@
+"""The plan-time resolution of the build's Python environment, with uv's resolver, from package
+metadata only (nothing is installed, nothing built for the target): `uv pip compile` for the target's
+platform and Python, every stage's requirements together (pipeline/core/pyenv.py says which).
+
+A set that cannot be installed is a ConfigError naming both sides of each conflict and where each comes
+from. After one conflict, build.yaml's requirements on the projects it names are taken back and the
+rest is resolved again, so one plan names every conflict build.yaml has with vLLM. Each plan resolves
+afresh: a new release of an unpinned project is a visible change of keys (and of build.lock), as with
+any other input; `--offline` reuses build.lock's set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.pyenv import Pinned, Req, Target, explain, input_text, parse_compiled, relaxed
+from pipeline.errors import ConfigError, SourceError
+
+DEADLINE = 300.0  # seconds for one uv run (a cold cache fetches a few hundred metadata files)
+ROUNDS = 8  # conflicts named in one plan at most
+
+
+def uv_bin() -> str:
+    try:
+        import uv  # the uv wheel, a dependency of spark-pipeline
+
+        return str(uv.find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found:
+            return found
+    raise SourceError("plan resolves the build's Python packages with uv, which is not installed: pip install uv")
+
+
+def argv(tgt: Target, src: Path, out: Path) -> list[str]:
+    cmd = [uv_bin(), "pip", "compile", "--no-config", "--no-header", "--generate-hashes", "--no-progress",
+           "--python-platform", tgt.platform, "--python-version", tgt.python,
+           # pip, which every stage installs with, takes the best version from all its indexes
+           "--index-strategy", "unsafe-best-match", "--output-file", str(out)]
+    if tgt.indexes:
+        cmd += ["--index-url", tgt.indexes[-1]]
+        for extra in tgt.indexes[:-1]:
+            cmd += ["--extra-index-url", extra]
+    else:
+        cmd.append("--no-index")
+    for d in tgt.find_links:
+        cmd += ["--find-links", d]
+    return [*cmd, str(src)]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    pinned: dict[str, Pinned] | None  # None: no solution
+    message: str  # uv's explanation when there is none
+
+
+def compile_once(reqs: list[Req], tgt: Target) -> Attempt:
+    with tempfile.TemporaryDirectory(prefix="spark-pipeline-pyenv-") as tmp:
+        src, out = Path(tmp) / "requirements.in", Path(tmp) / "requirements.txt"
+        src.write_text(input_text(reqs))
+        env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
+        try:
+            proc = subprocess.run(argv(tgt, src, out), capture_output=True, text=True, timeout=DEADLINE, env=env)
+        except subprocess.TimeoutExpired:
+            raise SourceError(f"resolving the build's Python packages took over {DEADLINE:.0f} s "
+                              f"(uv pip compile for {tgt.platform}, Python {tgt.python})") from None
+        if proc.returncode == 0:
+            return Attempt(pinned=parse_compiled(out.read_text()), message="")
+        message = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("warning:"))
+        if "No solution found" not in message:
+            raise SourceError(f"cannot resolve the build's Python packages for {tgt.platform}, Python {tgt.python} "
+                              f"(uv pip compile):\n{message.strip()[-3000:]}")
+        return Attempt(pinned=None, message=message)
+
+
+def resolve(reqs: list[Req], tgt: Target) -> dict[str, Pinned]:
+    """name -> version and hashes of the whole environment; ConfigError naming every conflict."""
+    conflicts: list[str] = []
+    todo: list[Req] | None = reqs
+    for _ in range(ROUNDS):
+        if todo is None:
+            break
+        attempt = compile_once(todo, tgt)
+        if attempt.pinned is not None:
+            if not conflicts:
+                return attempt.pinned
+            break
+        conflicts.append(explain(attempt.message, reqs))
+        todo = relaxed(todo, attempt.message)
+    listed = "\n".join(f"  conflict {i}:\n{c}" for i, c in enumerate(conflicts, 1))
+    raise ConfigError(f"the build's Python packages cannot be installed together (resolved for Python "
+                      f"{tgt.python} on {tgt.platform}):\n{listed}\n  change or remove the build.yaml lines "
+                      "named, or set them to NAME==auto to follow vLLM's pin")
