@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fsutil, paths, python_env
-from pipeline.core.ir import Stage
+from pipeline.core.ir import SourceSpec, Stage
 from pipeline.core.keys import Resolved
 from pipeline.core.lockfile import Lock, parse_lock
 from pipeline.core.plan import Plan, make_plan
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SourceError
 from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource
 from pipeline.sources.resolve import resolve_source
 from pipeline.sources.upstream import vllm_facts
@@ -64,6 +64,21 @@ def dir_input(root: Path, ref: str, label: str | None = None) -> Resolved:
     return Resolved(digest=digest, facts=((label or f"dir {ref}", digest),))
 
 
+def _source(mirrors: Mirrors, spec: SourceSpec, build: LoadedBuild, versions: dict[str, str],
+            vllm_label: str) -> ResolvedSource:
+    """A source; when `auto` chose its ref from vLLM's pin, an error says so (vLLM 0.34.0 pins a
+    flashinfer-python 0.7.3 that was never released)."""
+    try:
+        return resolve_source(mirrors, spec, build.root, build.label)
+    except SourceError as e:
+        pinned = versions.get("flashinfer-python") if spec.name == "flashinfer" else None
+        if pinned is None:
+            raise
+        raise SourceError(f"{e}\n  (flashinfer.ref is auto: {vllm_label} pins flashinfer-python=={pinned} in "
+                          f"requirements/cuda.txt, so v{pinned} was asked; set flashinfer.ref to a tag "
+                          f"{spec.repo} has)") from None
+
+
 def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> Resolution:
     specs = source_specs(build.spec)
     vllm = resolve_source(mirrors, specs["vllm"], build.root, build.label)
@@ -75,7 +90,7 @@ def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> R
     chosen, pin_warnings = python_env.unpinned_versions(effective.spec, env) if env else ({}, [])
     spec = pins.apply(effective.spec, chosen)
     stages = [python_env.with_python_env(s, env) if env else s for s in all_stages(spec)]
-    sources = {name: vllm if name == "vllm" else resolve_source(mirrors, spec_, build.root, build.label)
+    sources = {name: vllm if name == "vllm" else _source(mirrors, spec_, build, effective.versions, vllm_label)
                for name, spec_ in source_specs(spec).items()}
     inputs: dict[tuple[str, str], Resolved] = {("source", n): s.resolved() for n, s in sources.items()}
     for stage in stages:

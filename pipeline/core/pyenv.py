@@ -139,7 +139,7 @@ def spec_reqs(spec: BuildSpec, written: BuildSpec, vllm_label: str) -> list[Req]
     return out
 
 
-_NAMED = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*(?:==|!=|>=|<=|~=|>|<|\s+depends\b|"
+_NAMED = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(?:\{[^}]*\})?\s*(?:==|!=|>=|<=|~=|>|<|\s+depends\b|"
                     r"\s+was not found|\s+has no\b)")
 _REQUIRED = re.compile(r"\brequire\s+([A-Za-z0-9][A-Za-z0-9._-]*)")
 

@@ -45,7 +45,8 @@ def test_plan_on_vllm_0_33_0_follows_its_pins(vllm_trees: dict[str, Path], smoke
     flashinfer = sdist_repo("flashinfer-python", "0.7.2.post1", tmp_path / "flashinfer")
     args = ["-f", str(REPO / "build.yaml"), "--vllm-repo", str(vllm_trees["0.33.0"]), "--vllm-ref", "v0.33.0",
             "--set", f"flashinfer.repo={flashinfer}", "--set", f"nccl.repo={smoke / 'repos/nccl'}",
-            "--set", "nccl.ref=main", "--set", f"base.torch.index={smoke / 'torch-index'}"]
+            # the Python environment resolves against PyPI's real metadata (download.pytorch.org is out of reach)
+            "--set", "nccl.ref=main", "--set", "base.torch.index=https://pypi.org/simple"]
     proc = run_cli("plan", "--json", *args)
     plan = json.loads(proc.stdout)
     assert plan["versions"]["torch"] == "2.14.0" and plan["versions"]["flashinfer-python"] == "0.7.2.post1"
@@ -56,7 +57,12 @@ def test_plan_on_vllm_0_33_0_follows_its_pins(vllm_trees: dict[str, Path], smoke
     assert "versions from vLLM" in proc.stderr and "torch 2.14.0" in proc.stderr
     # cutlass-dsl follows vLLM's own pin (a hand pin clashed with it at install time)
     assert plan["versions"]["nvidia-cutlass-dsl"] == "4.8.0"
-    explicit = run_cli("plan", *args, "--torch-version", "2.13.0").stderr
+    # an explicit torch that vLLM's torchvision pin cannot go with: both sides named, the auto one as such
+    clash = " ".join(run_cli("plan", *args, "--torch-version", "2.13.0", check=2).stderr.split())
+    assert "torch==2.13.0 <- build.yaml base.torch.version" in clash
+    assert "torchvision==0.29.0 <- build.yaml base.torch.torchvision (auto: vLLM v0.33.0" in clash
+    explicit = run_cli("plan", *args, "--torch-version", "2.13.0", "--set", "base.torch.torchvision=none",
+                       "--set", "base.torch.torchaudio=none").stderr
     assert "base.torch.version is 2.13.0 but vLLM" in explicit and "pins torch==2.14.0" in explicit
 
 
