@@ -72,7 +72,7 @@ def _source(mirrors: Mirrors, spec: SourceSpec, build: LoadedBuild, versions: di
         return resolve_source(mirrors, spec, build.root, build.label)
     except SourceError as e:
         pinned = versions.get("flashinfer-python") if spec.name == "flashinfer" else None
-        if pinned is None:
+        if pinned is None or "is not a branch, tag or commit" not in str(e):
             raise
         raise SourceError(f"{e}\n  (flashinfer.ref is auto: {vllm_label} pins flashinfer-python=={pinned} in "
                           f"requirements/cuda.txt, so v{pinned} was asked; set flashinfer.ref to a tag "

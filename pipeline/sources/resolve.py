@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import tempfile
 from pathlib import Path
 
 from pipeline.core.ir import SourceSpec
@@ -45,9 +46,10 @@ def tolerated(path: str, patterns: tuple[str, ...]) -> bool:
 
 
 def check_prs(mirror: Path, commit: str, prs: tuple[tuple[str, str, str], ...], name: str,
-              tolerate: tuple[str, ...]) -> None:
+              tolerate: tuple[str, ...]) -> str:
     """Merge each PR onto the commit (and the PRs before it) in the mirror, the way checkout applies
-    them; a conflict outside the tolerated paths is the same SourceError checkout would raise."""
+    them; a conflict outside the tolerated paths is the same SourceError checkout would raise. Returns
+    the merged commit (the one checkout's tree has before patches)."""
     current = commit
     for label, head, _ in prs:
         proc = git("merge-tree", "--write-tree", "--name-only", "--no-messages", current, head, cwd=mirror,
@@ -61,6 +63,28 @@ def check_prs(mirror: Path, commit: str, prs: tuple[tuple[str, str, str], ...], 
             raise conflict_error(name, label, fatal)
         current = git("commit-tree", lines[0], "-p", current, "-p", head, "-m", f"check {label}", cwd=mirror,
                       extra_env=IDENTITY).stdout.decode().strip()
+    return current
+
+
+def check_patches(mirror: Path, tree: str, patches: list[Path], name: str, ref: str) -> None:
+    """Apply each patch, in order, to the tree checkout will have (a scratch index in the mirror: no
+    work tree), so a patch that does not apply fails plan instead of the stage, after the stages before
+    it were built. One already in the tree is skipped, as checkout skips it."""
+    if not patches:
+        return
+    with tempfile.TemporaryDirectory(prefix="spark-pipeline-patch-check-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git("read-tree", tree, cwd=mirror, extra_env=env)
+        for patch in patches:
+            data = patch.read_bytes()
+            if git("apply", "--cached", "--reverse", "--check", "-", cwd=mirror, input=data, check=False,
+                   extra_env=env).returncode == 0:
+                continue
+            proc = git("apply", "--cached", "--binary", "-", cwd=mirror, input=data, check=False, extra_env=env)
+            if proc.returncode != 0:
+                raise SourceError(f"{name}: patch {patch.name} does not apply to {name} {ref} ({tree[:12]}): "
+                                  f"{proc.stderr.decode(errors='replace').strip()}\n  the {name} stage would fail "
+                                  f"on it; update the patch, or leave it out ({name}.patches in build.yaml)")
 
 
 def sub_url(parent: str, url: str) -> str:
@@ -140,7 +164,7 @@ def resolve_source(mirrors: Mirrors, spec: SourceSpec, root: Path, label: str) -
         ref = spec.ref
     prs = tuple(resolve_pr(mirrors, spec.name, url, mirror, pr) for pr in spec.prs)
     facts += [(f"{spec.name}.prs {lbl}", sha) for lbl, sha, _ in prs]
-    check_prs(mirror, commit, prs, spec.name, spec.tolerate_conflicts)
+    merged = check_prs(mirror, commit, prs, spec.name, spec.tolerate_conflicts)
     subs = submodules_of(mirrors, mirror, url, commit, spec.name)
     facts += submodule_facts(spec.name, subs)
     patches = []
@@ -148,6 +172,7 @@ def resolve_source(mirrors: Mirrors, spec: SourceSpec, root: Path, label: str) -
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
         patches.append((p.name, digest, p))
         facts.append((f"{spec.name}.patches {p.name}", digest))
+    check_patches(mirror, merged, [p for _, _, p in patches], spec.name, ref)
     return ResolvedSource(name=spec.name, url=url, mirror=mirror, ref=ref, commit=commit, prs=prs,
                           patches=tuple(patches), tolerate_conflicts=spec.tolerate_conflicts,
                           source_dir=spec.source_dir, submodules=subs, facts=tuple(facts))

@@ -88,7 +88,7 @@ def test_repo_build_yaml_on_dagger_sends_every_stage(smoke_build: SmokeBuild, se
     smoke = smoke_build.root
     results, _ = build(session, build_yaml, cache, "--vllm-repo", str(vllm), "--vllm-ref", "v0.33.0",
                        "--set", f"flashinfer.repo={flashinfer}", "--set", f"nccl.repo={smoke / 'repos/nccl'}",
-                       "--set", "nccl.ref=main", "--set", f"base.torch.index={smoke / 'torch-index'}",
+                       "--set", "nccl.ref=main", "--set", "base.torch.index=https://pypi.org/simple",
                        "--tag", "spark-pipeline-standin-spark")
     check_sent(session, results, cache, "spark-pipeline-standin-spark")
     base = next(e.node for e in session.sent("Directory.export") if any(

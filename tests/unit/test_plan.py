@@ -34,6 +34,8 @@ def spark(tmp_path: Path, smoke: Path) -> tuple[Path, list[str]]:
     args = ["-f", str(d / "build.yaml"),
             "--set", f"nccl.repo={smoke / 'repos/nccl'}", "--set", "nccl.ref=main",
             "--set", f"flashinfer.repo={smoke / 'repos/flashinfer'}",
+            # the repo's FlashInfer patch targets the real downloader, which the fixture does not have
+            "--set", "flashinfer.patches=[]",
             "--vllm-repo", str(smoke / "repos/vllm"),
             "--set", f"base.torch.index={smoke / 'torch-index'}",
             # the Python environment resolves against local wheels, not PyPI
@@ -205,3 +207,16 @@ def test_plan_shows_fetch_progress_on_stderr_only(smoke: Path) -> None:
     proc = run_cli("plan", "--json", "-f", str(smoke / "build.yaml"))
     assert "vllm: cloning main from" in " ".join(proc.stderr.split())
     json.loads(proc.stdout)  # stdout is the plan, nothing else
+
+
+def test_a_patch_that_does_not_apply_fails_plan_naming_it(spark: tuple[Path, list[str]]) -> None:
+    """Found at plan time, not when the vllm stage starts after base, triton and flashinfer were built."""
+    spark_dir, args = spark
+    p = spark_dir / "docker-contexts" / "vllm" / "patches"
+    p.mkdir(parents=True)
+    (p / "0002-stale.patch").write_text("--- a/vllm/__init__.py\n+++ b/vllm/__init__.py\n@@ -1 +1 @@\n"
+                                        "-this line is not in the tree\n+replaced\n")
+    proc = run_cli("plan", *args, check=2)
+    err = " ".join(proc.stderr.split())
+    assert "vllm: patch 0002-stale.patch does not apply to vllm main (" in err
+    assert "vllm.patches in build.yaml" in err and "Traceback" not in proc.stderr

@@ -64,12 +64,16 @@ def test_offline_without_mirror_fails_clearly(tmp_path: Path, repo: tuple[Path, 
         resolve_ref(Mirrors(tmp_path / "cache", offline=True), "up", str(r), "main", "x")
 
 
+NEW_FILE_PATCH = ("diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n"
+                  "@@ -0,0 +1 @@\n+{text}\n")
+
+
 def test_source_with_pr_and_patch_facts(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
     r, shas = repo
     root = tmp_path / "proj"
     patches = root / "docker-contexts" / "up" / "patches"
     patches.mkdir(parents=True)
-    (patches / "0001-x.patch").write_text("patch\n")
+    (patches / "0001-x.patch").write_text(NEW_FILE_PATCH.format(text="patch"))
     (patches / "notes.txt").write_text("not a patch\n")
     src = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main", prs=(7,)),
                          root, "build.yaml")
@@ -78,7 +82,7 @@ def test_source_with_pr_and_patch_facts(tmp_path: Path, repo: tuple[Path, dict[s
     assert facts["up.prs #7"] == shas["pr7"]
     assert list(facts)[-1] == "up.patches 0001-x.patch"
     before = src.digest
-    (patches / "0001-x.patch").write_text("patch v2\n")
+    (patches / "0001-x.patch").write_text(NEW_FILE_PATCH.format(text="patch v2"))
     again = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main", prs=(7,)),
                            root, "build.yaml")
     assert again.digest != before
