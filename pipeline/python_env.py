@@ -11,6 +11,7 @@ it when the requirements are the ones it was resolved for.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ class PythonEnv:
     target: Target
     inputs: str  # digest of the requirements resolved, with their origins
     packages: dict[str, Pinned]
-    directory: Path  # holds constraints.txt
+    directory: Path  # holds constraints.txt, and <stage>.txt for each stage in `own`
+    own: tuple[str, ...] = ()  # stages that install requirements of their own (flashinfer: its build-system)
 
     def lock(self) -> dict[str, Any]:
         return {"target": {"platform": self.target.platform, "python": self.target.python}, "inputs": self.inputs,
@@ -75,9 +77,13 @@ def local_indexes(build: LoadedBuild, spec: BuildSpec) -> dict[str, str]:
 
 
 def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_label: str, offline: bool,
-                lock: Lock | None, cache: Path) -> tuple[PythonEnv | None, list[str]]:
+                lock: Lock | None, cache: Path,
+                stage_reqs: Mapping[str, list[Req]] | None = None) -> tuple[PythonEnv | None, list[str]]:
+    """`stage_reqs`: what a stage installs itself beyond build.yaml's and vLLM's (FlashInfer's build
+    requirements), resolved with the rest and written as <stage>.txt beside constraints.txt."""
     tgt = pyenv.target(spec, local_indexes(build, spec))
-    reqs = requirements(build, spec, facts, vllm_label)
+    own = dict(stage_reqs or {})
+    reqs = requirements(build, spec, facts, vllm_label) + [r for rs in own.values() for r in rs]
     inputs = sha256_text(canonical_json([[r.line, r.origin] for r in reqs]))
     if offline:
         packages = locked(lock, tgt, inputs)
@@ -86,12 +92,15 @@ def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_labe
                           f"({tgt.platform}, Python {tgt.python}): each pip step resolves on its own"]
     else:
         packages = pyresolve.resolve(reqs, tgt)
-    text = pyenv.constraints(packages)
-    directory = cache / "python-env" / sha256_text(text)[:32]
-    if not (directory / "constraints.txt").is_file():
+    files = {"constraints.txt": pyenv.constraints(packages),
+             **{f"{stage}.txt": pyenv.input_text(rs) for stage, rs in sorted(own.items()) if rs}}
+    directory = cache / "python-env" / sha256_text(canonical_json(files))[:32]
+    if not all((directory / name).is_file() for name in files):
         directory.mkdir(parents=True, exist_ok=True)
-        fsutil.write_atomic(directory / "constraints.txt", text)
-    return PythonEnv(target=tgt, inputs=inputs, packages=packages, directory=directory), []
+        for name, text in files.items():
+            fsutil.write_atomic(directory / name, text)
+    return PythonEnv(target=tgt, inputs=inputs, packages=packages, directory=directory,
+                     own=tuple(sorted(s for s, rs in own.items() if rs))), []
 
 
 def _runtime_pip(step: Step) -> Step:
@@ -105,7 +114,11 @@ def with_python_env(stage: Stage, env: PythonEnv) -> Stage:
     """The stage held to the resolved set: constraints.txt as an input (its digest in the key)."""
     if stage.name in TOOLCHAIN_STAGES:
         inp = Input(name=INPUT, kind="dir", ref=str(env.directory), path=PATH, mode="copy")
-        return dataclasses.replace(stage, inputs=(*stage.inputs, inp),
+        steps = stage.steps
+        if stage.name in env.own:  # its own build requirements first (it builds without isolation)
+            steps = (Step(argv=("python3", "-m", "pip", "install", "-r", f"{PATH}/{stage.name}.txt"),
+                          kind="pip-install"), *steps)
+        return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=steps,
                                    env=(*stage.env, ("PIP_CONSTRAINT", CONSTRAINTS)))
     if stage.name == "runtime":
         steps = tuple(_runtime_pip(s) for s in stage.steps)

@@ -20,7 +20,7 @@ from pipeline.core.plan import Plan, make_plan
 from pipeline.errors import ConfigError, SourceError
 from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource
 from pipeline.sources.resolve import resolve_source
-from pipeline.sources.upstream import vllm_facts
+from pipeline.sources.upstream import build_requires, vllm_facts
 from pipeline.spec import LoadedBuild, auto, pins
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import all_stages, source_specs
@@ -85,13 +85,16 @@ def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> R
     facts = vllm_facts(vllm.mirror, vllm.commit)
     effective = auto.apply(build.spec, facts, build.label)
     vllm_label = f"vLLM {specs['vllm'].ref} ({vllm.commit[:12]})"
+    # sources first: what they are does not depend on the pip versions chosen below
+    sources = {name: vllm if name == "vllm" else _source(mirrors, spec_, build, effective.versions, vllm_label)
+               for name, spec_ in source_specs(effective.spec).items()}
+    fi = sources["flashinfer"]
+    extra = {"flashinfer": build_requires(fi.mirror, fi.commit, f"FlashInfer {fi.ref} ({fi.commit[:12]})")}
     env, env_warnings = python_env.resolve_env(build, effective.spec, facts, vllm_label, mirrors.offline, lock,
-                                               mirrors.cache)
+                                               mirrors.cache, extra)
     chosen, pin_warnings = python_env.unpinned_versions(effective.spec, env) if env else ({}, [])
     spec = pins.apply(effective.spec, chosen)
     stages = [python_env.with_python_env(s, env) if env else s for s in all_stages(spec)]
-    sources = {name: vllm if name == "vllm" else _source(mirrors, spec_, build, effective.versions, vllm_label)
-               for name, spec_ in source_specs(spec).items()}
     inputs: dict[tuple[str, str], Resolved] = {("source", n): s.resolved() for n, s in sources.items()}
     for stage in stages:
         for inp in stage.inputs:

@@ -159,11 +159,15 @@ def write_wheel(dest: Path, name: str, version: str, files: dict[str, str], requ
 
 
 def torch_index(dest: Path, version: str = "2.13.0") -> None:
-    """Stand-ins for download.pytorch.org: torch, pinning the Triton it was built with (as real torch does)."""
+    """Stand-ins for download.pytorch.org: torch, pinning the Triton it was built with (as real torch does),
+    and an exact pin on a library that has a newer release (as torch 2.14.0 pins nvidia-nvshmem-cu13
+    3.4.5 while 3.8.0 exists): the smoke base's unpinned `smoke-cross` must resolve to 1.0, not 2.0."""
     write_wheel(dest, "torch", version, {
         "torch/__init__.py": f'__version__ = "{version}"\nSTAND_IN = True  # smoke-stack stand-in for PyTorch\n',
-    }, requires=("triton==3.6.0",))
+    }, requires=("triton==3.6.0", "smoke-cross==1.0"))
     write_wheel(dest, "triton", "3.6.0", {"triton/__init__.py": '"""smoke-stack stand-in for Triton"""\n'})
+    for v in ("1.0", "2.0"):
+        write_wheel(dest, "smoke_cross", v, {"smoke_cross/__init__.py": f'VERSION = "{v}"\n'})
 
 
 # --- source repositories -------------------------------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import posixpath
 import re
+import tomllib
 from pathlib import Path
 
-from pipeline.core.pyenv import BUILD_FILES
+from pipeline.core.pyenv import BUILD_FILES, Req
 from pipeline.sources.gitcmd import git
 from pipeline.spec.auto import REQUIREMENT_FILES, VllmFacts, parse_pins, parse_rust_toolchain
 
@@ -47,3 +48,16 @@ def vllm_facts(mirror: Path, commit: str) -> VllmFacts:
     return VllmFacts(commit=commit, pins=parse_pins(runtime), has_rust=has_rust,
                      rust_toolchain=parse_rust_toolchain(toolchain) if toolchain else None,
                      files={p: t for p, t in texts.items() if p != "setup.py"})
+
+
+def build_requires(mirror: Path, commit: str, label: str) -> list[Req]:
+    """A tree's PEP 518 build requirements (pyproject.toml [build-system] requires), which a stage
+    building it without isolation must install itself (FlashInfer: setuptools, packaging, apache-tvm-ffi)."""
+    text = show(mirror, commit, "pyproject.toml")
+    if text is None:
+        return []
+    try:
+        requires = tomllib.loads(text).get("build-system", {}).get("requires", [])
+    except tomllib.TOMLDecodeError:
+        return []  # the stage's own pip reports a broken pyproject.toml with its context
+    return [Req(r, f"{label} pyproject.toml [build-system] requires") for r in requires if isinstance(r, str)]

@@ -50,8 +50,11 @@ def stage(spec: BuildSpec) -> Stage:
         doc=__doc__ or "",
         platform=spec.platform,
         base=toolchain_of("base"),
+        # FLASHINFER_BUILD_NO_PIP: FlashInfer >= 0.7.4's build hooks pip-install nvcc, NCCL and nixl wheels
+        # themselves unless told not to; what a build installs comes from the plan's resolved set only.
         env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list),
-             ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list), *common.env_items(fi.env)),
+             ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list), ("FLASHINFER_BUILD_NO_PIP", "1"),
+             *common.env_items(fi.env)),
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.source_input("flashinfer")),
         steps=tuple(steps),
         output=Output(kind="wheels", path=common.OUT),

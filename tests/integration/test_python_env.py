@@ -60,6 +60,9 @@ def test_the_default_build_yaml_resolves_for_the_spark(trees: dict[str, Path], s
     assert pkgs["nvidia-nvshmem-cu13"] == "3.4.5"  # torch 2.14.0's exact pin, not the newest (3.8.0)
     assert Version(pkgs["setuptools"]) < Version("81")  # vLLM's bound on Python 3.12
     assert "flashinfer-python" not in pkgs  # ours: the flashinfer stage builds it
+    # FlashInfer's own build requirements (pyproject [build-system]: apache-tvm-ffi>=0.1.11,<0.2, packaging)
+    # resolve with the rest: the flashinfer stage installs them from the set
+    assert pkgs["apache-tvm-ffi"] == "0.1.11" and "packaging" in pkgs
     base = next(s for s in plan["stages"] if s["stage"] == "base")
     assert base["facts"]["base.pip_packages nvidia-nvshmem-cu13"] == "nvidia-nvshmem-cu13==3.4.5"
     assert "python env (the resolved set)" in base["facts"]

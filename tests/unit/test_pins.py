@@ -32,3 +32,16 @@ def test_an_unpinned_extra_is_warned_about_locked_and_keyed(smoke: Path) -> None
     moved = next(s for s in plan_json(*args)["stages"] if s["stage"] == "runtime")
     assert moved["key"] != runtime["key"]
     assert "runtime.pip_packages smoke-extra: smoke-extra==1.0 → smoke-extra==1.1" in moved["reasons"]
+
+
+def test_the_smoke_base_follows_torchs_exact_pin_not_the_newest(smoke: Path) -> None:
+    """The fixture torch pins smoke-cross==1.0 while 2.0 exists, as torch 2.14.0 pins nvidia-nvshmem-cu13
+    3.4.5 while 3.8.0 exists: resolved together, the unpinned extra is 1.0 (the newest would not install)."""
+    plan = plan_json("-f", str(smoke / "build.yaml"))
+    assert plan["python"]["packages"]["smoke-cross"] == "1.0"
+    base = next(s for s in plan["stages"] if s["stage"] == "base")
+    assert base["facts"]["base.pip_packages smoke-cross"] == "smoke-cross==1.0"
+    clash = run_cli("plan", "-f", str(smoke / "build.yaml"), "--set", 'base.pip_packages=["smoke-cross==2.0"]',
+                    check=2)
+    err = " ".join(clash.stderr.split())
+    assert "smoke-cross==2.0 <- build.yaml base.pip_packages[0]" in err and "torch==2.13.0 <- build.yaml" in err

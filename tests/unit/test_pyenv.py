@@ -157,3 +157,24 @@ def test_every_conflict_is_named_in_one_plan(tmp_path: Path) -> None:
     assert f"nvidia-cutlass-dsl==4.8.0  <- {LABEL} requirements/cuda.txt:26" in text
     assert "Python 3.12 on aarch64-manylinux_2_39" in text
 
+
+
+def test_every_pip_of_every_stage_is_held_to_the_resolved_set(tmp_path: Path) -> None:
+    from pipeline import python_env
+    from tests.specs import SPARK, stages
+
+    env = python_env.PythonEnv(target=Target("aarch64-manylinux_2_39", "3.12", (), ()), inputs="0" * 64,
+                               packages={"torch": pyenv.Pinned("2.14.0")}, directory=tmp_path, own=("flashinfer",))
+    held = {s.name: python_env.with_python_env(s, env) for s in stages(SPARK)}
+    for name in python_env.TOOLCHAIN_STAGES:  # their image is the toolchain, which never leaves the build machine
+        assert ("PIP_CONSTRAINT", python_env.CONSTRAINTS) in held[name].env
+        assert any(i.name == python_env.INPUT and i.ref == str(tmp_path) for i in held[name].inputs)
+    # FlashInfer builds without isolation: its own build requirements first, from the set, no pip of its own
+    first = held["flashinfer"].steps[0]
+    assert first.argv == ("python3", "-m", "pip", "install", "-r", f"{python_env.PATH}/flashinfer.txt")
+    assert ("FLASHINFER_BUILD_NO_PIP", "1") in held["flashinfer"].env
+    # the runtime image ships: no ENV left in it, `-c` on its pip steps instead
+    runtime = held["runtime"]
+    assert not any(k == "PIP_CONSTRAINT" for k, _ in runtime.env)
+    pips = [s for s in runtime.steps if s.kind == "pip-install"]
+    assert pips and all(s.argv[4:6] == ("-c", python_env.CONSTRAINTS) and python_env.INPUT in s.mounts for s in pips)

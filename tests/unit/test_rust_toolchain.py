@@ -3,7 +3,11 @@ uses exactly the toolchain base installed: rustup never downloads one mid-stage.
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.spec.auto import VllmFacts, apply, parse_rust_toolchain
 from pipeline.spec.build import FALLBACK_RUST, BuildSpec
@@ -52,3 +56,16 @@ def test_a_tree_without_the_file_gets_the_fallback_and_an_explicit_pin_warns() -
 def test_no_rust_no_rustup_env() -> None:
     eff = apply(BuildSpec(), facts("c", has_rust=False), "build.yaml")
     assert "RUSTUP_TOOLCHAIN" not in stage_env(eff.spec, "vllm")
+
+
+@given(st.from_regex(r"[0-9]{1,2}\.[0-9]{1,3}(\.[0-9]{1,3})?", fullmatch=True),
+       st.sampled_from(["", 'components = ["rustfmt"]\n', "# pinned\n"]))
+def test_any_pinned_channel_is_read_back(channel: str, extra: str) -> None:
+    assert parse_rust_toolchain(f'[toolchain]\n{extra}channel = "{channel}"\n') == channel
+    assert parse_rust_toolchain(f"{channel}\n") == channel  # the old one-line rust-toolchain file
+
+
+@given(st.text(max_size=200))
+def test_any_file_gives_a_pinned_version_or_nothing(text: str) -> None:
+    got = parse_rust_toolchain(text)
+    assert got is None or re.fullmatch(r"\d+\.\d+(\.\d+)?", got)  # never `stable`, never a traceback
