@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from pipeline.errors import ConfigError
 from pipeline.spec.build import BuildSpec
 
 # What prepare.py strips from vLLM's files before its wheel is built: the toolchain's torch family is
@@ -99,10 +100,13 @@ def _file_reqs(files: Mapping[str, str], path: str, label: str, seen: set[str]) 
             out += _file_reqs(files, posixpath.normpath(posixpath.join(posixpath.dirname(path), inc[1])), label, seen)
     for n, line in requirement_lines(files[path]):
         try:
-            name = canonicalize_name(Requirement(line).name)
+            parsed = Requirement(line)
         except InvalidRequirement:
-            continue  # a URL or editable line: vLLM's CUDA files have none; pip would report it in the build
-        if not DROPPED.match(name):
+            continue  # not a requirement pip reads either; the build's pip reports it with its context
+        if parsed.url:  # a ref (a PR) would make plan fetch from any address it names
+            raise ConfigError(f"{label} {path}:{n}: {parsed.name} comes from a URL ({parsed.url}); plan resolves "
+                              "from package indexes only: drop the line with a patch, or build another ref")
+        if not DROPPED.match(canonicalize_name(parsed.name)):
             out.append(Req(line, f"{label} {path}:{n}"))
     return out
 

@@ -153,7 +153,7 @@ PositiveInt = Annotated[int, expect("a whole number ≥ 1",
 Flag = Annotated[bool, expect("true or false", lambda v: isinstance(v, bool))]
 AutoFlag = Annotated[bool | str, expect("true, false or auto", lambda v: isinstance(v, bool) or v == "auto")]
 NonEmptyStr = Annotated[str, expect("a non-empty string", _is_str)]
-PythonMinor = Annotated[str, expect("a Python version such as 3.12",
+PythonMinor = Annotated[str, expect('a Python version in quotes, such as "3.12" (YAML reads 3.10 as the number 3.1)',
                                     lambda v: _is_str(v) and bool(re.fullmatch(r"3\.\d{1,2}", v)))]
-GlibcVersion = Annotated[str, expect("a glibc version such as 2.39 (Ubuntu 24.04)",
+GlibcVersion = Annotated[str, expect('a glibc version in quotes, such as "2.39" (Ubuntu 24.04)',
                                      lambda v: _is_str(v) and bool(re.fullmatch(r"2\.\d{1,2}", v)))]

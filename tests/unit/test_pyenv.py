@@ -178,3 +178,9 @@ def test_every_pip_of_every_stage_is_held_to_the_resolved_set(tmp_path: Path) ->
     assert not any(k == "PIP_CONSTRAINT" for k, _ in runtime.env)
     pips = [s for s in runtime.steps if s.kind == "pip-install"]
     assert pips and all(s.argv[4:6] == ("-c", python_env.CONSTRAINTS) and python_env.INPUT in s.mounts for s in pips)
+
+
+def test_a_ref_that_names_a_url_is_refused_before_anything_is_fetched() -> None:
+    files = {"requirements/cuda.txt": "regex\nevil @ https://203.0.113.7/evil-1.0-py3-none-any.whl\n"}
+    with pytest.raises(ConfigError, match=r"requirements/cuda.txt:2: evil comes from a URL"):
+        pyenv.vllm_reqs(files, LABEL)
