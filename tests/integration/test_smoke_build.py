@@ -315,3 +315,16 @@ def test_triton_from_source_gets_its_build_requirements_through_the_ca_bundle(sm
     assert json.loads(whl.read("triton/_pybind11.json"))["pybind11"]
     toolchain = toolchain_tag("linux/amd64", keys(results)["base"])
     assert docker_sh(toolchain, f"test -e {CA_BUNDLE} && echo present || echo absent") == "absent"
+
+
+def test_every_pip_installs_the_plans_resolved_set(smoke_build: SmokeBuild) -> None:
+    """The fixture torch pins smoke-cross==1.0 while 2.0 exists (torch 2.14.0 and nvshmem 3.4.5 vs 3.8.0):
+    the toolchain and the runtime image hold 1.0, and every pip of the toolchain is held to the set."""
+    from pipeline.core.ir import toolchain_tag
+
+    toolchain = toolchain_tag("linux/amd64", keys(smoke_build.results)["base"])
+    version = "python3 -c 'import smoke_cross; print(smoke_cross.VERSION)'"
+    assert docker_sh(toolchain, version) == "1.0"
+    assert docker_sh("vllm-node-smoke", version) == "1.0"
+    held = docker_sh(toolchain, 'cat "$PIP_CONSTRAINT"').split()
+    assert {"smoke-cross==1.0", "torch==2.13.0", "smoke-runtime-dep==1.0"} <= set(held)
