@@ -49,12 +49,10 @@ class PythonEnv:
                              for n, p in sorted(self.packages.items())}}
 
 
-def locked(lock: Lock | None, tgt: Target, inputs: str | None = None) -> dict[str, Pinned]:
-    """build.lock's set for this target (and these requirements, when given); empty when it has none."""
+def locked(lock: Lock | None, tgt: Target, inputs: str) -> dict[str, Pinned]:
+    """build.lock's set for this target and these requirements; empty when it has none."""
     py = lock.python if lock else {}
-    if py.get("target") != {"platform": tgt.platform, "python": tgt.python}:
-        return {}
-    if inputs is not None and py.get("inputs") != inputs:
+    if py.get("target") != {"platform": tgt.platform, "python": tgt.python} or py.get("inputs") != inputs:
         return {}
     try:
         return {n: Pinned(version=str(p["version"]), hashes=tuple(p.get("hashes", ())))

@@ -188,6 +188,8 @@ def test_offline_plan_uses_the_warm_mirror(spark: tuple[Path, list[str]]) -> Non
     online = plan_json(*args)
     offline = plan_json(*args, "--offline")
     assert offline["stages"] == online["stages"] and offline["versions"] == online["versions"]
+    # the Python environment comes from build.lock: the same set, so the same keys, with no resolver run
+    assert offline["python"] == online["python"] and online["python"]["packages"]
 
 
 def test_plan_names_a_conflicting_pr_with_builds_message(smoke: Path) -> None:
