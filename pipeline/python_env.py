@@ -138,3 +138,14 @@ def unpinned_versions(spec: BuildSpec, env: PythonEnv) -> tuple[dict[str, str], 
     return chosen, [f"not pinned in build.yaml, built as resolved with vLLM's requirements for "
                     f"{env.target.platform}, Python {env.target.python}: {listed}; pin them there to choose "
                     "when they change"]
+
+
+def changes(lock: Lock | None, env: PythonEnv) -> list[str]:
+    """What moved in the resolved set since build.lock, one `name a → b` each (added: `→ b`, gone: `a →`)."""
+    before = {n: str(p.get("version", "")) for n, p in dict((lock.python if lock else {}).get("packages", {})).items()
+              if isinstance(p, dict)}
+    if not before:
+        return []
+    now = {n: p.version for n, p in env.packages.items()}
+    return [f"{n} {before.get(n, '')} → {now.get(n, '')}".replace("  ", " ")
+            for n in sorted(before.keys() | now.keys()) if before.get(n) != now.get(n)]

@@ -43,6 +43,7 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
     with build.lock (e.g. `vllm.ref main: 1a2b3c4 → 4d5e6f7`, `upstream flashinfer rebuilt`).
     Runs nothing.
     """
+    from pipeline import python_env
     from pipeline.cli.console import console, emit_json, say
     from pipeline.core.plan import lock_of
     from pipeline.resolution import plan_build
@@ -50,22 +51,26 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
 
     build = load_from_options(opts)
     store = store_from(opts)
-    res, the_plan, _ = plan_build(build, mirrors_from(opts), store)
+    res, the_plan, lock = plan_build(build, mirrors_from(opts), store)
     for w in the_plan.warnings:
         say(w, "warn")
     if res.versions:
         say(f"versions from vLLM {res.sources['vllm'].commit[:12]} (auto): "
             + ", ".join(f"{k} {v}" for k, v in res.versions.items()))
     env = res.python
+    moved = python_env.changes(lock, env) if env else []
     if env and not as_json:
         say(f"python: {len(env.packages)} packages resolved together for {env.target.platform}, Python "
             f"{env.target.python} (every stage's pip is held to them; build.lock keeps them with hashes)")
+        if moved:
+            say("python: changed since build.lock: " + ", ".join(moved))
     if as_json:
         emit_json({**the_plan.to_json(), "store": str(store.root), "build_file": str(build.path),
                    "versions": res.versions, "vllm_commit": res.sources["vllm"].commit,
                    "compiler_archs": res.spec.compiler_archs(),
                    "python": {"platform": env.target.platform, "python": env.target.python,
-                              "packages": {n: p.version for n, p in sorted(env.packages.items())}} if env else None})
+                              "packages": {n: p.version for n, p in sorted(env.packages.items())},
+                              "changed": moved} if env else None})
     else:
         console.print(plan_table(the_plan))
         say("gpu_arch per compiler: " + "; ".join(f"{k}={v}" for k, v in res.spec.compiler_archs().items()))

@@ -32,6 +32,7 @@ def test_an_unpinned_extra_is_warned_about_locked_and_keyed(smoke: Path) -> None
     moved = next(s for s in plan_json(*args)["stages"] if s["stage"] == "runtime")
     assert moved["key"] != runtime["key"]
     assert "runtime.pip_packages smoke-extra: smoke-extra==1.0 → smoke-extra==1.1" in moved["reasons"]
+    assert "python: changed since build.lock: smoke-extra 1.0 → 1.1" in run_cli("plan", *args).stderr
 
 
 def test_the_smoke_base_follows_torchs_exact_pin_not_the_newest(smoke: Path) -> None:
