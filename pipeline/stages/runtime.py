@@ -5,8 +5,9 @@ Starts from: `runtime.image` (NVIDIA's CUDA image: no python3 until `runtime.apt
 Produces: a container image tagged `runtime.tag` (default vllm-node), one layer per change frequency:
 OS packages (`runtime.apt_packages`), torch (+ NCCL), runtime extras (`runtime.pip_packages`, e.g. ray),
 Triton + FlashInfer, vLLM's requirements, vLLM, then scripts (docker-contexts/runtime/) and build
-metadata. Its last step imports torch, triton, flashinfer and vllm: an image that cannot is never
-tagged. Wheels are
+metadata. Its last steps import torch, triton, flashinfer and vllm, and check that FlashInfer's kernel
+packages (flashinfer-cubin, flashinfer-jit-cache: what `vllm download-kernels` would fetch) are there at
+flashinfer-python's version: an image that fails either is never tagged. Wheels are
 bind-mounted from the store while they install, never copied into a layer, so a vLLM bump changes only
 the last layers and a node that has the previous image receives only those bytes. `runtime.env` is
 set last, so changing it rebuilds no layer.
@@ -28,6 +29,25 @@ SCRIPTS_DIR = "docker-contexts/runtime"
 METADATA = "/workspace/build-metadata.json"
 IMPORT_CHECK = ("import torch, triton, flashinfer, vllm; "
                 "print('import check: torch', torch.__version__, 'vllm', getattr(vllm, '__version__', '?'))")
+# FlashInfer's kernel packages at flashinfer-python's own version: what vLLM (>= 0.32) checks at startup
+# before it tells a node to run `vllm download-kernels`, which an offline node cannot. $1.. name them.
+KERNEL_CHECK = """import sys
+from importlib.metadata import PackageNotFoundError, version
+want = version("flashinfer-python")
+bad = []
+for name in sys.argv[1:]:
+    try:
+        got = version(name)
+    except PackageNotFoundError:
+        got = "missing"
+    if got != want:
+        bad.append(f"{name} {got}")
+if bad:
+    sys.exit(f"FlashInfer kernels: {', '.join(bad)} but flashinfer-python is {want}: a node would have to "
+             "download them (vllm download-kernels)")
+print("kernels:", ", ".join(f"{n} {want}" for n in sys.argv[1:]), "= flashinfer-python", want)
+"""
+KERNEL_PACKAGES = {"flashinfer-cubin": "flashinfer-cubin", "flashinfer-jit-cache": "flashinfer-jit-cache"}
 
 
 def stage(spec: BuildSpec) -> Stage:
@@ -68,6 +88,9 @@ def stage(spec: BuildSpec) -> Stage:
                       mounts=("scripts",), layer="scripts", kind="scripts"))
     # A broken image is never tagged: everything the server imports first must import.
     steps.append(Step(argv=("python3", "-c", IMPORT_CHECK), layer="check", kind="import-check"))
+    kernels = [KERNEL_PACKAGES[w] for w in spec.flashinfer.wheels if w in KERNEL_PACKAGES]
+    if kernels:
+        steps.append(Step(argv=("python3", "-c", KERNEL_CHECK, *kernels), layer="check", kind="import-check"))
     out_env = (("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list),
                ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list),
                ("VLLM_BASE_DIR", WORKDIR), *common.env_items(rt.env))

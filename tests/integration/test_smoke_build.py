@@ -261,6 +261,8 @@ def test_runtime_has_vllms_requirements_and_passed_its_import_check(smoke_build:
     assert list((entry / "deps").glob("smoke_runtime_dep-1.0-*.whl"))
     log = next((smoke_build.cache / "logs" / "runtime").glob("*/build.log")).read_text()
     assert "import check: torch 2.13.0 vllm 0.16.1" in log
+    # what vLLM checks before telling a node to run `vllm download-kernels`: the kernels are in the image
+    assert "kernels: flashinfer-cubin 0.6.5, flashinfer-jit-cache 0.6.5 = flashinfer-python 0.6.5" in log
     assert docker_sh("vllm-node-smoke", "python3 -c 'import smoke_runtime_dep, smoke_extra; print(1)'") == "1"
 
 

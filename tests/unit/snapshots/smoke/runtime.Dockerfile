@@ -24,6 +24,8 @@ RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing
 RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked --mount=type=bind,source=inputs/scripts,target=/inputs/scripts ["sh", "-c", "mkdir -p /workspace/vllm && cp -a /inputs/scripts/. /workspace/"]
 # layer: check
 RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["python3", "-c", "import torch, triton, flashinfer, vllm; print('import check: torch', torch.__version__, 'vllm', getattr(vllm, '__version__', '?'))"]
+# layer: check
+RUN --mount=type=cache,id=spark-pipeline-amd64-apt,target=/var/cache/apt,sharing=locked --mount=type=cache,id=spark-pipeline-amd64-apt-lists,target=/var/lib/apt/lists,sharing=locked ["python3", "-c", "import sys\nfrom importlib.metadata import PackageNotFoundError, version\nwant = version(\"flashinfer-python\")\nbad = []\nfor name in sys.argv[1:]:\n    try:\n        got = version(name)\n    except PackageNotFoundError:\n        got = \"missing\"\n    if got != want:\n        bad.append(f\"{name} {got}\")\nif bad:\n    sys.exit(f\"FlashInfer kernels: {', '.join(bad)} but flashinfer-python is {want}: a node would have to \"\n             \"download them (vllm download-kernels)\")\nprint(\"kernels:\", \", \".join(f\"{n} {want}\" for n in sys.argv[1:]), \"= flashinfer-python\", want)\n", "flashinfer-cubin", "flashinfer-jit-cache"]
 # layer: metadata
 COPY meta/build-metadata.json /workspace/build-metadata.json
 ENV TORCH_CUDA_ARCH_LIST="12.1a"
