@@ -364,6 +364,17 @@ done
 """
 
 
+# A local patch on the vLLM tree, as the real build carries docker-contexts/*/patches/: plan applies it to
+# the mirror's tree first, checkout applies it, and the wheel holds its file.
+VLLM_PATCH = """diff --git a/vllm/_smoke_patch.py b/vllm/_smoke_patch.py
+new file mode 100644
+--- /dev/null
++++ b/vllm/_smoke_patch.py
+@@ -0,0 +1 @@
++PATCHED = True
+"""
+
+
 def generate(root: Path) -> Path:
     """Fixture sources, the wheel indexes and build.yaml under `root`; returns the build.yaml path."""
     root.mkdir(parents=True, exist_ok=True)
@@ -373,7 +384,7 @@ def generate(root: Path) -> Path:
         "smoke_runtime_dep/__init__.py": '"""smoke-stack stand-in for a vLLM runtime requirement"""\n'})
     write_wheel(root / "wheel-index", "smoke_extra", "1.0", {
         "smoke_extra/__init__.py": '"""smoke-stack stand-in for a runtime extra (ray, fastsafetensors, …)"""\n'})
-    write(root, {"rustup/rustup-init.sh": RUSTUP_STAND_IN})
+    write(root, {"rustup/rustup-init.sh": RUSTUP_STAND_IN, "patches/vllm-0001-smoke.patch": VLLM_PATCH})
     shutil.copyfile(HERE / "build.yaml", root / "build.yaml")
     ctx = root / "docker-contexts" / "runtime"
     ctx.mkdir(parents=True, exist_ok=True)

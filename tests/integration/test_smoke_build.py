@@ -253,6 +253,7 @@ def test_tools_only_the_base_stage_installs_are_used_by_the_vllm_build(smoke_bui
     meta = whl.read(next(n for n in whl.namelist() if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: smoke-runtime-dep" in meta  # prepare kept the runtime requirement …
     assert "torch" not in meta.lower() and "flashinfer" not in meta.lower()  # … and dropped these pins
+    assert whl.read("vllm/_smoke_patch.py") == b"PATCHED = True\n"  # the local patch, as the real build's
 
 
 def test_runtime_has_vllms_requirements_and_passed_its_import_check(smoke_build: SmokeBuild) -> None:
