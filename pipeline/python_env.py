@@ -101,11 +101,46 @@ def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_labe
                      own=tuple(sorted(s for s, rs in own.items() if rs))), []
 
 
+# After a stage's pip steps: every distribution pip put in the image (under /usr/local; apt's stay in
+# /usr/lib) is in the resolved set at its version, or one of our own wheels ($2..). Constraints hold
+# versions; this refuses a package outside the set (a build's own install, a dependency nobody resolved).
+SET_CHECK = """import re, sys
+from importlib.metadata import distributions
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+want = dict(line.strip().split("==", 1) for line in open(sys.argv[1]) if "==" in line)
+ours = {norm(n) for n in sys.argv[2:]}
+bad = []
+for d in distributions():
+    name, where = norm(d.metadata["Name"] or "?"), str(d.locate_file(""))
+    if not where.startswith("/usr/local/") or name in ours:
+        continue
+    if name not in want:
+        bad.append(f"{name} {d.version} is not in the resolved set")
+    elif d.version.split("+")[0] != want[name].split("+")[0]:
+        bad.append(f"{name} {d.version}, but the resolved set has {want[name]}")
+if bad:
+    sys.exit("python env: " + "; ".join(sorted(bad)) + " (plan resolves every pip install; see build.lock)")
+print("python env: every installed package is in the resolved set")
+"""
+OURS = ("flashinfer-python", "flashinfer-cubin", "flashinfer-jit-cache", "vllm")
+
+
+def set_check(mounts: tuple[str, ...] = ()) -> Step:
+    return Step(argv=("python3", "-c", SET_CHECK, CONSTRAINTS, *OURS), mounts=mounts, kind="python-env-check")
+
+
 def _runtime_pip(step: Step) -> Step:
     argv = list(step.argv)
     if step.kind != "pip-install" or argv[:4] != ["python3", "-m", "pip", "install"]:
         return step
     return dataclasses.replace(step, argv=(*argv[:4], "-c", CONSTRAINTS, *argv[4:]), mounts=(*step.mounts, INPUT))
+
+
+def _before_checks(steps: tuple[Step, ...], check: Step) -> tuple[Step, ...]:
+    """`check` before the runtime's import checks, so it lands in their layer and fails before tagging."""
+    at = next((i for i, s in enumerate(steps) if s.kind == "import-check"), len(steps))
+    layer = steps[at].layer if at < len(steps) else ""
+    return (*steps[:at], dataclasses.replace(check, layer=layer), *steps[at:])
 
 
 def with_python_env(stage: Stage, env: PythonEnv) -> Stage:
@@ -116,14 +151,12 @@ def with_python_env(stage: Stage, env: PythonEnv) -> Stage:
         if stage.name in env.own:  # its own build requirements first (it builds without isolation)
             steps = (Step(argv=("python3", "-m", "pip", "install", "-r", f"{PATH}/{stage.name}.txt"),
                           kind="pip-install"), *steps)
-        return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=steps,
+        return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=(*steps, set_check()),
                                    env=(*stage.env, ("PIP_CONSTRAINT", CONSTRAINTS)))
     if stage.name == "runtime":
         steps = tuple(_runtime_pip(s) for s in stage.steps)
-        if steps == stage.steps:
-            return stage
         inp = Input(name=INPUT, kind="dir", ref=str(env.directory), path=PATH, mode="mount")
-        return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=steps)
+        return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=_before_checks(steps, set_check((INPUT,))))
     return stage
 
 

@@ -169,6 +169,7 @@ def test_every_pip_of_every_stage_is_held_to_the_resolved_set(tmp_path: Path) ->
     for name in python_env.TOOLCHAIN_STAGES:  # their image is the toolchain, which never leaves the build machine
         assert ("PIP_CONSTRAINT", python_env.CONSTRAINTS) in held[name].env
         assert any(i.name == python_env.INPUT and i.ref == str(tmp_path) for i in held[name].inputs)
+        assert held[name].steps[-1].kind == "python-env-check"  # nothing outside the set was installed
     # FlashInfer builds without isolation: its own build requirements first, from the set, no pip of its own
     first = held["flashinfer"].steps[0]
     assert first.argv == ("python3", "-m", "pip", "install", "-r", f"{python_env.PATH}/flashinfer.txt")
@@ -176,6 +177,8 @@ def test_every_pip_of_every_stage_is_held_to_the_resolved_set(tmp_path: Path) ->
     # the runtime image ships: no ENV left in it, `-c` on its pip steps instead
     runtime = held["runtime"]
     assert not any(k == "PIP_CONSTRAINT" for k, _ in runtime.env)
+    kinds = [s.kind for s in runtime.steps]
+    assert kinds.index("python-env-check") == kinds.index("import-check") - 1  # checked before it is tagged
     pips = [s for s in runtime.steps if s.kind == "pip-install"]
     assert pips and all(s.argv[4:6] == ("-c", python_env.CONSTRAINTS) and python_env.INPUT in s.mounts for s in pips)
 
