@@ -33,6 +33,8 @@ CONSTRAINTS = f"{PATH}/constraints.txt"
 # The stages whose image is the toolchain: PIP_CONSTRAINT stays in that image, which never leaves the
 # build machine. The runtime image passes `-c` to its own pip steps instead (no ENV left in what ships).
 TOOLCHAIN_STAGES = ("base", "triton", "flashinfer", "vllm")
+# Stages whose build requirements this module installs (a step first); Triton's build_requires.py does it.
+INSTALLS_OWN = ("flashinfer",)
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,18 @@ class PythonEnv:
     target: Target
     inputs: str  # digest of the requirements resolved, with their origins
     packages: dict[str, Pinned]
-    directory: Path  # holds constraints.txt, and <stage>.txt for each stage in `own`
+    directory: Path  # the whole set's constraints.txt (and <stage>.txt for each stage in `own`)
     own: tuple[str, ...] = ()  # stages that install requirements of their own (flashinfer: its build-system)
+    # per stage: a directory with the part of the set that stage (and what it starts from) installs, so a
+    # change to vLLM's requirements moves the vllm and runtime keys, not the toolchain's
+    stage_dirs: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    def dir_for(self, stage: str) -> Path:
+        return self.stage_dirs.get(stage, self.directory)
 
     def lock(self) -> dict[str, Any]:
         return {"target": {"platform": self.target.platform, "python": self.target.python}, "inputs": self.inputs,
-                "packages": {n: {"version": p.version, "hashes": list(p.hashes)}
+                "packages": {n: {"version": p.version, "hashes": list(p.hashes), "needed_by": list(p.needed_by)}
                              for n, p in sorted(self.packages.items())}}
 
 
@@ -55,7 +63,8 @@ def locked(lock: Lock | None, tgt: Target, inputs: str) -> dict[str, Pinned]:
     if py.get("target") != {"platform": tgt.platform, "python": tgt.python} or py.get("inputs") != inputs:
         return {}
     try:
-        return {n: Pinned(version=str(p["version"]), hashes=tuple(p.get("hashes", ())))
+        return {n: Pinned(version=str(p["version"]), hashes=tuple(p.get("hashes", ())),
+                          needed_by=tuple(p.get("needed_by", ())))
                 for n, p in dict(py.get("packages", {})).items()}
     except (TypeError, KeyError, AttributeError):
         return {}
@@ -79,8 +88,8 @@ def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_labe
                 stage_reqs: Mapping[str, list[Req]] | None = None) -> tuple[PythonEnv | None, list[str]]:
     """`stage_reqs`: what a stage installs itself beyond build.yaml's and vLLM's (FlashInfer's build
     requirements), resolved with the rest and written as <stage>.txt beside constraints.txt."""
-    tgt = pyenv.target(spec, local_indexes(build, spec))
-    own = dict(stage_reqs or {})
+    own = {stage: rs for stage, rs in (stage_reqs or {}).items() if rs}
+    tgt = pyenv.target(spec, local_indexes(build, spec), stage_reqs=bool(own))
     reqs = requirements(build, spec, facts, vllm_label) + [r for rs in own.values() for r in rs]
     inputs = sha256_text(canonical_json([[r.line, r.origin] for r in reqs]))
     if offline:
@@ -90,15 +99,37 @@ def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_labe
                           f"({tgt.platform}, Python {tgt.python}): each pip step resolves on its own"]
     else:
         packages = pyresolve.resolve(reqs, tgt)
-    files = {"constraints.txt": pyenv.constraints(packages),
-             **{f"{stage}.txt": pyenv.input_text(rs) for stage, rs in sorted(own.items()) if rs}}
-    directory = cache / "python-env" / sha256_text(canonical_json(files))[:32]
+    own_files = {f"{stage}.txt": pyenv.input_text(rs) for stage, rs in sorted(own.items())}
+    directory = _write(cache, {"constraints.txt": pyenv.constraints(packages), **own_files})
+    roots = stage_roots(reqs, own, vllm_label)
+    stage_dirs = {stage: _write(cache, {"constraints.txt": pyenv.constraints(pyenv.closure(packages, names)),
+                                        **({f"{stage}.txt": own_files[f"{stage}.txt"]} if stage in own else {})})
+                  for stage, names in roots.items()}
+    return PythonEnv(target=tgt, inputs=inputs, packages=packages, directory=directory, own=tuple(sorted(own)),
+                     stage_dirs=stage_dirs), []
+
+
+def stage_roots(reqs: list[Req], own: Mapping[str, list[Req]], vllm_label: str) -> dict[str, set[str]]:
+    """The requirements each stage's image holds: its own and those of the images it starts from."""
+    def named(*prefixes: str) -> set[str]:
+        return {r.name for r in reqs if r.origin.startswith(prefixes)}
+
+    base = named("build.yaml base.")
+    vllm = base | named(vllm_label)
+    out = {"base": base, "vllm": vllm, "runtime": vllm | named("build.yaml runtime.")}
+    for stage in ("triton", "flashinfer"):
+        out[stage] = base | {r.name for r in own.get(stage, [])}
+    return out
+
+
+def _write(cache: Path, files: Mapping[str, str]) -> Path:
+    """A directory named by its content, written once (atomically per file)."""
+    directory = cache / "python-env" / sha256_text(canonical_json(dict(files)))[:32]
     if not all((directory / name).is_file() for name in files):
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             fsutil.write_atomic(directory / name, text)
-    return PythonEnv(target=tgt, inputs=inputs, packages=packages, directory=directory,
-                     own=tuple(sorted(s for s, rs in own.items() if rs))), []
+    return directory
 
 
 # After a stage's pip steps: every distribution pip put in the image (under /usr/local; apt's stay in
@@ -146,16 +177,17 @@ def _before_checks(steps: tuple[Step, ...], check: Step) -> tuple[Step, ...]:
 def with_python_env(stage: Stage, env: PythonEnv) -> Stage:
     """The stage held to the resolved set: constraints.txt as an input (its digest in the key)."""
     if stage.name in TOOLCHAIN_STAGES:
-        inp = Input(name=INPUT, kind="dir", ref=str(env.directory), path=PATH, mode="copy")
+        inp = Input(name=INPUT, kind="dir", ref=str(env.dir_for(stage.name)), path=PATH, mode="copy")
         steps = stage.steps
-        if stage.name in env.own:  # its own build requirements first (it builds without isolation)
+        # its own build requirements first (it builds without isolation); Triton's prepare step installs its own
+        if stage.name in env.own and stage.name in INSTALLS_OWN:
             steps = (Step(argv=("python3", "-m", "pip", "install", "-r", f"{PATH}/{stage.name}.txt"),
                           kind="pip-install"), *steps)
         return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=(*steps, set_check()),
                                    env=(*stage.env, ("PIP_CONSTRAINT", CONSTRAINTS)))
     if stage.name == "runtime":
         steps = tuple(_runtime_pip(s) for s in stage.steps)
-        inp = Input(name=INPUT, kind="dir", ref=str(env.directory), path=PATH, mode="mount")
+        inp = Input(name=INPUT, kind="dir", ref=str(env.dir_for(stage.name)), path=PATH, mode="mount")
         return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=_before_checks(steps, set_check((INPUT,))))
     return stage
 

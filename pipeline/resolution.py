@@ -88,8 +88,10 @@ def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> R
     # sources first: what they are does not depend on the pip versions chosen below
     sources = {name: vllm if name == "vllm" else _source(mirrors, spec_, build, effective.versions, vllm_label)
                for name, spec_ in source_specs(effective.spec).items()}
-    fi = sources["flashinfer"]
-    extra = {"flashinfer": build_requires(fi.mirror, fi.commit, f"FlashInfer {fi.ref} ({fi.commit[:12]})")}
+    extra = {n: build_requires(src.mirror, src.commit, f"{label} {src.ref} ({src.commit[:12]})", subdirs)
+             for n, label, subdirs in (("flashinfer", "FlashInfer", (".",)),
+                                       ("triton", "Triton", tuple(effective.spec.triton.wheels)))
+             if (src := sources.get(n)) is not None}
     env, env_warnings = python_env.resolve_env(build, effective.spec, facts, vllm_label, mirrors.offline, lock,
                                                mirrors.cache, extra)
     chosen, pin_warnings = python_env.unpinned_versions(effective.spec, env) if env else ({}, [])

@@ -12,6 +12,7 @@ Pure: the caller reads the files and runs the resolver (pipeline/sources/pyresol
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from collections.abc import Mapping
@@ -58,10 +59,25 @@ class Target:
 class Pinned:
     version: str
     hashes: tuple[str, ...] = ()
+    needed_by: tuple[str, ...] = ()  # the projects that require it (uv's `# via`); empty: a requirement of ours
 
 
-def target(spec: BuildSpec, local: Mapping[str, str]) -> Target:
-    """`local` maps a build.yaml index value that is a directory to its absolute path."""
+def _local(where: str | None) -> bool:
+    return where is not None and ("://" not in where or where.startswith("file://"))
+
+
+def uses_pypi(spec: BuildSpec, stage_reqs: bool) -> bool:
+    """Whether some pip of the build reaches PyPI: a URL torch index (torch's nvidia-* come from PyPI),
+    runtime extras or vLLM's runtime requirements without a local index, or a stage's own build
+    requirements (Triton from git, FlashInfer's build-system), which its pip takes from PyPI."""
+    return (not _local(spec.base.torch.index)
+            or (bool(spec.runtime.pip_packages) and not _local(spec.runtime.pip_index))
+            or not _local(spec.vllm.deps_index) or stage_reqs or spec.triton.source == "git")
+
+
+def target(spec: BuildSpec, local: Mapping[str, str], stage_reqs: bool = False) -> Target:
+    """`local` maps a build.yaml index value that is a directory to its absolute path. Indexes are in
+    priority order: local directories, then the torch index, then PyPI (when some pip reaches it)."""
     arch = "aarch64" if spec.platform.endswith("arm64") else "x86_64"
     indexes: list[str] = []
     links: list[str] = []
@@ -72,8 +88,8 @@ def target(spec: BuildSpec, local: Mapping[str, str]) -> Target:
             links.append(local[where])
         elif where not in indexes:
             indexes.append(where)
-    if not links and PYPI not in indexes:
-        indexes.append(PYPI)  # torch's own dependencies (nvidia-*, sympy, …) come from PyPI
+    if PYPI not in indexes and (indexes or uses_pypi(spec, stage_reqs)):
+        indexes.append(PYPI)
     return Target(platform=f"{arch}-manylinux_{spec.base.glibc.replace('.', '_')}", python=spec.base.python,
                   indexes=tuple(indexes), find_links=tuple(dict.fromkeys(links)))
 
@@ -173,16 +189,37 @@ def relaxed(reqs: list[Req], message: str) -> list[Req] | None:
 
 
 def parse_compiled(text: str) -> dict[str, Pinned]:
-    """`uv pip compile --generate-hashes` output -> name -> (version, hashes)."""
+    """`uv pip compile --generate-hashes` output -> name -> (version, hashes, who needs it)."""
     out: dict[str, Pinned] = {}
-    joined = re.sub(r"\\\n\s*", " ", text)
-    for raw in joined.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)(.*)$", line)
+    via: dict[str, list[str]] = {}
+    current = ""
+    for raw in re.sub(r"\\\n\s*", " ", text).splitlines():
+        line, _, comment = raw.partition("#")
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)(.*)$", line.strip())
         if m:
-            hashes = tuple(re.findall(r"--hash=(\S+)", m[3]))
-            out[canonicalize_name(m[1])] = Pinned(version=m[2].split(";")[0], hashes=hashes)
-    return out
+            current = canonicalize_name(m[1])
+            out[current] = Pinned(version=m[2].split(";")[0], hashes=tuple(re.findall(r"--hash=(\S+)", m[3])))
+            via[current] = []
+        comment = comment.strip().removeprefix("via").strip()
+        if current and comment and not comment.startswith("-"):
+            via[current] += [canonicalize_name(re.split(r"[\[\s]", n.strip())[0]) for n in comment.split(",")
+                             if n.strip()]
+    return {n: dataclasses.replace(p, needed_by=tuple(dict.fromkeys(via[n]))) for n, p in out.items()}
+
+
+def closure(packages: Mapping[str, Pinned], roots: set[str]) -> dict[str, Pinned]:
+    """The part of the set `roots` pull in: the roots and everything they need, transitively."""
+    children: dict[str, set[str]] = {}
+    for name, p in packages.items():
+        for parent in p.needed_by:
+            children.setdefault(parent, set()).add(name)
+    todo, seen = [r for r in roots if r in packages], set()
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo += children.get(n, ())
+    return {n: packages[n] for n in sorted(seen)}
 
 
 def constraints(pinned: Mapping[str, Pinned]) -> str:

@@ -11,12 +11,17 @@ any other input; `--offline` reuses build.lock's set.
 
 from __future__ import annotations
 
+import hashlib
+import html
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
 
 from pipeline.core.pyenv import Pinned, Req, Target, explain, input_text, parse_compiled, relaxed
 from pipeline.errors import ConfigError, SourceError
@@ -37,20 +42,37 @@ def uv_bin() -> str:
     raise SourceError("plan resolves the build's Python packages with uv, which is not installed: pip install uv")
 
 
-def argv(tgt: Target, src: Path, out: Path) -> list[str]:
+def simple_index(directory: Path, dest: Path) -> str:
+    """A PEP 503 index over a directory of wheels (file:// links with their sha256), so a local directory
+    can rank before PyPI: as find-links, uv weighs it equally and takes PyPI's torch over the stand-in."""
+    by: dict[str, list[Path]] = {}
+    for f in sorted(directory.iterdir()):
+        if f.suffix == ".whl" or f.name.endswith((".tar.gz", ".zip")):
+            by.setdefault(canonicalize_name(re.split(r"-\d", f.name, maxsplit=1)[0]), []).append(f)
+    for name, files in by.items():
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        links = "".join(f'<a href="{f.resolve().as_uri()}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">'
+                        f"{html.escape(f.name)}</a>\n" for f in files)
+        (dest / name / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
+    return dest.as_uri()
+
+
+def argv(tgt: Target, src: Path, out: Path, tmp: Path) -> list[str]:
     cmd = [uv_bin(), "pip", "compile", "--no-config", "--no-header", "--generate-hashes", "--no-progress",
            "--python-platform", tgt.platform, "--python-version", tgt.python,
-           # pip, which every stage installs with, takes the best version from all its indexes
-           "--index-strategy", "unsafe-best-match", "--output-file", str(out)]
-    if tgt.indexes:
-        cmd += ["--index-url", tgt.indexes[-1]]
-        for extra in tgt.indexes[:-1]:
-            cmd += ["--extra-index-url", extra]
-    else:
+           # each project from the first index that has it, local directories first: a name on PyPI
+           # never shadows the build's own wheels (pip's versions then follow through the constraints)
+           "--index-strategy", "first-index", "--output-file", str(out)]
+    if not tgt.indexes:
         cmd.append("--no-index")
-    for d in tgt.find_links:
-        cmd += ["--find-links", d]
-    return [*cmd, str(src)]
+        for d in tgt.find_links:
+            cmd += ["--find-links", d]
+        return [*cmd, str(src)]
+    local = [simple_index(Path(d), tmp / f"index-{i}") for i, d in enumerate(tgt.find_links)]
+    *extra, default = [*local, *tgt.indexes]
+    for url in extra:
+        cmd += ["--extra-index-url", url]
+    return [*cmd, "--index-url", default, str(src)]
 
 
 @dataclass(frozen=True)
@@ -65,7 +87,8 @@ def compile_once(reqs: list[Req], tgt: Target) -> Attempt:
         src.write_text(input_text(reqs))
         env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
         try:
-            proc = subprocess.run(argv(tgt, src, out), capture_output=True, text=True, timeout=DEADLINE, env=env)
+            proc = subprocess.run(argv(tgt, src, out, Path(tmp)), capture_output=True, text=True,
+                                  timeout=DEADLINE, env=env)
         except subprocess.TimeoutExpired:
             raise SourceError(f"resolving the build's Python packages took over {DEADLINE:.0f} s "
                               f"(uv pip compile for {tgt.platform}, Python {tgt.python})") from None

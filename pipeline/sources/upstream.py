@@ -50,14 +50,21 @@ def vllm_facts(mirror: Path, commit: str) -> VllmFacts:
                      files={p: t for p, t in texts.items() if p != "setup.py"})
 
 
-def build_requires(mirror: Path, commit: str, label: str) -> list[Req]:
-    """A tree's PEP 518 build requirements (pyproject.toml [build-system] requires), which a stage
-    building it without isolation must install itself (FlashInfer: setuptools, packaging, apache-tvm-ffi)."""
-    text = show(mirror, commit, "pyproject.toml")
+def build_requires(mirror: Path, commit: str, label: str, subdirs: tuple[str, ...] = (".",)) -> list[Req]:
+    """A tree's PEP 518 build requirements (pyproject.toml [build-system] requires, in each of `subdirs`),
+    which a stage building it without isolation installs itself (FlashInfer: setuptools, packaging,
+    apache-tvm-ffi; Triton: pybind11, cmake, ninja); the torch family is the toolchain's."""
+    return [r for sub in subdirs for r in _build_requires(mirror, commit, label,
+                                                          posixpath.normpath(f"{sub}/pyproject.toml"))
+            if not re.match(r"^\s*(torch|torchvision|torchaudio)\b", r.line, re.I)]
+
+
+def _build_requires(mirror: Path, commit: str, label: str, path: str) -> list[Req]:
+    text = show(mirror, commit, path)
     if text is None:
         return []
     try:
         requires = tomllib.loads(text).get("build-system", {}).get("requires", [])
     except tomllib.TOMLDecodeError:
         return []  # the stage's own pip reports a broken pyproject.toml with its context
-    return [Req(r, f"{label} pyproject.toml [build-system] requires") for r in requires if isinstance(r, str)]
+    return [Req(r, f"{label} {path} [build-system] requires") for r in requires if isinstance(r, str)]

@@ -121,6 +121,10 @@ CHANGES: list[tuple[str, Callable[[Path, Path], list[str]], str, str]] = [
      "runtime", "base image: "),
     ("vllm-prepare", lambda s, d: ["--set", "vllm.prepare=[[python3, use_existing_torch.py]]"], "vllm",
      "stage definition changed"),
+    # vLLM main's requirements move often: the resolved set grows, yet only what installs them rebuilds
+    ("vllm-requirements", lambda s, d: [fixtures.commit(s / "repos" / "vllm", {
+        "requirements/common.txt": "smoke-runtime-dep>=1.0\nsmoke-extra\n"}, "a new requirement"), ][:0],
+     "vllm", "python env (the resolved set): "),
 ]
 
 

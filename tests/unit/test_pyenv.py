@@ -187,3 +187,23 @@ def test_a_ref_that_names_a_url_is_refused_before_anything_is_fetched() -> None:
     files = {"requirements/cuda.txt": "regex\nevil @ https://203.0.113.7/evil-1.0-py3-none-any.whl\n"}
     with pytest.raises(ConfigError, match=r"requirements/cuda.txt:2: evil comes from a URL"):
         pyenv.vllm_reqs(files, LABEL)
+
+
+def test_each_stage_is_held_to_the_part_of_the_set_it_installs() -> None:
+    text = ("torch==2.14.0 \\\n    --hash=sha256:aa\n    # via -r requirements.in\n"
+            "nvidia-nvshmem-cu13==3.4.5\n    # via torch\n"
+            "fastapi==0.136.0\n    # via\n    #   -r requirements.in\n    #   mcp\n"
+            "starlette==1.0.1\n    # via fastapi\n"
+            "mcp==2.2.0\n    # via -r requirements.in\n")
+    packages = pyenv.parse_compiled(text)
+    assert packages["fastapi"].needed_by == ("mcp",) and packages["torch"].needed_by == ()
+    assert set(pyenv.closure(packages, {"torch"})) == {"torch", "nvidia-nvshmem-cu13"}
+    assert set(pyenv.closure(packages, {"mcp"})) == {"mcp", "fastapi", "starlette"}
+
+    from pipeline import python_env
+
+    reqs = [Req("torch==2.14.0", "build.yaml base.torch.version"), Req("fastapi", f"{LABEL} requirements/common.txt:3"),
+            Req("ray", "build.yaml runtime.pip_packages[0]")]
+    roots = python_env.stage_roots(reqs, {"flashinfer": [Req("packaging", "FlashInfer v0.7.2 pyproject.toml")]}, LABEL)
+    assert roots == {"base": {"torch"}, "vllm": {"torch", "fastapi"}, "runtime": {"torch", "fastapi", "ray"},
+                     "triton": {"torch"}, "flashinfer": {"torch", "packaging"}}
