@@ -35,6 +35,7 @@ CONSTRAINTS = f"{PATH}/constraints.txt"
 TOOLCHAIN_STAGES = ("base", "triton", "flashinfer", "vllm")
 # Stages whose build requirements this module installs (a step first); Triton's build_requires.py does it.
 INSTALLS_OWN = ("flashinfer",)
+FLASHINFER_RUNTIME = "flashinfer-runtime"  # FlashInfer's requirements.txt: resolved with the set, not a stage
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def stage_roots(reqs: list[Req], own: Mapping[str, list[Req]], vllm_label: str) 
         return {r.name for r in reqs if r.origin.startswith(prefixes)}
 
     base = named("build.yaml base.")
-    vllm = base | named(vllm_label)
+    # the vllm stage downloads FlashInfer's runtime requirements with vLLM's; the runtime installs both
+    vllm = base | named(vllm_label) | {r.name for r in own.get(FLASHINFER_RUNTIME, [])}
     out = {"base": base, "vllm": vllm, "runtime": vllm | named("build.yaml runtime.")}
     for stage in ("triton", "flashinfer"):
         out[stage] = base | {r.name for r in own.get(stage, [])}

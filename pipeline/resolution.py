@@ -20,7 +20,7 @@ from pipeline.core.plan import Plan, make_plan
 from pipeline.errors import ConfigError, SourceError
 from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource
 from pipeline.sources.resolve import resolve_source
-from pipeline.sources.upstream import build_requires, vllm_facts
+from pipeline.sources.upstream import build_requires, requirements_file, vllm_facts
 from pipeline.spec import LoadedBuild, auto, pins
 from pipeline.spec.build import BuildSpec
 from pipeline.stages import all_stages, source_specs
@@ -92,6 +92,9 @@ def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> R
              for n, label, subdirs in (("flashinfer", "FlashInfer", (".",)),
                                        ("triton", "Triton", tuple(effective.spec.triton.wheels)))
              if (src := sources.get(n)) is not None}
+    fi = sources["flashinfer"]
+    extra[python_env.FLASHINFER_RUNTIME] = requirements_file(fi.mirror, fi.commit,
+                                                             f"FlashInfer {fi.ref} ({fi.commit[:12]})")
     env, env_warnings = python_env.resolve_env(build, effective.spec, facts, vllm_label, mirrors.offline, lock,
                                                mirrors.cache, extra)
     chosen, pin_warnings = python_env.unpinned_versions(effective.spec, env) if env else ({}, [])

@@ -1,4 +1,5 @@
-"""Resolve vLLM's runtime requirements (transformers, fastapi, openai, …) right after its wheel is built,
+"""Resolve vLLM's runtime requirements (transformers, fastapi, openai, …), and FlashInfer's, right after
+vLLM's wheel is built,
 and download them into the store beside it, so the runtime image installs vLLM with every dependency
 offline and the set is kept with the stage's key. Constrained to what our own stages built: the torch
 family (base), Triton and FlashInfer are found in their store entries and pinned, never fetched again.
@@ -28,6 +29,9 @@ def name_version(wheel: Path) -> tuple[str, str]:
 
 def main(out: Path, pip_args: list[str]) -> None:
     [vllm] = sorted(out.glob("vllm-*.whl"))
+    # FlashInfer's own runtime requirements (tabulate, nccl4py, cuda-python, …) too: the runtime image
+    # installs its wheels --no-deps, and vLLM's requirements do not name them
+    flashinfer = sorted(Path("/wheels/flashinfer").glob("flashinfer_python-*.whl"))
     ours = {name_version(w)[0]: name_version(w)[1] for d in OURS if d.is_dir() for w in d.glob("*.whl")}
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
@@ -35,7 +39,8 @@ def main(out: Path, pip_args: list[str]) -> None:
         links = [a for d in OURS if d.is_dir() for a in ("--find-links", str(d))]
         report = Path(tmp) / "report.json"
         subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                        "--report", str(report), "-c", str(constraints), *links, *pip_args, str(vllm)], check=True)
+                        "--report", str(report), "-c", str(constraints), *links, *pip_args, str(vllm),
+                        *map(str, flashinfer)], check=True)
         wanted = []
         for item in json.loads(report.read_text())["install"]:
             meta = item["metadata"]

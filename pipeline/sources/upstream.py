@@ -8,7 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from pipeline.core.pyenv import BUILD_FILES, Req
+from pipeline.core.pyenv import BUILD_FILES, Req, requirement_lines
 from pipeline.sources.gitcmd import git
 from pipeline.spec.auto import REQUIREMENT_FILES, VllmFacts, parse_pins, parse_rust_toolchain
 
@@ -68,3 +68,13 @@ def _build_requires(mirror: Path, commit: str, label: str, path: str) -> list[Re
     except tomllib.TOMLDecodeError:
         return []  # the stage's own pip reports a broken pyproject.toml with its context
     return [Req(r, f"{label} {path} [build-system] requires") for r in requires if isinstance(r, str)]
+
+
+def requirements_file(mirror: Path, commit: str, label: str, path: str = "requirements.txt") -> list[Req]:
+    """A tree's requirements file as Reqs with file:line origins (FlashInfer's runtime requirements, which
+    its pyproject reads dynamically); the torch family is the toolchain's."""
+    text = show(mirror, commit, path)
+    if text is None:
+        return []
+    return [Req(line, f"{label} {path}:{n}") for n, line in requirement_lines(text)
+            if not re.match(r"^\s*(torch|torchvision|torchaudio)\b", line, re.I)]

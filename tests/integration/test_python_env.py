@@ -63,6 +63,9 @@ def test_the_default_build_yaml_resolves_for_the_spark(trees: dict[str, Path], s
     # FlashInfer's own build requirements (pyproject [build-system]: apache-tvm-ffi>=0.1.11,<0.2, packaging)
     # resolve with the rest: the flashinfer stage installs them from the set
     assert pkgs["apache-tvm-ffi"] == "0.1.11" and "packaging" in pkgs
+    # FlashInfer's runtime requirements (its requirements.txt), which vLLM's do not name: in the set, and
+    # downloaded with vLLM's, since the runtime installs FlashInfer's wheels --no-deps
+    assert {"tabulate", "nccl4py", "nvidia-ml-py"} <= set(pkgs)
     base = next(s for s in plan["stages"] if s["stage"] == "base")
     assert base["facts"]["base.pip_packages nvidia-nvshmem-cu13"] == "nvidia-nvshmem-cu13==3.4.5"
     assert "python env (the resolved set)" in base["facts"]
