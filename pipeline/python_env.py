@@ -22,6 +22,7 @@ from pipeline.core.ir import Input, Stage, Step
 from pipeline.core.keys import canonical_json, sha256_text
 from pipeline.core.lockfile import Lock
 from pipeline.core.pyenv import Pinned, Req, Target
+from pipeline.errors import ConfigError
 from pipeline.sources import pyresolve
 from pipeline.spec import LoadedBuild
 from pipeline.spec.auto import VllmFacts
@@ -76,11 +77,18 @@ def requirements(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_lab
 
 
 def local_indexes(build: LoadedBuild, spec: BuildSpec) -> dict[str, str]:
+    """build.yaml's wheel directories (an index that is not a URL) -> absolute paths; ConfigError for one
+    that is not there."""
     out = {}
-    for where in (spec.base.torch.index, spec.runtime.pip_index, spec.vllm.deps_index):
+    for key, where in (("base.torch.index", spec.base.torch.index), ("runtime.pip_index", spec.runtime.pip_index),
+                       ("vllm.deps_index", spec.vllm.deps_index)):
         if where is not None and ("://" not in where or where.startswith("file://")):
             path = Path(where.removeprefix("file://"))
-            out[where] = str(path if path.is_absolute() else (build.root / path).resolve())
+            path = path if path.is_absolute() else (build.root / path).resolve()
+            if not path.is_dir():
+                raise ConfigError(f"{build.label}:{key}: {where} is neither a URL nor a directory of wheels "
+                                  f"({path} does not exist)")
+            out[where] = str(path)
     return out
 
 

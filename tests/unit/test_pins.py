@@ -46,3 +46,9 @@ def test_the_smoke_base_follows_torchs_exact_pin_not_the_newest(smoke: Path) -> 
                     check=2)
     err = " ".join(clash.stderr.split())
     assert "smoke-cross==2.0 <- build.yaml base.pip_packages[0]" in err and "torch==2.13.0 <- build.yaml" in err
+
+
+def test_a_wheel_directory_that_is_not_there_is_named(smoke: Path) -> None:
+    proc = run_cli("plan", "-f", str(smoke / "build.yaml"), "--set", "base.torch.index=no-such-dir", check=2)
+    assert "build.yaml:base.torch.index: no-such-dir is neither a URL nor a directory of wheels" in proc.stderr
+    assert "Traceback" not in proc.stderr
