@@ -82,7 +82,7 @@ def local_indexes(build: LoadedBuild, spec: BuildSpec) -> dict[str, str]:
     out = {}
     for key, where in (("base.torch.index", spec.base.torch.index), ("runtime.pip_index", spec.runtime.pip_index),
                        ("vllm.deps_index", spec.vllm.deps_index)):
-        if where is not None and ("://" not in where or where.startswith("file://")):
+        if where is not None and pyenv.is_local(where):
             path = Path(where.removeprefix("file://"))
             path = path if path.is_absolute() else (build.root / path).resolve()
             if not path.is_dir():

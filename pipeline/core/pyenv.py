@@ -62,7 +62,8 @@ class Pinned:
     needed_by: tuple[str, ...] = ()  # the projects that require it (uv's `# via`); empty: a requirement of ours
 
 
-def _local(where: str | None) -> bool:
+def is_local(where: str | None) -> bool:
+    """An index value that is a directory of wheels (a path or file://), not a URL."""
     return where is not None and ("://" not in where or where.startswith("file://"))
 
 
@@ -70,9 +71,9 @@ def uses_pypi(spec: BuildSpec, stage_reqs: bool) -> bool:
     """Whether some pip of the build reaches PyPI: a URL torch index (torch's nvidia-* come from PyPI),
     runtime extras or vLLM's runtime requirements without a local index, or a stage's own build
     requirements (Triton from git, FlashInfer's build-system), which its pip takes from PyPI."""
-    return (not _local(spec.base.torch.index)
-            or (bool(spec.runtime.pip_packages) and not _local(spec.runtime.pip_index))
-            or not _local(spec.vllm.deps_index) or stage_reqs or spec.triton.source == "git")
+    return (not is_local(spec.base.torch.index)
+            or (bool(spec.runtime.pip_packages) and not is_local(spec.runtime.pip_index))
+            or not is_local(spec.vllm.deps_index) or stage_reqs or spec.triton.source == "git")
 
 
 def target(spec: BuildSpec, local: Mapping[str, str], stage_reqs: bool = False) -> Target:

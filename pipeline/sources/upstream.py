@@ -50,13 +50,17 @@ def vllm_facts(mirror: Path, commit: str) -> VllmFacts:
                      files={p: t for p, t in texts.items() if p != "setup.py"})
 
 
+# The toolchain's torch family: a tree's own pin on it is never installed (as build_requires.py skips it).
+TORCH_FAMILY = re.compile(r"^\s*(torch|torchvision|torchaudio)\b", re.I)
+
+
 def build_requires(mirror: Path, commit: str, label: str, subdirs: tuple[str, ...] = (".",)) -> list[Req]:
     """A tree's PEP 518 build requirements (pyproject.toml [build-system] requires, in each of `subdirs`),
     which a stage building it without isolation installs itself (FlashInfer: setuptools, packaging,
     apache-tvm-ffi; Triton: pybind11, cmake, ninja); the torch family is the toolchain's."""
     return [r for sub in subdirs for r in _build_requires(mirror, commit, label,
                                                           posixpath.normpath(f"{sub}/pyproject.toml"))
-            if not re.match(r"^\s*(torch|torchvision|torchaudio)\b", r.line, re.I)]
+            if not TORCH_FAMILY.match(r.line)]
 
 
 def _build_requires(mirror: Path, commit: str, label: str, path: str) -> list[Req]:
@@ -77,4 +81,4 @@ def requirements_file(mirror: Path, commit: str, label: str, path: str = "requir
     if text is None:
         return []
     return [Req(line, f"{label} {path}:{n}") for n, line in requirement_lines(text)
-            if not re.match(r"^\s*(torch|torchvision|torchaudio)\b", line, re.I)]
+            if not TORCH_FAMILY.match(line)]
