@@ -25,12 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from examples.smoke import fixtures  # noqa: E402
+from pipeline.config import load_build  # noqa: E402
 from pipeline.engines.buildkit import dockerfile  # noqa: E402
 from pipeline.engines.docker import Docker  # noqa: E402
 from pipeline.resolution import resolve  # noqa: E402
 from pipeline.sources.checkout import checkout  # noqa: E402
 from pipeline.sources.mirror import Mirrors  # noqa: E402
-from pipeline.spec import load_build  # noqa: E402
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:

@@ -42,9 +42,9 @@ def main() -> None:
         cli = [timed(cmd) for _ in range(args.runs)]
         offline = [timed([*cmd, "--offline"]) for _ in range(args.runs)]
         sys.path.insert(0, str(REPO))
+        from pipeline.config import load_build
         from pipeline.resolution import plan_build
         from pipeline.sources.mirror import Mirrors
-        from pipeline.spec import load_build
         from pipeline.store import Store
 
         os.environ["SPARK_PIPELINE_CACHE"] = str(root / "cache")

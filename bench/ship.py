@@ -25,10 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.deploy.hosts import Hosts  # noqa: E402
-from pipeline.deploy.image import Shipper  # noqa: E402
+from pipeline.config.cluster import ClusterSpec  # noqa: E402
 from pipeline.engines.docker import Docker  # noqa: E402
-from pipeline.spec.cluster import ClusterSpec  # noqa: E402
+from pipeline.nodes.hosts import Hosts  # noqa: E402
+from pipeline.ship.shipper import Shipper  # noqa: E402
 from tests.integration.dockerd import DOCKER, Daemon  # noqa: E402
 from tests.testbed.testbed import Node, Testbed  # noqa: E402
 

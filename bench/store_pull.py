@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.deploy.registry import Registry  # noqa: E402
 from pipeline.remote_store import RemoteStore, parse_url  # noqa: E402
+from pipeline.ship.registry import Registry  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
 PORT = 5097

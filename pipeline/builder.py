@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline import __version__, paths
+from pipeline.config import LoadedBuild
+from pipeline.contract import GPU_ARCH_LABEL, GPU_CODE_LABEL, key_label, source_label
 from pipeline.core.ir import Stage, toolchain_tag, with_toolchain
 from pipeline.core.plan import Plan, lock_of
 from pipeline.engines import Engine, StageRun
@@ -27,10 +29,8 @@ from pipeline.report import NullReporter, Reporter
 from pipeline.resolution import Resolution, plan_build, write_lock
 from pipeline.sources.checkout import checkout
 from pipeline.sources.mirror import Mirrors
-from pipeline.spec import LoadedBuild
 from pipeline.store import Store
 
-LABEL = "io.spark-pipeline"
 StageStatus = Literal["built", "cached", "pulled", "failed"]
 
 
@@ -88,11 +88,11 @@ def image_labels(build: LoadedBuild, plan: Plan, res: Resolution,
         "sources": {n: {"commit": s.commit, "ref": s.ref, "prs": {lbl: sha for lbl, sha, _ in s.prs}}
                     for n, s in res.sources.items()},
     }
-    labels = {f"{LABEL}.key.{n}": k for n, k in keys.items()}
-    labels.update({f"{LABEL}.source.{n}": s.commit for n, s in res.sources.items()})
-    labels[f"{LABEL}.gpu-arch"] = build.spec.gpu_arch
+    labels = {key_label(n): k for n, k in keys.items()}
+    labels.update({source_label(n): s.commit for n, s in res.sources.items()})
+    labels[GPU_ARCH_LABEL] = build.spec.gpu_arch
     if code and isinstance(code.get("archs"), list):
-        labels[f"{LABEL}.gpu-code"] = ",".join(str(a) for a in code["archs"])  # e.g. sm_121a,sm_80
+        labels[GPU_CODE_LABEL] = ",".join(str(a) for a in code["archs"])  # e.g. sm_121a,sm_80
     labels["org.opencontainers.image.created"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return labels, json.dumps(metadata, indent=2, sort_keys=True)
 

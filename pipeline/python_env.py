@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fsutil
+from pipeline.config import LoadedBuild
+from pipeline.config.auto import VllmFacts
+from pipeline.config.build import BuildSpec
+from pipeline.contract import STORED_STAGES
 from pipeline.core import pyenv
 from pipeline.core.ir import Input, Stage, Step
 from pipeline.core.keys import canonical_json, sha256_text
@@ -24,16 +28,13 @@ from pipeline.core.lockfile import Lock
 from pipeline.core.pyenv import Pinned, Req, Target
 from pipeline.errors import ConfigError
 from pipeline.sources import pyresolve
-from pipeline.spec import LoadedBuild
-from pipeline.spec.auto import VllmFacts
-from pipeline.spec.build import BuildSpec
 
 INPUT = "python-env"
 PATH = "/inputs/python-env"
 CONSTRAINTS = f"{PATH}/constraints.txt"
 # The stages whose image is the toolchain: PIP_CONSTRAINT stays in that image, which never leaves the
 # build machine. The runtime image passes `-c` to its own pip steps instead (no ENV left in what ships).
-TOOLCHAIN_STAGES = ("base", "triton", "flashinfer", "vllm")
+TOOLCHAIN_STAGES = STORED_STAGES
 # Stages whose build requirements this module installs (a step first); Triton's build_requires.py does it.
 INSTALLS_OWN = ("flashinfer",)
 FLASHINFER_RUNTIME = "flashinfer-runtime"  # FlashInfer's requirements.txt: resolved with the set, not a stage
@@ -204,7 +205,7 @@ def with_python_env(stage: Stage, env: PythonEnv) -> Stage:
 
 def unpinned_versions(spec: BuildSpec, env: PythonEnv) -> tuple[dict[str, str], list[str]]:
     """build.yaml requirements without an exact version -> the version resolved for them, and one note."""
-    from pipeline.spec import pins
+    from pipeline.config import pins
 
     chosen = {u.key: env.packages[u.name].version for u in pins.unpinned(spec) if u.name in env.packages}
     if not chosen:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract import LABEL
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import MANIFEST, Entry, Store
 
@@ -108,8 +109,8 @@ class RemoteStore:
         with tempfile.TemporaryDirectory() as tmp:
             ann = Path(tmp) / "annotations.json"
             ann.write_text(json.dumps({p: {TITLE: p} for p in files}
-                                      | {"$manifest": {"io.spark-pipeline.stage": entry.stage,
-                                                       "io.spark-pipeline.key": entry.key}}))
+                                      | {"$manifest": {f"{LABEL}.stage": entry.stage,
+                                                       f"{LABEL}.key": entry.key}}))
             cwd = os.getcwd()
             os.chdir(entry.path)  # oras takes paths relative to the working directory as the layers' files
             try:

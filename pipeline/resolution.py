@@ -1,7 +1,7 @@
 """From a loaded build.yaml to stages with resolved inputs and a plan: the I/O edge of planning.
 
 Order: vLLM's source first (its commit says which torch, FlashInfer and Rust the build follows when
-build.yaml says `auto`, see spec/auto.py), then the effective spec's stages and every other source,
+build.yaml says `auto`, see config/auto.py), then the effective spec's stages and every other source,
 then each directory input's digest, then the keys and the plan against the store and build.lock.
 """
 
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fsutil, paths, python_env
+from pipeline.config import LoadedBuild, auto, pins
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import SourceSpec, Stage
 from pipeline.core.keys import Resolved
 from pipeline.core.lockfile import Lock, parse_lock
@@ -21,8 +23,6 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.sources.mirror import EMPTY_TREE, Mirrors, ResolvedSource
 from pipeline.sources.resolve import resolve_source
 from pipeline.sources.upstream import build_requires, requirements_file, vllm_facts
-from pipeline.spec import LoadedBuild, auto, pins
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import all_stages, source_specs
 from pipeline.store import Store
 

@@ -1,6 +1,6 @@
 """Test doubles (tests only, never in the product).
 
-`FakeHosts` stands in for the node transport (pipeline.deploy.hosts.Hosts), the way Invoke's
+`FakeHosts` stands in for the node transport (pipeline.nodes.hosts.Hosts), the way Invoke's
 MockContext stands in for a shell: it answers exactly the commands a test expects and raises on any
 other, so a test states every command the apply layer may run. It records what ran, in order.
 """
@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.deploy.hosts import NODE_ERRORS, HostResults, Outcome, Ran
+from pipeline.config.cluster import ClusterSpec, NodeSpec
 from pipeline.errors import HostError
-from pipeline.spec.cluster import ClusterSpec, NodeSpec
+from pipeline.nodes.hosts import NODE_ERRORS, HostResults, Outcome
+from pipeline.nodes.transport import Ran
 
 T = TypeVar("T")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.config import load_build
+from pipeline.config.auto import VllmFacts, apply
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import Stage
-from pipeline.spec import load_build
-from pipeline.spec.auto import VllmFacts, apply
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import all_stages
 from tests.conftest import REPO
 

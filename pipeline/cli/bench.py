@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pipeline.contract import KEY_LABEL
+
 if TYPE_CHECKING:
     from pipeline.benchmark.results import Delta, Record
-    from pipeline.spec.recipe import RecipeSpec
+    from pipeline.config.recipe import RecipeSpec
 
 
 def results_root(given: Path | None) -> Path:
@@ -31,7 +33,7 @@ def bench() -> None:
 def _recipe(name: str | None) -> tuple[RecipeSpec | None, Path | None]:
     if name is None:
         return None, None
-    from pipeline.spec.recipe import find_recipe, load_recipe
+    from pipeline.config.recipe import find_recipe, load_recipe
 
     path = find_recipe(name)
     return load_recipe(path, str(path)), path
@@ -44,7 +46,7 @@ def _build_key(given: str | None, image: str | None) -> str:
         from pipeline.engines.docker import Docker
 
         try:
-            key = Docker().image_labels(image).get("io.spark-pipeline.key.runtime", "")
+            key = Docker().image_labels(image).get(KEY_LABEL, "")
         except Exception:  # no Docker here: the key is simply unknown
             key = ""
         if key:

@@ -87,7 +87,8 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
 def stages(as_json: bool, names: tuple[str, ...]) -> None:
     """What each stage produces and which build.yaml knobs change its key."""
     from pipeline.cli.console import console, emit_json, say
-    from pipeline.spec.build import STAGES, BuildSpec
+    from pipeline.config.build import BuildSpec
+    from pipeline.contract import STAGES
     from pipeline.stages import all_stages
 
     unknown = [n for n in names if n not in STAGES]

@@ -14,20 +14,21 @@ import click
 
 from pipeline.cli.nodes import cluster_from, cluster_options, facts_option, limit_option, limited, read_facts
 from pipeline.cli.types import PORT, ContainerName, ImageRef, Tail, Volume
+from pipeline.contract import CONTAINER
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from pipeline.deploy.launch import Plan
     from pipeline.deploy.service import Deployer
+    from pipeline.launch.plan import LaunchPlan
 
-name_option = click.option("--name", type=ContainerName(), default="vllm_node", show_default=True,
+name_option = click.option("--name", type=ContainerName(), default=CONTAINER, show_default=True,
                            help="Container name on every node.")
 
 
 def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
-    from pipeline.deploy.launch import resolve_mode
     from pipeline.deploy.service import DeployRequest
+    from pipeline.launch.plan import resolve_mode
 
     limits = {k: o[k] for k in ("mem_limit_gb", "mem_swap_limit_gb", "pids_limit", "shm_size_gb") if o[k] is not None}
     return DeployRequest(
@@ -105,9 +106,9 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
     from pipeline import paths
     from pipeline.cli.console import ConsoleReporter, console, emit_json, say
     from pipeline.deploy.failed import record_failed
-    from pipeline.deploy.mods import cleanup
     from pipeline.deploy.service import Deployer
     from pipeline.errors import LaunchFailed
+    from pipeline.launch.mods import cleanup
 
     if o["facts_file"] is not None and not o["dry_run"]:
         raise click.UsageError("--facts plans from saved facts: use it with --dry-run (a deploy reads the nodes)")
@@ -143,7 +144,7 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
         else:
             console.print(result_table(result.dep.rows()))
             say(f"ready in {time.monotonic() - started:.1f} s: http://{dp.launch.head.ip}:{dp.launch.port}/v1")
-        named = f" --name {o['name']}" if o["name"] != "vllm_node" else ""
+        named = f" --name {o['name']}" if o["name"] != CONTAINER else ""
         say(f"useful: python -m pipeline status{named} | logs{named} -f | exec{named} -- CMD | stop{named}")
     finally:
         cleanup(mods, paths.deploy_workdir())
@@ -165,11 +166,11 @@ def show_failure(e: Any) -> None:
     say("containers are left for inspection: `python -m pipeline logs`, `… stop` removes them")
 
 
-def plan_table(p: Plan) -> Table:
+def plan_table(p: LaunchPlan) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    from pipeline.deploy.launch import command_of
+    from pipeline.launch.plan import command_of
 
     table = Table(title=f"deploy plan ({p.mode})", title_justify="left")
     for col in ("node", "role", "ip", "eth_if", "ib_if", "starts"):

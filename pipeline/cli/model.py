@@ -11,9 +11,9 @@ import click
 from pipeline.cli.nodes import cluster_options
 
 if TYPE_CHECKING:
+    from pipeline.config.cluster import ClusterSpec
     from pipeline.model.copy import CopyResult
     from pipeline.model.hub import Snapshot
-    from pipeline.spec.cluster import ClusterSpec
 
 
 @click.group()
@@ -33,9 +33,9 @@ def copy_all(spec: ClusterSpec, snaps: list[Snapshot], via: str = "auto") -> lis
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from pipeline.cli.console import ConsoleReporter, console
-    from pipeline.deploy.hosts import Hosts
     from pipeline.errors import NodesFailed
     from pipeline.model.copy import Copier, entries_of
+    from pipeline.nodes.hosts import Hosts
 
     hosts = Hosts(spec)
     results: list[CopyResult] = []
@@ -117,8 +117,8 @@ def resumed_note(repo: str, prefix: str = "") -> Callable[[int], None]:
 
 
 def check_repo(repo: str) -> str:
+    from pipeline.config.recipe import is_model_id
     from pipeline.errors import ConfigError
-    from pipeline.spec.recipe import is_model_id
 
     if not is_model_id(repo):
         raise ConfigError(f"model {repo!r}: expected a Hugging Face model id such as Qwen/Qwen3-8B")
@@ -188,8 +188,8 @@ def ls(as_json: bool, **o: Any) -> None:
 
 def node_models(o: dict[str, Any]) -> list[tuple[str, str, str, int]]:
     from pipeline.cli.nodes import cluster_from
-    from pipeline.deploy.hosts import Hosts
     from pipeline.model.manifest import LIST_FORMAT, snapshots_of
+    from pipeline.nodes.hosts import Hosts
 
     spec = cluster_from(o)
     hosts = Hosts(spec)

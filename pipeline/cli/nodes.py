@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pipeline.contract import GPU_ARCH_LABEL
+
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from pipeline.deploy.discover import NodeFacts
-    from pipeline.deploy.hosts import HostResults
-    from pipeline.deploy.image import ShipResult
-    from pipeline.deploy.netfacts import Choice
-    from pipeline.spec.cluster import ClusterSpec
+    from pipeline.config.cluster import ClusterSpec
+    from pipeline.launch.interfaces import Choice
+    from pipeline.nodes.discover import NodeFacts
+    from pipeline.nodes.hosts import HostResults
+    from pipeline.ship.shipper import ShipResult
 
 F = Callable[..., Any]
 
@@ -43,7 +45,7 @@ def cluster_options(f: F) -> F:
 
 
 def cluster_from(opts: dict[str, Any]) -> ClusterSpec:
-    from pipeline.spec.clusterfile import load_cluster
+    from pipeline.config.clusterfile import load_cluster
 
     ssh: dict[str, Any] = {}
     for key in ("parallel", "known_hosts", "key", "connect_timeout"):
@@ -68,8 +70,8 @@ def read_facts(path: Path, spec: ClusterSpec) -> list[NodeFacts]:
     """A facts file saved by `doctor --save-facts`, for the cluster's nodes (located errors, exit 2)."""
     import json
 
-    from pipeline.deploy.factsfile import from_json
     from pipeline.errors import ConfigError
+    from pipeline.nodes.factsfile import from_json
 
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
@@ -127,7 +129,7 @@ def image_arch(image: str) -> str:
     from pipeline.errors import PipelineError
 
     try:
-        return Docker().image_labels(image).get("io.spark-pipeline.gpu-arch", "")
+        return Docker().image_labels(image).get(GPU_ARCH_LABEL, "")
     except (PipelineError, OSError):
         return ""
 
@@ -150,10 +152,11 @@ def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_jso
     import json
 
     from pipeline.cli.console import console, emit_json, say
-    from pipeline.deploy import doctor as rules
-    from pipeline.deploy.discover import gather, interfaces
-    from pipeline.deploy.hosts import Hosts
     from pipeline.errors import StepFailed
+    from pipeline.launch import doctor as rules
+    from pipeline.launch.interfaces import interfaces
+    from pipeline.nodes.discover import gather
+    from pipeline.nodes.hosts import Hosts
 
     spec = cluster_from(opts)
     image = image or spec.image
@@ -166,8 +169,8 @@ def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_jso
         finally:
             hosts.close()
     if save_facts is not None:
-        from pipeline.deploy.factsfile import to_json
         from pipeline.fsutil import write_atomic
+        from pipeline.nodes.factsfile import to_json
 
         write_atomic(save_facts.resolve(), json.dumps(to_json(facts), indent=1) + "\n")
         say(f"wrote the facts of {len(facts)} node(s) to {save_facts}")
@@ -212,9 +215,9 @@ def run_ship(spec: ClusterSpec, image: str, mode: str, force: bool) -> list[Ship
 
     from pipeline import paths
     from pipeline.cli.console import ConsoleReporter, console
-    from pipeline.deploy.hosts import Hosts
-    from pipeline.deploy.image import Shipper
     from pipeline.engines.docker import Docker
+    from pipeline.nodes.hosts import Hosts
+    from pipeline.ship.shipper import Shipper
 
     hosts = Hosts(spec)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -269,10 +272,10 @@ def cluster() -> None:
 def cluster_import(dotenv: Path, output: Path, force: bool) -> None:
     """Convert the toolkit's .env (CLUSTER_NODES, ETH_IF, IB_IF, COPY_HOSTS, LOCAL_IP, CONTAINER_*) to cluster.yaml."""
     from pipeline.cli.console import say
+    from pipeline.config.clusterfile import dump_cluster, import_dotenv
+    from pipeline.config.load import read_text
     from pipeline.errors import ConfigError
     from pipeline.fsutil import write_atomic
-    from pipeline.spec.clusterfile import dump_cluster, import_dotenv
-    from pipeline.spec.load import read_text
 
     if output.exists() and not force:
         raise ConfigError(f"{output} exists; use --force to overwrite it")

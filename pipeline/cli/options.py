@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:  # imported where used: `--help` must not pay for pydantic and git
+    from pipeline.config import LoadedBuild
     from pipeline.sources.mirror import Mirrors
-    from pipeline.spec import LoadedBuild
     from pipeline.store import Store
 
 F = Callable[..., Any]
@@ -58,7 +58,7 @@ def build_options(f: F) -> F:
 
 
 def load_from_options(opts: dict[str, Any]) -> LoadedBuild:
-    from pipeline.spec import load_build
+    from pipeline.config import load_build
 
     flags: dict[str, Any] = {}
     for _, key, _, _ in _OVERRIDES:

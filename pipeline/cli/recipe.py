@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.cli.types import PORT
+from pipeline.contract import IMAGE
 
 if TYPE_CHECKING:
-    from pipeline.deploy.recipe import Rendered
+    from pipeline.config.render import Rendered
 
 F = Any
 
@@ -56,7 +57,7 @@ def list_(as_json: bool) -> None:
     from rich.table import Table
 
     from pipeline.cli.console import console, emit_json
-    from pipeline.spec.recipe import all_recipes, load_recipe
+    from pipeline.config.recipe import all_recipes, load_recipe
 
     rows = []
     for name, path in all_recipes():
@@ -64,7 +65,7 @@ def list_(as_json: bool) -> None:
         lo, hi = r.node_range()
         nodes = f"{lo}.." if hi is None else (str(lo) if lo == hi else f"{lo}..{hi}")
         rows.append({"name": name, "model": r.model or "", "nodes": nodes,
-                     "image": r.container or "vllm-node", "file": str(path)})
+                     "image": r.container or IMAGE, "file": str(path)})
     if as_json:
         emit_json(rows)
         return
@@ -80,10 +81,10 @@ def rendered(name: str, o: dict[str, Any], extra: tuple[str, ...], image: str | 
     """The recipe rendered for the nodes the flags name (nothing is contacted)."""
     import os
 
-    from pipeline.deploy.recipe import OVERRIDE_KEYS, render
-    from pipeline.spec.clusterfile import load_cluster
-    from pipeline.spec.load import parse_override
-    from pipeline.spec.recipe import find_recipe, load_recipe
+    from pipeline.config.clusterfile import load_cluster
+    from pipeline.config.load import parse_override
+    from pipeline.config.recipe import find_recipe, load_recipe
+    from pipeline.config.render import OVERRIDE_KEYS, render
 
     path = find_recipe(name)
     spec = load_recipe(path, str(path))
@@ -155,7 +156,7 @@ def _run(recipe_name: str, extra: tuple[str, ...], **o: Any) -> None:
                           "(looked in ./mods and the tool's mods/)")
     if o.pop("setup", False):
         from pipeline.cli.setup import setup
-        from pipeline.spec.recipe import find_recipe, load_recipe
+        from pipeline.config.recipe import find_recipe, load_recipe
 
         path = find_recipe(recipe_name)
         setup(r, load_recipe(path, str(path)), str(path), o)

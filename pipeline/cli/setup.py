@@ -15,13 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.contract import KEY_LABEL
+
 if TYPE_CHECKING:
-    from pipeline.deploy.recipe import Rendered
+    from pipeline.config.recipe import RecipeSpec
+    from pipeline.config.render import Rendered
     from pipeline.model.hub import Snapshot
-    from pipeline.spec.recipe import RecipeSpec
 
 TOOL_BUILD = Path(__file__).resolve().parents[2] / "build.yaml"
-KEY_LABEL = "io.spark-pipeline.key.runtime"
 
 
 def default_build_file() -> Path:
@@ -34,11 +35,11 @@ def ensure_image(build_file: Path, profiles: tuple[str, ...], tag: str, dry_run:
     from pipeline.cli.build import results_table
     from pipeline.cli.console import ConsoleReporter, console, say
     from pipeline.cli.options import mirrors_from, store_from
+    from pipeline.config import load_build
     from pipeline.engines import make_engine
     from pipeline.engines.docker import Docker
     from pipeline.paths import cache_root
     from pipeline.resolution import plan_build
-    from pipeline.spec import load_build
 
     loaded = load_build(build_file, (), {"runtime.tag": tag}, profiles)
     store = store_from({})
@@ -88,7 +89,7 @@ def setup(r: Rendered, spec: RecipeSpec, label: str, o: dict[str, Any]) -> None:
     from pipeline.cli.console import console, say
     from pipeline.cli.model import copy_all, copy_table
     from pipeline.cli.nodes import cluster_from
-    from pipeline.deploy.recipe import models_named, profiles_for
+    from pipeline.config.render import models_named, profiles_for
 
     dry_run = bool(o.get("dry_run"))
     ensure_image(o.get("build_file") or default_build_file(), profiles_for(spec.build_args, label), r.image, dry_run)

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from pipeline.cli.console import console, emit_json, say
+from pipeline.contract import STORED_STAGES
 from pipeline.paths import default_store
 from pipeline.store import Entry, Store
 
@@ -99,8 +100,8 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
 
 
 def _collect_registry(dry_run: bool) -> None:
-    from pipeline.deploy.registry import collect
     from pipeline.paths import ship_workdir
+    from pipeline.ship.registry import collect
 
     where = ship_workdir() / "registry"
     done = collect(where, dry_run=dry_run)
@@ -113,7 +114,6 @@ def _collect_registry(dry_run: bool) -> None:
 
 remote_option = click.option("--remote", "remote_url", required=True, metavar="oci://HOST[:PORT]/REPO",
                              help="The shared store on an OCI registry.")
-STAGES = ("base", "triton", "flashinfer", "vllm")  # the stages whose entries are shared (runtime is an image)
 
 
 def _remote(url: str) -> RemoteStore:
@@ -123,7 +123,7 @@ def _remote(url: str) -> RemoteStore:
 
 
 def _chosen(s: Store, stage: str | None, key: str | None) -> list[Entry]:
-    return [e for e in s.entries() if e.stage in STAGES and (stage is None or e.stage == stage)
+    return [e for e in s.entries() if e.stage in STORED_STAGES and (stage is None or e.stage == stage)
             and (key is None or e.key.startswith(key))]
 
 
@@ -171,7 +171,7 @@ def pull(store_path: Path | None, remote_url: str, stage: str, key: str) -> None
 
 def ls_remote(remote_url: str, as_json: bool) -> None:
     remote = _remote(remote_url)
-    rows = [(st, k) for st in STAGES for k in remote.keys(st)]
+    rows = [(st, k) for st in STORED_STAGES for k in remote.keys(st)]
     if as_json:
         emit_json([{"stage": st, "key": k} for st, k in rows])
         return

@@ -39,7 +39,7 @@ class ImageRef(_Checked):
     expected = "an image reference such as vllm-node or registry:5000/vllm-node:tag (lowercase name)"
 
     def ok(self, value: str) -> bool:
-        from pipeline.spec.types import is_image_ref
+        from pipeline.config.types import is_image_ref
 
         return is_image_ref(value)
 

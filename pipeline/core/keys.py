@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.config.types import image_digest
 from pipeline.core.ir import Image, Input, Stage
-from pipeline.spec.types import image_digest
 
 # Bump when the meaning of a stage's canonical form changes, so old store entries are not reused.
 KEY_FORMAT = 1

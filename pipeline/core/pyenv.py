@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from pipeline.config.build import BuildSpec
 from pipeline.errors import ConfigError
-from pipeline.spec.build import BuildSpec
 
 # What prepare.py strips from vLLM's files before its wheel is built: the toolchain's torch family is
 # kept, FlashInfer comes from the flashinfer stage.

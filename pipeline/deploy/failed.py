@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.config.cluster import ClusterSpec
 from pipeline.errors import ConfigError
 from pipeline.fsutil import write_atomic
-from pipeline.spec.cluster import ClusterSpec
 
 
 def record_failed(path: Path, names: list[str]) -> None:

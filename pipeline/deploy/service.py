@@ -18,20 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import paths
-from pipeline.deploy.apply import Applier, Deployment, NodeState, container_state, http_ok, ray_alive_nodes
-from pipeline.deploy.discover import NodeFacts, gather, interfaces
-from pipeline.deploy.hosts import HostResults, Hosts, Ran
-from pipeline.deploy.image import Shipper
-from pipeline.deploy.launch import Mode, NodeInput, Options, Plan, parse_env_items, plan
-from pipeline.deploy.mods import Mod, cleanup, load_mod
-from pipeline.deploy.secrets import Secrets
-from pipeline.deploy.secrets import gather as gather_secrets
-from pipeline.deploy.steps import DeploySteps, Inputs, steps
-from pipeline.deploy.steps import NodeFacts as StepFacts
+from pipeline.config.cluster import ClusterSpec, NodeSpec
+from pipeline.contract import CONTAINER, ROLE_LABEL
 from pipeline.engines.docker import Docker
 from pipeline.errors import ConfigError, HostError, LaunchFailed, PipelineError
+from pipeline.launch.apply import Applier, Deployment, NodeState, container_state, http_ok, ray_alive_nodes
+from pipeline.launch.interfaces import interfaces
+from pipeline.launch.mods import Mod, cleanup, load_mod
+from pipeline.launch.plan import LaunchPlan, Mode, NodeInput, Options, parse_env_items, plan
+from pipeline.launch.secrets import Secrets
+from pipeline.launch.secrets import gather as gather_secrets
+from pipeline.launch.steps import DeploySteps, Inputs, StepFacts, steps
+from pipeline.nodes.discover import NodeFacts, gather
+from pipeline.nodes.hosts import HostResults, Hosts
+from pipeline.nodes.transport import Ran
 from pipeline.report import NullReporter, Reporter
-from pipeline.spec.cluster import ClusterSpec, NodeSpec
+from pipeline.ship.shipper import Shipper
 
 REPO_MODS = Path(__file__).resolve().parents[2] / "mods"
 WORKDIR = "/workspace/vllm"  # the runtime image's working directory: mods' WORKSPACE_DIR
@@ -44,7 +46,7 @@ class DeployRequest:
     command: tuple[str, ...]
     image: str | None = None  # default: cluster.yaml `image`
     mode: Mode = "auto"
-    name: str = "vllm_node"
+    name: str = CONTAINER
     env: tuple[str, ...] = ()  # -e K=V (or K, taken from this environment)
     nccl_debug: str | None = None
     privileged: bool = True
@@ -68,7 +70,7 @@ class DeployRequest:
     cleanup_on_failure: bool = False
 
     def secrets(self, spec: ClusterSpec) -> Secrets:
-        """The secrets' values, from every place a user can set them (see deploy/secrets.py)."""
+        """The secrets' values, from every place a user can set them (see launch/secrets.py)."""
         return gather_secrets(spec, parse_env_items(self.env, os.environ), os.environ)
 
     def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
@@ -91,7 +93,7 @@ class DeployRequest:
 
 @dataclass
 class DeployPlan:
-    launch: Plan
+    launch: LaunchPlan
     steps: DeploySteps
     options: Options
     mods: list[Mod]
@@ -100,7 +102,7 @@ class DeployPlan:
 
 @dataclass
 class DeployResult:
-    plan: Plan
+    plan: LaunchPlan
     dep: Deployment
     skipped: bool
     seconds_to_ready: float = 0.0
@@ -139,7 +141,7 @@ def step_facts(facts: list[NodeFacts]) -> dict[str, StepFacts]:
 
 
 class Deployer:
-    def __init__(self, spec: ClusterSpec, name: str = "vllm_node", reporter: Reporter | None = None,
+    def __init__(self, spec: ClusterSpec, name: str = CONTAINER, reporter: Reporter | None = None,
                  hosts: Hosts | None = None, docker: Docker | None = None):
         self.spec = spec
         self.name = name
@@ -165,9 +167,9 @@ class Deployer:
 
     def pr_mods(self, prs: tuple[str, ...], repo: str, workdir: Path) -> list[Mod]:
         """--apply-vllm-pr values -> generated mods (PRs fetched through the source mirror)."""
-        from pipeline.deploy.prmod import fetch_pr_diff, launch_diff, make_mod
+        from pipeline.config.types import parse_pr
+        from pipeline.launch.prmod import fetch_pr_diff, launch_diff, make_mod
         from pipeline.sources.mirror import Mirrors
-        from pipeline.spec.types import parse_pr
 
         out = []
         for raw in prs:
@@ -266,7 +268,7 @@ class Deployer:
             running, status = container_state(self.hosts, node, self.name)
             if running.startswith("docker-down"):
                 raise HostError(node.label, running)
-            fmt = '{{.Config.Image}} {{.Image}}|{{index .Config.Labels "io.spark-pipeline.role"}}'
+            fmt = '{{.Config.Image}} {{.Image}}|{{index .Config.Labels "' + ROLE_LABEL + '"}}'
             info = self.hosts.run(node, ["docker", "inspect", "-f", fmt, self.name], check=False).stdout.strip()
             image, _, role = info.partition("|")
             row = {"node": node.label, "container": running, "exit": status, "image": image, "role": role,

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipeline.deploy.hosts import Hosts
-from pipeline.deploy.openssh import run_argv, ssh_command
+from pipeline.config.cluster import NodeSpec, SshSpec
 from pipeline.errors import HostError
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import INCOMPLETE, LIST_FORMAT, SHA256, Entry, Todo, parse_listing, todo, verify
-from pipeline.spec.cluster import NodeSpec, SshSpec
+from pipeline.nodes.hosts import Hosts
+from pipeline.nodes.local import LocalTransport
+from pipeline.nodes.openssh import ssh_command
 
 Progress = Callable[[str, int], None]
 CHUNK = 1 << 20
@@ -202,9 +203,9 @@ class Copier:
         if not entries:
             return
         argv = ["tar", "-x", "-m", "-C", d]
-        if node.transport == "ssh" and shutil.which("ssh"):
-            cmd = run_argv(node, self.hosts.cluster.ssh, argv)
-            ran = self.hosts.local.feed(node.label, cmd, lambda out: write_tar(out, repo_dir, entries, report))
+        cmd = self.hosts.transport(node).local_argv(argv)
+        if cmd is not None:
+            ran = LocalTransport(node.label).feed(cmd, lambda out: write_tar(out, repo_dir, entries, report))
         else:
             ran = self.hosts.feed(node, argv, lambda out: write_tar(out, repo_dir, entries, report))
         if ran.status != 0:

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import paths
+from pipeline.config.types import pr_url_parts
 from pipeline.core.ir import SourceSpec
 from pipeline.core.keys import Resolved, canonical_json, sha256_text
 from pipeline.errors import SourceError
 from pipeline.sources import gitcmd
 from pipeline.sources.gitcmd import git
-from pipeline.spec.types import pr_url_parts
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEXPREFIX = re.compile(r"^[0-9a-f]{7,39}$")

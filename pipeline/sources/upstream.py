@@ -8,9 +8,9 @@ import re
 import tomllib
 from pathlib import Path
 
+from pipeline.config.auto import REQUIREMENT_FILES, VllmFacts, parse_pins, parse_rust_toolchain
 from pipeline.core.pyenv import BUILD_FILES, Req, requirement_lines
 from pipeline.sources.gitcmd import git
-from pipeline.spec.auto import REQUIREMENT_FILES, VllmFacts, parse_pins, parse_rust_toolchain
 
 
 def show(mirror: Path, commit: str, path: str) -> str | None:

@@ -5,8 +5,8 @@ The order here is the dependency order: a stage only consumes stages listed befo
 
 from __future__ import annotations
 
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import SourceSpec, Stage
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import base, flashinfer, runtime, triton, vllm
 
 MODULES = {"base": base, "triton": triton, "flashinfer": flashinfer, "vllm": vllm, "runtime": runtime}

@@ -19,8 +19,8 @@ network.
 
 from __future__ import annotations
 
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import Input, Output, SourceSpec, Stage, Step
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import image_of
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline.config.build import BuildSpec
+from pipeline.config.pins import label
 from pipeline.core.ir import CA_BUNDLE, CA_ENV_NAMES, Cache, Input, Step
-from pipeline.spec.build import BuildSpec
-from pipeline.spec.pins import label
 
 OUT = "/out"
 

@@ -21,8 +21,8 @@ gpu_arch, flashinfer.wheels, flashinfer.env, the triton and base stages' keys, p
 
 from __future__ import annotations
 
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import Cache, Output, SourceSpec, Stage
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import toolchain_of
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from pipeline.config.build import ImageSpec
 from pipeline.core.ir import Image
-from pipeline.spec.build import ImageSpec
 
 
 def image_of(spec: ImageSpec, platform: str) -> Image:

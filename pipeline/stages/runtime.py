@@ -18,8 +18,8 @@ of docker-contexts/runtime/, every upstream stage's key, gpu_arch, nccl.enabled,
 
 from __future__ import annotations
 
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import Input, Output, Stage, Step
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import image_of
 

@@ -14,8 +14,8 @@ triton.env, gpu_arch; the base stage's key (torch is built against); platform, n
 
 from __future__ import annotations
 
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import Output, SourceSpec, Stage, Step
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import toolchain_of
 

@@ -25,8 +25,8 @@ vllm.env, gpu_arch, the base, triton and flashinfer stages' keys, platform, netw
 
 from __future__ import annotations
 
+from pipeline.config.build import BuildSpec
 from pipeline.core.ir import Input, Output, SourceSpec, Stage, Step
-from pipeline.spec.build import BuildSpec
 from pipeline.stages import common
 from pipeline.stages.images import toolchain_of
 

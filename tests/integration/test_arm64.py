@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from pipeline.spec import load_build
+from pipeline.config import load_build
 from pipeline.stages import all_stages
 from tests.conftest import run_cli
 from tests.integration.conftest import SmokeBuild

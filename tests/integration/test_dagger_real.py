@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract import STAGES
 from pipeline.engines import dagger_session
-from pipeline.spec.build import STAGES
 from tests.conftest import run_cli
 from tests.integration.conftest import SmokeBuild, statuses
 from tests.integration.elf import cubin_sms

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract import STAGES
 from pipeline.core.ir import toolchain_tag
-from pipeline.deploy.registry import Registry
-from pipeline.spec.build import STAGES
+from pipeline.ship.registry import Registry
 from tests.conftest import REPO, run_cli
 from tests.integration.conftest import SmokeBuild, statuses
 from tests.standin.dagger_session import Session

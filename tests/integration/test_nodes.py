@@ -103,10 +103,10 @@ def test_stream_fallback_ships_the_whole_image(testbed: Testbed, tmp_path: Path,
 def test_without_a_system_ssh_the_pull_goes_through_paramiko(testbed: Testbed, tmp_path: Path,
                                                              images: dict[str, str],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.deploy.hosts import Hosts
-    from pipeline.deploy.image import Shipper
+    from pipeline.config.cluster import ClusterSpec
     from pipeline.engines.docker import Docker
-    from pipeline.spec.cluster import ClusterSpec
+    from pipeline.nodes.hosts import Hosts
+    from pipeline.ship.shipper import Shipper
 
     which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "ssh" else which(name, *a, **kw))

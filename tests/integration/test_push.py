@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy.push import RegistryPush
-from pipeline.deploy.registry import Registry, collect
 from pipeline.engines.docker import Docker
 from pipeline.errors import PipelineError
+from pipeline.ship.push import RegistryPush
+from pipeline.ship.registry import Registry, collect
 from tests.conftest import run_cli
 from tests.integration.dockerd import DOCKER, Daemon
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy.registry import Registry
 from pipeline.remote_store import RemoteStore, parse_url
+from pipeline.ship.registry import Registry
 from pipeline.store import Store
 from tests.conftest import run_cli
 from tests.integration.conftest import SmokeBuild

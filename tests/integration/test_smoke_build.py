@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from examples.smoke import fixtures
-from pipeline.spec.build import STAGES
+from pipeline.contract import STAGES
 from tests.conftest import REPO, run_cli
 from tests.golden_text import check, readme_blocks
 from tests.integration.conftest import SmokeBuild, statuses
@@ -233,8 +233,8 @@ def docker_sh(image: str, script: str) -> str:
 
 
 def test_the_cuda_stand_in_lacks_python_and_the_toolchain_has_it(smoke_build: SmokeBuild) -> None:
+    from pipeline.config import load_build
     from pipeline.core.ir import toolchain_tag
-    from pipeline.spec import load_build
     from pipeline.stages import all_stages
 
     stand_in = all_stages(load_build(smoke_build.root / "build.yaml").spec)[0].base.ref

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from pipeline.deploy.apply import WATCH, Applier, Deployment
-from pipeline.deploy.launch import EXIT_FILE, NodeInput, Options, Plan, plan
-from pipeline.deploy.secrets import Secrets
-from pipeline.deploy.steps import DeploySteps, Inputs, ModRef, NodeFacts, steps
+from pipeline.config.cluster import ClusterSpec
 from pipeline.errors import LaunchFailed
+from pipeline.launch.apply import WATCH, Applier, Deployment
+from pipeline.launch.plan import EXIT_FILE, LaunchPlan, NodeInput, Options, plan
+from pipeline.launch.secrets import Secrets
+from pipeline.launch.steps import DeploySteps, Inputs, ModRef, StepFacts, steps
 from pipeline.report import ListReporter
-from pipeline.spec.cluster import ClusterSpec
 from tests.doubles import FakeHosts, FakeShipper, Health, Unexpected
 
 IMAGE_ID = "sha256:" + "a" * 64
@@ -26,15 +26,15 @@ def cluster(n: int) -> ClusterSpec:
                                                  for i in range(n)]})
 
 
-def launch(n: int, port: int, *extra: str, mode: str = "auto", secret_env: tuple[str, ...] = ()) -> Plan:
+def launch(n: int, port: int, *extra: str, mode: str = "auto", secret_env: tuple[str, ...] = ()) -> LaunchPlan:
     nodes = [NodeInput(name=f"s{i + 1}", address=f"10.9.0.{i + 1}", eth_if="eth0", home="/home/me",
                        ip="127.0.0.1" if i == 0 else f"10.9.0.{i + 1}") for i in range(n)]
     return plan(nodes, Options(image="vllm-node", command=("vllm", "serve", "m", "--port", str(port), *extra),
                                mode=mode, image_id=IMAGE_ID, secret_env=secret_env))  # type: ignore[arg-type]
 
 
-def inputs(p: Plan, **kw: object) -> Inputs:
-    facts = {n.name: NodeFacts(home="/home/me", image_id=IMAGE_ID) for n in p.nodes}
+def inputs(p: LaunchPlan, **kw: object) -> Inputs:
+    facts = {n.name: StepFacts(home="/home/me", image_id=IMAGE_ID) for n in p.nodes}
     return Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, **kw)  # type: ignore[arg-type]
 
 
@@ -48,12 +48,12 @@ def expect_all(hosts: FakeHosts, todo: DeploySteps, fail: dict[str, int] | None 
                                  stderr="patching failed: no such file" if fail else "")
 
 
-def alive(hosts: FakeHosts, p: Plan) -> None:
+def alive(hosts: FakeHosts, p: LaunchPlan) -> None:
     for n in p.nodes:
         hosts.expect(n.name, ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
 
 
-def run(hosts: FakeHosts, p: Plan, todo: DeploySteps, secrets: dict[str, str] | None = None,
+def run(hosts: FakeHosts, p: LaunchPlan, todo: DeploySteps, secrets: dict[str, str] | None = None,
         shipper: FakeShipper | None = None) -> tuple[Deployment, ListReporter]:
     dep = Deployment(plan=p, by_name={n.label: n for n in hosts.cluster.nodes})
     rep = ListReporter()
@@ -161,7 +161,7 @@ def test_a_rank_that_dies_fails_the_launch_at_once_naming_its_node(server: int) 
 def test_only_nodes_that_lack_the_image_are_shipped(server: int) -> None:
     p = launch(2, server, "-pp", "2")
     inp = inputs(p)
-    facts = {**inp.facts, "s2": NodeFacts(home="/home/me", image_id="sha256:" + "b" * 64)}
+    facts = {**inp.facts, "s2": StepFacts(home="/home/me", image_id="sha256:" + "b" * 64)}
     todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts))
     hosts = FakeHosts(cluster(2))
     expect_all(hosts, todo)
@@ -176,7 +176,7 @@ def test_a_failed_ship_stops_before_any_container_starts(server: int) -> None:
     p = launch(1, server)
     inp = inputs(p)
     todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID,
-                           facts={"s1": NodeFacts(home="/home/me")}))
+                           facts={"s1": StepFacts(home="/home/me")}))
     hosts = FakeHosts(cluster(1))
     with pytest.raises(LaunchFailed) as info:
         run(hosts, p, todo, shipper=FakeShipper(fail={"s1": "docker pull: no space left"}))
@@ -193,7 +193,7 @@ def test_an_unexpected_command_is_a_test_failure_not_a_node_failure(server: int)
 
 def test_a_current_deployment_is_a_no_op_with_its_reason() -> None:
     p = launch(1, 8000)
-    facts = {"s1": NodeFacts(image_id=IMAGE_ID, container_running="true", container_hash=p.head.deploy_hash)}
+    facts = {"s1": StepFacts(image_id=IMAGE_ID, container_running="true", container_hash=p.head.deploy_hash)}
     todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, server_answers=True))
     assert todo.phases == () and todo.lines() == [
         f"nothing to do: every node runs this deployment ({p.head.deploy_hash}) and http://127.0.0.1:8000 "

@@ -15,23 +15,25 @@ from tests.conftest import REPO
 PKG = REPO / "pipeline"
 # Each unit (a subpackage or a top-level module of `pipeline`) may import only units of lower layers.
 LAYERS: list[set[str]] = [
-    {"pipeline", "errors", "paths", "fsutil", "report"},  # foundation: no imports of the tool's own
-    {"spec"},  # build.yaml / cluster.yaml models
+    {"pipeline", "errors", "paths", "fsutil", "report", "contract"},  # foundation; the names outsiders see
+    {"config"},  # build.yaml / cluster.yaml / recipes -> validated models; recipes rendered
     {"core"},  # pure: IR, keys, plan, build.lock
     {"sources", "stages", "store"},  # git mirrors and trees; spec -> Stage; the artifact store
     {"remote_store", "python_env"},  # the shared store on an OCI registry; the resolved Python environment
     {"engines"},  # BuildKit, Dagger, the local Docker, bootstrap images
-    {"resolution"},  # sources resolved, auto versions, keys and the plan
-    {"builder", "deploy"},  # run stages; the cluster
-    {"model", "benchmark"},  # models to the nodes (over deploy's Hosts); llama-benchy against an endpoint
+    {"resolution", "nodes"},  # sources resolved, auto versions, keys and the plan; transports, facts, discovery
+    {"builder", "ship"},  # run stages; which nodes lack what, push, pull, the loopback registry
+    {"launch"},  # interfaces, the launch plan, typed steps, apply, mods
+    {"deploy"},  # the use cases: Deployer, failed-node records
+    {"model", "benchmark"},  # models to the nodes (over nodes' Hosts); llama-benchy against an endpoint
     {"cli"},  # click: parse, call, render, map errors to exits
     {"__main__"},  # python -m pipeline
 ]
-PURE = ["core/*.py", "stages/*.py", "deploy/launch.py", "deploy/netfacts.py", "deploy/steps.py", "deploy/doctor.py",
-        "deploy/recipe.py", "deploy/oci_layout.py", "model/manifest.py", "benchmark/profiles.py",
-        "benchmark/results.py"]
+PURE = ["core/*.py", "stages/*.py", "launch/plan.py", "launch/interfaces.py", "nodes/netfacts.py", "launch/steps.py",
+        "launch/doctor.py", "config/render.py", "config/vllm_args.py", "ship/oci_layout.py", "model/manifest.py",
+        "benchmark/profiles.py", "benchmark/results.py", "contract.py"]
 IO_MODULES = {"subprocess", "socket", "shutil", "tempfile", "urllib", "http", "paramiko", "fabric", "invoke", "rich",
-              "dagger", "os", "pipeline.cli", "pipeline.engines", "pipeline.deploy.hosts", "pipeline.store",
+              "dagger", "os", "pipeline.cli", "pipeline.engines", "pipeline.nodes.hosts", "pipeline.store",
               "pipeline.paths", "pipeline.fsutil"}
 IO_CALLS = {"open", "print", "input", "read_text", "write_text", "read_bytes", "write_bytes", "mkdir", "unlink",
             "exists", "iterdir", "glob", "rglob", "rename", "system", "popen"}  # not replace: str.replace
@@ -142,7 +144,8 @@ def test_the_layer_test_sees_imports_inside_functions(tmp_path: Path) -> None:
 
 
 def test_stage_modules_are_the_stages_of_build_yaml_in_dependency_order() -> None:
-    from pipeline.spec.build import STAGES, BuildSpec
+    from pipeline.config.build import BuildSpec
+    from pipeline.contract import STAGES
     from pipeline.stages import MODULES, all_stages
 
     assert tuple(MODULES) == STAGES
@@ -150,3 +153,45 @@ def test_stage_modules_are_the_stages_of_build_yaml_in_dependency_order() -> Non
     for s in all_stages(BuildSpec()):
         assert set(s.upstream) <= seen, f"{s.name} consumes a stage listed after it"
         seen.add(s.name)
+
+
+def module_edges() -> dict[str, set[str]]:
+    """Within each package: module -> the modules of the same package it imports."""
+    names = {n for n, _ in modules()}
+    out: dict[str, set[str]] = {}
+    for name, path in modules():
+        pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        out[name] = {i for i in imports(path, name) if i in names and i != name and i.rsplit(".", 1)[0] == pkg
+                     and i != pkg}
+    return out
+
+
+def test_no_import_cycle_between_modules_of_one_package() -> None:
+    """Inside a package (deploy's rooms, config, cli …) the modules form floors too: a cycle between two
+    modules means neither can be read, tested or moved without the other."""
+    graph = module_edges()
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                cycles.append(" -> ".join([*path[path.index(m):], m]))
+            elif m not in state:
+                visit(m, [*path, m])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+    assert not cycles, cycles
+
+
+def test_a_deploy_room_only_imports_rooms_below_it() -> None:
+    """nodes < ship < launch < deploy: transports know nothing of shipping, shipping nothing of launch
+    plans, and launch nothing of the use cases that drive it."""
+    rooms = ["nodes", "ship", "launch", "deploy"]
+    wrong = sorted(f"{mod} imports pipeline.{dst}" for src, dst, mod in edges()
+                   if src in rooms and dst in rooms and rooms.index(dst) > rooms.index(src))
+    assert not wrong, wrong

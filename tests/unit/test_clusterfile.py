@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.config.clusterfile import import_dotenv, load_cluster, parse_dotenv
 from pipeline.errors import ConfigError
-from pipeline.spec.clusterfile import import_dotenv, load_cluster, parse_dotenv
 from tests.conftest import run_cli
 
 

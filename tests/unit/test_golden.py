@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 
 from examples.smoke import fixtures
-from pipeline.deploy.launch import NodeInput, Options, plan
-from pipeline.deploy.steps import Inputs, ModRef, NodeFacts, steps
+from pipeline.launch.plan import NodeInput, Options, plan
+from pipeline.launch.steps import Inputs, ModRef, StepFacts, steps
 from pipeline.store import Store
 from tests.conftest import run_cli
 from tests.golden_text import check, readme_blocks
@@ -48,7 +48,7 @@ def dry_run_text() -> str:
              for i in (1, 2)]
     p = plan(nodes, Options(image="vllm-node", command=("vllm", "serve", "org/model", "-tp", "2"),
                             image_id="sha256:" + "a" * 64, mods=("drop-caches:0123456789abcdef",)))
-    facts = {"spark1": NodeFacts(home="/home/me", image_id="sha256:" + "a" * 64), "spark2": NodeFacts(home="/home/me")}
+    facts = {"spark1": StepFacts(home="/home/me", image_id="sha256:" + "a" * 64), "spark2": StepFacts(home="/home/me")}
     todo = steps(p, Inputs(image="vllm-node", local_image_id="sha256:" + "a" * 64, facts=facts,
                            mods=(ModRef("drop-caches", "mods/drop-caches", "0123456789abcdef"),)))
     out = io.StringIO()

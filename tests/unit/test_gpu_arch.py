@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.spec.build import BuildSpec
-from pipeline.spec.types import NVCC_ARCHS
+from pipeline.config.build import BuildSpec
+from pipeline.config.types import NVCC_ARCHS
 from pipeline.stages import all_stages
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.resolution import resolve
 from pipeline.core.keys import compute_keys
 from pipeline.sources.mirror import Mirrors
-from pipeline.spec import load_build
+from pipeline.config import load_build
 b = load_build(Path(sys.argv[1]))
 res = resolve(b, Mirrors(Path(sys.argv[2])))
 print(json.dumps(compute_keys(res.stages, res.inputs)))

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.deploy.launch import NodeInput, Options, parallelism, plan
 from pipeline.errors import ConfigError
+from pipeline.launch.plan import NodeInput, Options, parallelism, plan
 
 CASES = sorted((Path(__file__).parent / "fixtures" / "launch").glob("*.json"))
 
@@ -90,7 +90,7 @@ def test_hostile_values_survive_shlex_quoting(model: str, value: str) -> None:
 
 
 def test_command_of_shows_what_runs_in_the_container() -> None:
-    from pipeline.deploy.launch import command_of
+    from pipeline.launch.plan import command_of
 
     p = plan([NodeInput(name="a", address="10.0.0.1", eth_if="eth0")],
              Options(image="vllm-node", command=("vllm", "serve", "m")))

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy.factsfile import from_json
-from pipeline.deploy.secrets import Secrets
+from pipeline.config.cluster import ClusterSpec
 from pipeline.deploy.service import Deployer, DeployRequest
 from pipeline.errors import LaunchFailed
+from pipeline.launch.secrets import Secrets
+from pipeline.nodes.factsfile import from_json
 from pipeline.report import ListReporter
-from pipeline.spec.cluster import ClusterSpec
 
 CASES = sorted((Path(__file__).parent / "fixtures" / "layouts").glob("*.json"))
 
@@ -55,7 +55,7 @@ def test_layout(path: Path) -> None:
 
 def test_facts_round_trip_through_the_saved_format() -> None:
     """What doctor saves is what deploy --facts reads back: the same facts, parsed the same way."""
-    from pipeline.deploy.factsfile import to_json
+    from pipeline.nodes.factsfile import to_json
 
     case = json.loads(CASES[0].read_text())
     spec = ClusterSpec.model_validate(case["cluster"])

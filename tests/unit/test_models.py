@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from examples.smoke import models as smoke_models
-from pipeline.deploy.recipe import models_named, profiles_for
+from pipeline.config.render import models_named, profiles_for
 from pipeline.errors import ConfigError
 from pipeline.model.manifest import Entry, parse_listing, snapshots_of, todo, verify
 from pipeline.model.resume import leftovers
@@ -88,7 +88,7 @@ def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_download_copy_and_a_gated_model(hub: HubStandin, tmp_path: Path) -> None:
     env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path / "node-home"),
            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_TOKEN": ""}
-    gated = run_cli("model", "download", smoke_models.DRAFT, env=env, check=2)
+    gated = run_cli("model", "download", smoke_models.DRAFT, env=env, check=2, subprocess=True)
     assert "gated" in gated.stderr and "HF_TOKEN" in gated.stderr and "Traceback" not in gated.stderr
     ok = run_cli("model", "download", smoke_models.DRAFT, "--json", env={**env, "HF_TOKEN": "hf_secret_token"})
     assert json.loads(ok.stdout)["files"] == 6 and "hf_secret_token" not in ok.stdout + ok.stderr
@@ -117,8 +117,8 @@ def _local_cluster(tmp_path: Path) -> Path:
 
 
 def test_rsync_uses_cluster_yaml_s_trust_and_never_a_shell_for_the_path() -> None:
+    from pipeline.config.cluster import NodeSpec, SshSpec
     from pipeline.model.copy import rsync_argv, rsync_progress
-    from pipeline.spec.cluster import NodeSpec, SshSpec
 
     node = NodeSpec(address="fe80::1", port=2222, user="me", key="~/k")
     argv = rsync_argv(node, SshSpec(known_hosts="/kh", host_keys="strict"), Path("/c/models--a--b"), "/home/me/x y")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy.netfacts import NodeNet, choose_all, parse_ibdev2netdev, parse_ip_addr, parse_nvidia_smi
+from pipeline.launch.interfaces import NodeNet, choose_all
+from pipeline.nodes.netfacts import parse_ibdev2netdev, parse_ip_addr, parse_nvidia_smi
 
 CASES = sorted((Path(__file__).parent / "fixtures" / "netfacts").glob("*.json"))
 

@@ -9,7 +9,7 @@ import jsonschema
 import oras.schemas
 import pytest
 
-from pipeline.deploy.oci_layout import LAYER_TYPE, named_digest, oci_manifest, push_form
+from pipeline.ship.oci_layout import LAYER_TYPE, named_digest, oci_manifest, push_form
 
 FIXTURES = Path(__file__).parent / "fixtures" / "docker_info"
 HEX = "a" * 64

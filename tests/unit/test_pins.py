@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from examples.smoke import fixtures
-from pipeline.spec.pins import pinned_requirement
+from pipeline.config.pins import pinned_requirement
 from tests.conftest import plan_json, run_cli
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from examples.smoke import fixtures
-from pipeline.spec.build import STAGES
+from pipeline.contract import STAGES
 from tests.conftest import REPO, plan_json, run_cli
 from tests.standin import pins_index
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy.prmod import launch_diff, make_mod, split_diff
 from pipeline.errors import ConfigError
+from pipeline.launch.prmod import launch_diff, make_mod, split_diff
 
 
 def file_diff(path: str, line: str = "+x = 1") -> str:

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from examples.smoke import fixtures
+from pipeline.config import load_build
+from pipeline.config.auto import VllmFacts, apply
 from pipeline.core import pyenv
 from pipeline.core.pyenv import Req, Target
 from pipeline.errors import ConfigError
 from pipeline.sources import pyresolve
-from pipeline.spec import load_build
-from pipeline.spec.auto import VllmFacts, apply
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"

@@ -1,5 +1,5 @@
 """Recipes: both formats load, render the way the toolkit's run-recipe.py renders (its rules, written
-down in the module docstring of pipeline/deploy/recipe.py, minus its bugs), and every preset shipped
+down in the module docstring of pipeline/config/render.py, minus its bugs), and every preset shipped
 in recipes/ renders for the node counts it allows."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy.recipe import render
+from pipeline.config.recipe import all_recipes, find_recipe, load_recipe
+from pipeline.config.render import render
 from pipeline.errors import ConfigError
-from pipeline.spec.recipe import all_recipes, find_recipe, load_recipe
 from tests.conftest import REPO, run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "recipes"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.spec.auto import VllmFacts, apply, parse_rust_toolchain
-from pipeline.spec.build import FALLBACK_RUST, BuildSpec
+from pipeline.config.auto import VllmFacts, apply, parse_rust_toolchain
+from pipeline.config.build import FALLBACK_RUST, BuildSpec
 from pipeline.stages import all_stages
 
 

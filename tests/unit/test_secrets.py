@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.deploy.factsfile import from_json
+from pipeline.config.cluster import ClusterSpec
 from pipeline.deploy.service import Deployer, DeployRequest
+from pipeline.nodes.factsfile import from_json
 from pipeline.report import ListReporter
-from pipeline.spec.cluster import ClusterSpec
 from tests.conftest import REPO
 
 LAYOUT = Path(__file__).parent / "fixtures" / "layouts" / "twins-one-subnet.json"

@@ -7,12 +7,12 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from pipeline.deploy.apply import WATCH
-from pipeline.deploy.discover import MARK, SCRIPT
-from pipeline.deploy.secrets import Secrets
+from pipeline.config.cluster import ClusterSpec
 from pipeline.deploy.service import Deployer, DeployRequest
+from pipeline.launch.apply import WATCH
+from pipeline.launch.secrets import Secrets
+from pipeline.nodes.discover import MARK, SCRIPT
 from pipeline.report import ListReporter
-from pipeline.spec.cluster import ClusterSpec
 from tests.doubles import FakeHosts
 from tests.unit.test_apply import IMAGE_ID
 

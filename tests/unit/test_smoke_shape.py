@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from pipeline import python_env
+from pipeline.config import load_build
 from pipeline.core.ir import Stage
 from pipeline.core.pyenv import Target
-from pipeline.spec import load_build
 from tests.specs import SMOKE, SPARK, effective, stages
 
 # Inputs that are stand-ins for a network service on the real build: local wheel indexes.

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from examples.smoke import fixtures
+from pipeline.config.types import pr_url_parts
 from pipeline.core.ir import SourceSpec
 from pipeline.errors import SourceError
 from pipeline.fsutil import tree_digest
 from pipeline.sources.mirror import Mirrors, resolve_ref
 from pipeline.sources.resolve import resolve_source
-from pipeline.spec.types import pr_url_parts
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.spec import load_build
+from pipeline.config import load_build
 from tests.conftest import REPO, run_cli
 
 BAD = sorted((REPO / "tests" / "spec" / "bad").glob("*.yaml"))

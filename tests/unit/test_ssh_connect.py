@@ -15,9 +15,9 @@ import paramiko
 import pytest
 import yaml
 
-from pipeline.deploy.hosts import Hosts
+from pipeline.config.cluster import ClusterSpec
 from pipeline.errors import HostError
-from pipeline.spec.cluster import ClusterSpec
+from pipeline.nodes.hosts import Hosts
 from tests.conftest import run_cli
 
 

@@ -1,0 +1,44 @@
+"""The names the outside world sees: image labels, tags, the container, env names, files on the nodes,
+the stage list. Users' scripts, `docker inspect` on a node and old deploys read these, so each is
+written here once and used everywhere (a rename is a compatibility break, decided in one place)."""
+
+from __future__ import annotations
+
+import re
+
+# The build's stages, in dependency order: build.yaml's sections, store folders, log folders, CLI words.
+STAGES = ("base", "triton", "flashinfer", "vllm", "runtime")
+# The stages whose outputs are store entries (runtime's output is an image).
+STORED_STAGES = STAGES[:-1]
+
+LABEL = "io.spark-pipeline"  # the prefix of every image and container label we set
+KEY_LABEL = f"{LABEL}.key.runtime"  # the runtime image's build key: what `bench` and `status` key results by
+GPU_ARCH_LABEL = f"{LABEL}.gpu-arch"
+GPU_CODE_LABEL = f"{LABEL}.gpu-code"
+ROLE_LABEL = f"{LABEL}.role"  # head | worker, on each deployed container
+RANK_LABEL = f"{LABEL}.rank"
+DEPLOY_LABEL = f"{LABEL}.deploy"  # the deploy hash: a container with the same one is left running
+
+
+def key_label(stage: str) -> str:
+    return f"{LABEL}.key.{stage}"
+
+
+def source_label(source: str) -> str:
+    return f"{LABEL}.source.{source}"
+
+
+IMAGE = "vllm-node"  # the runtime image's default tag (build.yaml runtime.tag, cluster.yaml image)
+CONTAINER = "vllm_node"  # the deployed container's default name (the toolkit's)
+EXIT_FILE = "/tmp/spark-pipeline-exit"  # in the container: the server's exit status once it ended
+STATE_DIR = ".spark-pipeline"  # under the SSH user's home on each node: env files and mod uploads
+
+# An environment variable's name, as POSIX shells take it. \Z, not $: `$` also matches before a final
+# newline, and a name with a newline in it would start a new line of an env file.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# `${NAME}` in a recipe value: filled from the environment of the machine that renders it.
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def is_env_name(name: str) -> bool:
+    return ENV_NAME.match(name) is not None

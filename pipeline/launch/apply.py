@@ -1,0 +1,271 @@
+"""Deploy done: run the commands `steps.py` decided, phase by phase, nodes in parallel, and wait on
+real signals with deadlines.
+
+While it waits (Ray sees every node; /health and /v1/models answer on the head) it watches every
+node: when one rank's process or container ends, or a node's Docker stops answering, the launch fails
+at once naming that node (the other ranks would otherwise hang until their own timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from pipeline.config.cluster import NodeSpec
+from pipeline.contract import EXIT_FILE
+from pipeline.errors import HostError, LaunchFailed
+from pipeline.launch.plan import LaunchPlan
+from pipeline.launch.secrets import Secrets
+from pipeline.launch.steps import Command, DeploySteps, NodeSteps, Phase
+from pipeline.nodes.hosts import HostResults
+from pipeline.nodes.transport import Ran
+from pipeline.report import Reporter
+
+T = TypeVar("T")
+NodeStatus = Literal["pending", "started", "ready", "failed", "skipped"]
+# Constant script; the container name arrives as $1.
+WATCH = ('docker inspect -f "{{.State.Running}}" "$1" 2>&1 || true; echo "@@"; '
+         f'docker exec "$1" cat {EXIT_FILE} 2>/dev/null || true')
+
+
+class Transport(Protocol):
+    """How commands reach nodes: SSH (hosts.Hosts) or, in tests, a double that expects each command."""
+
+    def run(self, node: NodeSpec, argv: list[str], timeout: float = 120, check: bool = True) -> Ran: ...
+
+    def put(self, node: NodeSpec, local: Path, remote: str, mode: int | None = None) -> None: ...
+
+    def put_text(self, node: NodeSpec, text: str, remote: str, mode: int = 0o600) -> None: ...
+
+    def each(self, fn: Callable[[NodeSpec], T], nodes: list[NodeSpec] | None = None) -> HostResults[T]: ...
+
+
+class Shipper(Protocol):
+    def ship_to(self, image: str, nodes: list[NodeSpec], mode: str) -> HostResults[Any]: ...
+
+
+@dataclass
+class NodeState:
+    status: NodeStatus = "pending"
+    detail: str = ""
+    log_tail: str = ""
+
+
+@dataclass
+class Deployment:
+    plan: LaunchPlan
+    by_name: dict[str, NodeSpec]
+    states: dict[str, NodeState] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)  # containers this run started (Ctrl-C stops only these)
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(node, role, status, detail) for the per-node result table."""
+        out: list[tuple[str, str, str, str]] = []
+        for n in self.plan.nodes:
+            st = self.states.get(n.name, NodeState())
+            out.append((n.name, n.role, st.status, st.detail))
+        return out
+
+
+def http_ok(url: str, timeout: float = 2) -> tuple[bool, str]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            body = r.read(65536).decode(errors="replace")
+            return r.status == 200, body
+    except OSError as e:
+        return False, str(e)
+
+
+def ray_alive_nodes(status_text: str) -> int:
+    """Count the nodes under "Active:" in `ray status`."""
+    active = status_text.split("Active:", 1)[1] if "Active:" in status_text else ""
+    active = re.split(r"\n\s*(Pending|Recent failures):", active, maxsplit=1)[0]
+    return len(re.findall(r"^\s*\d+\s+node_", active, flags=re.M))
+
+
+def container_state(hosts: Transport, node: NodeSpec, name: str) -> tuple[str, str]:
+    """(running: 'true' | 'false' | 'missing' | 'docker-down: …', exit status or '')."""
+    ran = hosts.run(node, ["sh", "-c", WATCH, "sh", name], check=False, timeout=20)
+    head, _, tail = ran.stdout.partition("@@")
+    running = head.strip()
+    if "No such object" in running or "No such container" in running:
+        running = "missing"
+    elif running not in ("true", "false"):
+        running = "docker-down: " + (running.splitlines() or ["no answer"])[-1]
+    return running, tail.strip()
+
+
+def log_tail(hosts: Transport, node: NodeSpec, name: str, lines: int = 20) -> str:
+    ran = hosts.run(node, ["docker", "logs", "--tail", str(lines), name], check=False, timeout=20)
+    return (ran.stdout + ran.stderr).strip()
+
+
+class Applier:
+    """Runs a DeploySteps list on the nodes."""
+
+    def __init__(self, hosts: Transport, shipper: Shipper, container: str, reporter: Reporter,
+                 secrets: Secrets | None = None, poll: float = 1.0):
+        self.hosts = hosts
+        self.shipper = shipper
+        self.container = container
+        self.report = reporter
+        self.secrets = secrets or Secrets()
+        self.poll = poll
+
+    def apply(self, todo: DeploySteps, dep: Deployment, deadline: float) -> float:
+        """Run every phase; returns when the server answered (monotonic). Raises LaunchFailed."""
+        answered = 0.0
+        for i, phase in enumerate(todo.phases, 1):
+            self.report.step(i, len(todo.phases), phase.title)
+            if phase.name == "ship":
+                self._ship(phase, dep)
+                continue
+            waits = [c for n in phase.nodes for c in n.commands if c.kind.startswith("wait-")]
+            if waits:
+                answered = self._wait(waits[0], dep, deadline)
+                continue
+            self._run_phase(phase, dep)
+        for n in dep.plan.nodes:
+            dep.states[n.name] = NodeState("ready")
+        return answered
+
+    # --- phases -----------------------------------------------------------------------------------
+    def _ship(self, phase: Phase, dep: Deployment) -> None:
+        ships = {n.node: n.commands[0] for n in phase.nodes if n.commands}
+        if not ships:
+            return
+        first = next(iter(ships.values()))
+        failed = self.shipper.ship_to(first.source, [dep.by_name[k] for k in ships], first.dest).failed
+        if failed:
+            for k, v in failed.items():
+                dep.states[k] = NodeState("failed", f"ship: {v}")
+            raise LaunchFailed(f"shipping failed on {', '.join(failed)}", failed, dep)
+
+    def _run_phase(self, phase: Phase, dep: Deployment) -> None:
+        work = {n.node: n for n in phase.nodes if n.commands}
+        if not work:
+            return
+        results = self.hosts.each(lambda node: self._node(work[node.label], node, dep),
+                                  [dep.by_name[name] for name in work])
+        failed = results.failed
+        for o in results:
+            if not o.ok:
+                dep.states[o.node.label] = NodeState("failed", f"{phase.name}: {o.reason}", str(o.error))
+        if failed:
+            raise LaunchFailed(f"{phase.name} failed on {', '.join(failed)}",
+                               {k: f"{phase.name}: {v}" for k, v in failed.items()}, dep)
+
+    def _node(self, steps: NodeSteps, node: NodeSpec, dep: Deployment) -> None:
+        error: BaseException | None = None
+        for c in steps.commands:
+            if error is not None and not c.always:
+                continue
+            try:
+                self._command(c, node, dep)
+            except (HostError, OSError) as e:
+                error = error or e
+        if error is not None:
+            raise error
+
+    def _command(self, c: Command, node: NodeSpec, dep: Deployment) -> None:
+        if c.kind == "run":
+            ran = self.hosts.run(node, list(c.argv), timeout=c.timeout, check=False)
+            if c.check and ran.status != 0:
+                raise HostError(node.label, c.failure or "command failed", command=c.show(), remote_status=ran.status,
+                                tail=(ran.stdout + ran.stderr).strip())
+            if c.starts_container:
+                dep.started.append(node.label)
+                dep.states[node.label] = NodeState("started")
+        elif c.kind == "upload":
+            self.hosts.put(node, Path(c.source), c.dest)
+        elif c.kind == "write-secrets":
+            values = self.secrets.for_node(node.label)
+            self.hosts.put_text(node, "".join(f"{k}={values[k]}\n" for k in c.source.split(",") if k in values),
+                                c.dest, 0o600)
+        else:
+            raise ValueError(f"{c.kind} is not a node command")
+
+    # --- waits ------------------------------------------------------------------------------------
+    def _wait(self, c: Command, dep: Deployment, deadline: float) -> float:
+        if c.kind == "wait-ray":
+            self.wait_ray(dep, c.count, deadline)
+            return 0.0
+        return self.wait_ready(dep, c.url, deadline)
+
+    def ended_nodes(self, nodes: list[NodeSpec]) -> dict[str, str]:
+        """Node -> why, for every node whose container or started process has ended, or that no longer
+        answers; empty while all are alive."""
+        dead: dict[str, str] = {}
+        for o in self.hosts.each(lambda n: container_state(self.hosts, n, self.container), nodes):
+            if not o.ok:
+                dead[o.node.label] = f"unreachable: {o.reason}"
+                continue
+            running, status = o.result
+            if running != "true":
+                dead[o.node.label] = f"container {running}"
+            elif status:
+                dead[o.node.label] = f"its process exited with status {status}"
+        return dead
+
+    def _fail_if_ended(self, dep: Deployment, what: str) -> None:
+        dead = self.ended_nodes([dep.by_name[n.name] for n in dep.plan.nodes])
+        if not dead:
+            return
+        for name, why in dead.items():
+            tail = ""
+            with contextlib.suppress(HostError, OSError):
+                tail = log_tail(self.hosts, dep.by_name[name], self.container)
+            dep.states[name] = NodeState("failed", why, tail)
+        raise LaunchFailed(f"{what}{', '.join(dead)}: {'; '.join(dead.values())}", dead, dep)
+
+    def wait_ready(self, dep: Deployment, url: str, deadline: float) -> float:
+        """Until /health and /v1/models answer; fails at once when any node's process or container
+        ends or its Docker stops answering. Returns when the server answered (monotonic)."""
+        last_error = "no answer yet"
+        next_watch = 0.0
+        while True:
+            ok, body = http_ok(f"{url}/health")
+            if ok:
+                ok2, body2 = http_ok(f"{url}/v1/models")
+                if ok2:
+                    return time.monotonic()
+                last_error = f"/v1/models: {body2[:200]}"
+            else:
+                last_error = f"/health: {body[:200]}"
+            now = time.monotonic()
+            if now >= next_watch:
+                next_watch = now + self.poll
+                self._fail_if_ended(dep, "")
+            if now > deadline:
+                self._timed_out(dep, last_error)
+            time.sleep(0.2)
+
+    def _timed_out(self, dep: Deployment, last_error: str) -> None:
+        for n in dep.plan.nodes:
+            st = dep.states.setdefault(n.name, NodeState())
+            if st.status != "failed":
+                with contextlib.suppress(HostError, OSError):
+                    st.log_tail = log_tail(self.hosts, dep.by_name[n.name], self.container)
+                st.detail = st.detail or f"not ready: {last_error}"
+        head = dep.plan.head.name
+        raise LaunchFailed(f"the server on {head} did not answer within the deadline ({last_error})",
+                           {head: last_error}, dep)
+
+    def wait_ray(self, dep: Deployment, want: int, deadline: float) -> None:
+        head = dep.by_name[dep.plan.head.name]
+        seen = 0
+        while time.monotonic() < deadline:
+            ran = self.hosts.run(head, ["docker", "exec", self.container, "ray", "status"], check=False, timeout=30)
+            seen = ray_alive_nodes(ran.stdout)
+            if seen >= want:
+                return
+            self._fail_if_ended(dep, "Ray ended before the cluster formed on ")
+            time.sleep(self.poll)
+        raise LaunchFailed(f"Ray sees {seen} of {want} nodes after the deadline", {head.label: "ray"}, dep)

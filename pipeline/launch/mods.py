@@ -1,0 +1,74 @@
+"""Mods: patches applied to a container at launch (the toolkit's contract).
+
+A mod is a directory, or a .zip of one, holding `run.sh` and its assets. Deploy copies it into the
+container as /workspace/mods/<name> and runs it there (the commands are in steps.py) with WORKSPACE_DIR
+set to the container's working directory (where mods drop chat templates or parsers the command
+refers to). Mods run in the order given,
+before the command; a failing mod stops the deploy with its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from pipeline.launch.steps import ModRef
+
+
+@dataclass(frozen=True)
+class Mod:
+    name: str
+    path: Path  # a directory holding run.sh
+    digest: str  # content hash: part of the deploy hash, so a changed mod redeploys
+
+    def ref(self) -> ModRef:
+        return ModRef(name=self.name, local=str(self.path), digest=self.digest)
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def load_mod(spec: str, search: list[Path], workdir: Path) -> Mod:
+    """A mod given as a path, a .zip, or a name under mods/."""
+    candidates = [Path(spec)] + [d / spec for d in search]
+    path = next((c for c in candidates if c.exists()), None)
+    if path is None:
+        raise ConfigError(f"--apply-mod {spec}: no such directory or .zip (looked in ., {', '.join(map(str, search))})")
+    if path.is_file():
+        if path.suffix != ".zip":
+            raise ConfigError(f"--apply-mod {spec}: expected a directory or a .zip")
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            top = {n.split("/")[0] for n in names}
+            root = "" if "run.sh" in names else (f"{next(iter(top))}/" if len(top) == 1 else None)
+            if root is None or f"{root}run.sh" not in names:
+                raise ConfigError(f"--apply-mod {spec}: the zip holds no run.sh")
+            dest = Path(tempfile.mkdtemp(prefix="mod-", dir=workdir))
+            for n in names:
+                if n.startswith(root) and not n.endswith("/") and ".." not in Path(n).parts:
+                    target = dest / n[len(root):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(z.read(n))
+            name = path.stem
+            path = dest
+    else:
+        name = path.name
+        if not (path / "run.sh").is_file():
+            raise ConfigError(f"--apply-mod {spec}: {path} holds no run.sh")
+    return Mod(name=name, path=path.resolve(), digest=_digest(path))
+
+
+def cleanup(mods: list[Mod], workdir: Path) -> None:
+    for m in mods:
+        if m.path.is_relative_to(workdir):
+            shutil.rmtree(m.path, ignore_errors=True)

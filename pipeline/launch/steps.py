@@ -1,0 +1,316 @@
+"""Deploy decided: from the launch plan and what each node reported, every command apply will run, per
+node, each with why, or "nothing to do, because …". Pure (pyinfra's way: facts in, operations out);
+`apply.py` runs exactly this list, and `deploy --dry-run` prints it.
+
+Phases run in order; within a phase the nodes work in parallel, and each node's commands run in
+order. A command marked `always` runs even after an earlier command of its node failed in that phase
+(cleanup: the secrets env file, a mod's upload directory).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.contract import CONTAINER, EXIT_FILE, STATE_DIR
+from pipeline.launch.plan import WRAPPER, LaunchPlan
+
+CommandKind = Literal["run", "upload", "write-secrets", "ship", "wait-ray", "wait-ready"]
+# Constant scripts for the reach check (values arrive as arguments): the head listens on the master
+# address and port until every worker has connected (or its time is up), each worker connects to it.
+LISTEN = ("import socket,sys,time\n"
+          "host,port,want,secs=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4])\n"
+          "s=socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)\n"
+          "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+          "s.bind((host,port));s.listen(64);end=time.monotonic()+secs;n=0\n"
+          "while n<want and time.monotonic()<end:\n"
+          " s.settimeout(max(0.1,end-time.monotonic()))\n"
+          " try:\n  c,_=s.accept();c.settimeout(5);c.recv(1);c.close();n+=1\n"
+          " except OSError:\n  pass\n")
+CONNECT = ("import socket,sys,time\n"
+           "host,port,secs=sys.argv[1],int(sys.argv[2]),float(sys.argv[3]);end=time.monotonic()+secs;err=''\n"
+           "while time.monotonic()<end:\n"
+           " try:\n  socket.create_connection((host,port),timeout=3).close();sys.exit(0)\n"
+           " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3)\n"
+           "print(f'cannot reach {host}:{port}: {err}',file=sys.stderr);sys.exit(1)\n")
+# The served port must be free on the head: another server there would answer the health check for ours.
+FREE = ("import socket,sys\nport=int(sys.argv[1])\ns=socket.socket()\n"
+        "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        "try:\n s.bind(('0.0.0.0',port))\nexcept OSError as e:\n"
+        " print(f'port {port} is taken on this node: {e.strerror}',file=sys.stderr);sys.exit(1)\n")
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: CommandKind
+    why: str
+    argv: tuple[str, ...] = ()  # run: the argv (shlex.join'ed for the remote shell)
+    source: str = ""  # upload: a local file or directory; write-secrets: the names written (never values)
+    dest: str = ""  # upload / write-secrets: the path on the node
+    timeout: float = 120
+    check: bool = True
+    always: bool = False
+    starts_container: bool = False  # a `docker run` (Ctrl-C and --cleanup-on-failure remove only these)
+    failure: str = ""  # how a failure of this command is reported (default: "command failed")
+    count: int = 0  # wait-ray: nodes Ray must see
+    url: str = ""  # wait-ready: the server's base URL
+
+    def show(self) -> str:
+        """The command as `--dry-run` prints it."""
+        if self.kind == "run":
+            return (shlex.join(self.argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
+                    .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
+                    .replace(shlex.quote(CONNECT), "<connect: host port seconds>")
+                    .replace(shlex.quote(FREE), "<port-free: port>"))
+        return {
+            "upload": f"upload {self.source} -> {self.dest}",
+            "write-secrets": f"write {self.source} to {self.dest} (mode 0600; values never shown)",
+            "ship": f"ship {self.source} ({self.dest})",
+            "wait-ray": f"wait until Ray sees {self.count} nodes (watching every node)",
+            "wait-ready": f"wait until {self.url}/health and {self.url}/v1/models answer (watching every node)",
+        }[self.kind]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "why": self.why, "show": self.show()}
+        if self.argv:
+            out["argv"] = list(self.argv)
+        return out
+
+
+@dataclass(frozen=True)
+class NodeSteps:
+    node: str
+    commands: tuple[Command, ...] = ()
+    nothing: str = ""  # why nothing is done on this node in this phase
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "commands": [c.to_json() for c in self.commands], "nothing": self.nothing}
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    title: str
+    nodes: tuple[NodeSteps, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phase": self.name, "title": self.title, "nodes": [n.to_json() for n in self.nodes]}
+
+
+@dataclass(frozen=True)
+class DeploySteps:
+    phases: tuple[Phase, ...] = ()
+    nothing: str = ""  # why the whole deploy is a no-op
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nothing": self.nothing, "phases": [p.to_json() for p in self.phases]}
+
+    def lines(self) -> list[str]:
+        """The plain-text listing `deploy --dry-run` prints (and the golden test pins)."""
+        if self.nothing:
+            return [f"nothing to do: {self.nothing}"]
+        out: list[str] = []
+        for i, phase in enumerate(self.phases, 1):
+            out.append(f"[{i}/{len(self.phases)}] {phase.title}")
+            for n in phase.nodes:
+                if n.nothing:
+                    out.append(f"  {n.node}: nothing to do, because {n.nothing}")
+                for c in n.commands:
+                    out.append(f"  {n.node}: {c.show()}")
+                    out.append(f"      why: {c.why}")
+        return out
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    """What deploy needs to know of a node's current state (from discovery)."""
+
+    home: str = "/root"
+    image_id: str = ""  # the deploy image's ID on the node, '' when absent
+    container_running: str = "missing"  # true | false | missing
+    container_hash: str = ""  # the running container's deploy hash label
+    exit_status: str = ""  # the started command's exit status, '' while it runs
+
+
+@dataclass(frozen=True)
+class ModRef:
+    name: str
+    local: str  # a local directory holding run.sh
+    digest: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything `steps` decides from besides the plan."""
+
+    image: str
+    local_image_id: str
+    facts: dict[str, StepFacts]
+    container: str = CONTAINER
+    server_answers: bool = False
+    mods: tuple[ModRef, ...] = ()
+    secret_names: tuple[str, ...] = ()
+    ship_mode: str = "registry"
+    force: bool = False
+    workdir: str = "/workspace/vllm"  # the image's working directory: mods' WORKSPACE_DIR
+    mods_dir: str = "/workspace/mods"
+    master_port: int = 29501  # Ray's GCS port or torch.distributed's: where workers meet the head
+    timeouts: dict[str, float] = field(default_factory=dict)
+
+
+def is_current(plan: LaunchPlan, inp: Inputs) -> str:
+    """Why the deploy is a no-op ('' when it is not): same hash, running, answering."""
+    if inp.force or not inp.server_answers:
+        return ""
+    for n in plan.nodes:
+        f = inp.facts.get(n.name, StepFacts())
+        if f.container_hash != n.deploy_hash or f.container_running != "true" or f.exit_status:
+            return ""
+    return (f"every node runs this deployment ({', '.join(sorted({n.deploy_hash for n in plan.nodes}))}) and "
+            f"http://{plan.head.ip}:{plan.port} answers (--force redeploys)")
+
+
+def ship_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
+    out = []
+    for n in plan.nodes:
+        have = inp.facts.get(n.name, StepFacts()).image_id
+        if have and have == inp.local_image_id:
+            out.append(NodeSteps(n.name, nothing=f"it has {inp.image} ({have[7:19]})"))
+        else:
+            why = f"it lacks {inp.image} ({inp.local_image_id[7:19]})" if not have else \
+                f"its {inp.image} is {have[7:19]}, this build is {inp.local_image_id[7:19]}"
+            out.append(NodeSteps(n.name, (Command("ship", why, source=inp.image, dest=inp.ship_mode),)))
+    return Phase("ship", f"ship {inp.image} to the nodes that lack it", tuple(out))
+
+
+def start_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
+    out = []
+    for n in plan.nodes:
+        home = inp.facts.get(n.name, StepFacts()).home
+        cmds = [Command("run", "the container's mounts must exist", ("mkdir", "-p", *n.mkdirs), timeout=30),
+                Command("run", "a container of an earlier deploy holds the name", ("docker", "rm", "-f", inp.container),
+                        check=False, timeout=60)]
+        run_argv = n.run_argv
+        if inp.secret_names:
+            env_file = f"{home}/{STATE_DIR}/env-{inp.container}"
+            cmds.append(Command("run", "the env file's directory, readable by its owner only",
+                                ("install", "-d", "-m", "700", f"{home}/{STATE_DIR}"), timeout=30))
+            cmds.append(Command("write-secrets", "secrets reach the container only through a 0600 env file",
+                                source=",".join(inp.secret_names), dest=env_file))
+            i = run_argv.index("run") + 1
+            run_argv = (*run_argv[:i], "--env-file", env_file, *run_argv[i:])
+            cmds.append(Command("run", "the idle container the command runs in (keepalive)", run_argv,
+                                starts_container=True))
+            cmds.append(Command("run", "the env file is read; its values must not stay on disk",
+                                ("rm", "-f", env_file), check=False, always=True, timeout=30))
+        else:
+            cmds.append(Command("run", "the idle container the command runs in (keepalive)", run_argv,
+                                starts_container=True))
+        out.append(NodeSteps(n.name, tuple(cmds)))
+    return Phase("start", f"start the {inp.container} containers ({plan.mode})", tuple(out))
+
+
+def mod_commands(mod: ModRef, home: str, inp: Inputs) -> list[Command]:
+    remote = f"{home}/{STATE_DIR}/mods/{mod.name}-{mod.digest}"
+    target = f"{inp.mods_dir}/{mod.name}"
+    c = inp.container
+    return [
+        Command("run", f"mod {mod.name}: a fresh upload directory", ("rm", "-rf", remote), timeout=30),
+        Command("upload", f"mod {mod.name}: its files reach the node", source=mod.local, dest=remote),
+        Command("run", f"mod {mod.name}: its place in the container", ("docker", "exec", c, "mkdir", "-p", target)),
+        Command("run", f"mod {mod.name}: into the container", ("docker", "cp", f"{remote}/.", f"{c}:{target}")),
+        Command("run", f"mod {mod.name}: run it (WORKSPACE_DIR is the image's working directory)",
+                ("docker", "exec", "-w", target, "-e", f"WORKSPACE_DIR={inp.workdir}", c, "sh", "-c",
+                 "chmod +x run.sh && exec ./run.sh"), timeout=1800, failure=f"mod {mod.name} failed"),
+        Command("run", f"mod {mod.name}: the upload is not needed any more", ("rm", "-rf", remote),
+                check=False, always=True, timeout=30),
+    ]
+
+
+def mods_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
+    if not inp.mods:
+        return Phase("mods", "mods: none", tuple(NodeSteps(n.name, nothing="no mods were asked for")
+                                               for n in plan.nodes))
+    out = []
+    for n in plan.nodes:
+        home = inp.facts.get(n.name, StepFacts()).home
+        out.append(NodeSteps(n.name, tuple(c for m in inp.mods for c in mod_commands(m, home, inp))))
+    return Phase("mods", f"mods: {', '.join(m.name for m in inp.mods)}", tuple(out))
+
+
+def reach_phase(plan: LaunchPlan, inp: Inputs, port: int) -> Phase:
+    """Before any rank starts: every worker connects to the master address from inside its container
+    (the head listens there), so a worker that cannot reach it fails the launch in seconds, named."""
+    head, c = plan.nodes[0], inp.container
+    workers = len(plan.nodes) - 1
+    master = f"{head.ip}:{port}"
+    out = [NodeSteps(head.name, (Command(
+        "run", f"the workers check that they reach {master} before any rank starts",
+        ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), str(workers), "20"), timeout=40,
+        failure=f"cannot listen on the master address {master} (taken, or not this node's)"),))]
+    for w in plan.nodes[1:]:
+        out.append(NodeSteps(w.name, (Command(
+            "run", f"the master address {master} must be reachable from here over {w.eth_if or 'its route'}",
+            ("docker", "exec", c, "python3", "-c", CONNECT, head.ip, str(port), "12"), timeout=40,
+            failure=f"cannot reach the master address {master} over {w.eth_if or 'its route'}"),)))
+    return Phase("reach", f"check that every worker reaches the master address {master}", tuple(out))
+
+
+def exec_start(argv: tuple[str, ...], container: str, why: str) -> tuple[Command, ...]:
+    return (Command("run", "a fresh exit status for the watcher", ("docker", "exec", container, "rm", "-f", EXIT_FILE),
+                    check=False, timeout=30),
+            Command("run", why, argv, timeout=60))
+
+
+def port_free(plan: LaunchPlan, container: str) -> Command:
+    return Command("run", f"no other server may answer on port {plan.port}",
+                   ("docker", "exec", container, "python3", "-c", FREE, str(plan.port)), timeout=30,
+                   failure=f"port {plan.port} is taken on {plan.head.name} by another process: stop it, or "
+                           "deploy with another --port")
+
+
+def start_phases(plan: LaunchPlan, inp: Inputs) -> list[Phase]:
+    """Ray: head, workers, wait for Ray, the command. No-Ray: the ranks (workers first), then rank 0.
+    Solo: the command."""
+    head, workers = plan.nodes[0], plan.nodes[1:]
+    c = inp.container
+    if plan.mode == "ray":
+        joins = f"a Ray worker joins {head.ip}"
+        return [
+            Phase("ray-head", "start the Ray head",
+                  (NodeSteps(head.name, exec_start(head.start[0], c, "the Ray head")),)),
+            Phase("ray-workers", "start the Ray workers",
+                  tuple(NodeSteps(w.name, exec_start(w.start[0], c, joins)) for w in workers)),
+            Phase("ray-wait", "wait until Ray sees every node",
+                  (NodeSteps(head.name, (Command("wait-ray", "the command needs every node in Ray",
+                                                 count=len(plan.nodes), timeout=0),)),)),
+            Phase("command", "start the command",
+                  (NodeSteps(head.name, (port_free(plan, c), Command("run", "the command, with the Ray backend",
+                                                                      head.start[1], timeout=60))),)),
+        ]
+    phases = []
+    if plan.mode == "noray":
+        phases.append(Phase("ranks", "start the worker ranks (headless) before rank 0",
+                            tuple(NodeSteps(w.name, exec_start(w.start[0], c, f"rank {w.rank} (headless)"))
+                                  if w.start else NodeSteps(w.name, nothing="the command is not `vllm serve`: "
+                                                                            "workers run nothing")
+                                  for w in workers)))
+    phases.append(Phase("command", "start the command",
+                        (NodeSteps(head.name, (port_free(plan, c),
+                                               *exec_start(head.start[0], c, "the command (rank 0)"))),)))
+    return phases
+
+
+def steps(plan: LaunchPlan, inp: Inputs) -> DeploySteps:
+    """Every command of the deploy, per phase and node, or why there is nothing to do."""
+    current = is_current(plan, inp)
+    if current:
+        return DeploySteps(nothing=current)
+    url = f"http://{plan.head.ip}:{plan.port}"
+    wait = Phase("wait", f"wait for {url}/health",
+                 (NodeSteps(plan.head.name, (Command("wait-ready", "deploy returns when the server answers", url=url,
+                                                     timeout=0),)),))
+    reach = [reach_phase(plan, inp, inp.master_port)] if plan.mode != "solo" else []
+    return DeploySteps(phases=(ship_phase(plan, inp), start_phase(plan, inp), mods_phase(plan, inp), *reach,
+                               *start_phases(plan, inp), wait))

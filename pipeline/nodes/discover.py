@@ -1,0 +1,135 @@
+"""Discovery: what each node is, gathered over SSH in one command per node, parsed by netfacts.
+
+GPU (nvidia-smi), RoCE links (ibdev2netdev), addresses (ip -j addr), Docker version and root dir, free
+disk there, and the ID of the deploy image if present. What a node lacks is reported as absent, never
+made up (our test hosts have no GPU and no RoCE: doctor says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.config.cluster import NodeSpec
+from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE
+from pipeline.nodes.hosts import Hosts
+from pipeline.nodes.netfacts import (
+    Gpu,
+    Iface,
+    Link,
+    parse_ibdev2netdev,
+    parse_ip_addr,
+    parse_nvidia_smi,
+)
+
+MARK = "@@spark-pipeline@@"
+# One fixed script; the image name arrives as $1, the container name as $2 and the node's address as
+# cluster.yaml names it as $3 (quoted by shlex.join), never pasted into it.
+SCRIPT = f"""
+sec() {{ echo "{MARK} $1"; }}
+sec hostname; hostname
+sec home; printf '%s\n' "$HOME"
+sec nvidia-smi
+if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>&1
+else echo ABSENT; fi
+sec ibdev2netdev; if command -v ibdev2netdev >/dev/null 2>&1; then ibdev2netdev 2>&1; else echo ABSENT; fi
+sec ip; ip -j addr 2>/dev/null || echo '[]'
+sec resolve; getent ahosts "$3" 2>/dev/null | cut -d' ' -f1 | sort -u
+sec docker; docker version --format '{{{{.Server.Version}}}}' 2>&1 || echo ABSENT
+sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
+sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
+sec image; docker image inspect --format '{{{{.Id}}}}' "$1" 2>/dev/null
+sec container; docker inspect -f '{{{{.State.Running}}}} {{{{index .Config.Labels "{DEPLOY_LABEL}"}}}}' "$2" \
+  2>/dev/null || echo missing
+sec exit; docker exec "$2" cat {EXIT_FILE} 2>/dev/null
+sec end
+"""
+
+
+@dataclass
+class NodeFacts:
+    node: NodeSpec
+    error: str = ""
+    hostname: str = ""
+    home: str = ""
+    gpus: list[Gpu] = field(default_factory=list)
+    gpu_note: str = ""
+    links: list[Link] = field(default_factory=list)
+    ib_note: str = ""
+    ifaces: dict[str, Iface] = field(default_factory=dict)
+    ip_note: str = ""  # why `ip -j addr`'s answer could not be read
+    resolved: tuple[str, ...] = ()  # what the node's address (a hostname) resolves to on the node
+    docker_version: str = ""
+    docker_root: str = ""
+    disk_free: int = 0
+    image_id: str = ""
+    container_running: str = "missing"  # true | false | missing
+    container_hash: str = ""
+    exit_status: str = ""
+    answers: dict[str, str] = field(default_factory=dict)  # the script's raw sections (doctor --save-facts)
+
+    @property
+    def reachable(self) -> bool:
+        return not self.error
+
+
+def script_output(answers: dict[str, str]) -> str:
+    """The discovery script's output that gives these sections back (a saved facts file -> parse_facts)."""
+    return "".join(f"{MARK} {name}\n{text}\n" for name, text in answers.items())
+
+
+def sections(text: str) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            current = line[len(MARK):].strip()
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in out.items()}
+
+
+def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
+    """Pure: the discovery script's output -> NodeFacts."""
+    s = sections(text)
+    f = NodeFacts(node=node, hostname=s.get("hostname", ""), home=s.get("home", ""), answers=s)
+    smi = s.get("nvidia-smi", "")
+    if smi == "ABSENT":
+        f.gpu_note = "nvidia-smi not found (no NVIDIA driver on this node)"
+    else:
+        f.gpus = parse_nvidia_smi(smi)
+        if not f.gpus:
+            f.gpu_note = f"nvidia-smi found no GPU ({smi.splitlines()[0] if smi else 'no output'})"
+    ib = s.get("ibdev2netdev", "")
+    if ib == "ABSENT":
+        f.ib_note = "ibdev2netdev not found (no Mellanox/ConnectX tools)"
+    else:
+        f.links = parse_ibdev2netdev(ib)
+    try:
+        f.ifaces = parse_ip_addr(s.get("ip", "[]"))
+    except ValueError as e:
+        f.ip_note = str(e)
+    f.resolved = tuple(a for a in s.get("resolve", "").split() if a)
+    docker = s.get("docker", "")
+    f.docker_version = "" if docker in ("", "ABSENT") or " " in docker else docker
+    f.docker_root = s.get("root", "")
+    parts = s.get("df", "").split()
+    if len(parts) >= 4 and parts[3].isdigit():
+        f.disk_free = int(parts[3]) * 1024
+    image = s.get("image", "")
+    f.image_id = image if image.startswith("sha256:") else ""
+    running, _, digest = s.get("container", "missing").partition(" ")
+    f.container_running = running if running in ("true", "false") else "missing"
+    f.container_hash = digest.strip() if f.container_running != "missing" else ""
+    f.exit_status = s.get("exit", "") if f.container_running == "true" else ""
+    if "end" not in s:
+        f.error = "discovery output was cut short"
+    return f
+
+
+def gather(hosts: Hosts, image: str, container: str = CONTAINER) -> list[NodeFacts]:
+    def one(node: NodeSpec) -> NodeFacts:
+        ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image, container, node.address], timeout=60, check=False)
+        return parse_facts(node, ran.stdout)
+
+    return [o.value if o.value is not None else NodeFacts(node=o.node, error=str(o.error)) for o in hosts.each(one)]

@@ -1,0 +1,101 @@
+"""Pure parsers of what nodes report: `ibdev2netdev`, `ip -j addr`, `nvidia-smi`. No I/O here;
+discover.py gathers the text, and launch/interfaces.py chooses each node's interfaces from it.
+
+GB10 names (toolkit autodiscover.sh): each QSFP port shows up as two RoCE devices ("twins", e.g.
+rocep1s0f1 + roceP2p1s0f1 for netdevs enp1s0f1np1 + enP2p1s0f1np1); twin_key says which are one port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+
+_LINK_RE = re.compile(r"^(?P<dev>\S+)\s+port\s+(?P<port>\d+)\s+==>\s+(?P<netdev>\S+)\s+\(\s*(?P<state>\w+)\s*\)")
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Link:
+    dev: str
+    port: int
+    netdev: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class Iface:
+    name: str
+    up: bool
+    ipv4: tuple[tuple[str, int], ...] = ()
+    ipv6: tuple[tuple[str, int], ...] = ()  # global-scope only (link-local fe80:: cannot carry NCCL)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [*self.ipv4, *self.ipv6]
+
+    def networks(self) -> list[Net]:
+        return [ipaddress.ip_network(f"{a}/{p}", strict=False) for a, p in self.addresses()]
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute_cap: str
+
+
+def parse_ibdev2netdev(text: str) -> list[Link]:
+    """`rocep1s0f1 port 1 ==> enp1s0f1np1 (Up)` lines; anything else is ignored."""
+    out = []
+    for line in text.splitlines():
+        m = _LINK_RE.match(line.strip())
+        if m:
+            out.append(Link(dev=m["dev"], port=int(m["port"]), netdev=m["netdev"], up=m["state"].lower() == "up"))
+    return out
+
+
+def parse_ip_addr(text: str) -> dict[str, Iface]:
+    """`ip -j addr` -> name -> Iface (loopback skipped). Raises ValueError, saying what is wrong, for
+    output that is not `ip -j addr`'s JSON (an old iproute2, a wrapper printing text)."""
+    try:
+        items = json.loads(text or "[]")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"ip -j addr did not answer JSON ({e.msg}): {text.strip()[:80]!r}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"ip -j addr answered a JSON {type(items).__name__}, expected a list of interfaces")
+    out: dict[str, Iface] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("flags", []), list) or \
+                not isinstance(item.get("addr_info", []), list):
+            raise ValueError(f"ip -j addr: interface {i} is not an object with flags and addr_info lists")
+        name = item.get("ifname", "")
+        if not isinstance(name, str) or not name or "LOOPBACK" in item.get("flags", []):
+            continue
+        flags = item.get("flags", [])
+        up = item.get("operstate") == "UP" or ("UP" in flags and "LOWER_UP" in flags)
+        addrs = [a for a in item.get("addr_info", []) if isinstance(a, dict)]
+        try:
+            v4 = tuple((str(a["local"]), int(a["prefixlen"])) for a in addrs if a.get("family") == "inet")
+            v6 = tuple((str(a["local"]), int(a["prefixlen"])) for a in addrs if a.get("family") == "inet6"
+                       and a.get("scope", "global") == "global" and not str(a["local"]).lower().startswith("fe80"))
+            for a, p in (*v4, *v6):
+                ipaddress.ip_network(f"{a}/{p}", strict=False)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"ip -j addr: interface {name}: an address without a valid local/prefixlen") from None
+        out[name] = Iface(name=name, up=up, ipv4=v4, ipv6=v6)
+    return out
+
+
+def parse_nvidia_smi(text: str) -> list[Gpu]:
+    """`nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader` lines."""
+    out = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 2 and parts[0]:
+            out.append(Gpu(name=parts[0], compute_cap=parts[1]))
+    return out
+
+
+def twin_key(netdev: str) -> str:
+    """enP2p1s0f1np1 and enp1s0f1np1 are the same physical port (PCIe domain prefix dropped)."""
+    return re.sub(r"P\d+(?=p\d)", "", netdev)
