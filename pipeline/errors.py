@@ -11,6 +11,7 @@ Library code raises these classes and never exits; `pipeline.cli.main` calls `ex
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 EXIT_USER = 2
@@ -127,12 +128,30 @@ class NodesFailed(StepFailed):
         super().__init__(message)
 
 
+@dataclass(frozen=True)
+class NodeProblem:
+    """Why one node cannot take part, as data: the node's label (any text, an IPv6 address included: it
+    is never parsed back out of a message), what kind of problem, and the message."""
+
+    node: str
+    kind: str  # unreachable | discovery | interfaces | layout
+    message: str
+
+
 class LaunchFailed(NodesFailed):
     """A deploy could not bring the server up; `deployment` holds the per-node state for the report."""
 
     def __init__(self, message: str, failures: dict[str, str], deployment: Any = None):
         super().__init__(message, failures)
         self.deployment = deployment
+
+    @classmethod
+    def from_problems(cls, what: str, problems: list[NodeProblem]) -> LaunchFailed:
+        """One line per problem, each node named once per line; failures: node -> its problems."""
+        failures: dict[str, str] = {}
+        for p in problems:
+            failures[p.node] = f"{failures[p.node]}; {p.message}" if p.node in failures else p.message
+        return cls(f"{what}:\n" + "\n".join(f"  {p.node}: {p.message}" for p in problems), failures)
 
 
 def exit_code(exc: BaseException) -> int:

@@ -19,7 +19,7 @@ from pipeline.contract import CONTAINER
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from pipeline.deploy.service import Deployer
+    from pipeline.deploy.service import Deployer, DeployPlan, DeployRequest
     from pipeline.launch.plan import LaunchPlan
 
 name_option = click.option("--name", type=ContainerName(), default=CONTAINER, show_default=True,
@@ -104,7 +104,7 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
 def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
     """deploy's work for its flags `o` (also `recipe run`'s, with the recipe's command, env and mods)."""
     from pipeline import paths
-    from pipeline.cli.console import ConsoleReporter, console, emit_json, say
+    from pipeline.cli.console import ConsoleReporter, console, say
     from pipeline.deploy.failed import record_failed
     from pipeline.deploy.service import Deployer
     from pipeline.errors import LaunchFailed
@@ -119,17 +119,13 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
     secrets = request.secrets(spec)
     mods = deployer.load_mods(request)
     try:
-        dp = deployer.plan(request, mods, secrets, saved)
+        dp = plan_recording_failures(deployer, request, mods, secrets, saved, o["dry_run"])
         for note in dp.launch.notes:
             say(f"note: {note}")
         for w in dp.warnings:
             say(w, "warn")
         if o["dry_run"]:
-            if o["as_json"]:
-                emit_json({**dp.launch.to_json(), "warnings": dp.warnings, "steps": dp.steps.to_json()})
-            console.print(plan_table(dp.launch))
-            for line in dp.steps.lines():
-                say(line)
+            show_dry_run(dp, o["as_json"])
             return
         started = time.monotonic()
         try:
@@ -149,6 +145,32 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
     finally:
         cleanup(mods, paths.deploy_workdir())
         deployer.close()
+
+
+def plan_recording_failures(deployer: Deployer, request: DeployRequest, mods: list[Any], secrets: Any,
+                            saved: Any, dry_run: bool) -> DeployPlan:
+    """The deploy plan; nodes it cannot launch on are recorded for `--limit @failed` like a failed apply's
+    (a dry run from saved facts contacted nothing, so it records nothing)."""
+    from pipeline import paths
+    from pipeline.deploy.failed import record_failed
+    from pipeline.errors import LaunchFailed
+
+    try:
+        return deployer.plan(request, mods, secrets, saved)
+    except LaunchFailed as e:
+        if not dry_run:
+            record_failed(paths.failed_hosts_file(), list(e.failures))
+        raise
+
+
+def show_dry_run(dp: DeployPlan, as_json: bool) -> None:
+    from pipeline.cli.console import console, emit_json, say
+
+    if as_json:
+        emit_json({**dp.launch.to_json(), "warnings": dp.warnings, "steps": dp.steps.to_json()})
+    console.print(plan_table(dp.launch))
+    for line in dp.steps.lines():
+        say(line)
 
 
 def show_failure(e: Any) -> None:

@@ -21,7 +21,7 @@ from pipeline import paths
 from pipeline.config.cluster import ClusterSpec, NodeSpec
 from pipeline.contract import CONTAINER, ROLE_LABEL
 from pipeline.engines.docker import Docker
-from pipeline.errors import ConfigError, HostError, LaunchFailed, PipelineError
+from pipeline.errors import ConfigError, HostError, LaunchFailed, NodeProblem, PipelineError
 from pipeline.launch.apply import Applier, Deployment, NodeState, container_state, http_ok, ray_alive_nodes
 from pipeline.launch.interfaces import interfaces
 from pipeline.launch.mods import Mod, cleanup, load_mod
@@ -109,18 +109,18 @@ class DeployResult:
     answered_at: float = 0.0
 
 
-def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[str], list[str]]:
+def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[NodeProblem], list[str]]:
     """NodeInputs from discovery, the problems that block a launch, and the warnings of the choice."""
-    problems: list[str] = []
+    problems: list[NodeProblem] = []
     warnings: list[str] = []
     out = []
     for f, c in zip(facts, interfaces(facts), strict=True):
         if not f.reachable:
-            problems.append(f"{f.node.label}: {f.error}")
+            problems.append(NodeProblem(f.node.label, "unreachable", f.error))
             continue
         if f.ip_note:
-            problems.append(f"{f.node.label}: {f.ip_note}")
-        problems += [f"{f.node.label}: {p}" for p in c.problems]
+            problems.append(NodeProblem(f.node.label, "discovery", f.ip_note))
+        problems += [NodeProblem(f.node.label, "interfaces", p) for p in c.problems]
         warnings += [f"{f.node.label}: {w}" for w in c.warnings]
         ip = c.ip
         if f.node.transport == "local" and len(facts) == 1:
@@ -193,13 +193,11 @@ class Deployer:
         facts = saved if saved is not None else gather(self.hosts, opts.image, self.name)
         nodes, problems, warnings = node_inputs(facts)
         if problems:
-            raise LaunchFailed("cannot launch:\n" + "\n".join(problems),
-                               {p.split(":", 1)[0]: p.split(":", 1)[1].strip() for p in problems})
+            raise LaunchFailed.from_problems("cannot launch", problems)
         local_id = self._local_image_id(opts.image, offline=saved is not None)
         launch = plan(nodes, Options(**{**opts.__dict__, "image_id": local_id}))
         if launch.problems:
-            raise LaunchFailed("cannot launch:\n" + "\n".join(launch.problems),
-                               {p.split(":", 1)[0]: p.split(":", 1)[1].strip() for p in launch.problems})
+            raise LaunchFailed.from_problems("cannot launch", list(launch.problems))
         url = f"http://{launch.head.ip}:{launch.port}"
         answers = saved is None and http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models")[0]
         todo = steps(launch, Inputs(image=opts.image, local_image_id=local_id, facts=step_facts(facts),

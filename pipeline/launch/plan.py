@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pipeline.config.vllm_args import BACKEND, check_command, flag_value, is_vllm_serve, parallelism, without_flag
 from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, RANK_LABEL, ROLE_LABEL, is_env_name
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, NodeProblem
 
 Mode = Literal["auto", "solo", "ray", "noray"]  # what was asked for
 RunMode = Literal["solo", "ray", "noray"]  # what the plan runs
@@ -104,7 +104,7 @@ class LaunchPlan:
     nodes: tuple[NodePlan, ...]
     port: int
     notes: tuple[str, ...] = field(default=())
-    problems: tuple[str, ...] = field(default=())  # "node: why" for layouts that cannot launch
+    problems: tuple[NodeProblem, ...] = field(default=())  # layouts that cannot launch
 
     @property
     def head(self) -> NodePlan:
@@ -253,25 +253,26 @@ def deploy_hash(opts: Options, mode: RunMode, node: NodePlan) -> str:
                                       "mods": opts.mods, "mode": mode}, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def layout_problems(used: list[NodeInput], allow_mixed: bool) -> list[str]:
+def layout_problems(used: list[NodeInput], allow_mixed: bool) -> list[NodeProblem]:
     """What stops ranks from meeting: a worker whose chosen interface has no network holding the master
     address, or ranks on different transports (RoCE and TCP: every rank runs at the slowest one's speed)."""
     if len(used) < 2:
         return []
-    head, problems = used[0], []
+    head, problems = used[0], list[NodeProblem]()
     master = head.ip or head.address
     for w in used[1:]:
         with contextlib.suppress(ValueError):
             ip = ipaddress.ip_address(master.strip("[]"))
             if w.nets and not any(ip in ipaddress.ip_network(n) for n in w.nets):
-                problems.append(f"{w.name}: cannot reach the master address {master} over {w.eth_if} "
-                                f"({', '.join(w.nets)}); set eth_if for {w.name} to its interface on the "
-                                "master's subnet, or cable it to the head")
+                problems.append(NodeProblem(w.name, "layout", f"cannot reach the master address {master} over "
+                                            f"{w.eth_if} ({', '.join(w.nets)}); set eth_if for {w.name} to its "
+                                            "interface on the master's subnet, or cable it to the head"))
     roce = [n.name for n in used if n.ib_if]
     tcp = [n.name for n in used if not n.ib_if]
     if roce and tcp and not allow_mixed:
-        problems += [f"{n}: uses TCP sockets while {', '.join(roce)} use RoCE; every rank would run at TCP's "
-                     "speed (cable its QSFP link, or set allow_mixed_transports: true in cluster.yaml)" for n in tcp]
+        problems += [NodeProblem(n, "layout", f"uses TCP sockets while {', '.join(roce)} use RoCE; every rank "
+                                 "would run at TCP's speed (cable its QSFP link, or set allow_mixed_transports: "
+                                 "true in cluster.yaml)") for n in tcp]
     return problems
 
 

@@ -132,4 +132,4 @@ def gather(hosts: Hosts, image: str, container: str = CONTAINER) -> list[NodeFac
         ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image, container, node.address], timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 
-    return [o.value if o.value is not None else NodeFacts(node=o.node, error=str(o.error)) for o in hosts.each(one)]
+    return [o.value if o.value is not None else NodeFacts(node=o.node, error=o.reason) for o in hosts.each(one)]
