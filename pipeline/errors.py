@@ -93,6 +93,34 @@ class StageError(StepFailed):
         super().__init__("\n".join(parts))
 
 
+class RemoteError(StepFailed):
+    """A service elsewhere (the model hub, a registry) did not answer, or refused what we asked."""
+
+
+class RegistryError(StepFailed):
+    """The loopback registry that ships images did not start, answer, or collect its garbage."""
+
+
+class ShipError(StepFailed):
+    """An image could not be put on the nodes in the form shipping needs."""
+
+
+class EngineLost(StepFailed):
+    """The build engine went away in the middle of a stage (not the stage's own failure)."""
+
+
+class BootstrapFailed(StepFailed):
+    """A base image the tool makes itself (debootstrap rootfs + pip-downloaded tools) could not be made."""
+
+
+class BenchFailed(StepFailed):
+    """llama-benchy ended without results."""
+
+
+class ChecksFailed(StepFailed):
+    """`doctor` found problems that block a deploy."""
+
+
 class HostError(StepFailed):
     """Something failed on one node: which node, what ran, how it ended. `remote_status` is the remote
     command's exit status (never the tool's own exit code)."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from pipeline.benchmark.chart import write_png
 from pipeline.benchmark.profiles import BenchArgs, llama_benchy_argv
 from pipeline.benchmark.results import Record, rows_of, table_md
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import BenchFailed, ConfigError
 
 GUTENBERG = "https://www.gutenberg.org/files/1661/1661-0.txt"  # llama-benchy's own default book
 
@@ -106,7 +106,7 @@ def run_llama_benchy(argv: list[str], timeout: float, on_line: Callable[[str], N
         timer.cancel()
     if rc != 0:
         why = f"stopped after {timeout:.0f} s (--timeout)" if rc < 0 else f"exited {rc}"
-        raise PipelineError("llama-benchy " + why + ":\n  " + "\n  ".join(tail))
+        raise BenchFailed("llama-benchy " + why + ":\n  " + "\n  ".join(tail))
 
 
 def benchmark(args: BenchArgs, *, base_url: str, model: str, served_name: str, tokenizer: Path,
@@ -129,7 +129,7 @@ def benchmark(args: BenchArgs, *, base_url: str, model: str, served_name: str, t
                     seconds=round(time.monotonic() - t0, 1), llama_benchy=str(report.get("version", "")),
                     rows=rows_of(report))
     if not record.rows:
-        raise PipelineError(f"llama-benchy wrote no results (see {raw})")
+        raise BenchFailed(f"llama-benchy wrote no results (see {raw})")
     (work / "record.json").write_text(record.model_dump_json(indent=2) + "\n")
     (work / "table.md").write_text(table_md(record))
     write_png(record, work / "chart.png")

@@ -152,7 +152,7 @@ def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_jso
     import json
 
     from pipeline.cli.console import console, emit_json, say
-    from pipeline.errors import StepFailed
+    from pipeline.errors import ChecksFailed
     from pipeline.launch import doctor as rules
     from pipeline.launch.interfaces import interfaces
     from pipeline.nodes.discover import gather
@@ -191,7 +191,7 @@ def doctor(image: str | None, min_free_gb: float | None, no_gpu_ok: bool, as_jso
         say(f"{p.node}: {p.text}")
     blocking = [p for p in found if p.blocking]
     if blocking:
-        raise StepFailed(f"{len(blocking)} problem(s) block a deploy on {len({p.node for p in blocking})} node(s)")
+        raise ChecksFailed(f"{len(blocking)} problem(s) block a deploy on {len({p.node for p in blocking})} node(s)")
     say("ready to deploy", "ok")
 
 
@@ -282,5 +282,5 @@ def cluster_import(dotenv: Path, output: Path, force: bool) -> None:
     data, notes = import_dotenv(read_text(dotenv, dotenv.name), dotenv.name)
     write_atomic(output.resolve(), dump_cluster(data))
     for note in notes:
-        say(f"note: {note}", "warn")
+        say(note, "warn")
     say(f"wrote {output} ({len(data['nodes'])} nodes)")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pipeline.core.ir import Image
 from pipeline.engines.docker import Docker, tail
-from pipeline.errors import DockerError, StepFailed, ToolMissing
+from pipeline.errors import BootstrapFailed, DockerError, ToolMissing
 
 ARCH = {"linux/amd64": ("amd64", "x86_64"), "linux/arm64": ("arm64", "aarch64")}
 PYTHON = {"bookworm": "3.11", "trixie": "3.13", "bullseye": "3.9"}
@@ -87,7 +87,7 @@ def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Calla
         _debootstrap(image, recipe, platform, Path(tmp) / "rootfs", log, say)
         with (ctx / "rootfs.tar").open("wb") as out:
             if subprocess.run(["tar", "-C", str(Path(tmp) / "rootfs"), "-c", "."], stdout=out, check=False).returncode:
-                raise StepFailed(f"cannot pack the rootfs of {image.ref}")
+                raise BootstrapFailed(f"cannot pack the rootfs of {image.ref}")
         _unpack_wheels(image, recipe, platform, Path(tmp) / "wheels", ctx / "pip-wheels", log, say)
         env = recipe.get("env")
         (ctx / "Dockerfile").write_text(_dockerfile(env if isinstance(env, dict) else {}))
@@ -111,7 +111,7 @@ def _debootstrap(image: Image, recipe: dict[str, object], platform: str, rootfs:
     argv += [suite, str(rootfs), mirror]
     with log.open("wb") as out:
         if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
-            raise StepFailed(f"debootstrap failed for {image.ref}; log: {log}\n{tail(log)}")
+            raise BootstrapFailed(f"debootstrap failed for {image.ref}; log: {log}\n{tail(log)}")
     for rel in TRIM:
         for p in (rootfs / rel).glob("*"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -132,7 +132,7 @@ def _unpack_wheels(image: Image, recipe: dict[str, object], platform: str, downl
           f"--python-version={PYTHON.get(str(recipe['suite']), '3.11')}", *platforms, "-d", str(download), *wheels]
     with log.open("ab") as out:
         if subprocess.run(dl, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
-            raise StepFailed(f"pip download failed for {image.ref}; log: {log}\n{tail(log)}")
+            raise BootstrapFailed(f"pip download failed for {image.ref}; log: {log}\n{tail(log)}")
     for whl in sorted(download.glob("*.whl")):
         with zipfile.ZipFile(whl) as z:
             for info in z.infolist():

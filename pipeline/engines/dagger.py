@@ -25,7 +25,7 @@ from beartype.roar import BeartypeCallHintReturnViolation
 from pipeline.core.ir import CA_BUNDLE, Stage
 from pipeline.engines import EXCLUDED, StageRun, bootstrap, cache_id, dagger_session
 from pipeline.engines.docker import Docker, LocalImages
-from pipeline.errors import EngineUnavailable, StageError, StepFailed
+from pipeline.errors import EngineLost, EngineUnavailable, StageError
 from pipeline.report import Reporter
 
 T = TypeVar("T")
@@ -224,7 +224,7 @@ class DaggerEngine(LocalImages):
                           f"{getattr(e, 'stdout', None) or ''}{getattr(e, 'stderr', None) or ''}\n")
             raise step_error(stage, e, run.log) from None
         except dagger.TransportError as e:
-            raise StepFailed(f"lost the connection to the Dagger engine during stage {stage}: {e}") from None
+            raise EngineLost(f"lost the connection to the Dagger engine during stage {stage}: {e}") from None
         except (dagger.ProvisionError, dagger.ClientConnectionError) as e:
             raise unavailable(e) from None
         except dagger.QueryError as e:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, RemoteError
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,9 @@ def download(repo: str, revision: str | None = None, on_resume: Callable[[int], 
     except RepositoryNotFoundError:
         raise ConfigError(f"model {repo}: not found on the hub (a private repository also needs HF_TOKEN)") from None
     except LocalEntryNotFoundError as e:
-        raise PipelineError(f"model {repo}: cannot reach the hub and the cache lacks it ({_first_line(e)})") from None
+        raise RemoteError(f"model {repo}: cannot reach the hub and the cache lacks it ({_first_line(e)})") from None
     except HfHubHTTPError as e:
-        raise PipelineError(f"model {repo}: the hub answered {_first_line(e)}") from None
+        raise RemoteError(f"model {repo}: the hub answered {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:

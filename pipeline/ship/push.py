@@ -29,7 +29,7 @@ from typing import IO, Any
 from urllib.parse import urljoin
 
 from pipeline.engines.docker import Docker
-from pipeline.errors import DockerError, PipelineError
+from pipeline.errors import DockerError, RegistryError, ShipError
 from pipeline.ship.oci_layout import named_digest, oci_manifest
 
 SMALL = 4 << 20
@@ -87,7 +87,7 @@ class RegistryPush:
                 self._pass(image, container, present, missing, trust_sizes, report, save)
                 save = None
         if missing:
-            raise PipelineError(f"docker save {image} did not write {len(missing)} of its layers uncompressed "
+            raise ShipError(f"docker save {image} did not write {len(missing)} of its layers uncompressed "
                                 f"(e.g. {sorted(missing)[0][:19]}…); ship it with --ship stream")
         manifest = oci_manifest((config_id, present[config_id]), [(d, present[d]) for d in diff_ids])
         self._request("put the manifest", 201, self.reg.upload_manifest, manifest, container)
@@ -120,7 +120,7 @@ class RegistryPush:
                 pass
         except tarfile.TarError as e:
             _saved(proc, image)  # a failed docker save explains a broken stream better than tarfile does
-            raise PipelineError(f"docker save {image} wrote something that is not a tar: {e}") from None
+            raise ShipError(f"docker save {image} wrote something that is not a tar: {e}") from None
         except BaseException:
             stop_save(proc)
             raise
@@ -172,9 +172,9 @@ class RegistryPush:
         try:
             r = fn(*args, **kw)
         except OSError as e:  # requests' errors are OSErrors
-            raise PipelineError(f"the loopback registry at {self.base}: could not {what}: {e}") from None
+            raise RegistryError(f"the loopback registry at {self.base}: could not {what}: {e}") from None
         if expect is not None and r.status_code != expect:
-            raise PipelineError(f"the loopback registry at {self.base}: could not {what}: HTTP {r.status_code} "
+            raise RegistryError(f"the loopback registry at {self.base}: could not {what}: HTTP {r.status_code} "
                                 f"{r.text.strip()[:300]}")
         return r
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, RegistryError, ToolMissing
 
 CONFIG = """version: 0.1
 log:
@@ -63,10 +63,10 @@ class Registry:
 
     def __enter__(self) -> Registry:
         if not Path(self.binary).exists():
-            raise PipelineError("shipping through a registry needs Debian/Ubuntu's docker-registry "
+            raise ToolMissing("shipping through a registry needs Debian/Ubuntu's docker-registry "
                                 "(apt-get install docker-registry); or use --ship stream")
         if port_in_use(self.port):
-            raise PipelineError(f"127.0.0.1:{self.port} is taken here; set registry_port in cluster.yaml "
+            raise ConfigError(f"127.0.0.1:{self.port} is taken here; set registry_port in cluster.yaml "
                                 "(or finish the other ship/deploy first)")
         cfg = write_config(self.workdir, self.port)
         self._lock = storage_lock(self.workdir, exclusive=False, wait=60)
@@ -86,12 +86,12 @@ class Registry:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise PipelineError(f"docker-registry exited at start; see {self.log}")
+                raise RegistryError(f"docker-registry exited at start; see {self.log}")
             with contextlib.suppress(OSError), opener.open(f"http://127.0.0.1:{self.port}/v2/", timeout=1) as r:
                 if r.status == 200:
                     return
             time.sleep(0.02)
-        raise PipelineError(f"docker-registry did not answer on 127.0.0.1:{self.port} within 20 s; see {self.log}")
+        raise RegistryError(f"docker-registry did not answer on 127.0.0.1:{self.port} within 20 s; see {self.log}")
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -146,7 +146,7 @@ def storage_lock(workdir: Path, exclusive: bool, wait: float = 0) -> IO[str]:
             if time.monotonic() >= deadline:
                 f.close()
                 holder = "a ship or deploy" if exclusive else "the garbage collector (store gc)"
-                raise PipelineError(f"the image registry in {workdir} is in use by {holder}; "
+                raise RegistryError(f"the image registry in {workdir} is in use by {holder}; "
                                     "try again when it has finished") from None
             time.sleep(0.2)
 
@@ -165,7 +165,7 @@ def collect(workdir: Path, dry_run: bool = False, wait: float = 60, binary: str 
         return None
     binary = registry_binary(binary)
     if not Path(binary).exists():
-        raise PipelineError(f"{workdir}/storage is a registry's storage, and collecting it needs docker-registry "
+        raise ToolMissing(f"{workdir}/storage is a registry's storage, and collecting it needs docker-registry "
                             "(apt-get install docker-registry)")
     with storage_lock(workdir, exclusive=True, wait=wait):
         cfg = write_config(workdir, 0)  # the collector reads only the storage section
@@ -174,7 +174,7 @@ def collect(workdir: Path, dry_run: bool = False, wait: float = 60, binary: str 
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
         if proc.returncode != 0:
             why = (proc.stderr or proc.stdout).strip()[-500:]
-            raise PipelineError(f"docker-registry garbage-collect failed: {why}")
+            raise RegistryError(f"docker-registry garbage-collect failed: {why}")
         count = ELIGIBLE.search(proc.stdout)
         blobs, manifests = (int(count[1]), int(count[2])) if count else (0, 0)
         if not dry_run:

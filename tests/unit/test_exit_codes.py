@@ -74,3 +74,33 @@ def test_click_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["plan", "--no-such-flag"])
     assert info.value.code == 2 and "No such option" in capsys.readouterr().err
+
+
+def test_no_bare_base_class_is_raised() -> None:
+    """Every raise names what went wrong by its class: a bare PipelineError, UserError or StepFailed
+    carries no exit-code decision of its own, and a 'missing tool' raised as one exits 1 instead of 2."""
+    import ast
+    from pathlib import Path
+
+    bare = {"PipelineError", "UserError", "StepFailed"}
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                fn = node.exc.func
+                name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+                if name in bare:
+                    found.append(f"{path.name}:{node.lineno} raise {name}(…)")
+    assert not found, found
+
+
+def test_a_missing_docker_registry_exits_2_at_its_raise_site(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.errors import exit_code
+    from pipeline.ship.registry import Registry, collect
+
+    with pytest.raises(ToolMissing) as info:
+        Registry(tmp_path, 5999, binary=str(tmp_path / "no-docker-registry")).__enter__()
+    assert exit_code(info.value) == 2 and "apt-get install docker-registry" in str(info.value)
+    (tmp_path / "storage").mkdir()
+    with pytest.raises(ToolMissing):
+        collect(tmp_path, binary=str(tmp_path / "no-docker-registry"))
