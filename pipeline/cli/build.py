@@ -101,13 +101,15 @@ def stages(as_json: bool, names: tuple[str, ...]) -> None:
              for s in chosen}
     if as_json:
         emit_json([{"stage": s.name, "doc": (s.doc or "").strip(), "upstream": list(s.upstream),
-                    "steps": [list(st.argv) for st in s.steps], "compiler_archs": archs[s.name]} for s in chosen])
+                    "steps": [list(st.argv) for st in s.steps], "compiler_archs": archs[s.name],
+                    "reads": list(s.reads), "inputs": [i.name for i in s.inputs]} for s in chosen])
         return
     for i, s in enumerate(chosen, 1):
         console.rule(f"[bold][{i}/{len(chosen)}] {s.name}[/bold]")
         say((s.doc or "").strip())
         if s.upstream:
             say(f"consumes: {', '.join(s.upstream)}")
+        say(f"key reads: {', '.join(s.reads)}; inputs: {', '.join(i.name for i in s.inputs)}")
         for k, v in archs[s.name].items():
             say(f"gpu_arch {spec.gpu_arch} reaches its compiler as {k.split()[1]}={v}")
 

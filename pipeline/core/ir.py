@@ -116,6 +116,13 @@ class Stage:
     # pip, curl, git and cargo at it. Trust, not content: never part of a key.
     ca_bundle: bool = field(default=False, compare=False)
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The build.yaml keys this stage's key depends on (besides its inputs: sources, files, upstream
+        stages), each once: what `stages` prints and what plan's reasons are made of."""
+        keys = (label.split(" ", 1)[0] for label, _ in self.knobs)  # `base.pip_packages ray` -> base.pip_packages
+        return tuple(dict.fromkeys(k.split(".env.", 1)[0] + ".env" if ".env." in k else k for k in keys))
+
     def input(self, name: str) -> Input:
         for i in self.inputs:
             if i.name == name:

@@ -73,7 +73,8 @@ def canonical(stage: Stage, digests: Mapping[tuple[str, str], str]) -> dict[str,
             {"argv": list(s.argv), "mounts": list(s.mounts), "workdir": s.workdir, "layer": s.layer}
             for s in stage.steps
         ],
-        "output": {"kind": stage.output.kind, "path": stage.output.path, "tag": stage.output.tag,
+        # The output's tag is left out: it names the result; building it under another name reuses it.
+        "output": {"kind": stage.output.kind, "path": stage.output.path,
                    "env": [list(kv) for kv in stage.output.env], "workdir": stage.output.workdir},
         "network": stage.network,
     }

@@ -86,7 +86,7 @@ def explain(old: LockedStage | None, key: str, facts: Mapping[str, str]) -> tupl
             reasons.append(f"{label}: removed")
         else:
             reasons.append(f"{label}: {short(before)} → {short(after)}")
-    return tuple(reasons + upstream) or ("stage definition changed (steps or environment)",)
+    return tuple(reasons + upstream) or ("the stage's own steps changed (another spark-pipeline version)",)
 
 
 def make_plan(stages: list[Stage], resolved: Mapping[tuple[str, str], Resolved],

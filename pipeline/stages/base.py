@@ -128,7 +128,9 @@ def knobs(spec: BuildSpec) -> list[tuple[str, str]]:
            ("base.torch.index", t.index), ("base.rust", spec.base.rust.toolchain if rust_enabled(spec) else "off")]
     if spec.nccl.enabled:
         out.append(("nccl.gencode", spec.nccl_gencode))
-    return out + list(common.pip_knobs("base", spec.base.pip_packages)) + list(common.env_knobs("base", spec.base.env))
+    return [*out, ("base.python", spec.base.python), ("base.glibc", spec.base.glibc),
+            *common.list_knobs("base.apt_packages", apt_packages(spec)),
+            *common.pip_knobs("base", spec.base.pip_packages), *common.env_knobs("base", spec.base.env)]
 
 
 def stage(spec: BuildSpec) -> Stage:

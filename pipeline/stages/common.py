@@ -88,6 +88,11 @@ def pip_knobs(section: str, packages: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple((f"{section}.pip_packages {label(p)}", p) for p in packages)
 
 
+def list_knobs(key: str, items: list[str]) -> tuple[tuple[str, str], ...]:
+    """`base.apt_packages` -> one entry per item, so plan names what was added or removed."""
+    return tuple((f"{key} {item}", item) for item in items)
+
+
 def ca_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
     """With build.yaml's ca_bundle: pip, requests, curl, git and cargo trust the mounted bundle."""
     return tuple((name, CA_BUNDLE) for name in CA_ENV_NAMES) if spec.ca_bundle else ()

@@ -108,8 +108,10 @@ def stage(spec: BuildSpec) -> Stage:
         output=Output(kind="image", path=METADATA, tag=rt.tag, env=out_env, workdir=WORKDIR),
         network=rt.network if rt.network is not None else spec.network,
         caches=common.apt_caches(),
-        knobs=(("gpu_arch", spec.gpu_arch), ("runtime.tag", rt.tag), ("platform", spec.platform),
-               *common.pip_knobs("runtime", rt.pip_packages), *common.env_knobs("runtime", rt.env)),
+        # runtime.tag is a name for the result, not part of it: a build under another tag reuses the image
+        knobs=(("gpu_arch", spec.gpu_arch), ("platform", spec.platform),
+               *common.list_knobs("runtime.apt_packages", apt), *common.pip_knobs("runtime", rt.pip_packages),
+               *common.env_knobs("runtime", rt.env)),
         build_env=common.ca_env(spec),
         secrets=tuple(spec.secrets),
         ca_bundle=spec.ca_bundle is not None,

@@ -25,6 +25,8 @@ vllm.env, gpu_arch, the base, triton and flashinfer stages' keys, platform, netw
 
 from __future__ import annotations
 
+import shlex
+
 from pipeline.config.build import BuildSpec
 from pipeline.core.ir import Input, Output, SourceSpec, Stage, Step
 from pipeline.stages import common
@@ -89,6 +91,7 @@ def stage(spec: BuildSpec) -> Stage:
         output=Output(kind="wheels", path=common.OUT),
         network=spec.network,
         knobs=(("gpu_arch", spec.gpu_arch), ("vllm.preset_prs", spec.vllm.preset_prs),
+               *common.list_knobs("vllm.prepare", [shlex.join(cmd) for cmd in spec.vllm.prepare]),
                ("platform", spec.platform), *common.env_knobs("vllm", spec.vllm.env)),
         build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV, *common.ca_env(spec)),
         caches=common.compiler_caches(),

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.benchmark.profiles import PROFILES, llama_benchy_argv, parse_sets, resolve
 from pipeline.benchmark.results import Record, compare, rows_of, table_md
 from pipeline.errors import ConfigError
-from tests.conftest import run_cli
+from tests.conftest import run_cli as _run_cli
+
+
+def run_cli(*args: str, **kw: Any) -> Any:
+    """huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE once, when it is imported: each run
+    that talks to the stand-in hub gets a process of its own."""
+    return _run_cli(*args, subprocess=True, **kw)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bench" / "llama-benchy-0.4.0.json"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,14 @@ from pipeline.config.render import models_named, profiles_for
 from pipeline.errors import ConfigError
 from pipeline.model.manifest import Entry, parse_listing, snapshots_of, todo, verify
 from pipeline.model.resume import leftovers
-from tests.conftest import run_cli
+from tests.conftest import run_cli as _run_cli
 from tests.standin.hf_hub import HubStandin
+
+
+def run_cli(*args: str, **kw: Any) -> Any:
+    """huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE once, when it is imported: each run
+    that talks to the stand-in hub gets a process of its own."""
+    return _run_cli(*args, subprocess=True, **kw)
 
 SHA = "4d5117fdf8be2cad90f099efd7d1d3d6778a42170b2b620945c22879f7dc57b8"
 
@@ -88,7 +95,7 @@ def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_download_copy_and_a_gated_model(hub: HubStandin, tmp_path: Path) -> None:
     env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path / "node-home"),
            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_TOKEN": ""}
-    gated = run_cli("model", "download", smoke_models.DRAFT, env=env, check=2, subprocess=True)
+    gated = run_cli("model", "download", smoke_models.DRAFT, env=env, check=2)
     assert "gated" in gated.stderr and "HF_TOKEN" in gated.stderr and "Traceback" not in gated.stderr
     ok = run_cli("model", "download", smoke_models.DRAFT, "--json", env={**env, "HF_TOKEN": "hf_secret_token"})
     assert json.loads(ok.stdout)["files"] == 6 and "hf_secret_token" not in ok.stdout + ok.stderr

@@ -120,7 +120,11 @@ CHANGES: list[tuple[str, Callable[[Path, Path], list[str]], str, str]] = [
     ("runtime-image", lambda s, d: ["--set", "runtime.image=nvidia/cuda:13.0.1-runtime-ubuntu24.04"],
      "runtime", "base image: "),
     ("vllm-prepare", lambda s, d: ["--set", "vllm.prepare=[[python3, use_existing_torch.py]]"], "vllm",
-     "stage definition changed"),
+     "vllm.prepare python3 use_existing_torch.py: added"),
+    ("base-apt", lambda s, d: ["--set", "base.apt_packages=[libnuma1]"], "base",
+     "base.apt_packages libnuma1: added"),
+    ("runtime-apt", lambda s, d: ["--set", "runtime.apt_packages=[libnuma1]"], "runtime",
+     "runtime.apt_packages libnuma1: added"),
     # vLLM main's requirements move often: the resolved set grows, yet only what installs them rebuilds
     ("vllm-requirements", lambda s, d: [fixtures.commit(s / "repos" / "vllm", {
         "requirements/common.txt": "smoke-runtime-dep>=1.0\nsmoke-extra\n"}, "a new requirement"), ][:0],
@@ -226,3 +230,12 @@ def test_a_patch_that_does_not_apply_fails_plan_naming_it(spark: tuple[Path, lis
     err = " ".join(proc.stderr.split())
     assert "vllm: patch 0002-stale.patch does not apply to vllm main (" in err
     assert "vllm.patches in build.yaml" in err and "Traceback" not in proc.stderr
+
+
+def test_the_image_tag_is_in_no_key(spark: tuple[Path, list[str]]) -> None:
+    """runtime.tag (and build --tag, recipe run --setup's tag) names the result: one build, one runtime key
+    (bench results keyed by it stay together), whatever it is called."""
+    _, args = spark
+    before = {s["stage"]: s["key"] for s in plan_json(*args)["stages"]}
+    after = {s["stage"]: s["key"] for s in plan_json(*args, "--set", "runtime.tag=vllm-node:other")["stages"]}
+    assert before == after
