@@ -36,9 +36,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def tree_digest(path: Path, exclude: Iterable[str] = (".git",)) -> str:
+def tree_digest(path: Path, exclude: Iterable[str] = (".git", "__pycache__")) -> str:
     """Content hash of a directory: relative paths, the executable bit and file contents only (no
-    mtimes, owners or absolute paths). Raises FileNotFoundError when `path` is not a directory."""
+    mtimes, owners or absolute paths). Bytecode caches are not content: pip compiles the scripts of an
+    installed copy, and a key must not change with that. Raises FileNotFoundError when `path` is not a
+    directory."""
     if not path.is_dir():
         raise FileNotFoundError(f"directory not found: {path}")
     skip = set(exclude)

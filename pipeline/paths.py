@@ -44,8 +44,30 @@ def ship_workdir() -> Path:
     return cache_root() / "ship"
 
 
-# The tool's own docker-contexts/ (prepare scripts, patches), used where a build.yaml's directory has none.
-TOOL_CONTEXTS = Path(__file__).resolve().parents[1] / "docker-contexts"
+# The tool's own files, shipped inside the package (a wheel, `pipx install`, `uv tool install` carry them):
+# the default build.yaml, the recipes, the mods and the docker-contexts. In a checkout the same folders are
+# also reachable from the repository's root. What the working directory holds always wins.
+RESOURCES = Path(__file__).resolve().parent / "resources"
+TOOL_BUILD = RESOURCES / "build.yaml"
+TOOL_RECIPES = RESOURCES / "recipes"
+TOOL_MODS = RESOURCES / "mods"
+TOOL_CONTEXTS = RESOURCES / "docker-contexts"
+
+
+def default_build_file() -> Path:
+    """./build.yaml when the working directory has one, else the tool's own."""
+    here = Path("build.yaml")
+    return here if here.is_file() else TOOL_BUILD
+
+
+def mod_dirs() -> list[Path]:
+    """Where a mod named on the command line or in a recipe is looked for: ./mods, then the tool's."""
+    return [Path("mods"), TOOL_MODS]
+
+
+def recipe_dirs() -> list[Path]:
+    """Where a recipe named by its name is looked for: ./recipes, then the tool's."""
+    return [d for d in (Path("recipes"), TOOL_RECIPES) if d.is_dir()]
 
 
 def input_dir(root: Path, ref: str) -> Path | None:

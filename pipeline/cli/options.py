@@ -48,8 +48,8 @@ def build_options(f: F) -> F:
     f = click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
                      help="Override any build.yaml key, e.g. --set vllm.ref=v0.11.0 --set "
                           "flashinfer.cubin_cache=false; repeatable.")(f)
-    f = click.option("-f", "--file", "build_file", type=click.Path(path_type=Path), default=Path("build.yaml"),
-                     show_default=True, help="The build description.")(f)
+    f = click.option("-f", "--file", "build_file", type=click.Path(path_type=Path), default=None,
+                     help="The build description [default: ./build.yaml, else the tool's own].")(f)
     f = click.option("--store", type=click.Path(path_type=Path, file_okay=False), default=None,
                      help="Artifact store directory [default: $SPARK_PIPELINE_STORE or the user cache].")(f)
     f = click.option("--offline", is_flag=True,
@@ -59,11 +59,12 @@ def build_options(f: F) -> F:
 
 def load_from_options(opts: dict[str, Any]) -> LoadedBuild:
     from pipeline.config import load_build
+    from pipeline.paths import default_build_file
 
     flags: dict[str, Any] = {}
     for _, key, _, _ in _OVERRIDES:
         flags[key] = opts.pop(key.replace(".", "__"), None)
-    build = opts["build_file"]
+    build = opts["build_file"] or default_build_file()
     lists: dict[str, list[Any]] = {}
     for _, key, _ in _LISTS:
         values = list(opts.pop(key.replace(".", "__"), ()) or ())

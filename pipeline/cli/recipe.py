@@ -98,9 +98,9 @@ def rendered(name: str, o: dict[str, Any], extra: tuple[str, ...], image: str | 
 
 
 def missing_mods(mods: tuple[str, ...]) -> list[str]:
-    from pipeline.deploy.service import REPO_MODS
+    from pipeline.paths import mod_dirs
 
-    return [m for m in mods if not any((d / m / "run.sh").is_file() for d in (Path("mods"), REPO_MODS))]
+    return [m for m in mods if not any((d / m / "run.sh").is_file() for d in mod_dirs())]
 
 
 @recipe.command("show")

@@ -22,11 +22,8 @@ if TYPE_CHECKING:
     from pipeline.config.render import Rendered
     from pipeline.model.hub import Snapshot
 
-TOOL_BUILD = Path(__file__).resolve().parents[2] / "build.yaml"
 
 
-def default_build_file() -> Path:
-    return Path("build.yaml") if Path("build.yaml").is_file() else TOOL_BUILD
 
 
 def ensure_image(build_file: Path, profiles: tuple[str, ...], tag: str, dry_run: bool) -> str:
@@ -92,6 +89,8 @@ def setup(r: Rendered, spec: RecipeSpec, label: str, o: dict[str, Any]) -> None:
     from pipeline.config.render import models_named, profiles_for
 
     dry_run = bool(o.get("dry_run"))
+    from pipeline.paths import default_build_file
+
     ensure_image(o.get("build_file") or default_build_file(), profiles_for(spec.build_args, label), r.image, dry_run)
     names = models_named(r.command, r.model)
     snaps = ensure_models([(m, spec.model_revision if m == r.model else None) for m in names], dry_run)

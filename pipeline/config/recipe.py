@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pipeline.config.load import read_yaml, validate
 from pipeline.config.types import STRICT, EnvName, EnvValue, Flag, ImageRef, NonEmptyStr, PositiveInt, expect
 from pipeline.errors import ConfigError
+from pipeline.paths import recipe_dirs
 
 Scalar = Annotated[str | int | float | bool, expect("a string, number or boolean",
                                                     lambda v: isinstance(v, str | int | float | bool))]
@@ -101,12 +102,6 @@ def load_recipe(path: Path, label: str | None = None) -> RecipeSpec:
     return validate(RecipeSpec, data, label, lines)
 
 
-REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-
-
-def recipe_dirs() -> list[Path]:
-    """Where names are looked up: ./recipes (your own), then the tool's."""
-    return [d for d in (Path("recipes"), REPO_RECIPES) if d.is_dir()]
 
 
 def all_recipes() -> list[tuple[str, Path]]:

@@ -35,7 +35,6 @@ from pipeline.nodes.transport import Ran
 from pipeline.report import NullReporter, Reporter
 from pipeline.ship.shipper import Shipper
 
-REPO_MODS = Path(__file__).resolve().parents[2] / "mods"
 WORKDIR = "/workspace/vllm"  # the runtime image's working directory: mods' WORKSPACE_DIR
 
 
@@ -162,7 +161,7 @@ class Deployer:
     def load_mods(self, request: DeployRequest) -> list[Mod]:
         workdir = paths.deploy_workdir()
         workdir.mkdir(parents=True, exist_ok=True)
-        mods = [load_mod(m, [Path("mods"), REPO_MODS], workdir) for m in request.mods]
+        mods = [load_mod(m, paths.mod_dirs(), workdir) for m in request.mods]
         return mods + self.pr_mods(request.vllm_prs, request.vllm_repo, workdir)
 
     def pr_mods(self, prs: tuple[str, ...], repo: str, workdir: Path) -> list[Mod]:

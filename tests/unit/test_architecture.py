@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import REPO
 
 PKG = REPO / "pipeline"
+DATA = PKG / "resources"  # the tool's shipped files (build.yaml, recipes, mods, docker-contexts): data, not code
 # Each unit (a subpackage or a top-level module of `pipeline`) may import only units of lower layers.
 LAYERS: list[set[str]] = [
     {"pipeline", "errors", "paths", "fsutil", "report", "contract"},  # foundation; the names outsiders see
@@ -40,7 +41,7 @@ IO_CALLS = {"open", "print", "input", "read_text", "write_text", "read_bytes", "
 
 
 def modules() -> Iterator[tuple[str, Path]]:
-    for path in sorted(PKG.rglob("*.py")):
+    for path in sorted(p for p in PKG.rglob("*.py") if DATA not in p.parents):
         rel = path.relative_to(REPO).with_suffix("")
         parts = list(rel.parts)
         if parts[-1] == "__init__":
@@ -132,7 +133,8 @@ def test_pure_modules_do_no_io(pattern: str) -> None:
 
 
 def test_every_folder_is_a_package_and_none_is_named_build() -> None:
-    for d in [PKG, *sorted(p for p in PKG.rglob("*") if p.is_dir() and p.name != "__pycache__")]:
+    for d in [PKG, *sorted(p for p in PKG.rglob("*") if p.is_dir() and p.name != "__pycache__" and p != DATA
+                           and DATA not in p.parents)]:
         assert (d / "__init__.py").is_file(), f"{d.relative_to(REPO)} has no __init__.py"
         assert d.name != "build", f"{d.relative_to(REPO)}: a folder named build is ignored by common .gitignores"
 
