@@ -18,11 +18,23 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from pipeline.config.cluster import NodeSpec
-from pipeline.contract import EXIT_FILE
-from pipeline.errors import HostError, LaunchFailed
+from pipeline.contract import EXIT_FILE, is_env_name
+from pipeline.errors import ConfigError, HostError, LaunchFailed
 from pipeline.launch.plan import LaunchPlan
 from pipeline.launch.secrets import Secrets
-from pipeline.launch.steps import Command, DeploySteps, NodeSteps, Phase
+from pipeline.launch.steps import (
+    WAITS,
+    Command,
+    DeploySteps,
+    NodeSteps,
+    Phase,
+    Run,
+    Ship,
+    Upload,
+    WaitRay,
+    WaitReady,
+    WriteSecrets,
+)
 from pipeline.nodes.hosts import HostResults
 from pipeline.nodes.transport import Ran
 from pipeline.report import Reporter
@@ -71,6 +83,16 @@ class Deployment:
             st = self.states.get(n.name, NodeState())
             out.append((n.name, n.role, st.status, st.detail))
         return out
+
+
+def env_file_text(values: dict[str, str]) -> str:
+    """A docker --env-file: one NAME=VALUE a line. A name or value with a line break would start a line of
+    its own (a second variable: LD_PRELOAD=…), so it is refused here, where the file is written."""
+    for name, value in values.items():
+        if not is_env_name(name) or "\n" in value or "\r" in value or "\0" in value:
+            raise ConfigError(f"secret {name!r}: names are letters, digits and _, and values are one line "
+                              "(a line break would add a variable to the env file)")
+    return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
 def http_ok(url: str, timeout: float = 2) -> tuple[bool, str]:
@@ -127,7 +149,7 @@ class Applier:
             if phase.name == "ship":
                 self._ship(phase, dep)
                 continue
-            waits = [c for n in phase.nodes for c in n.commands if c.kind.startswith("wait-")]
+            waits = [c for n in phase.nodes for c in n.commands if isinstance(c, WAITS)]
             if waits:
                 answered = self._wait(waits[0], dep, deadline)
                 continue
@@ -142,7 +164,8 @@ class Applier:
         if not ships:
             return
         first = next(iter(ships.values()))
-        failed = self.shipper.ship_to(first.source, [dep.by_name[k] for k in ships], first.dest).failed
+        assert isinstance(first, Ship)
+        failed = self.shipper.ship_to(first.image, [dep.by_name[k] for k in ships], first.mode).failed
         if failed:
             for k, v in failed.items():
                 dep.states[k] = NodeState("failed", f"ship: {v}")
@@ -175,29 +198,32 @@ class Applier:
             raise error
 
     def _command(self, c: Command, node: NodeSpec, dep: Deployment) -> None:
-        if c.kind == "run":
-            ran = self.hosts.run(node, list(c.argv), timeout=c.timeout, check=False)
-            if c.check and ran.status != 0:
-                raise HostError(node.label, c.failure or "command failed", command=c.show(), remote_status=ran.status,
-                                tail=(ran.stdout + ran.stderr).strip())
-            if c.starts_container:
-                dep.started.append(node.label)
-                dep.states[node.label] = NodeState("started")
-        elif c.kind == "upload":
-            self.hosts.put(node, Path(c.source), c.dest)
-        elif c.kind == "write-secrets":
-            values = self.secrets.for_node(node.label)
-            self.hosts.put_text(node, "".join(f"{k}={values[k]}\n" for k in c.source.split(",") if k in values),
-                                c.dest, 0o600)
-        else:
-            raise ValueError(f"{c.kind} is not a node command")
+        match c:
+            case Run():
+                ran = self.hosts.run(node, list(c.argv), timeout=c.timeout, check=False)
+                if c.check and ran.status != 0:
+                    raise HostError(node.label, c.failure or "command failed", command=c.show(),
+                                    remote_status=ran.status, tail=(ran.stdout + ran.stderr).strip())
+                if c.starts_container:
+                    dep.started.append(node.label)
+                    dep.states[node.label] = NodeState("started")
+            case Upload():
+                self.hosts.put(node, Path(c.source), c.dest)
+            case WriteSecrets():
+                values = self.secrets.for_node(node.label)
+                self.hosts.put_text(node, env_file_text({k: values[k] for k in c.names if k in values}), c.dest, 0o600)
+            case Ship() | WaitRay() | WaitReady():
+                raise ValueError(f"{c.kind} is a phase of its own, not a node command")
 
     # --- waits ------------------------------------------------------------------------------------
     def _wait(self, c: Command, dep: Deployment, deadline: float) -> float:
-        if c.kind == "wait-ray":
-            self.wait_ray(dep, c.count, deadline)
-            return 0.0
-        return self.wait_ready(dep, c.url, deadline)
+        match c:
+            case WaitRay():
+                self.wait_ray(dep, c.count, deadline)
+                return 0.0
+            case WaitReady():
+                return self.wait_ready(dep, c.url, deadline)
+        raise ValueError(f"{c.kind} is not a wait")
 
     def ended_nodes(self, nodes: list[NodeSpec]) -> dict[str, str]:
         """Node -> why, for every node whose container or started process has ended, or that no longer

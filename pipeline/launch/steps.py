@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from pipeline.contract import CONTAINER, EXIT_FILE, STATE_DIR
 from pipeline.launch.plan import WRAPPER, LaunchPlan
 
-CommandKind = Literal["run", "upload", "write-secrets", "ship", "wait-ray", "wait-ready"]
 # Constant scripts for the reach check (values arrive as arguments): the head listens on the master
 # address and port until every worker has connected (or its time is up), each worker connects to it.
 LISTEN = ("import socket,sys,time\n"
@@ -41,41 +40,108 @@ FREE = ("import socket,sys\nport=int(sys.argv[1])\ns=socket.socket()\n"
         " print(f'port {port} is taken on this node: {e.strerror}',file=sys.stderr);sys.exit(1)\n")
 
 
+def _show_argv(argv: tuple[str, ...]) -> str:
+    return (shlex.join(argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
+            .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
+            .replace(shlex.quote(CONNECT), "<connect: host port seconds>")
+            .replace(shlex.quote(FREE), "<port-free: port>"))
+
+
 @dataclass(frozen=True)
-class Command:
-    kind: CommandKind
+class Run:
+    """argv on the node (joined with shlex.join for the remote shell)."""
+
     why: str
-    argv: tuple[str, ...] = ()  # run: the argv (shlex.join'ed for the remote shell)
-    source: str = ""  # upload: a local file or directory; write-secrets: the names written (never values)
-    dest: str = ""  # upload / write-secrets: the path on the node
+    argv: tuple[str, ...]
     timeout: float = 120
     check: bool = True
-    always: bool = False
+    always: bool = False  # runs even after an earlier command of the node failed (clean-ups)
     starts_container: bool = False  # a `docker run` (Ctrl-C and --cleanup-on-failure remove only these)
     failure: str = ""  # how a failure of this command is reported (default: "command failed")
-    count: int = 0  # wait-ray: nodes Ray must see
-    url: str = ""  # wait-ready: the server's base URL
+    kind: ClassVar[str] = "run"
 
     def show(self) -> str:
-        """The command as `--dry-run` prints it."""
-        if self.kind == "run":
-            return (shlex.join(self.argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
-                    .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
-                    .replace(shlex.quote(CONNECT), "<connect: host port seconds>")
-                    .replace(shlex.quote(FREE), "<port-free: port>"))
-        return {
-            "upload": f"upload {self.source} -> {self.dest}",
-            "write-secrets": f"write {self.source} to {self.dest} (mode 0600; values never shown)",
-            "ship": f"ship {self.source} ({self.dest})",
-            "wait-ray": f"wait until Ray sees {self.count} nodes (watching every node)",
-            "wait-ready": f"wait until {self.url}/health and {self.url}/v1/models answer (watching every node)",
-        }[self.kind]
+        return _show_argv(self.argv)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "why": self.why, "show": self.show()}
-        if self.argv:
-            out["argv"] = list(self.argv)
-        return out
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file or directory to a path on the node."""
+
+    why: str
+    source: str
+    dest: str
+    always: bool = False
+    kind: ClassVar[str] = "upload"
+
+    def show(self) -> str:
+        return f"upload {self.source} -> {self.dest}"
+
+
+@dataclass(frozen=True)
+class WriteSecrets:
+    """The named secrets' values into a 0600 file on the node (the plan holds names, never values)."""
+
+    why: str
+    names: tuple[str, ...]
+    dest: str
+    always: bool = False
+    kind: ClassVar[str] = "write-secrets"
+
+    def show(self) -> str:
+        return f"write {','.join(self.names)} to {self.dest} (mode 0600; values never shown)"
+
+
+@dataclass(frozen=True)
+class Ship:
+    """The image onto the node, only the layers it lacks (the shipper decides how, once for all nodes)."""
+
+    why: str
+    image: str
+    mode: str  # registry | stream
+    always: bool = False
+    kind: ClassVar[str] = "ship"
+
+    def show(self) -> str:
+        return f"ship {self.image} ({self.mode})"
+
+
+@dataclass(frozen=True)
+class WaitRay:
+    """Until Ray on the head sees `count` nodes, watching every node."""
+
+    why: str
+    count: int
+    always: bool = False
+    kind: ClassVar[str] = "wait-ray"
+
+    def show(self) -> str:
+        return f"wait until Ray sees {self.count} nodes (watching every node)"
+
+
+@dataclass(frozen=True)
+class WaitReady:
+    """Until the server's /health and /v1/models answer, watching every node."""
+
+    why: str
+    url: str
+    always: bool = False
+    kind: ClassVar[str] = "wait-ready"
+
+    def show(self) -> str:
+        return f"wait until {self.url}/health and {self.url}/v1/models answer (watching every node)"
+
+
+# One kind of step per class; the applier dispatches on the class with `match`.
+Command = Run | Upload | WriteSecrets | Ship | WaitRay | WaitReady
+WAITS = (WaitRay, WaitReady)
+
+
+def command_json(c: Command) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": c.kind, "why": c.why, "show": c.show()}
+    if isinstance(c, Run):
+        out["argv"] = list(c.argv)
+    return out
 
 
 @dataclass(frozen=True)
@@ -85,7 +151,7 @@ class NodeSteps:
     nothing: str = ""  # why nothing is done on this node in this phase
 
     def to_json(self) -> dict[str, Any]:
-        return {"node": self.node, "commands": [c.to_json() for c in self.commands], "nothing": self.nothing}
+        return {"node": self.node, "commands": [command_json(c) for c in self.commands], "nothing": self.nothing}
 
 
 @dataclass(frozen=True)
@@ -180,7 +246,7 @@ def ship_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
         else:
             why = f"it lacks {inp.image} ({inp.local_image_id[7:19]})" if not have else \
                 f"its {inp.image} is {have[7:19]}, this build is {inp.local_image_id[7:19]}"
-            out.append(NodeSteps(n.name, (Command("ship", why, source=inp.image, dest=inp.ship_mode),)))
+            out.append(NodeSteps(n.name, (Ship(why, image=inp.image, mode=inp.ship_mode),)))
     return Phase("ship", f"ship {inp.image} to the nodes that lack it", tuple(out))
 
 
@@ -188,24 +254,24 @@ def start_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
     out = []
     for n in plan.nodes:
         home = inp.facts.get(n.name, StepFacts()).home
-        cmds = [Command("run", "the container's mounts must exist", ("mkdir", "-p", *n.mkdirs), timeout=30),
-                Command("run", "a container of an earlier deploy holds the name", ("docker", "rm", "-f", inp.container),
-                        check=False, timeout=60)]
+        cmds: list[Command] = [Run("the container's mounts must exist", ("mkdir", "-p", *n.mkdirs), timeout=30),
+                Run("a container of an earlier deploy holds the name", ("docker", "rm", "-f", inp.container),
+                    check=False, timeout=60)]
         run_argv = n.run_argv
         if inp.secret_names:
             env_file = f"{home}/{STATE_DIR}/env-{inp.container}"
-            cmds.append(Command("run", "the env file's directory, readable by its owner only",
+            cmds.append(Run("the env file's directory, readable by its owner only",
                                 ("install", "-d", "-m", "700", f"{home}/{STATE_DIR}"), timeout=30))
-            cmds.append(Command("write-secrets", "secrets reach the container only through a 0600 env file",
-                                source=",".join(inp.secret_names), dest=env_file))
+            cmds.append(WriteSecrets("secrets reach the container only through a 0600 env file",
+                                     names=inp.secret_names, dest=env_file))
             i = run_argv.index("run") + 1
             run_argv = (*run_argv[:i], "--env-file", env_file, *run_argv[i:])
-            cmds.append(Command("run", "the idle container the command runs in (keepalive)", run_argv,
+            cmds.append(Run("the idle container the command runs in (keepalive)", run_argv,
                                 starts_container=True))
-            cmds.append(Command("run", "the env file is read; its values must not stay on disk",
+            cmds.append(Run("the env file is read; its values must not stay on disk",
                                 ("rm", "-f", env_file), check=False, always=True, timeout=30))
         else:
-            cmds.append(Command("run", "the idle container the command runs in (keepalive)", run_argv,
+            cmds.append(Run("the idle container the command runs in (keepalive)", run_argv,
                                 starts_container=True))
         out.append(NodeSteps(n.name, tuple(cmds)))
     return Phase("start", f"start the {inp.container} containers ({plan.mode})", tuple(out))
@@ -216,14 +282,14 @@ def mod_commands(mod: ModRef, home: str, inp: Inputs) -> list[Command]:
     target = f"{inp.mods_dir}/{mod.name}"
     c = inp.container
     return [
-        Command("run", f"mod {mod.name}: a fresh upload directory", ("rm", "-rf", remote), timeout=30),
-        Command("upload", f"mod {mod.name}: its files reach the node", source=mod.local, dest=remote),
-        Command("run", f"mod {mod.name}: its place in the container", ("docker", "exec", c, "mkdir", "-p", target)),
-        Command("run", f"mod {mod.name}: into the container", ("docker", "cp", f"{remote}/.", f"{c}:{target}")),
-        Command("run", f"mod {mod.name}: run it (WORKSPACE_DIR is the image's working directory)",
+        Run(f"mod {mod.name}: a fresh upload directory", ("rm", "-rf", remote), timeout=30),
+        Upload(f"mod {mod.name}: its files reach the node", source=mod.local, dest=remote),
+        Run(f"mod {mod.name}: its place in the container", ("docker", "exec", c, "mkdir", "-p", target)),
+        Run(f"mod {mod.name}: into the container", ("docker", "cp", f"{remote}/.", f"{c}:{target}")),
+        Run(f"mod {mod.name}: run it (WORKSPACE_DIR is the image's working directory)",
                 ("docker", "exec", "-w", target, "-e", f"WORKSPACE_DIR={inp.workdir}", c, "sh", "-c",
                  "chmod +x run.sh && exec ./run.sh"), timeout=1800, failure=f"mod {mod.name} failed"),
-        Command("run", f"mod {mod.name}: the upload is not needed any more", ("rm", "-rf", remote),
+        Run(f"mod {mod.name}: the upload is not needed any more", ("rm", "-rf", remote),
                 check=False, always=True, timeout=30),
     ]
 
@@ -245,26 +311,25 @@ def reach_phase(plan: LaunchPlan, inp: Inputs, port: int) -> Phase:
     head, c = plan.nodes[0], inp.container
     workers = len(plan.nodes) - 1
     master = f"{head.ip}:{port}"
-    out = [NodeSteps(head.name, (Command(
-        "run", f"the workers check that they reach {master} before any rank starts",
+    out = [NodeSteps(head.name, (Run(f"the workers check that they reach {master} before any rank starts",
         ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), str(workers), "20"), timeout=40,
         failure=f"cannot listen on the master address {master} (taken, or not this node's)"),))]
     for w in plan.nodes[1:]:
-        out.append(NodeSteps(w.name, (Command(
-            "run", f"the master address {master} must be reachable from here over {w.eth_if or 'its route'}",
+        route = w.eth_if or "its route"
+        out.append(NodeSteps(w.name, (Run(f"the master address {master} must be reachable from here over {route}",
             ("docker", "exec", c, "python3", "-c", CONNECT, head.ip, str(port), "12"), timeout=40,
             failure=f"cannot reach the master address {master} over {w.eth_if or 'its route'}"),)))
     return Phase("reach", f"check that every worker reaches the master address {master}", tuple(out))
 
 
 def exec_start(argv: tuple[str, ...], container: str, why: str) -> tuple[Command, ...]:
-    return (Command("run", "a fresh exit status for the watcher", ("docker", "exec", container, "rm", "-f", EXIT_FILE),
+    return (Run("a fresh exit status for the watcher", ("docker", "exec", container, "rm", "-f", EXIT_FILE),
                     check=False, timeout=30),
-            Command("run", why, argv, timeout=60))
+            Run(why, argv, timeout=60))
 
 
 def port_free(plan: LaunchPlan, container: str) -> Command:
-    return Command("run", f"no other server may answer on port {plan.port}",
+    return Run(f"no other server may answer on port {plan.port}",
                    ("docker", "exec", container, "python3", "-c", FREE, str(plan.port)), timeout=30,
                    failure=f"port {plan.port} is taken on {plan.head.name} by another process: stop it, or "
                            "deploy with another --port")
@@ -283,10 +348,10 @@ def start_phases(plan: LaunchPlan, inp: Inputs) -> list[Phase]:
             Phase("ray-workers", "start the Ray workers",
                   tuple(NodeSteps(w.name, exec_start(w.start[0], c, joins)) for w in workers)),
             Phase("ray-wait", "wait until Ray sees every node",
-                  (NodeSteps(head.name, (Command("wait-ray", "the command needs every node in Ray",
-                                                 count=len(plan.nodes), timeout=0),)),)),
+                  (NodeSteps(head.name, (WaitRay("the command needs every node in Ray",
+                                                 count=len(plan.nodes)),)),)),
             Phase("command", "start the command",
-                  (NodeSteps(head.name, (port_free(plan, c), Command("run", "the command, with the Ray backend",
+                  (NodeSteps(head.name, (port_free(plan, c), Run("the command, with the Ray backend",
                                                                       head.start[1], timeout=60))),)),
         ]
     phases = []
@@ -309,8 +374,8 @@ def steps(plan: LaunchPlan, inp: Inputs) -> DeploySteps:
         return DeploySteps(nothing=current)
     url = f"http://{plan.head.ip}:{plan.port}"
     wait = Phase("wait", f"wait for {url}/health",
-                 (NodeSteps(plan.head.name, (Command("wait-ready", "deploy returns when the server answers", url=url,
-                                                     timeout=0),)),))
+                 (NodeSteps(plan.head.name, (WaitReady("deploy returns when the server answers",
+                                                       url=url),)),))
     reach = [reach_phase(plan, inp, inp.master_port)] if plan.mode != "solo" else []
     return DeploySteps(phases=(ship_phase(plan, inp), start_phase(plan, inp), mods_phase(plan, inp), *reach,
                                *start_phases(plan, inp), wait))

@@ -4,6 +4,7 @@ secret values reach only the 0600 env file. The server is a real HTTP server on 
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 
@@ -14,7 +15,7 @@ from pipeline.errors import LaunchFailed
 from pipeline.launch.apply import WATCH, Applier, Deployment
 from pipeline.launch.plan import EXIT_FILE, LaunchPlan, NodeInput, Options, plan
 from pipeline.launch.secrets import Secrets
-from pipeline.launch.steps import DeploySteps, Inputs, ModRef, StepFacts, steps
+from pipeline.launch.steps import DeploySteps, Inputs, ModRef, Run, StepFacts, steps
 from pipeline.report import ListReporter
 from tests.doubles import FakeHosts, FakeShipper, Health, Unexpected
 
@@ -113,7 +114,8 @@ def test_a_failing_mod_names_its_node_and_its_upload_is_still_removed(server: in
     p = launch(1, server)
     mod = ModRef(name="breaks", local="/tmp/breaks", digest="0123456789abcdef")
     todo = steps(p, inputs(p, mods=(mod,)))
-    run_sh = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands if "run.sh" in " ".join(c.argv))
+    run_sh = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands
+                  if isinstance(c, Run) and "run.sh" in " ".join(c.argv))
     hosts = FakeHosts(cluster(1))
     expect_all(hosts, todo, fail={shlex.join(run_sh.argv): 3})
     with pytest.raises(LaunchFailed) as info:
@@ -128,7 +130,8 @@ def test_a_failing_mod_names_its_node_and_its_upload_is_still_removed(server: in
 def test_secrets_reach_only_the_0600_env_file_which_is_removed_even_when_docker_run_fails(server: int) -> None:
     p = launch(1, server, secret_env=("HF_TOKEN",))
     todo = steps(p, inputs(p, secret_names=("HF_TOKEN",)))
-    docker_run = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands if c.starts_container)
+    docker_run = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands
+                      if isinstance(c, Run) and c.starts_container)
     hosts = FakeHosts(cluster(1))
     expect_all(hosts, todo, fail={shlex.join(docker_run.argv): 125})
     with pytest.raises(LaunchFailed):
@@ -201,3 +204,29 @@ def test_a_current_deployment_is_a_no_op_with_its_reason() -> None:
     forced = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, server_answers=True,
                              force=True))
     assert forced.phases and not forced.nothing
+
+
+def test_each_kind_of_step_is_its_own_class_and_shows_itself() -> None:
+    from pipeline.launch.steps import Ship, Upload, WaitRay, WaitReady, WriteSecrets, command_json
+
+    p = launch(2, 8000, mode="ray", secret_env=("HF_TOKEN",))
+    newer = dataclasses.replace(inputs(p, secret_names=("HF_TOKEN",)), local_image_id="sha256:" + "f" * 64)
+    todo = steps(p, newer)  # the nodes hold an older image: a ship phase
+    kinds = {type(c) for ph in todo.phases for ns in ph.nodes for c in ns.commands}
+    assert {Run, Ship, WriteSecrets, WaitRay, WaitReady} <= kinds
+    for ph in todo.phases:
+        for ns in ph.nodes:
+            for c in ns.commands:
+                shown = command_json(c)
+                assert shown["kind"] == c.kind and shown["show"] == c.show() and ("argv" in shown) == isinstance(c, Run)
+    assert Upload("x", "/a", "/b").show() == "upload /a -> /b"
+
+
+def test_a_secret_value_with_a_line_break_never_adds_a_line_to_the_env_file() -> None:
+    from pipeline.errors import ConfigError
+    from pipeline.launch.apply import env_file_text
+
+    assert env_file_text({"HF_TOKEN": "tok"}) == "HF_TOKEN=tok\n"
+    for bad in ({"HF_TOKEN": "tok\nLD_PRELOAD=/tmp/evil.so"}, {"HF_TOKEN\n": "x"}, {"A": "x\ry"}):
+        with pytest.raises(ConfigError):
+            env_file_text(bad)

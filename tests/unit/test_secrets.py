@@ -54,7 +54,7 @@ def test_secrets_from_every_source_reach_only_the_env_file(monkeypatch: pytest.M
         assert value not in shown
     assert "-e PLAIN=shown" in shown  # ordinary variables stay in argv
     writes = [c for ph in dp.steps.phases for ns in ph.nodes for c in ns.commands if c.kind == "write-secrets"]
-    assert {c.source for c in writes} == {"HF_TOKEN,HUGGING_FACE_HUB_TOKEN,WANDB_API_KEY"}
+    assert {c.names for c in writes} == {("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")}
 
 
 def test_cli_dry_run_shows_no_secret_value(tmp_path: Path) -> None:
