@@ -25,8 +25,12 @@ from tests.integration.qemu import why_not  # noqa: E402
 def build(build_yaml: Path, cache: Path, *extra: str) -> float:
     env = {**os.environ, "SPARK_PIPELINE_CACHE": str(cache), "PYTHONPATH": str(REPO)}
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline", "build", "-f", str(build_yaml), *extra], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "build", "-f", str(build_yaml), *extra],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - t
 
 

@@ -80,13 +80,20 @@ def run(label: str, filler_mb: int) -> None:
             # vLLM's real source tree is ~60 MB in ~4,000 files: the toolkit's docker build must send and
             # checksum it on every run, ours only resolves a commit.
             per = 16 * 1024
-            files = {f"vllm/filler/m{i // 100}/f{i}.py": f"# {i}\n" + "x = 1\n" * (per // 6)
-                     for i in range(filler_mb * 1024 * 1024 // per)}
+            files = {
+                f"vllm/filler/m{i // 100}/f{i}.py": f"# {i}\n" + "x = 1\n" * (per // 6)
+                for i in range(filler_mb * 1024 * 1024 // per)
+            }
             fixtures.commit(root / "smoke" / "repos" / "vllm", files, "vLLM-sized tree")
         ns = f"bench-{uuid.uuid4().hex[:8]}"
         os.environ["SPARK_PIPELINE_CACHE_NAMESPACE"] = ns + "-toolkit"  # fresh cache ids for the toolkit's RUNs too
-        env = {**os.environ, "SPARK_PIPELINE_CACHE": str(root / "cache"), "PYTHONPATH": str(REPO),
-               "SPARK_PIPELINE_CACHE_NAMESPACE": ns, "DOCKER_BUILDKIT": "1"}
+        env = {
+            **os.environ,
+            "SPARK_PIPELINE_CACHE": str(root / "cache"),
+            "PYTHONPATH": str(REPO),
+            "SPARK_PIPELINE_CACHE_NAMESPACE": ns,
+            "DOCKER_BUILDKIT": "1",
+        }
         ours = [sys.executable, "-m", "pipeline", "build", "-f", str(build_yaml)]
         ctx = root / "toolkit"
         toolkit_context(build_yaml, root / "cache", ctx)  # same sources as ours, before either changes
@@ -108,8 +115,11 @@ def run(label: str, filler_mb: int) -> None:
 
     print(f"\n{label}")
     print(f"{'':28}{'spark-pipeline':>16}{'toolkit way':>14}{'speed-up':>10}")
-    for name, a, b in (("cold build", ours_cold, tk_cold), ("warm, nothing changed", ours_warm, tk_warm),
-                       ("vLLM changed", ours_vllm, tk_vllm)):
+    for name, a, b in (
+        ("cold build", ours_cold, tk_cold),
+        ("warm, nothing changed", ours_warm, tk_warm),
+        ("vLLM changed", ours_vllm, tk_vllm),
+    ):
         print(f"{name:28}{a:>14.2f} s{b:>12.2f} s{b / a:>9.1f}×")
 
 

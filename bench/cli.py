@@ -48,8 +48,10 @@ def main() -> None:
             ("python -m pipeline --help", [py, "-m", "pipeline", "--help"]),
             ("python -m pipeline plan --help", [py, "-m", "pipeline", "plan", "--help"]),
             ("python -m pipeline deploy --help", [py, "-m", "pipeline", "deploy", "--help"]),
-            ("python -m pipeline plan (smoke, warm mirrors)", [py, "-m", "pipeline", "plan", "--offline", "-f",
-                                                               str(build)]),
+            (
+                "python -m pipeline plan (smoke, warm mirrors)",
+                [py, "-m", "pipeline", "plan", "--offline", "-f", str(build)],
+            ),
         ]
         print(f"{'command':50} {'median':>8} {'× import click':>15}")
         label0 = 'python -c "import click"'

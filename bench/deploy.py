@@ -57,23 +57,63 @@ def main() -> None:
         try:
             cf = root / "cluster.yaml"
             cf.write_text(yaml.safe_dump(tb.cluster(registry_port=5098, image="vllm-node-bench")))
-            subprocess.run([sys.executable, "-m", "pipeline", "ship", "--cluster", str(cf)], env={**os.environ, **env},
-                           check=True, capture_output=True)
-            cases = [("solo", ["--solo", "--", "vllm", "serve", "m", "--port", "8031"], 2.0),
-                     ("no-Ray, 3 nodes", ["--", "vllm", "serve", "m", "--port", "8032", "-pp", "3"], 2.0),
-                     ("Ray, 3 nodes", ["--ray", "--ray-num-cpus", "1", "--ray-object-store-bytes", "100000000", "--",
-                                       "vllm", "serve", "m", "--port", "8033", "-tp", "3"], 5.0 + 2.0)]
+            subprocess.run(
+                [sys.executable, "-m", "pipeline", "ship", "--cluster", str(cf)],
+                env={**os.environ, **env},
+                check=True,
+                capture_output=True,
+            )
+            cases = [
+                ("solo", ["--solo", "--", "vllm", "serve", "m", "--port", "8031"], 2.0),
+                ("no-Ray, 3 nodes", ["--", "vllm", "serve", "m", "--port", "8032", "-pp", "3"], 2.0),
+                (
+                    "Ray, 3 nodes",
+                    [
+                        "--ray",
+                        "--ray-num-cpus",
+                        "1",
+                        "--ray-object-store-bytes",
+                        "100000000",
+                        "--",
+                        "vllm",
+                        "serve",
+                        "m",
+                        "--port",
+                        "8033",
+                        "-tp",
+                        "3",
+                    ],
+                    5.0 + 2.0,
+                ),
+            ]
             for name, args, toolkit_sleep in cases:
                 t0 = time.time()
-                proc = subprocess.run([sys.executable, "-m", "pipeline", "deploy", "--cluster", str(cf), *LIMITS,
-                                       "--timeout", "300", *args], env={**os.environ, **env}, capture_output=True,
-                                      text=True)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pipeline",
+                        "deploy",
+                        "--cluster",
+                        str(cf),
+                        *LIMITS,
+                        "--timeout",
+                        "300",
+                        *args,
+                    ],
+                    env={**os.environ, **env},
+                    capture_output=True,
+                    text=True,
+                )
                 t1 = time.time()
                 if proc.returncode != 0:
                     sys.exit(proc.stderr[-3000:])
                 rows.append((name, t1 - t0, t1 - served_at(tb), toolkit_sleep))
-                subprocess.run([sys.executable, "-m", "pipeline", "stop", "--cluster", str(cf)],
-                               env={**os.environ, **env}, capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-m", "pipeline", "stop", "--cluster", str(cf)],
+                    env={**os.environ, **env},
+                    capture_output=True,
+                )
         finally:
             tb.teardown()
             daemon.stop()

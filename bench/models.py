@@ -53,16 +53,42 @@ def timed(tb: Testbed, fn: object) -> tuple[float, list[int]]:
 
 
 def ours(cf: Path, env: dict[str, str], via: str) -> None:
-    subprocess.run([sys.executable, "-m", "pipeline", "model", "copy", REPO_ID, "--cluster", str(cf), "--via", via],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "model", "copy", REPO_ID, "--cluster", str(cf), "--via", via],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
 
 def toolkit(tb: Testbed, hub: Path) -> None:
-    ssh = shlex.join(["ssh", "-i", str(tb.key), "-o", f"UserKnownHostsFile={tb.known_hosts}", "-o",
-                      "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+    ssh = shlex.join(
+        [
+            "ssh",
+            "-i",
+            str(tb.key),
+            "-o",
+            f"UserKnownHostsFile={tb.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+        ]
+    )
     for n in tb.nodes:  # hf-download.sh without --copy-parallel: one node after the other
-        subprocess.run(["rsync", "-a", "--mkpath", "-e", ssh, str(hub / FOLDER),
-                        f"root@{n.address}:/root/.cache/huggingface/hub/"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "rsync",
+                "-a",
+                "--mkpath",
+                "-e",
+                ssh,
+                str(hub / FOLDER),
+                f"root@{n.address}:/root/.cache/huggingface/hub/",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 def damage(tb: Testbed) -> None:
@@ -86,10 +112,17 @@ def main() -> None:
             cf.write_text(yaml.safe_dump(tb.cluster()))
             env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HOME": str(root / "hf")}
             with HubStandin(root / "repos") as hub:
-                subprocess.run([sys.executable, "-m", "pipeline", "model", "download", REPO_ID],
-                               env={**env, "HF_ENDPOINT": hub.url}, check=True, capture_output=True)
-            ways = (("ours (rsync)", lambda: ours(cf, env, "rsync")), ("ours (tar)", lambda: ours(cf, env, "tar")),
-                    ("toolkit", lambda: toolkit(tb, root / "hf" / "hub")))
+                subprocess.run(
+                    [sys.executable, "-m", "pipeline", "model", "download", REPO_ID],
+                    env={**env, "HF_ENDPOINT": hub.url},
+                    check=True,
+                    capture_output=True,
+                )
+            ways = (
+                ("ours (rsync)", lambda: ours(cf, env, "rsync")),
+                ("ours (tar)", lambda: ours(cf, env, "tar")),
+                ("toolkit", lambda: toolkit(tb, root / "hf" / "hub")),
+            )
             for way, run in ways:
                 wipe(tb)
                 rows.append((way, "cold", *timed(tb, run)))
@@ -103,9 +136,11 @@ def main() -> None:
     for way, case, seconds, got in rows:
         print(f"{way:14}{case:16}{seconds:>7.2f} s   " + "  ".join(f"{b / 1e6:8.1f}" for b in got))
     cold = {w: s for w, c, s, _ in rows if c == "cold"}
-    print(f"\ncold: ours (rsync) {cold['ours (rsync)']:.2f} s, ours (tar) {cold['ours (tar)']:.2f} s, toolkit "
-          f"{cold['toolkit']:.2f} s ({cold['toolkit'] / cold['ours (rsync)']:.2f}x / "
-          f"{cold['toolkit'] / cold['ours (tar)']:.2f}x)")
+    print(
+        f"\ncold: ours (rsync) {cold['ours (rsync)']:.2f} s, ours (tar) {cold['ours (tar)']:.2f} s, toolkit "
+        f"{cold['toolkit']:.2f} s ({cold['toolkit'] / cold['ours (rsync)']:.2f}x / "
+        f"{cold['toolkit'] / cold['ours (tar)']:.2f}x)"
+    )
     print(json.dumps({"rows": rows}))
 
 

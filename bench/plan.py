@@ -53,14 +53,18 @@ def main() -> None:
             t = time.perf_counter()
             plan_build(load_build(build), Mirrors(root / "cache"), Store(root / "store"))
             inproc.append(time.perf_counter() - t)
-        ls_remote = [timed(["git", "ls-remote", str(root / "smoke/repos" / r), "main"])
-                     for r in ("nccl", "flashinfer", "vllm", "triton")]
+        ls_remote = [
+            timed(["git", "ls-remote", str(root / "smoke/repos" / r), "main"])
+            for r in ("nccl", "flashinfer", "vllm", "triton")
+        ]
 
     print(f"plan, warm mirror, whole CLI process (fetch 4 repos) : median {statistics.median(cli):.3f} s")
     print(f"plan --offline, whole CLI process                    : median {statistics.median(offline):.3f} s")
     print(f"plan in-process (resolve + keys + store lookup)       : median {statistics.median(inproc):.3f} s")
-    print(f"toolkit: git ls-remote of the same 4 repos            : total  {sum(ls_remote):.3f} s "
-          "(it then still runs docker build for every stage to learn nothing changed)")
+    print(
+        f"toolkit: git ls-remote of the same 4 repos            : total  {sum(ls_remote):.3f} s "
+        "(it then still runs docker build for every stage to learn nothing changed)"
+    )
     print("target: ≤ 0.5 s with a warm mirror")
     cold_mirror(args.runs)
 
@@ -72,17 +76,24 @@ def big_repo(path: Path, commits: int = 4000, refs: int = 2000) -> None:
     stream = []
     for i in range(1, commits + 1):
         blob = f"file {i % 50}: version {i}\n" * 20
-        stream.append(f"commit refs/heads/main\nmark :{i}\ncommitter bench <b@b> {1700000000 + i} +0000\n"
-                      f"data {len(f'c{i}')}\nc{i}\n" + (f"from :{i - 1}\n" if i > 1 else "")
-                      + f"M 644 inline f{i % 50}.txt\ndata {len(blob)}\n{blob}\n")
+        stream.append(
+            f"commit refs/heads/main\nmark :{i}\ncommitter bench <b@b> {1700000000 + i} +0000\n"
+            f"data {len(f'c{i}')}\nc{i}\n"
+            + (f"from :{i - 1}\n" if i > 1 else "")
+            + f"M 644 inline f{i % 50}.txt\ndata {len(blob)}\n{blob}\n"
+        )
     subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input="".join(stream).encode(), check=True)
-    shas = subprocess.run(["git", "rev-list", "main"], cwd=path, capture_output=True, text=True,
-                          check=True).stdout.split()
+    shas = subprocess.run(
+        ["git", "rev-list", "main"], cwd=path, capture_output=True, text=True, check=True
+    ).stdout.split()
     lines = []
     for n in range(refs // 3):
         sha = shas[(n * 7) % len(shas)]
-        lines += [f"create refs/heads/topic-{n} {sha}", f"create refs/tags/v0.{n} {sha}",
-                  f"create refs/pull/{n + 1}/head {sha}"]
+        lines += [
+            f"create refs/heads/topic-{n} {sha}",
+            f"create refs/tags/v0.{n} {sha}",
+            f"create refs/pull/{n + 1}/head {sha}",
+        ]
     subprocess.run(["git", "update-ref", "--stdin"], cwd=path, input="\n".join(lines) + "\n", text=True, check=True)
     subprocess.run(["git", "config", "uploadpack.allowFilter", "true"], cwd=path, check=True)
 
@@ -103,12 +114,28 @@ def cold_mirror(runs: int) -> None:
             resolve_ref(Mirrors(Path(tmp) / f"cache{i}"), "big", url, "main", "bench")
             ours.append(time.perf_counter() - t)
             t = time.perf_counter()
-            subprocess.run(["git", "clone", "-q", "--bare", "--filter=blob:none", "--single-branch", "--branch",
-                            "main", url, str(Path(tmp) / f"clone{i}")], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "git",
+                    "clone",
+                    "-q",
+                    "--bare",
+                    "--filter=blob:none",
+                    "--single-branch",
+                    "--branch",
+                    "main",
+                    url,
+                    str(Path(tmp) / f"clone{i}"),
+                ],
+                check=True,
+                capture_output=True,
+            )
             clone.append(time.perf_counter() - t)
     o, c = statistics.median(ours), statistics.median(clone)
-    print(f"cold mirror, {nrefs} refs, 4000 commits: ours {o:.3f} s; git clone --filter=blob:none --single-branch "
-          f"{c:.3f} s; ratio {o / c:.2f}× (target ≤ 1.2×)")
+    print(
+        f"cold mirror, {nrefs} refs, 4000 commits: ours {o:.3f} s; git clone --filter=blob:none --single-branch "
+        f"{c:.3f} s; ratio {o / c:.2f}× (target ≤ 1.2×)"
+    )
 
 
 if __name__ == "__main__":

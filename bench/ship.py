@@ -43,18 +43,24 @@ def make_images(d: Path, base_mb: int, top_mb: int) -> None:
     (d / "ctx").mkdir()
     (d / "ctx" / "top.bin").write_bytes(os.urandom(top_mb << 20))
     (d / "ctx" / "Dockerfile").write_text("FROM bench-ship:v1\nCOPY top.bin /top.bin\n")
-    subprocess.run([DOCKER, "build", "--network", "none", "-t", "bench-ship:v2", str(d / "ctx")],
-                   capture_output=True, check=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    subprocess.run(
+        [DOCKER, "build", "--network", "none", "-t", "bench-ship:v2", str(d / "ctx")],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+    )
 
 
 def differing(tb: Testbed) -> list[Node]:
     """The toolkit's first step: the nodes whose image ID (over ssh) differs from the local one."""
-    local = subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Id}}", IMAGE], capture_output=True,
-                           text=True).stdout.strip()
+    local = subprocess.run(
+        [DOCKER, "image", "inspect", "-f", "{{.Id}}", IMAGE], capture_output=True, text=True
+    ).stdout.strip()
 
     def remote(n: Node) -> str:
-        return subprocess.run(tb.ssh_argv(n, "docker", "image", "inspect", "-f", "{{.Id}}", IMAGE),
-                              capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            tb.ssh_argv(n, "docker", "image", "inspect", "-f", "{{.Id}}", IMAGE), capture_output=True, text=True
+        ).stdout.strip()
 
     with ThreadPoolExecutor(len(tb.nodes)) as pool:
         return [n for n, rid in zip(tb.nodes, pool.map(remote, tb.nodes), strict=True) if rid != local]
@@ -69,6 +75,7 @@ def toolkit_ship(tb: Testbed, tmp: Path) -> None:
     saved = tmp / "vllm_image.tar"
     subprocess.run([DOCKER, "save", "-o", str(saved), IMAGE], check=True)
     try:
+
         def one(n: Node) -> None:
             with saved.open("rb") as f:
                 subprocess.run(tb.ssh_argv(n, "docker", "load"), stdin=f, capture_output=True, check=True)
@@ -84,8 +91,10 @@ def toolkit_streamed(tb: Testbed) -> None:
     todo = differing(tb)
     if not todo:
         return
-    loads = [subprocess.Popen(tb.ssh_argv(n, "docker", "load"), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-             for n in todo]
+    loads = [
+        subprocess.Popen(tb.ssh_argv(n, "docker", "load"), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        for n in todo
+    ]
     save = subprocess.Popen([DOCKER, "save", IMAGE], stdout=subprocess.PIPE)
     while chunk := save.stdout.read(1 << 20):  # type: ignore[union-attr]
         for p in loads:
@@ -135,8 +144,11 @@ def main() -> None:
                     n.docker("rmi", "-f", IMAGE, "bench-ship:v1", check=False)
                     n.docker("image", "prune", "-af", check=False)
 
-            ways = (("spark-pipeline", ours), ("toolkit", lambda: toolkit_ship(tb, root)),
-                    ("toolkit, streamed", lambda: toolkit_streamed(tb)))
+            ways = (
+                ("spark-pipeline", ours),
+                ("toolkit", lambda: toolkit_ship(tb, root)),
+                ("toolkit, streamed", lambda: toolkit_streamed(tb)),
+            )
             for who, fn in ways:
                 wipe()
                 subprocess.run([DOCKER, "tag", "bench-ship:v1", IMAGE], check=True)
@@ -149,14 +161,18 @@ def main() -> None:
             tb.teardown()
             daemon.stop()
             subprocess.run([DOCKER, "rmi", "-f", IMAGE, "bench-ship:v1", "bench-ship:v2"], capture_output=True)
-    print(f"image: {args.base_mb} MB base layer + {args.top_mb} MB top layer (random bytes), "
-          f"{args.nodes} node(s) in parallel")
+    print(
+        f"image: {args.base_mb} MB base layer + {args.top_mb} MB top layer (random bytes), "
+        f"{args.nodes} node(s) in parallel"
+    )
     print(f"{'way':20}{'case':20}{'wall':>9}{'MB received per node':>26}{'head uplink MB':>16}")
     for who, case, secs, rx, up in rows:
         per_node = "  " + " / ".join(f"{b / 1e6:.1f}" for b in rx)
         print(f"{who:20}{case:20}{secs:>8.2f}s{per_node:>26}{up / 1e6:>16.1f}")
-    print(f"target: delta ≤ 1.1 × {args.top_mb} MB = {1.1 * args.top_mb * 1.048576:.1f} MB per node; "
-          "cold no slower than the toolkit")
+    print(
+        f"target: delta ≤ 1.1 × {args.top_mb} MB = {1.1 * args.top_mb * 1.048576:.1f} MB per node; "
+        "cold no slower than the toolkit"
+    )
 
 
 if __name__ == "__main__":

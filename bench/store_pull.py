@@ -39,9 +39,27 @@ def make_entry(store: Store, mb: int) -> None:
 def pull_all(root: Path, runners: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "store", "pull", "--store", str(root / f"r{n}"),
-                               "--remote", URL, "vllm", KEY], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for n in range(runners)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "store",
+                "pull",
+                "--store",
+                str(root / f"r{n}"),
+                "--remote",
+                URL,
+                "vllm",
+                KEY,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(runners)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err

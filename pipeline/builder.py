@@ -61,8 +61,10 @@ def preflight(stages: Sequence[Stage], plan: Plan, engine: Engine) -> None:
             continue
         for name in stage.secrets:
             if name not in os.environ:
-                raise ConfigError(f"secrets: {name} is not set in the environment (stage {stage.name} needs it); "
-                                  f"export {name}=… before the build, or remove it from build.yaml's secrets")
+                raise ConfigError(
+                    f"secrets: {name} is not set in the environment (stage {stage.name} needs it); "
+                    f"export {name}=… before the build, or remove it from build.yaml's secrets"
+                )
         why = engine.refuses(stage)
         if why:
             raise ConfigError(f"engine {engine.name}: {why}")
@@ -77,16 +79,23 @@ def gpu_code(vllm_entry: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def image_labels(build: LoadedBuild, plan: Plan, res: Resolution,
-                 code: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:
+def image_labels(
+    build: LoadedBuild, plan: Plan, res: Resolution, code: dict[str, Any] | None = None
+) -> tuple[dict[str, str], str]:
     """The runtime image's labels (every stage key and source commit, the GPU code the vLLM wheel
     holds) and its metadata file."""
     keys = {s.name: s.key for s in plan.stages}
     metadata = {
-        "tool": f"spark-pipeline {__version__}", "gpu_arch": build.spec.gpu_arch, "gpu_code": code or {},
-        "platform": build.spec.platform, "stage_keys": keys, "versions": res.versions,
-        "sources": {n: {"commit": s.commit, "ref": s.ref, "prs": {lbl: sha for lbl, sha, _ in s.prs}}
-                    for n, s in res.sources.items()},
+        "tool": f"spark-pipeline {__version__}",
+        "gpu_arch": build.spec.gpu_arch,
+        "gpu_code": code or {},
+        "platform": build.spec.platform,
+        "stage_keys": keys,
+        "versions": res.versions,
+        "sources": {
+            n: {"commit": s.commit, "ref": s.ref, "prs": {lbl: sha for lbl, sha, _ in s.prs}}
+            for n, s in res.sources.items()
+        },
     }
     labels = {key_label(n): k for n, k in keys.items()}
     labels.update({source_label(n): s.commit for n, s in res.sources.items()})
@@ -98,8 +107,15 @@ def image_labels(build: LoadedBuild, plan: Plan, res: Resolution,
 
 
 class Builder:
-    def __init__(self, build: LoadedBuild, engine: Engine, store: Store, mirrors: Mirrors,
-                 reporter: Reporter | None = None, remote: RemoteStore | None = None):
+    def __init__(
+        self,
+        build: LoadedBuild,
+        engine: Engine,
+        store: Store,
+        mirrors: Mirrors,
+        reporter: Reporter | None = None,
+        remote: RemoteStore | None = None,
+    ):
         self.build = build
         self.engine = engine
         self.store = store
@@ -131,8 +147,14 @@ class Builder:
             self._ensure_toolchain(stage.base.stage, res, plan)
             stage = with_toolchain(stage, plan.stage(stage.base.stage).key)
         notes: list[str] = []
-        run = StageRun(stage=stage, key=key, inputs=self.inputs_of(stage, res, plan, notes),
-                       log=log_path(stage.name, key), build_env=stage.build_env, ca_bundle=self.ca_bundle())
+        run = StageRun(
+            stage=stage,
+            key=key,
+            inputs=self.inputs_of(stage, res, plan, notes),
+            log=log_path(stage.name, key),
+            build_env=stage.build_env,
+            ca_bundle=self.ca_bundle(),
+        )
         run.log.write_text("".join(f"{n}\n" for n in notes))
         for n in notes:
             self.report.say(n, "note")
@@ -153,16 +175,25 @@ class Builder:
         tag = toolchain_tag(stage.platform, plan.stage(name).key)
         if self.engine.has_image(tag):
             return
-        self.report.say(f"toolchain image {tag} is not in the local Docker: making it again from the {name} "
-                        "stage's steps (its store entry stays)", "note")
+        self.report.say(
+            f"toolchain image {tag} is not in the local Docker: making it again from the {name} "
+            "stage's steps (its store entry stays)",
+            "note",
+        )
         self.engine.build_toolchain(self.prepare(stage, plan.stage(name).key, res, plan), tag)
 
     def manifest(self, stage: Stage, plan: Plan, seconds: float) -> dict[str, object]:
-        return {"engine": self.engine.name, "duration_s": round(seconds, 3), "tool": f"spark-pipeline {__version__}",
-                "platform": stage.platform, "inputs": plan.stage(stage.name).facts}
+        return {
+            "engine": self.engine.name,
+            "duration_s": round(seconds, 3),
+            "tool": f"spark-pipeline {__version__}",
+            "platform": stage.platform,
+            "inputs": plan.stage(stage.name).facts,
+        }
 
-    def run(self, tag: str | None = None, export: Path | None = None,
-            push: str | None = None) -> tuple[Plan, list[StageResult]]:
+    def run(
+        self, tag: str | None = None, export: Path | None = None, push: str | None = None
+    ) -> tuple[Plan, list[StageResult]]:
         try:
             return self._run(tag, export, push)
         finally:
@@ -262,8 +293,11 @@ class Builder:
         self.report.stage(index, total, stage.name, key, "building", f"image {tag}")
         started = time.monotonic()
         run = self.prepare(stage, key, res, plan)
-        code = gpu_code(self.store.entry_path("vllm", plan.stage("vllm").key)) if any(
-            p.name == "vllm" for p in plan.stages) else {}
+        code = (
+            gpu_code(self.store.entry_path("vllm", plan.stage("vllm").key))
+            if any(p.name == "vllm" for p in plan.stages)
+            else {}
+        )
         labels, metadata = image_labels(self.build, plan, res, code)
         try:
             image_id = self.engine.build_image(run, labels, metadata, tag)
@@ -274,16 +308,19 @@ class Builder:
         self._commit_image(stage, key, plan, seconds, image_id, tag, labels)
         self.results.append(StageResult(stage.name, key, "built", seconds, f"{tag} = {image_id[7:19]}"))
 
-    def _commit_image(self, stage: Stage, key: str, plan: Plan, seconds: float, image_id: str, tag: str,
-                      labels: dict[str, str]) -> None:
+    def _commit_image(
+        self, stage: Stage, key: str, plan: Plan, seconds: float, image_id: str, tag: str, labels: dict[str, str]
+    ) -> None:
         staging = self.store.staging_dir(stage.name)
-        (staging / "image.json").write_text(json.dumps({"image_id": image_id, "tag": tag, "labels": labels},
-                                                       indent=2, sort_keys=True))
+        (staging / "image.json").write_text(
+            json.dumps({"image_id": image_id, "tag": tag, "labels": labels}, indent=2, sort_keys=True)
+        )
         if self.store.has(stage.name, key):  # rebuilt because the local image was gone: replace the entry
             shutil.rmtree(self.store.entry_path(stage.name, key), ignore_errors=True)
         try:
-            self.store.commit(stage.name, key, staging,
-                              {**self.manifest(stage, plan, seconds), "image_id": image_id, "tag": tag})
+            self.store.commit(
+                stage.name, key, staging, {**self.manifest(stage, plan, seconds), "image_id": image_id, "tag": tag}
+            )
         except StoreError:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -40,7 +40,7 @@ class ConfigError(UserError, ValueError):
 
     def __init__(self, messages: str | list[str]):
         self.messages = [messages] if isinstance(messages, str) else list(messages)
-        shown = self.messages[:self.SHOWN]
+        shown = self.messages[: self.SHOWN]
         if len(self.messages) > self.SHOWN:
             shown.append(f"… and {len(self.messages) - self.SHOWN} more")
         super().__init__("\n".join(shown))
@@ -76,8 +76,16 @@ class DockerError(StepFailed):
 class StageError(StepFailed):
     """A stage failed while it ran on an engine."""
 
-    def __init__(self, stage: str, message: str, *, step: str = "", exit_code: int | None = None,
-                 log_tail: str = "", log_path: str = ""):
+    def __init__(
+        self,
+        stage: str,
+        message: str,
+        *,
+        step: str = "",
+        exit_code: int | None = None,
+        log_tail: str = "",
+        log_path: str = "",
+    ):
         self.stage = stage
         self.step = step
         self.step_exit_code = exit_code
@@ -125,8 +133,7 @@ class HostError(StepFailed):
     """Something failed on one node: which node, what ran, how it ended. `remote_status` is the remote
     command's exit status (never the tool's own exit code)."""
 
-    def __init__(self, host: str, message: str, command: str = "", remote_status: int | None = None,
-                 tail: str = ""):
+    def __init__(self, host: str, message: str, command: str = "", remote_status: int | None = None, tail: str = ""):
         self.host = host
         self.message = message
         self.command = command

@@ -55,9 +55,14 @@ class PythonEnv:
         return self.stage_dirs.get(stage, self.directory)
 
     def lock(self) -> dict[str, Any]:
-        return {"target": {"platform": self.target.platform, "python": self.target.python}, "inputs": self.inputs,
-                "packages": {n: {"version": p.version, "hashes": list(p.hashes), "needed_by": list(p.needed_by)}
-                             for n, p in sorted(self.packages.items())}}
+        return {
+            "target": {"platform": self.target.platform, "python": self.target.python},
+            "inputs": self.inputs,
+            "packages": {
+                n: {"version": p.version, "hashes": list(p.hashes), "needed_by": list(p.needed_by)}
+                for n, p in sorted(self.packages.items())
+            },
+        }
 
 
 def locked(lock: Lock | None, tgt: Target, inputs: str) -> dict[str, Pinned]:
@@ -66,9 +71,12 @@ def locked(lock: Lock | None, tgt: Target, inputs: str) -> dict[str, Pinned]:
     if py.get("target") != {"platform": tgt.platform, "python": tgt.python} or py.get("inputs") != inputs:
         return {}
     try:
-        return {n: Pinned(version=str(p["version"]), hashes=tuple(p.get("hashes", ())),
-                          needed_by=tuple(p.get("needed_by", ())))
-                for n, p in dict(py.get("packages", {})).items()}
+        return {
+            n: Pinned(
+                version=str(p["version"]), hashes=tuple(p.get("hashes", ())), needed_by=tuple(p.get("needed_by", ()))
+            )
+            for n, p in dict(py.get("packages", {})).items()
+        }
     except (TypeError, KeyError, AttributeError):
         return {}
 
@@ -81,21 +89,32 @@ def local_indexes(build: LoadedBuild, spec: BuildSpec) -> dict[str, str]:
     """build.yaml's wheel directories (an index that is not a URL) -> absolute paths; ConfigError for one
     that is not there."""
     out = {}
-    for key, where in (("base.torch.index", spec.base.torch.index), ("runtime.pip_index", spec.runtime.pip_index),
-                       ("vllm.deps_index", spec.vllm.deps_index)):
+    for key, where in (
+        ("base.torch.index", spec.base.torch.index),
+        ("runtime.pip_index", spec.runtime.pip_index),
+        ("vllm.deps_index", spec.vllm.deps_index),
+    ):
         if where is not None and pyenv.is_local(where):
             path = Path(where.removeprefix("file://"))
             path = path if path.is_absolute() else (build.root / path).resolve()
             if not path.is_dir():
-                raise ConfigError(f"{build.label}:{key}: {where} is neither a URL nor a directory of wheels "
-                                  f"({path} does not exist)")
+                raise ConfigError(
+                    f"{build.label}:{key}: {where} is neither a URL nor a directory of wheels ({path} does not exist)"
+                )
             out[where] = str(path)
     return out
 
 
-def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_label: str, offline: bool,
-                lock: Lock | None, cache: Path,
-                stage_reqs: Mapping[str, list[Req]] | None = None) -> tuple[PythonEnv | None, list[str]]:
+def resolve_env(
+    build: LoadedBuild,
+    spec: BuildSpec,
+    facts: VllmFacts,
+    vllm_label: str,
+    offline: bool,
+    lock: Lock | None,
+    cache: Path,
+    stage_reqs: Mapping[str, list[Req]] | None = None,
+) -> tuple[PythonEnv | None, list[str]]:
     """`stage_reqs`: what a stage installs itself beyond build.yaml's and vLLM's (FlashInfer's build
     requirements), resolved with the rest and written as <stage>.txt beside constraints.txt."""
     own = {stage: rs for stage, rs in (stage_reqs or {}).items() if rs}
@@ -105,22 +124,33 @@ def resolve_env(build: LoadedBuild, spec: BuildSpec, facts: VllmFacts, vllm_labe
     if offline:
         packages = locked(lock, tgt, inputs)
         if not packages:
-            return None, [f"--offline and build.lock has no Python environment resolved for these requirements "
-                          f"({tgt.platform}, Python {tgt.python}): each pip step resolves on its own"]
+            return None, [
+                f"--offline and build.lock has no Python environment resolved for these requirements "
+                f"({tgt.platform}, Python {tgt.python}): each pip step resolves on its own"
+            ]
     else:
         packages = pyresolve.resolve(reqs, tgt)
     own_files = {f"{stage}.txt": pyenv.input_text(rs) for stage, rs in sorted(own.items())}
     directory = _write(cache, {"constraints.txt": pyenv.constraints(packages), **own_files})
     roots = stage_roots(reqs, own, vllm_label)
-    stage_dirs = {stage: _write(cache, {"constraints.txt": pyenv.constraints(pyenv.closure(packages, names)),
-                                        **({f"{stage}.txt": own_files[f"{stage}.txt"]} if stage in own else {})})
-                  for stage, names in roots.items()}
-    return PythonEnv(target=tgt, inputs=inputs, packages=packages, directory=directory, own=tuple(sorted(own)),
-                     stage_dirs=stage_dirs), []
+    stage_dirs = {
+        stage: _write(
+            cache,
+            {
+                "constraints.txt": pyenv.constraints(pyenv.closure(packages, names)),
+                **({f"{stage}.txt": own_files[f"{stage}.txt"]} if stage in own else {}),
+            },
+        )
+        for stage, names in roots.items()
+    }
+    return PythonEnv(
+        target=tgt, inputs=inputs, packages=packages, directory=directory, own=tuple(sorted(own)), stage_dirs=stage_dirs
+    ), []
 
 
 def stage_roots(reqs: list[Req], own: Mapping[str, list[Req]], vllm_label: str) -> dict[str, set[str]]:
     """The requirements each stage's image holds: its own and those of the images it starts from."""
+
     def named(*prefixes: str) -> set[str]:
         return {r.name for r in reqs if r.origin.startswith(prefixes)}
 
@@ -192,10 +222,16 @@ def with_python_env(stage: Stage, env: PythonEnv) -> Stage:
         steps = stage.steps
         # its own build requirements first (it builds without isolation); Triton's prepare step installs its own
         if stage.name in env.own and stage.name in INSTALLS_OWN:
-            steps = (Step(argv=("python3", "-m", "pip", "install", "-r", f"{PATH}/{stage.name}.txt"),
-                          kind="pip-install"), *steps)
-        return dataclasses.replace(stage, inputs=(*stage.inputs, inp), steps=(*steps, set_check()),
-                                   env=(*stage.env, ("PIP_CONSTRAINT", CONSTRAINTS)))
+            steps = (
+                Step(argv=("python3", "-m", "pip", "install", "-r", f"{PATH}/{stage.name}.txt"), kind="pip-install"),
+                *steps,
+            )
+        return dataclasses.replace(
+            stage,
+            inputs=(*stage.inputs, inp),
+            steps=(*steps, set_check()),
+            env=(*stage.env, ("PIP_CONSTRAINT", CONSTRAINTS)),
+        )
     if stage.name == "runtime":
         steps = tuple(_runtime_pip(s) for s in stage.steps)
         inp = Input(name=INPUT, kind="dir", ref=str(env.dir_for(stage.name)), path=PATH, mode="mount")
@@ -211,17 +247,25 @@ def unpinned_versions(spec: BuildSpec, env: PythonEnv) -> tuple[dict[str, str], 
     if not chosen:
         return {}, []
     listed = ", ".join(f"{k.split(' ', 1)[1]}=={v}" for k, v in chosen.items())
-    return chosen, [f"not pinned in build.yaml, built as resolved with vLLM's requirements for "
-                    f"{env.target.platform}, Python {env.target.python}: {listed}; pin them there to choose "
-                    "when they change"]
+    return chosen, [
+        f"not pinned in build.yaml, built as resolved with vLLM's requirements for "
+        f"{env.target.platform}, Python {env.target.python}: {listed}; pin them there to choose "
+        "when they change"
+    ]
 
 
 def changes(lock: Lock | None, env: PythonEnv) -> list[str]:
     """What moved in the resolved set since build.lock, one `name a → b` each (added: `→ b`, gone: `a →`)."""
-    before = {n: str(p.get("version", "")) for n, p in dict((lock.python if lock else {}).get("packages", {})).items()
-              if isinstance(p, dict)}
+    before = {
+        n: str(p.get("version", ""))
+        for n, p in dict((lock.python if lock else {}).get("packages", {})).items()
+        if isinstance(p, dict)
+    }
     if not before:
         return []
     now = {n: p.version for n, p in env.packages.items()}
-    return [f"{n} {before.get(n, '')} → {now.get(n, '')}".replace("  ", " ")
-            for n in sorted(before.keys() | now.keys()) if before.get(n) != now.get(n)]
+    return [
+        f"{n} {before.get(n, '')} → {now.get(n, '')}".replace("  ", " ")
+        for n in sorted(before.keys() | now.keys())
+        if before.get(n) != now.get(n)
+    ]

@@ -28,13 +28,15 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.store import MANIFEST, Entry, Store
 
 TITLE = "org.opencontainers.image.title"
-URL = re.compile(r"(?P<scheme>oci|oci\+http)://(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
-                 r"/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)")
+URL = re.compile(
+    r"(?P<scheme>oci|oci\+http)://(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
+    r"/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
+)
 
 
 @dataclass(frozen=True)
 class RemoteSpec:
-    host: str       # host[:port]
+    host: str  # host[:port]
     repo: str
     insecure: bool  # plain HTTP
 
@@ -45,8 +47,10 @@ class RemoteSpec:
 def parse_url(url: str, where: str = "--remote-store") -> RemoteSpec:
     m = URL.fullmatch(url.strip())
     if m is None:
-        raise ConfigError(f"{where} {url!r}: expected oci://HOST[:PORT]/REPO (a registry and a repository path, "
-                          "lower case), e.g. oci://registry.lan:5000/spark-pipeline")
+        raise ConfigError(
+            f"{where} {url!r}: expected oci://HOST[:PORT]/REPO (a registry and a repository path, "
+            "lower case), e.g. oci://registry.lan:5000/spark-pipeline"
+        )
     host = m["host"] + (f":{m['port']}" if m["port"] else "")
     loopback = m["host"] in ("localhost", "127.0.0.1", "[::1]")
     return RemoteSpec(host=host, repo=m["repo"], insecure=m["scheme"] == "oci+http" or loopback)
@@ -69,8 +73,10 @@ class RemoteStore:
 
         self.spec = spec
         self.client = oras.client.OrasClient(hostname=spec.host, insecure=spec.insecure)
-        user, password = os.environ.get("SPARK_PIPELINE_REGISTRY_USER"), os.environ.get(
-            "SPARK_PIPELINE_REGISTRY_PASSWORD")
+        user, password = (
+            os.environ.get("SPARK_PIPELINE_REGISTRY_USER"),
+            os.environ.get("SPARK_PIPELINE_REGISTRY_PASSWORD"),
+        )
         if user and password:
             self.client.set_basic_auth(user, password)
 
@@ -108,14 +114,23 @@ class RemoteStore:
         files = [f["path"] for f in entry.files] + [MANIFEST]
         with tempfile.TemporaryDirectory() as tmp:
             ann = Path(tmp) / "annotations.json"
-            ann.write_text(json.dumps({p: {TITLE: p} for p in files}
-                                      | {"$manifest": {f"{LABEL}.stage": entry.stage,
-                                                       f"{LABEL}.key": entry.key}}))
+            ann.write_text(
+                json.dumps(
+                    {p: {TITLE: p} for p in files}
+                    | {"$manifest": {f"{LABEL}.stage": entry.stage, f"{LABEL}.key": entry.key}}
+                )
+            )
             cwd = os.getcwd()
             os.chdir(entry.path)  # oras takes paths relative to the working directory as the layers' files
             try:
-                self._call("push", self.client.push, target=self.spec.ref(entry.stage, entry.key), files=files,
-                           annotation_file=str(ann), quiet=True)
+                self._call(
+                    "push",
+                    self.client.push,
+                    target=self.spec.ref(entry.stage, entry.key),
+                    files=files,
+                    annotation_file=str(ann),
+                    quiet=True,
+                )
             finally:
                 os.chdir(cwd)
         return self.spec.ref(entry.stage, entry.key)

@@ -43,9 +43,13 @@ class Resolution:
 
     def lock_sources(self) -> dict[str, dict[str, Any]]:
         return {
-            n: {"url": s.url if "://" in s.url else os.path.relpath(s.url, self.build.root), "ref": s.ref,
-                "commit": s.commit, "prs": {lbl: sha for lbl, sha, _ in s.prs},
-                "patches": {name: digest for name, digest, _ in s.patches}}
+            n: {
+                "url": s.url if "://" in s.url else os.path.relpath(s.url, self.build.root),
+                "ref": s.ref,
+                "commit": s.commit,
+                "prs": {lbl: sha for lbl, sha, _ in s.prs},
+                "patches": {name: digest for name, digest, _ in s.patches},
+            }
             for n, s in self.sources.items()
         }
 
@@ -64,8 +68,9 @@ def dir_input(root: Path, ref: str, label: str | None = None) -> Resolved:
     return Resolved(digest=digest, facts=((label or f"dir {ref}", digest),))
 
 
-def _source(mirrors: Mirrors, spec: SourceSpec, build: LoadedBuild, versions: dict[str, str],
-            vllm_label: str) -> ResolvedSource:
+def _source(
+    mirrors: Mirrors, spec: SourceSpec, build: LoadedBuild, versions: dict[str, str], vllm_label: str
+) -> ResolvedSource:
     """A source; when `auto` chose its ref from vLLM's pin, an error says so (vLLM 0.34.0 pins a
     flashinfer-python 0.7.3 that was never released)."""
     try:
@@ -74,9 +79,11 @@ def _source(mirrors: Mirrors, spec: SourceSpec, build: LoadedBuild, versions: di
         pinned = versions.get("flashinfer-python") if spec.name == "flashinfer" else None
         if pinned is None or "is not a branch, tag or commit" not in str(e):
             raise
-        raise SourceError(f"{e}\n  (flashinfer.ref is auto: {vllm_label} pins flashinfer-python=={pinned} in "
-                          f"requirements/cuda.txt, so v{pinned} was asked; set flashinfer.ref to a tag "
-                          f"{spec.repo} has)") from None
+        raise SourceError(
+            f"{e}\n  (flashinfer.ref is auto: {vllm_label} pins flashinfer-python=={pinned} in "
+            f"requirements/cuda.txt, so v{pinned} was asked; set flashinfer.ref to a tag "
+            f"{spec.repo} has)"
+        ) from None
 
 
 def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> Resolution:
@@ -86,17 +93,25 @@ def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> R
     effective = auto.apply(build.spec, facts, build.label)
     vllm_label = f"vLLM {specs['vllm'].ref} ({vllm.commit[:12]})"
     # sources first: what they are does not depend on the pip versions chosen below
-    sources = {name: vllm if name == "vllm" else _source(mirrors, spec_, build, effective.versions, vllm_label)
-               for name, spec_ in source_specs(effective.spec).items()}
-    extra = {n: build_requires(src.mirror, src.commit, f"{label} {src.ref} ({src.commit[:12]})", subdirs)
-             for n, label, subdirs in (("flashinfer", "FlashInfer", (".",)),
-                                       ("triton", "Triton", tuple(effective.spec.triton.wheels)))
-             if (src := sources.get(n)) is not None}
+    sources = {
+        name: vllm if name == "vllm" else _source(mirrors, spec_, build, effective.versions, vllm_label)
+        for name, spec_ in source_specs(effective.spec).items()
+    }
+    extra = {
+        n: build_requires(src.mirror, src.commit, f"{label} {src.ref} ({src.commit[:12]})", subdirs)
+        for n, label, subdirs in (
+            ("flashinfer", "FlashInfer", (".",)),
+            ("triton", "Triton", tuple(effective.spec.triton.wheels)),
+        )
+        if (src := sources.get(n)) is not None
+    }
     fi = sources["flashinfer"]
-    extra[python_env.FLASHINFER_RUNTIME] = requirements_file(fi.mirror, fi.commit,
-                                                             f"FlashInfer {fi.ref} ({fi.commit[:12]})")
-    env, env_warnings = python_env.resolve_env(build, effective.spec, facts, vllm_label, mirrors.offline, lock,
-                                               mirrors.cache, extra)
+    extra[python_env.FLASHINFER_RUNTIME] = requirements_file(
+        fi.mirror, fi.commit, f"FlashInfer {fi.ref} ({fi.commit[:12]})"
+    )
+    env, env_warnings = python_env.resolve_env(
+        build, effective.spec, facts, vllm_label, mirrors.offline, lock, mirrors.cache, extra
+    )
     chosen, pin_warnings = python_env.unpinned_versions(effective.spec, env) if env else ({}, [])
     spec = pins.apply(effective.spec, chosen)
     stages = [python_env.with_python_env(s, env) if env else s for s in all_stages(spec)]
@@ -106,9 +121,16 @@ def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> R
             if inp.kind == "dir" and ("dir", inp.ref) not in inputs:
                 label = "python env (the resolved set)" if inp.name == python_env.INPUT else None
                 inputs[("dir", inp.ref)] = dir_input(build.root, inp.ref, label)
-    return Resolution(build=build, spec=spec, stages=stages, sources=sources, inputs=inputs,
-                      versions=effective.versions, warnings=(*effective.warnings, *env_warnings, *pin_warnings),
-                      python=env)
+    return Resolution(
+        build=build,
+        spec=spec,
+        stages=stages,
+        sources=sources,
+        inputs=inputs,
+        versions=effective.versions,
+        warnings=(*effective.warnings, *env_warnings, *pin_warnings),
+        python=env,
+    )
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -123,8 +145,9 @@ def write_lock(path: Path, lock: Lock) -> None:
     fsutil.write_atomic(path, lock.to_json())
 
 
-def plan_build(build: LoadedBuild, mirrors: Mirrors, store: Store,
-               lock_path: Path | None = None) -> tuple[Resolution, Plan, Lock | None]:
+def plan_build(
+    build: LoadedBuild, mirrors: Mirrors, store: Store, lock_path: Path | None = None
+) -> tuple[Resolution, Plan, Lock | None]:
     lock = read_lock(lock_path or build.root / "build.lock")
     res = resolve(build, mirrors, lock)
     plan = make_plan(res.stages, res.inputs, store.has, lock)

@@ -96,8 +96,13 @@ class Store:
         files = []
         for p in sorted(staging.rglob("*")):
             if p.is_file() and p.name != MANIFEST:
-                files.append({"path": p.relative_to(staging).as_posix(), "size": p.stat().st_size,
-                              "sha256": fsutil.file_sha256(p)})
+                files.append(
+                    {
+                        "path": p.relative_to(staging).as_posix(),
+                        "size": p.stat().st_size,
+                        "sha256": fsutil.file_sha256(p),
+                    }
+                )
         manifest = {**meta, "stage": stage, "key": key, "files": files, "created": time.time()}
         mpath = staging / MANIFEST
         with mpath.open("w") as f:
@@ -114,8 +119,10 @@ class Store:
         except (OSError, ValueError) as e:
             raise StoreError(f"entry {stage}/{key[:12]} from the remote store has no readable manifest: {e}") from None
         if manifest.get("stage") != stage or manifest.get("key") != key:
-            raise StoreError(f"entry {stage}/{key[:12]} from the remote store names another entry "
-                             f"({manifest.get('stage')}/{str(manifest.get('key'))[:12]})")
+            raise StoreError(
+                f"entry {stage}/{key[:12]} from the remote store names another entry "
+                f"({manifest.get('stage')}/{str(manifest.get('key'))[:12]})"
+            )
         want = {f["path"]: f for f in manifest.get("files", [])}
         have = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()} - {MANIFEST}
         if have != set(want):
@@ -123,8 +130,9 @@ class Store:
         for rel, f in want.items():
             p = staging / rel
             if p.stat().st_size != f["size"] or fsutil.file_sha256(p) != f["sha256"]:
-                raise StoreError(f"entry {stage}/{key[:12]} from the remote store is corrupt ({rel} does not match "
-                                 "its sha256)")
+                raise StoreError(
+                    f"entry {stage}/{key[:12]} from the remote store is corrupt ({rel} does not match its sha256)"
+                )
         return self._place(stage, key, staging)
 
     def _place(self, stage: str, key: str, staging: Path) -> Entry:

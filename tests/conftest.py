@@ -49,8 +49,13 @@ def smoke(tmp_path: Path, smoke_template: Path) -> Path:
     return dest
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            check: int | None = 0, subprocess: bool = False) -> _subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    check: int | None = 0,
+    subprocess: bool = False,
+) -> _subprocess.CompletedProcess[str]:
     """Run the command line with ARGS the way a user does; returns stdout/stderr/returncode.
 
     In this process by default (pipeline.cli.main with its own cwd, environment, stdout and stderr: a
@@ -58,20 +63,29 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     are about the process itself (start-up, signals, imports)."""
     proc = _run_subprocess(args, cwd, env) if subprocess else _run_in_process(args, cwd, env)
     if check is not None and proc.returncode != check:
-        raise AssertionError(f"exit {proc.returncode} (wanted {check}) for {args}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"exit {proc.returncode} (wanted {check}) for {args}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
-def _run_subprocess(args: tuple[str, ...], cwd: Path | None,
-                    env: dict[str, str] | None) -> _subprocess.CompletedProcess[str]:
+def _run_subprocess(
+    args: tuple[str, ...], cwd: Path | None, env: dict[str, str] | None
+) -> _subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {}), "COLUMNS": "200", "PYTHONPATH": str(REPO)}
-    return _subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or REPO, env=full_env,
-                           capture_output=True, text=True, timeout=600)
+    return _subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd or REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def _run_in_process(args: tuple[str, ...], cwd: Path | None,
-                    env: dict[str, str] | None) -> _subprocess.CompletedProcess[str]:
+def _run_in_process(
+    args: tuple[str, ...], cwd: Path | None, env: dict[str, str] | None
+) -> _subprocess.CompletedProcess[str]:
     import contextlib
     import io
     import traceback

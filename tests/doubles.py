@@ -47,10 +47,17 @@ class FakeHosts:
     homes: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def expect(self, node: str, argv: list[str] | tuple[str, ...], stdout: str = "", stderr: str = "",
-               status: int = 0, repeat: bool = False, raises: BaseException | None = None) -> FakeHosts:
-        self.answers.setdefault((node, shlex.join(argv)), []).append(
-            Answer(stdout, stderr, status, repeat, raises))
+    def expect(
+        self,
+        node: str,
+        argv: list[str] | tuple[str, ...],
+        stdout: str = "",
+        stderr: str = "",
+        status: int = 0,
+        repeat: bool = False,
+        raises: BaseException | None = None,
+    ) -> FakeHosts:
+        self.answers.setdefault((node, shlex.join(argv)), []).append(Answer(stdout, stderr, status, repeat, raises))
         return self
 
     def run(self, node: NodeSpec, argv: list[str], timeout: float = 120, check: bool = True) -> Ran:
@@ -65,8 +72,13 @@ class FakeHosts:
         if answer.raises is not None:
             raise answer.raises
         if check and answer.status != 0:
-            raise HostError(node.label, "command failed", command=command, remote_status=answer.status,
-                            tail=(answer.stderr or answer.stdout).strip())
+            raise HostError(
+                node.label,
+                "command failed",
+                command=command,
+                remote_status=answer.status,
+                tail=(answer.stderr or answer.stdout).strip(),
+            )
         return Ran(answer.status, answer.stdout, answer.stderr)
 
     def put(self, node: NodeSpec, local: Path, remote: str, mode: int | None = None) -> None:
@@ -111,8 +123,14 @@ class FakeShipper:
 
     def ship_to(self, image: str, nodes: list[NodeSpec], mode: str) -> HostResults[Any]:
         self.shipped.append((image, [n.label for n in nodes], mode))
-        return HostResults(tuple(Outcome(n, error=HostError(n.label, self.fail[n.label])) if n.label in self.fail
-                                 else Outcome(n, value="shipped") for n in nodes))
+        return HostResults(
+            tuple(
+                Outcome(n, error=HostError(n.label, self.fail[n.label]))
+                if n.label in self.fail
+                else Outcome(n, value="shipped")
+                for n in nodes
+            )
+        )
 
 
 class Health(http.server.BaseHTTPRequestHandler):

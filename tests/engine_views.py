@@ -39,17 +39,27 @@ class View:
 
 def expected(stage: Stage) -> View:
     return View(
-        base=stage.base.ref, platform=stage.platform, env=list(stage.env),
+        base=stage.base.ref,
+        platform=stage.platform,
+        env=list(stage.env),
         copies=[(i.path, i.name) for i in stage.inputs if i.mode == "copy"],
         caches=[(c.path, c.name) for c in stage.caches],
-        steps=[(list(s.argv), s.workdir or "/", sorted((stage.input(m).path, m) for m in s.mounts))
-               for s in stage.steps],
-        export=stage.output.path, build_env=list(stage.build_env))
+        steps=[
+            (list(s.argv), s.workdir or "/", sorted((stage.input(m).path, m) for m in s.mounts)) for s in stage.steps
+        ],
+        export=stage.output.path,
+        build_env=list(stage.build_env),
+    )
 
 
 def fake_run(stage: Stage) -> StageRun:
-    return StageRun(stage=stage, key="0" * 64, inputs={i.name: HOST / i.name for i in stage.inputs},
-                    log=Path("/nonexistent/build.log"), build_env=stage.build_env)
+    return StageRun(
+        stage=stage,
+        key="0" * 64,
+        inputs={i.name: HOST / i.name for i in stage.inputs},
+        log=Path("/nonexistent/build.log"),
+        build_env=stage.build_env,
+    )
 
 
 # --- BuildKit: parse the generated Dockerfile back -------------------------------------------------
@@ -66,8 +76,12 @@ def buildkit_view(stage: Stage) -> View:
     text = buildkit_dockerfile(stage)
     args = bk.BuildKitEngine(Path("/nonexistent"))._build_args(fake_run(stage), Path("/nonexistent"))
     view = View(base="", platform=args[args.index("--platform") + 1])
-    view.build_env = [tuple(a.split("=", 1)) for a in args[args.index("--platform") + 2:] if "=" in a  # type: ignore[misc]
-                      and not a.startswith("id=")]
+    view.build_env = [
+        tuple(a.split("=", 1))
+        for a in args[args.index("--platform") + 2 :]
+        if "=" in a  # type: ignore[misc]
+        and not a.startswith("id=")
+    ]
     cache_ids = {cache_id(stage, c): c.name for c in stage.caches}
     workdir = "/"
     for line in text.splitlines():
@@ -105,6 +119,7 @@ def buildkit_view(stage: Stage) -> View:
 # --- Dagger: walk the lazy chain ------------------------------------------------------------------
 def chain(obj: Type) -> list[dict[str, Any]]:
     """Engine-free description of a lazy pipeline; object arguments are expanded recursively."""
+
     def norm(v: Any) -> Any:
         if isinstance(v, Type):
             return {"$" + type(v).__name__: chain(v)}
@@ -113,6 +128,7 @@ def chain(obj: Type) -> list[dict[str, Any]]:
         if isinstance(v, dict):
             return {k: norm(x) for k, x in v.items()}
         return v
+
     return [{"type": f.type_name, "field": f.name, "args": norm(f.args)} for f in obj._ctx.selections]
 
 

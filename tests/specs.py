@@ -15,9 +15,18 @@ from tests.conftest import REPO
 
 SPARK = REPO / "build.yaml"
 SMOKE = REPO / "examples" / "smoke" / "build.yaml"
-VLLM_0_33_0 = VllmFacts(commit="0" * 40, has_rust=True, pins={
-    "torch": "2.14.0", "torchvision": "0.29.0", "torchaudio": "2.11.0", "flashinfer-python": "0.7.2.post1",
-    "apache-tvm-ffi": "0.1.11", "nvidia-cutlass-dsl": "4.8.0"})
+VLLM_0_33_0 = VllmFacts(
+    commit="0" * 40,
+    has_rust=True,
+    pins={
+        "torch": "2.14.0",
+        "torchvision": "0.29.0",
+        "torchaudio": "2.11.0",
+        "flashinfer-python": "0.7.2.post1",
+        "apache-tvm-ffi": "0.1.11",
+        "nvidia-cutlass-dsl": "4.8.0",
+    },
+)
 SMOKE_FIXTURE = VllmFacts(commit="1" * 40, has_rust=True, pins={"torch": "2.13.0", "flashinfer-python": "0.6.5"})
 
 

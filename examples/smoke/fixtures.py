@@ -24,14 +24,18 @@ from examples.smoke import models as smoke_models
 
 HERE = Path(__file__).parent
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "smoke", "GIT_AUTHOR_EMAIL": "smoke@example.invalid",
-    "GIT_COMMITTER_NAME": "smoke", "GIT_COMMITTER_EMAIL": "smoke@example.invalid",
-    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
-    "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent",
+    "GIT_AUTHOR_NAME": "smoke",
+    "GIT_AUTHOR_EMAIL": "smoke@example.invalid",
+    "GIT_COMMITTER_NAME": "smoke",
+    "GIT_COMMITTER_EMAIL": "smoke@example.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
 }
 
 # A setup.py fragment every fixture uses: record the build environment inside the package.
-BUILD_INFO = '''
+BUILD_INFO = """
 import json, os
 from pathlib import Path
 from setuptools import setup
@@ -46,12 +50,13 @@ class BuildInfo(build_py):
         target = Path(self.build_lib) / PKG / "_build_info.json"
         target.write_text(json.dumps({k: os.environ.get(k) for k in KEYS}, sort_keys=True))
         extra(Path(self.build_lib) / PKG)
-'''
+"""
 
 
 def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 
@@ -121,28 +126,39 @@ def requires(path):
 '''
 
 
-def setup_py(pkg: str, name: str, version: str, extra: str = "def extra(pkg_dir):\n    pass\n",
-             requires_from: str = "", scripts: str = "") -> str:
+def setup_py(
+    pkg: str,
+    name: str,
+    version: str,
+    extra: str = "def extra(pkg_dir):\n    pass\n",
+    requires_from: str = "",
+    scripts: str = "",
+) -> str:
     install = f", install_requires=requires({requires_from!r})" if requires_from else ""
     if scripts:
         install += f", entry_points={{'console_scripts': [{scripts!r}]}}"
     data = "['*.fatbin', '*.so', '*.json', 'cubins/*', 'data/include/**/*']"
-    return (f"PKG = {pkg!r}\n" + BUILD_INFO + REQUIRES + "\n" + extra + "\n\n"
-            f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}}{install},\n"
-            f"      include_package_data=True, package_data={{PKG: {data}}})\n")
+    return (
+        f"PKG = {pkg!r}\n" + BUILD_INFO + REQUIRES + "\n" + extra + "\n\n"
+        f"setup(name={name!r}, version={version!r}, packages=[PKG], cmdclass={{'build_py': BuildInfo}}{install},\n"
+        f"      include_package_data=True, package_data={{PKG: {data}}})\n"
+    )
 
 
 # --- the torch stand-in wheel --------------------------------------------------------------------
+
 
 def write_wheel(dest: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> Path:
     """A minimal valid py3-none-any wheel (PEP 427), written directly."""
     dist = f"{name}-{version}"
     info = f"{dist}.dist-info"
     contents = dict(files)
-    contents[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                    + "".join(f"Requires-Dist: {r}\n" for r in requires))
-    contents[f"{info}/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: smoke-fixtures\nRoot-Is-Purelib: true\n"
-                                 "Tag: py3-none-any\n")
+    contents[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires
+    )
+    contents[f"{info}/WHEEL"] = (
+        "Wheel-Version: 1.0\nGenerator: smoke-fixtures\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = []
     for rel, text in contents.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
@@ -162,9 +178,15 @@ def torch_index(dest: Path, version: str = "2.13.0") -> None:
     """Stand-ins for download.pytorch.org: torch, pinning the Triton it was built with (as real torch does),
     and an exact pin on a library that has a newer release (as torch 2.14.0 pins nvidia-nvshmem-cu13
     3.4.5 while 3.8.0 exists): the smoke base's unpinned `smoke-cross` must resolve to 1.0, not 2.0."""
-    write_wheel(dest, "torch", version, {
-        "torch/__init__.py": f'__version__ = "{version}"\nSTAND_IN = True  # smoke-stack stand-in for PyTorch\n',
-    }, requires=("triton==3.6.0", "smoke-cross==1.0"))
+    write_wheel(
+        dest,
+        "torch",
+        version,
+        {
+            "torch/__init__.py": f'__version__ = "{version}"\nSTAND_IN = True  # smoke-stack stand-in for PyTorch\n',
+        },
+        requires=("triton==3.6.0", "smoke-cross==1.0"),
+    )
     write_wheel(dest, "triton", "3.6.0", {"triton/__init__.py": '"""smoke-stack stand-in for Triton"""\n'})
     for v in ("1.0", "2.0"):
         write_wheel(dest, "smoke_cross", v, {"smoke_cross/__init__.py": f'VERSION = "{v}"\n'})
@@ -229,13 +251,13 @@ def extra(pkg_dir):
         "cxx": tool("g++", "--version")}, sort_keys=True))
 '''
 
-TRITON_EXTRA = '''
+TRITON_EXTRA = """
 import pybind11
 
 
 def extra(pkg_dir):
     (pkg_dir / "_pybind11.json").write_text(json.dumps({"pybind11": pybind11.__version__}))
-'''
+"""
 
 FLASHINFER_EXTRA = '''
 import shutil
@@ -293,55 +315,77 @@ def make_sources(root: Path) -> dict[str, str]:
     """Create every fixture repository under root/repos; returns name -> HEAD sha of main."""
     repos = root / "repos"
     heads = {}
-    heads["nccl"] = make_repo(repos / "nccl", {
-        "Makefile": NCCL_MAKEFILE,
-        "src/collectives.cu": KERNEL.replace("add_one", "nccl_all_reduce_stub"),
-        "src/nccl.h": "#define NCCL_MAJOR 2\n",
-    })
-    heads["triton"] = make_repo(repos / "triton", {
-        "setup.py": setup_py("triton", "triton", "3.6.0", TRITON_EXTRA),
-        # as Triton's: its setup.py imports pybind11, a build requirement --no-build-isolation does not install
-        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=40.8.0", "wheel", "pybind11>=2.13.1"]\n',
-        "triton/__init__.py": '"""smoke-stack stand-in for Triton"""\n',
-    })
+    heads["nccl"] = make_repo(
+        repos / "nccl",
+        {
+            "Makefile": NCCL_MAKEFILE,
+            "src/collectives.cu": KERNEL.replace("add_one", "nccl_all_reduce_stub"),
+            "src/nccl.h": "#define NCCL_MAJOR 2\n",
+        },
+    )
+    heads["triton"] = make_repo(
+        repos / "triton",
+        {
+            "setup.py": setup_py("triton", "triton", "3.6.0", TRITON_EXTRA),
+            # as Triton's: its setup.py imports pybind11, a build requirement --no-build-isolation does not install
+            "pyproject.toml": '[build-system]\nrequires = ["setuptools>=40.8.0", "wheel", "pybind11>=2.13.1"]\n',
+            "triton/__init__.py": '"""smoke-stack stand-in for Triton"""\n',
+        },
+    )
     cubins = {f"gemm_sm121_{i}.cubin": f"cubin payload {i}\n" * 64 for i in range(3)}
     checksums = "".join(f"{hashlib.sha256(t.encode()).hexdigest()} {n}\n" for n, t in sorted(cubins.items()))
     # FlashInfer's 3rdparty/ are submodules (cutlass, spdlog, …): its wheel ships their headers.
     heads["cutlass"] = make_repo(repos / "cutlass", {"include/cutlass/cutlass.h": "#define CUTLASS_SMOKE 1\n"})
-    heads["flashinfer"] = make_repo(repos / "flashinfer", {
-        "setup.py": setup_py("flashinfer", "flashinfer-python", "0.6.5", FLASHINFER_EXTRA),
-        "flashinfer/__init__.py": '"""smoke-stack stand-in for FlashInfer"""\n',
-        "flashinfer-cubin/setup.py": setup_py("flashinfer_cubin", "flashinfer-cubin", "0.6.5", CUBIN_EXTRA),
-        "flashinfer-cubin/flashinfer_cubin/__init__.py": "",
-        "flashinfer-cubin/checksums.txt": checksums,
-        **{f"third_party/cubin-artifactory/{n}": t for n, t in cubins.items()},
-        "flashinfer-jit-cache/setup.py": setup_py("flashinfer_jit_cache", "flashinfer-jit-cache", "0.6.5"),
-        "flashinfer-jit-cache/flashinfer_jit_cache/__init__.py": "",
-    })
+    heads["flashinfer"] = make_repo(
+        repos / "flashinfer",
+        {
+            "setup.py": setup_py("flashinfer", "flashinfer-python", "0.6.5", FLASHINFER_EXTRA),
+            "flashinfer/__init__.py": '"""smoke-stack stand-in for FlashInfer"""\n',
+            "flashinfer-cubin/setup.py": setup_py("flashinfer_cubin", "flashinfer-cubin", "0.6.5", CUBIN_EXTRA),
+            "flashinfer-cubin/flashinfer_cubin/__init__.py": "",
+            "flashinfer-cubin/checksums.txt": checksums,
+            **{f"third_party/cubin-artifactory/{n}": t for n, t in cubins.items()},
+            "flashinfer-jit-cache/setup.py": setup_py("flashinfer_jit_cache", "flashinfer-jit-cache", "0.6.5"),
+            "flashinfer-jit-cache/flashinfer_jit_cache/__init__.py": "",
+        },
+    )
     heads["flashinfer"] = add_submodule(repos / "flashinfer", "3rdparty/cutlass", "../cutlass", heads["cutlass"])
     git(repos / "flashinfer", "tag", "v0.6.5")  # the release the vLLM fixture pins (flashinfer.ref: auto)
-    heads["vllm"] = make_repo(repos / "vllm", {
-        "setup.py": setup_py("vllm", "vllm", "0.16.1", VLLM_EXTRA, requires_from="requirements/cuda.txt",
-                             scripts="vllm=vllm.serve:main"),
-        # `vllm serve` that speaks the OpenAI API (deterministic, no model: see the file's docstring)
-        "vllm/serve.py": (HERE / "vllm_serve.py").read_text(),
-        "vllm/__init__.py": '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n',
-        "csrc/kernel.cu": KERNEL,
-        # vLLM 0.33/0.34's list for CUDA >= 13: without docker-contexts/vllm/cuda_archs.py, 12.1a -> 12.0
-        "CMakeLists.txt": 'set(CUDA_SUPPORTED_ARCHS "7.5;8.0;8.6;8.7;8.9;9.0;10.0;11.0;12.0")\n',
-        # The newest layout (2026-10): the script under tools/, build requirements under requirements/build/.
-        "tools/use_existing_torch.py": ("import glob\n"
-                                        "for f in glob.glob('requirements/**/*.txt', recursive=True):\n"
-                                        "    lines = open(f).readlines()\n"
-                                        "    open(f, 'w').writelines(l for l in lines if 'torch' not in l)\n"),
-        "requirements/common.txt": "smoke-runtime-dep>=1.0\n",
-        "requirements/cuda.txt": "-r common.txt\ntorch==2.13.0\nflashinfer-python==0.6.5\n",
-        # the torch pin must not survive prepare (it would replace the toolchain's torch)
-        "requirements/build/cuda.txt": "# build requirements of the smoke fixture\ntorch==2.13.0\n",
-        "rust/Cargo.toml": '[workspace]\nmembers = []\n\n[workspace.package]\nedition = "2024"\n',
-        "rust-toolchain.toml": '[toolchain]\nchannel = "1.91.1"\n',  # what base.rust.toolchain: auto installs
-        "docs/index.md": "# vLLM smoke fixture\n",
-    })
+    heads["vllm"] = make_repo(
+        repos / "vllm",
+        {
+            "setup.py": setup_py(
+                "vllm",
+                "vllm",
+                "0.16.1",
+                VLLM_EXTRA,
+                requires_from="requirements/cuda.txt",
+                scripts="vllm=vllm.serve:main",
+            ),
+            # `vllm serve` that speaks the OpenAI API (deterministic, no model: see the file's docstring)
+            "vllm/serve.py": (HERE / "vllm_serve.py").read_text(),
+            "vllm/__init__.py": (
+                '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n'
+            ),
+            "csrc/kernel.cu": KERNEL,
+            # vLLM 0.33/0.34's list for CUDA >= 13: without docker-contexts/vllm/cuda_archs.py, 12.1a -> 12.0
+            "CMakeLists.txt": 'set(CUDA_SUPPORTED_ARCHS "7.5;8.0;8.6;8.7;8.9;9.0;10.0;11.0;12.0")\n',
+            # The newest layout (2026-10): the script under tools/, build requirements under requirements/build/.
+            "tools/use_existing_torch.py": (
+                "import glob\n"
+                "for f in glob.glob('requirements/**/*.txt', recursive=True):\n"
+                "    lines = open(f).readlines()\n"
+                "    open(f, 'w').writelines(l for l in lines if 'torch' not in l)\n"
+            ),
+            "requirements/common.txt": "smoke-runtime-dep>=1.0\n",
+            "requirements/cuda.txt": "-r common.txt\ntorch==2.13.0\nflashinfer-python==0.6.5\n",
+            # the torch pin must not survive prepare (it would replace the toolchain's torch)
+            "requirements/build/cuda.txt": "# build requirements of the smoke fixture\ntorch==2.13.0\n",
+            "rust/Cargo.toml": '[workspace]\nmembers = []\n\n[workspace.package]\nedition = "2024"\n',
+            "rust-toolchain.toml": '[toolchain]\nchannel = "1.91.1"\n',  # what base.rust.toolchain: auto installs
+            "docs/index.md": "# vLLM smoke fixture\n",
+        },
+    )
     # PRs: one touching python code, one touching only docs (vLLM tolerates doc conflicts).
     make_pr(repos / "vllm", 101, {"vllm/pr101.py": "FEATURE = 'from PR 101'\n"})
     make_pr(repos / "vllm", 102, {"docs/index.md": "# vLLM smoke fixture (PR 102)\n"})
@@ -380,10 +424,18 @@ def generate(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     make_sources(root)
     torch_index(root / "torch-index")
-    write_wheel(root / "wheel-index", "smoke_runtime_dep", "1.0", {
-        "smoke_runtime_dep/__init__.py": '"""smoke-stack stand-in for a vLLM runtime requirement"""\n'})
-    write_wheel(root / "wheel-index", "smoke_extra", "1.0", {
-        "smoke_extra/__init__.py": '"""smoke-stack stand-in for a runtime extra (ray, fastsafetensors, …)"""\n'})
+    write_wheel(
+        root / "wheel-index",
+        "smoke_runtime_dep",
+        "1.0",
+        {"smoke_runtime_dep/__init__.py": '"""smoke-stack stand-in for a vLLM runtime requirement"""\n'},
+    )
+    write_wheel(
+        root / "wheel-index",
+        "smoke_extra",
+        "1.0",
+        {"smoke_extra/__init__.py": '"""smoke-stack stand-in for a runtime extra (ray, fastsafetensors, …)"""\n'},
+    )
     write(root, {"rustup/rustup-init.sh": RUSTUP_STAND_IN, "patches/vllm-0001-smoke.patch": VLLM_PATCH})
     shutil.copyfile(HERE / "build.yaml", root / "build.yaml")
     ctx = root / "docker-contexts" / "runtime"

@@ -22,10 +22,48 @@ HERE = Path(__file__).parent
 MODEL = "spark-pipeline/smoke-tiny"
 DRAFT = "spark-pipeline/smoke-tiny-draft"
 # The fixture server's own words, then ours: the corpus only uses words the tokenizer knows.
-CORPUS_WORDS = ["cluster", "memory", "bandwidth", "unified", "grace", "blackwell", "tensor", "cores", "attention",
-                "cache", "prefill", "decode", "batch", "request", "stream", "latency", "throughput", "context",
-                "depth", "prompt", "answer", "weights", "shard", "rank", "ring", "all", "reduce", "nccl", "rdma",
-                "link", "port", "head", "worker", "image", "layer", "wheel", "store", "key", "stage", "build"]
+CORPUS_WORDS = [
+    "cluster",
+    "memory",
+    "bandwidth",
+    "unified",
+    "grace",
+    "blackwell",
+    "tensor",
+    "cores",
+    "attention",
+    "cache",
+    "prefill",
+    "decode",
+    "batch",
+    "request",
+    "stream",
+    "latency",
+    "throughput",
+    "context",
+    "depth",
+    "prompt",
+    "answer",
+    "weights",
+    "shard",
+    "rank",
+    "ring",
+    "all",
+    "reduce",
+    "nccl",
+    "rdma",
+    "link",
+    "port",
+    "head",
+    "worker",
+    "image",
+    "layer",
+    "wheel",
+    "store",
+    "key",
+    "stage",
+    "build",
+]
 
 
 def words() -> list[str]:
@@ -35,10 +73,20 @@ def words() -> list[str]:
 def tokenizer_json() -> str:
     """A word-level tokenizer in the `tokenizers` library's file format (whitespace-split words)."""
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words())}}
-    return json.dumps({"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
-                       "normalizer": None, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None,
-                       "decoder": None, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}},
-                      sort_keys=True)
+    return json.dumps(
+        {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "WhitespaceSplit"},
+            "post_processor": None,
+            "decoder": None,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"},
+        },
+        sort_keys=True,
+    )
 
 
 def weights(name: str, size: int) -> bytes:
@@ -55,8 +103,13 @@ def write_model(dest: Path, repo: str, size: int) -> Path:
     """One model repository's files under dest/<org>/<name>."""
     d = dest / repo
     d.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["SmokeForCausalLM"], "model_type": "smoke", "vocab_size": len(words()) + 1,
-              "max_position_embeddings": 4096, "_comment": "smoke-stack fixture, not a model"}
+    config = {
+        "architectures": ["SmokeForCausalLM"],
+        "model_type": "smoke",
+        "vocab_size": len(words()) + 1,
+        "max_position_embeddings": 4096,
+        "_comment": "smoke-stack fixture, not a model",
+    }
     (d / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (d / "generation_config.json").write_text('{"max_new_tokens": 16}\n')
     (d / "tokenizer.json").write_text(tokenizer_json())

@@ -23,8 +23,32 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-WORDS = ["the", "spark", "runs", "a", "model", "on", "one", "node", "or", "many", "and", "tokens", "flow",
-         "through", "network", "while", "kernels", "compute", "every", "layer", "of", "transformer", "in", "order"]
+WORDS = [
+    "the",
+    "spark",
+    "runs",
+    "a",
+    "model",
+    "on",
+    "one",
+    "node",
+    "or",
+    "many",
+    "and",
+    "tokens",
+    "flow",
+    "through",
+    "network",
+    "while",
+    "kernels",
+    "compute",
+    "every",
+    "layer",
+    "of",
+    "transformer",
+    "in",
+    "order",
+]
 FACTS = {"capital of france": "Paris."}
 
 
@@ -62,8 +86,18 @@ class Server:
         self.decode = float(os.environ.get("SMOKE_DECODE_TPS", "400"))
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.name, "object": "model", "root": self.model,
-                                            "owned_by": "vllm", "max_model_len": self.max_model_len}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.name,
+                    "object": "model",
+                    "root": self.model,
+                    "owned_by": "vllm",
+                    "max_model_len": self.max_model_len,
+                }
+            ],
+        }
 
     def prompt_of(self, body: dict[str, Any], chat: bool) -> str:
         if not chat:
@@ -80,8 +114,14 @@ class Server:
         prompt = self.prompt_of(body, chat)
         n_prompt = len(tokens(prompt))
         if n_prompt + 1 > self.max_model_len:
-            handler.send_json(400, {"object": "error", "type": "BadRequestError", "message":
-                                    f"This model's maximum context length is {self.max_model_len} tokens."})
+            handler.send_json(
+                400,
+                {
+                    "object": "error",
+                    "type": "BadRequestError",
+                    "message": f"This model's maximum context length is {self.max_model_len} tokens.",
+                },
+            )
             return
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         out = reply(prompt, max(1, min(max_tokens, self.max_model_len - n_prompt)))
@@ -95,10 +135,20 @@ class Server:
         if not body.get("stream"):
             time.sleep(len(out) / decode)
             text = " ".join(out)
-            choice: dict[str, Any] = ({"index": 0, "message": {"role": "assistant", "content": text}} if chat
-                                      else {"index": 0, "text": text})
-            handler.send_json(200, {"id": rid, "object": kind, "created": int(time.time()), "model": self.name,
-                                    "choices": [{**choice, "finish_reason": finish}], "usage": usage})
+            choice: dict[str, Any] = (
+                {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
+            )
+            handler.send_json(
+                200,
+                {
+                    "id": rid,
+                    "object": kind,
+                    "created": int(time.time()),
+                    "model": self.name,
+                    "choices": [{**choice, "finish_reason": finish}],
+                    "usage": usage,
+                },
+            )
             return
         handler.start_stream()
         for i, word in enumerate(out):
@@ -179,8 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-model-len", type=int, default=32768)
     args, ignored = p.parse_known_args(argv[1:])
     snap = snapshot_of(args.model)
-    log(f"model files: {snap} ({sum(1 for f in snap.rglob('*') if f.is_file())} files)" if snap
-        else f"model files: none for {args.model} in the Hugging Face cache (the fixture serves anyway)")
+    log(
+        f"model files: {snap} ({sum(1 for f in snap.rglob('*') if f.is_file())} files)"
+        if snap
+        else f"model files: none for {args.model} in the Hugging Face cache (the fixture serves anyway)"
+    )
     if ignored:
         log(f"accepted and ignored: {' '.join(ignored)}")
     Handler.server_state = Server(args)

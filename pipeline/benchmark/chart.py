@@ -18,8 +18,11 @@ def write_png(record: Record, dest: Path) -> Path:
     panels = ((axes[0], "tg_tps", "generation (tg) t/s"), (axes[1], "pp_tps", "prompt processing (pp) t/s"))
     for ax, field, title in panels:
         for c in sorted({r.concurrency for r in record.rows}):
-            pts = [(r.depth, getattr(r, field)) for r in record.rows
-                   if r.concurrency == c and getattr(r, field) is not None]
+            pts = [
+                (r.depth, getattr(r, field))
+                for r in record.rows
+                if r.concurrency == c and getattr(r, field) is not None
+            ]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"concurrency {c}")
         ax.set_title(title)

@@ -16,13 +16,26 @@ from pipeline.errors import ConfigError
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"pp": [2048], "tg": [32], "depth": [0, 4096], "concurrency": [1], "runs": 3},
-    "sweep": {"pp": [2048], "tg": [32], "depth": [0, 2048, 4096, 8192, 16384, 32768, 65536],
-              "concurrency": [1, 2, 5, 10], "runs": 3, "enable_prefix_caching": True},
+    "sweep": {
+        "pp": [2048],
+        "tg": [32],
+        "depth": [0, 2048, 4096, 8192, 16384, 32768, 65536],
+        "concurrency": [1, 2, 5, 10],
+        "runs": 3,
+        "enable_prefix_caching": True,
+    },
 }
 LIST_ARGS = ("pp", "tg", "depth", "concurrency")
 INT_ARGS = ("runs",)
-FLAG_ARGS = ("no_cache", "enable_prefix_caching", "no_warmup", "skip_coherence", "exact_tg", "adapt_prompt",
-             "no_adapt_prompt")
+FLAG_ARGS = (
+    "no_cache",
+    "enable_prefix_caching",
+    "no_warmup",
+    "skip_coherence",
+    "exact_tg",
+    "adapt_prompt",
+    "no_adapt_prompt",
+)
 STR_ARGS = ("latency_mode", "post_run_cmd")
 # Ours, not llama-benchy's: resolved to local files before it runs (it would otherwise download both).
 OWN_ARGS = ("tokenizer", "corpus")
@@ -55,8 +68,9 @@ def _numbers(key: str, value: Any, where: str) -> list[int]:
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {key} expects whole numbers such as 0,4096 (got {value!r})") from None
     if not out or any(v < 0 for v in out) or (key != "depth" and 0 in out):
-        raise ConfigError(f"{where}: {key} expects {'non-negative' if key == 'depth' else 'positive'} numbers "
-                          f"(got {value!r})")
+        raise ConfigError(
+            f"{where}: {key} expects {'non-negative' if key == 'depth' else 'positive'} numbers (got {value!r})"
+        )
     return out
 
 
@@ -94,13 +108,17 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
         key, eq, value = s.partition("=")
         if not eq or not key:
             raise ConfigError(f"-b {s}: expected KEY=VALUE, such as depth=0,4096")
-        out[ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))] = coerce(key.replace("-", "_"), value,
-                                                                                f"-b {s}")
+        out[ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))] = coerce(key.replace("-", "_"), value, f"-b {s}")
     return out
 
 
-def resolve(profile: str | None, recipe_profile: str | None, recipe_args: Mapping[str, Any],
-            sets: Mapping[str, Any], label: str = "recipe") -> BenchArgs:
+def resolve(
+    profile: str | None,
+    recipe_profile: str | None,
+    recipe_args: Mapping[str, Any],
+    sets: Mapping[str, Any],
+    label: str = "recipe",
+) -> BenchArgs:
     name = profile or recipe_profile or "quick"
     if name not in PROFILES:
         raise ConfigError(f"profile {name!r}: unknown (expected one of {', '.join(PROFILES)})")
@@ -111,11 +129,26 @@ def resolve(profile: str | None, recipe_profile: str | None, recipe_args: Mappin
     return BenchArgs(name, values)
 
 
-def llama_benchy_argv(args: BenchArgs, *, base_url: str, model: str, served_name: str, tokenizer: str,
-                      book_url: str, result_file: str) -> list[str]:
+def llama_benchy_argv(
+    args: BenchArgs, *, base_url: str, model: str, served_name: str, tokenizer: str, book_url: str, result_file: str
+) -> list[str]:
     """The llama-benchy command line (run as `python -m llama_benchy`)."""
-    argv = ["--base-url", base_url, "--model", model, "--served-model-name", served_name,
-            "--tokenizer", tokenizer, "--book-url", book_url, "--save-result", result_file, "--format", "json"]
+    argv = [
+        "--base-url",
+        base_url,
+        "--model",
+        model,
+        "--served-model-name",
+        served_name,
+        "--tokenizer",
+        tokenizer,
+        "--book-url",
+        book_url,
+        "--save-result",
+        result_file,
+        "--format",
+        "json",
+    ]
     for k in LIST_ARGS:
         if k in args.values:
             argv += [f"--{k}", *(str(v) for v in args.values[k])]

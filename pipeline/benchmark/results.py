@@ -17,9 +17,9 @@ from pydantic import BaseModel
 class Row(BaseModel):
     depth: int
     concurrency: int
-    pp_tps: float | None = None      # prompt processing, tokens/s (total over concurrent requests)
-    tg_tps: float | None = None      # generation, tokens/s (total)
-    ttfr_ms: float | None = None     # time to first response
+    pp_tps: float | None = None  # prompt processing, tokens/s (total over concurrent requests)
+    tg_tps: float | None = None  # generation, tokens/s (total)
+    ttfr_ms: float | None = None  # time to first response
 
 
 class Record(BaseModel):
@@ -63,8 +63,10 @@ def rows_of(report: dict[str, Any]) -> list[Row]:
             v = _mean(b.get(src))
             if v is not None:
                 g[dst].append(v)
-    return [Row(depth=d, concurrency=c, pp_tps=_avg(g["pp"]), tg_tps=_avg(g["tg"]), ttfr_ms=_avg(g["ttfr"]))
-            for (d, c), g in sorted(groups.items())]
+    return [
+        Row(depth=d, concurrency=c, pp_tps=_avg(g["pp"]), tg_tps=_avg(g["tg"]), ttfr_ms=_avg(g["ttfr"]))
+        for (d, c), g in sorted(groups.items())
+    ]
 
 
 def fmt(v: float | None, digits: int = 1) -> str:
@@ -74,8 +76,9 @@ def fmt(v: float | None, digits: int = 1) -> str:
 def table_md(record: Record) -> str:
     head = f"# {record.model} — {record.label} — profile {record.profile}\n\n"
     lines = ["| depth | concurrency | pp t/s | tg t/s | ttfr ms |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r.depth} | {r.concurrency} | {fmt(r.pp_tps)} | {fmt(r.tg_tps)} | {fmt(r.ttfr_ms)} |"
-              for r in record.rows]
+    lines += [
+        f"| {r.depth} | {r.concurrency} | {fmt(r.pp_tps)} | {fmt(r.tg_tps)} | {fmt(r.ttfr_ms)} |" for r in record.rows
+    ]
     return head + "\n".join(lines) + "\n"
 
 

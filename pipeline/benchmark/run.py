@@ -41,9 +41,11 @@ def local_tokenizer(model: str, given: Path | None) -> Path:
     try:
         snap = Path(snapshot_download(model, local_files_only=True))
     except LocalEntryNotFoundError:
-        raise ConfigError(f"model {model}: not in the Hugging Face cache, so there is no tokenizer to count "
-                          f"tokens with; run `python -m pipeline model download {model}` or give "
-                          "-b tokenizer=PATH") from None
+        raise ConfigError(
+            f"model {model}: not in the Hugging Face cache, so there is no tokenizer to count "
+            f"tokens with; run `python -m pipeline model download {model}` or give "
+            "-b tokenizer=PATH"
+        ) from None
     if (snap / "tokenizer.json").exists():
         return snap / "tokenizer.json"
     if (snap / "tokenizer_config.json").exists():
@@ -87,8 +89,13 @@ def corpus_url(corpus: Path | None) -> Iterator[str]:
 
 def run_llama_benchy(argv: list[str], timeout: float, on_line: Callable[[str], None]) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "llama_benchy", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_benchy", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     tail: list[str] = []
@@ -109,9 +116,19 @@ def run_llama_benchy(argv: list[str], timeout: float, on_line: Callable[[str], N
         raise BenchFailed("llama-benchy " + why + ":\n  " + "\n  ".join(tail))
 
 
-def benchmark(args: BenchArgs, *, base_url: str, model: str, served_name: str, tokenizer: Path,
-              corpus: Path | None, results: Path, key: dict[str, str | int], timeout: float,
-              on_line: Callable[[str], None]) -> tuple[Record, Path]:
+def benchmark(
+    args: BenchArgs,
+    *,
+    base_url: str,
+    model: str,
+    served_name: str,
+    tokenizer: Path,
+    corpus: Path | None,
+    results: Path,
+    key: dict[str, str | int],
+    timeout: float,
+    on_line: Callable[[str], None],
+) -> tuple[Record, Path]:
     """Run, then write the record's directory whole (record.json, table.md, chart.png, llama-benchy.json)."""
     started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results.mkdir(parents=True, exist_ok=True)
@@ -120,14 +137,29 @@ def benchmark(args: BenchArgs, *, base_url: str, model: str, served_name: str, t
     raw = work / "llama-benchy.json"
     t0 = time.monotonic()
     with corpus_url(corpus) as book:
-        argv = llama_benchy_argv(args, base_url=base_url, model=model, served_name=served_name,
-                                 tokenizer=str(tokenizer), book_url=book, result_file=str(raw))
+        argv = llama_benchy_argv(
+            args,
+            base_url=base_url,
+            model=model,
+            served_name=served_name,
+            tokenizer=str(tokenizer),
+            book_url=book,
+            result_file=str(raw),
+        )
         run_llama_benchy(argv, timeout, on_line)
     report = json.loads(raw.read_text())
-    record = Record(build_key=str(key["build_key"]), recipe=str(key["recipe"]), nodes=int(key["nodes"]),
-                    model=model, profile=args.profile, endpoint=base_url, started=started,
-                    seconds=round(time.monotonic() - t0, 1), llama_benchy=str(report.get("version", "")),
-                    rows=rows_of(report))
+    record = Record(
+        build_key=str(key["build_key"]),
+        recipe=str(key["recipe"]),
+        nodes=int(key["nodes"]),
+        model=model,
+        profile=args.profile,
+        endpoint=base_url,
+        started=started,
+        seconds=round(time.monotonic() - t0, 1),
+        llama_benchy=str(report.get("version", "")),
+        rows=rows_of(report),
+    )
     if not record.rows:
         raise BenchFailed(f"llama-benchy wrote no results (see {raw})")
     (work / "record.json").write_text(record.model_dump_json(indent=2) + "\n")
@@ -156,6 +188,8 @@ def find_record(results: Path, which: str) -> tuple[Record, Path]:
         return Record.model_validate_json((p / "record.json").read_text()), p
     hits = [(r, d) for r, d in load_records(results) if r.build_key.startswith(which) or r.recipe == which]
     if not hits:
-        raise ConfigError(f"bench compare: no result matches {which!r} under {results} "
-                          "(a result directory, a build key prefix or a recipe name; `bench ls` lists them)")
+        raise ConfigError(
+            f"bench compare: no result matches {which!r} under {results} "
+            "(a result directory, a build key prefix or a recipe name; `bench ls` lists them)"
+        )
     return max(hits, key=lambda h: h[0].started)

@@ -18,28 +18,41 @@ from pipeline import __version__
 
 # command -> (module, attribute, one-line help shown by `--help` without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "plan": ("pipeline.cli.build", "plan", "Show each stage, its key, whether the store has it, and why it "
-                                           "must rebuild."),
+    "plan": (
+        "pipeline.cli.build",
+        "plan",
+        "Show each stage, its key, whether the store has it, and why it must rebuild.",
+    ),
     "build": ("pipeline.cli.build", "build", "Build the stages the store lacks, then the runtime image."),
-    "stages": ("pipeline.cli.build", "stages", "What each stage produces and which build.yaml knobs change "
-                                               "its key."),
-    "store": ("pipeline.cli.store", "store", "The artifact store: list entries, make room, share them through an "
-                                             "OCI registry."),
-    "doctor": ("pipeline.cli.nodes", "doctor", "Check every node: SSH, Docker, disk, GPU, RoCE links, "
-                                               "interfaces, image."),
+    "stages": ("pipeline.cli.build", "stages", "What each stage produces and which build.yaml knobs change its key."),
+    "store": (
+        "pipeline.cli.store",
+        "store",
+        "The artifact store: list entries, make room, share them through an OCI registry.",
+    ),
+    "doctor": (
+        "pipeline.cli.nodes",
+        "doctor",
+        "Check every node: SSH, Docker, disk, GPU, RoCE links, interfaces, image.",
+    ),
     "ship": ("pipeline.cli.nodes", "ship", "Put the image on every node (only the layers a node lacks)."),
     "cluster": ("pipeline.cli.nodes", "cluster", "cluster.yaml helpers (import the toolkit's .env)."),
-    "deploy": ("pipeline.cli.deploy", "deploy", "Ship the image, start the cluster, run the command, wait "
-                                                "until it answers."),
+    "deploy": (
+        "pipeline.cli.deploy",
+        "deploy",
+        "Ship the image, start the cluster, run the command, wait until it answers.",
+    ),
     "stop": ("pipeline.cli.deploy", "stop", "Remove the deployment's container on every node."),
     "status": ("pipeline.cli.deploy", "status", "Per node: container, image, role, exit status, health."),
     "logs": ("pipeline.cli.deploy", "logs", "The container log of one node."),
     "exec": ("pipeline.cli.deploy", "exec_", "Run a command in the deployment's container."),
     "recipe": ("pipeline.cli.recipe", "recipe", "Model presets: list them, show what one runs, run one."),
-    "model": ("pipeline.cli.model", "model", "Hugging Face models: download once, copy to the nodes that lack "
-                                             "them, list per node."),
-    "bench": ("pipeline.cli.bench", "bench", "Benchmark a served model with llama-benchy; list and compare "
-                                             "results."),
+    "model": (
+        "pipeline.cli.model",
+        "model",
+        "Hugging Face models: download once, copy to the nodes that lack them, list per node.",
+    ),
+    "bench": ("pipeline.cli.bench", "bench", "Benchmark a served model with llama-benchy; list and compare results."),
 }
 
 
@@ -108,8 +121,9 @@ def report_error(exc: BaseException) -> int:
             console.print(f"  {escape(line)}", soft_wrap=True)
     else:
         console.print_exception()
-        console.print("[red]internal error[/red]: this is a bug in spark-pipeline; please report it "
-                      "with the traceback above.")
+        console.print(
+            "[red]internal error[/red]: this is a bug in spark-pipeline; please report it with the traceback above."
+        )
     return code
 
 

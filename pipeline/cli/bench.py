@@ -21,8 +21,12 @@ def results_root(given: Path | None) -> Path:
     return given or cache_root() / "bench"
 
 
-RESULTS = click.option("--results", type=click.Path(path_type=Path), default=None,
-                       help="Results directory [default: ~/.cache/spark-pipeline/bench].")
+RESULTS = click.option(
+    "--results",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results directory [default: ~/.cache/spark-pipeline/bench].",
+)
 
 
 @click.group()
@@ -53,8 +57,11 @@ def _build_key(given: str | None, image: str | None) -> str:
             return key
     from pipeline.cli.console import say
 
-    say(f"no build key for image {image or '(none)'} on this machine: results are filed under 'unknown' "
-        "(give --build-key)", "warn")
+    say(
+        f"no build key for image {image or '(none)'} on this machine: results are filed under 'unknown' "
+        "(give --build-key)",
+        "warn",
+    )
     return "unknown"
 
 
@@ -67,25 +74,54 @@ def _local(path: str | None, base: Path | None) -> Path | None:
 
 @bench.command("run")
 @click.argument("recipe_name", metavar="[RECIPE]", required=False)
-@click.option("--url", default=None, help="The OpenAI endpoint [default: http://127.0.0.1:PORT/v1, PORT from "
-                                          "the recipe or 8000].")
+@click.option(
+    "--url", default=None, help="The OpenAI endpoint [default: http://127.0.0.1:PORT/v1, PORT from the recipe or 8000]."
+)
 @click.option("--profile", default=None, help="quick (default) or sweep (28 points, spark-arena's shape).")
-@click.option("-b", "--bench-arg", "sets", multiple=True, metavar="KEY=VALUE",
-              help="A llama-benchy argument (pp, tg, depth, concurrency, runs, tokenizer, corpus, …); "
-                   "lists as 0,4096. Repeatable.")
+@click.option(
+    "-b",
+    "--bench-arg",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A llama-benchy argument (pp, tg, depth, concurrency, runs, tokenizer, corpus, …); "
+    "lists as 0,4096. Repeatable.",
+)
 @click.option("--model", default=None, help="The model (Hugging Face id) [default: the recipe's].")
 @click.option("--served-model-name", default=None, help="The name the endpoint serves [default: --model].")
-@click.option("--build-key", default=None, help="File results under this build key [default: the runtime key "
-                                                "label of the recipe's image on this machine].")
-@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Node count the endpoint runs on (part of the result's key).")
-@click.option("--timeout", type=click.IntRange(min=1), default=None,
-              help="Seconds before llama-benchy is stopped [default: the recipe's benchmark.timeout or 3600].")
+@click.option(
+    "--build-key",
+    default=None,
+    help="File results under this build key [default: the runtime key label of the recipe's image on this machine].",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Node count the endpoint runs on (part of the result's key).",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds before llama-benchy is stopped [default: the recipe's benchmark.timeout or 3600].",
+)
 @RESULTS
 @click.option("--json", "as_json", is_flag=True, help="The result record as JSON on stdout.")
-def run(recipe_name: str | None, url: str | None, profile: str | None, sets: tuple[str, ...], model: str | None,
-        served_model_name: str | None, build_key: str | None, nodes: int, timeout: int | None,
-        results: Path | None, as_json: bool) -> None:
+def run(
+    recipe_name: str | None,
+    url: str | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    model: str | None,
+    served_model_name: str | None,
+    build_key: str | None,
+    nodes: int,
+    timeout: int | None,
+    results: Path | None,
+    as_json: bool,
+) -> None:
     """Benchmark the endpoint serving RECIPE (a name or file) or --model.
 
     \b
@@ -106,8 +142,13 @@ def run(recipe_name: str | None, url: str | None, profile: str | None, sets: tup
     model = model or (spec.model if spec else None)
     if not model:
         raise ConfigError("bench run: which model? give a RECIPE or --model")
-    args = resolve(profile, block.profile if block else None, block.args if block else {}, parse_sets(sets),
-                   str(path) if path else "recipe")
+    args = resolve(
+        profile,
+        block.profile if block else None,
+        block.args if block else {},
+        parse_sets(sets),
+        str(path) if path else "recipe",
+    )
     base = path.parent if path else None
     in_recipe = block.args if block else {}
     given = {k: args.get(k) for k in ("tokenizer", "corpus")}
@@ -116,18 +157,31 @@ def run(recipe_name: str | None, url: str | None, profile: str | None, sets: tup
     port = (spec.defaults.get("port") if spec else None) or 8000
     base_url = (url or f"http://127.0.0.1:{port}/v1").rstrip("/")
     name = recipe_name and (spec.name if spec and spec.name else Path(recipe_name).stem)
-    key: dict[str, str | int] = {"build_key": _build_key(build_key, spec.container if spec else None),
-                                 "recipe": name or model, "nodes": nodes}
+    key: dict[str, str | int] = {
+        "build_key": _build_key(build_key, spec.container if spec else None),
+        "recipe": name or model,
+        "nodes": nodes,
+    }
     say(f"llama-benchy, profile {args.profile} ({args.points} point(s)) against {base_url}")
-    record, dest = benchmark(args, base_url=base_url, model=model,
-                             served_name=served_model_name or (block.model if block and block.model else model),
-                             tokenizer=local_tokenizer(model, tok), corpus=corpus, results=results_root(results),
-                             key=key, timeout=timeout or (block.timeout if block and block.timeout else 3600),
-                             on_line=lambda line: console.print(f"  [dim]{_esc(line)}[/dim]", soft_wrap=True))
+    record, dest = benchmark(
+        args,
+        base_url=base_url,
+        model=model,
+        served_name=served_model_name or (block.model if block and block.model else model),
+        tokenizer=local_tokenizer(model, tok),
+        corpus=corpus,
+        results=results_root(results),
+        key=key,
+        timeout=timeout or (block.timeout if block and block.timeout else 3600),
+        on_line=lambda line: console.print(f"  [dim]{_esc(line)}[/dim]", soft_wrap=True),
+    )
     for r in record.rows:
         if r.pp_tps is None and r.tg_tps is None:
-            say(f"depth {r.depth}, concurrency {r.concurrency}: no numbers (its requests failed: is the depth "
-                "beyond the server's --max-model-len? see llama-benchy's output above)", "warn")
+            say(
+                f"depth {r.depth}, concurrency {r.concurrency}: no numbers (its requests failed: is the depth "
+                "beyond the server's --max-model-len? see llama-benchy's output above)",
+                "warn",
+            )
     if as_json:
         emit_json({**record.model_dump(), "dir": str(dest)})
         return
@@ -197,10 +251,23 @@ def compare(a: str, b: str, results: Path | None, as_json: bool) -> None:
     (ra, _), (rb, _) = find_record(root, a), find_record(root, b)
     deltas = pair(ra, rb)
     if as_json:
-        emit_json({"a": ra.model_dump(exclude={"rows"}), "b": rb.model_dump(exclude={"rows"}),
-                   "points": [{"depth": d.depth, "concurrency": d.concurrency,
-                               "a": d.a.model_dump() if d.a else None, "b": d.b.model_dump() if d.b else None,
-                               "tg_ratio": d.ratio("tg_tps"), "pp_ratio": d.ratio("pp_tps")} for d in deltas]})
+        emit_json(
+            {
+                "a": ra.model_dump(exclude={"rows"}),
+                "b": rb.model_dump(exclude={"rows"}),
+                "points": [
+                    {
+                        "depth": d.depth,
+                        "concurrency": d.concurrency,
+                        "a": d.a.model_dump() if d.a else None,
+                        "b": d.b.model_dump() if d.b else None,
+                        "tg_ratio": d.ratio("tg_tps"),
+                        "pp_ratio": d.ratio("pp_tps"),
+                    }
+                    for d in deltas
+                ],
+            }
+        )
         return
     console.print(_compare_table(ra, rb, deltas))
 
@@ -215,8 +282,14 @@ def _compare_table(ra: Record, rb: Record, deltas: list[Delta]) -> Any:
         t.add_column(col, justify="right")
     for d in deltas:
         tg, pp = d.ratio("tg_tps"), d.ratio("pp_tps")
-        t.add_row(str(d.depth), str(d.concurrency), fmt(d.a.tg_tps if d.a else None),
-                  fmt(d.b.tg_tps if d.b else None), fmt(tg, 2) + ("×" if tg else ""),
-                  fmt(d.a.pp_tps if d.a else None), fmt(d.b.pp_tps if d.b else None),
-                  fmt(pp, 2) + ("×" if pp else ""))
+        t.add_row(
+            str(d.depth),
+            str(d.concurrency),
+            fmt(d.a.tg_tps if d.a else None),
+            fmt(d.b.tg_tps if d.b else None),
+            fmt(tg, 2) + ("×" if tg else ""),
+            fmt(d.a.pp_tps if d.a else None),
+            fmt(d.b.pp_tps if d.b else None),
+            fmt(pp, 2) + ("×" if pp else ""),
+        )
     return t

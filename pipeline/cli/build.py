@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.cli.options import build_options, load_from_options, mirrors_from, store_from
+from pipeline.cli.tables import results_table
 from pipeline.cli.types import ImageRef
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from pipeline.builder import StageResult
     from pipeline.core.plan import Plan
     from pipeline.remote_store import RemoteStore
 
@@ -55,22 +55,38 @@ def plan(as_json: bool, write_lock: bool, **opts: Any) -> None:
     for w in the_plan.warnings:
         say(w, "warn")
     if res.versions:
-        say(f"versions from vLLM {res.sources['vllm'].commit[:12]} (auto): "
-            + ", ".join(f"{k} {v}" for k, v in res.versions.items()))
+        say(
+            f"versions from vLLM {res.sources['vllm'].commit[:12]} (auto): "
+            + ", ".join(f"{k} {v}" for k, v in res.versions.items())
+        )
     env = res.python
     moved = python_env.changes(lock, env) if env else []
     if env and not as_json:
-        say(f"python: {len(env.packages)} packages resolved together for {env.target.platform}, Python "
-            f"{env.target.python} (every stage's pip is held to them; build.lock keeps them with hashes)")
+        say(
+            f"python: {len(env.packages)} packages resolved together for {env.target.platform}, Python "
+            f"{env.target.python} (every stage's pip is held to them; build.lock keeps them with hashes)"
+        )
         if moved:
             say("python: changed since build.lock: " + ", ".join(moved))
     if as_json:
-        emit_json({**the_plan.to_json(), "store": str(store.root), "build_file": str(build.path),
-                   "versions": res.versions, "vllm_commit": res.sources["vllm"].commit,
-                   "compiler_archs": res.spec.compiler_archs(),
-                   "python": {"platform": env.target.platform, "python": env.target.python,
-                              "packages": {n: p.version for n, p in sorted(env.packages.items())},
-                              "changed": moved} if env else None})
+        emit_json(
+            {
+                **the_plan.to_json(),
+                "store": str(store.root),
+                "build_file": str(build.path),
+                "versions": res.versions,
+                "vllm_commit": res.sources["vllm"].commit,
+                "compiler_archs": res.spec.compiler_archs(),
+                "python": {
+                    "platform": env.target.platform,
+                    "python": env.target.python,
+                    "packages": {n: p.version for n, p in sorted(env.packages.items())},
+                    "changed": moved,
+                }
+                if env
+                else None,
+            }
+        )
     else:
         console.print(plan_table(the_plan))
         say("gpu_arch per compiler: " + "; ".join(f"{k}={v}" for k, v in res.spec.compiler_archs().items()))
@@ -97,12 +113,24 @@ def stages(as_json: bool, names: tuple[str, ...]) -> None:
     spec = BuildSpec()
     chosen = [s for s in all_stages(spec) if not names or s.name in names]
     compiles = {"base": "nccl", "flashinfer": "flashinfer", "vllm": "vllm"}  # the stage that runs each compiler
-    archs = {s.name: {k: v for k, v in spec.compiler_archs().items() if k.split()[0] == compiles.get(s.name)}
-             for s in chosen}
+    archs = {
+        s.name: {k: v for k, v in spec.compiler_archs().items() if k.split()[0] == compiles.get(s.name)} for s in chosen
+    }
     if as_json:
-        emit_json([{"stage": s.name, "doc": (s.doc or "").strip(), "upstream": list(s.upstream),
-                    "steps": [list(st.argv) for st in s.steps], "compiler_archs": archs[s.name],
-                    "reads": list(s.reads), "inputs": [i.name for i in s.inputs]} for s in chosen])
+        emit_json(
+            [
+                {
+                    "stage": s.name,
+                    "doc": (s.doc or "").strip(),
+                    "upstream": list(s.upstream),
+                    "steps": [list(st.argv) for st in s.steps],
+                    "compiler_archs": archs[s.name],
+                    "reads": list(s.reads),
+                    "inputs": [i.name for i in s.inputs],
+                }
+                for s in chosen
+            ]
+        )
         return
     for i, s in enumerate(chosen, 1):
         console.rule(f"[bold][{i}/{len(chosen)}] {s.name}[/bold]")
@@ -112,19 +140,6 @@ def stages(as_json: bool, names: tuple[str, ...]) -> None:
         say(f"key reads: {', '.join(s.reads)}; inputs: {', '.join(i.name for i in s.inputs)}")
         for k, v in archs[s.name].items():
             say(f"gpu_arch {spec.gpu_arch} reaches its compiler as {k.split()[1]}={v}")
-
-
-def results_table(results: list[StageResult]) -> Table:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title="build", title_justify="left")
-    for col in ("stage", "key", "result", "time", ""):
-        table.add_column(col, justify="right" if col == "time" else "left")
-    for r in results:
-        color = {"built": "yellow", "cached": "green", "pulled": "green", "failed": "red"}[r.status]
-        table.add_row(r.name, r.key[:12], f"[{color}]{r.status}[/{color}]", f"{r.seconds:.1f} s", escape(r.note))
-    return table
 
 
 def remote_from(url: str | None, where: str) -> RemoteStore | None:
@@ -138,17 +153,35 @@ def remote_from(url: str | None, where: str) -> RemoteStore | None:
 @click.command()
 @build_options
 @click.option("--tag", type=ImageRef(), default=None, help="Image name for the runtime image. Overrides `runtime.tag`.")
-@click.option("--export", "export", type=click.Path(path_type=Path), default=None,
-              help="Also write the runtime image as a tarball (docker save format) to this path.")
-@click.option("--push", "push", type=ImageRef(), default=None, metavar="REF",
-              help="Also push the runtime image to a registry reference (Dagger: publish).")
-@click.option("--remote-store", "remote_store", default=None, metavar="oci://HOST[:PORT]/REPO",
-              help="A shared store on an OCI registry: pull every stage entry the local store lacks before "
-                   "building it, push what was built. Overrides `remote_store`.")
-@click.option("--json", "as_json", is_flag=True, help="Print stage results as JSON on stdout (status: built, "
-                                                      "cached, pulled).")
-def build(tag: str | None, export: Path | None, push: str | None, remote_store: str | None, as_json: bool,
-          **opts: Any) -> None:
+@click.option(
+    "--export",
+    "export",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the runtime image as a tarball (docker save format) to this path.",
+)
+@click.option(
+    "--push",
+    "push",
+    type=ImageRef(),
+    default=None,
+    metavar="REF",
+    help="Also push the runtime image to a registry reference (Dagger: publish).",
+)
+@click.option(
+    "--remote-store",
+    "remote_store",
+    default=None,
+    metavar="oci://HOST[:PORT]/REPO",
+    help="A shared store on an OCI registry: pull every stage entry the local store lacks before "
+    "building it, push what was built. Overrides `remote_store`.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print stage results as JSON on stdout (status: built, cached, pulled)."
+)
+def build(
+    tag: str | None, export: Path | None, push: str | None, remote_store: str | None, as_json: bool, **opts: Any
+) -> None:
     """Build the stages the store lacks, then the runtime image, and load it into the local Docker.
 
     \b
@@ -169,12 +202,15 @@ def build(tag: str | None, export: Path | None, push: str | None, remote_store: 
     from pipeline.paths import cache_root
 
     loaded = load_from_options(opts)
-    remote = remote_from(remote_store or loaded.spec.remote_store,
-                         "--remote-store" if remote_store else f"{loaded.label}:remote_store")
+    remote = remote_from(
+        remote_store or loaded.spec.remote_store, "--remote-store" if remote_store else f"{loaded.label}:remote_store"
+    )
     engine = make_engine(loaded.spec.engine, cache_root())
     builder = Builder(loaded, engine, store_from(opts), mirrors_from(opts), ConsoleReporter(), remote)
-    say(f"engine: {engine.name}; store: {builder.store.root}"
-        + (f"; remote store: {remote.spec.host}/{remote.spec.repo}" if remote else ""))
+    say(
+        f"engine: {engine.name}; store: {builder.store.root}"
+        + (f"; remote store: {remote.spec.host}/{remote.spec.repo}" if remote else "")
+    )
     started = time.monotonic()
     try:
         _, results = builder.run(tag=tag, export=export, push=push)

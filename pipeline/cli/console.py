@@ -7,8 +7,10 @@ is, never read as markup or an emoji code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -47,8 +49,9 @@ class ConsoleReporter:
     def stage(self, index: int, total: int, name: str, key: str, state: StageState, detail: str = "") -> None:
         color = _STATE[state]
         tail = f" ({escape(detail)})" if detail else ""
-        console.print(f"[bold]\\[{index}/{total}] {name}[/bold] {key[:12]} [{color}]{state}[/{color}]{tail}",
-                      soft_wrap=True)
+        console.print(
+            f"[bold]\\[{index}/{total}] {name}[/bold] {key[:12]} [{color}]{state}[/{color}]{tail}", soft_wrap=True
+        )
 
     def transfer(self, node: str, nbytes: int) -> None:
         if self._progress is None:
@@ -56,3 +59,19 @@ class ConsoleReporter:
         if node not in self._tasks:
             self._tasks[node] = self._progress.add_task(escape(node), total=None)
         self._progress.update(self._tasks[node], completed=nbytes)
+
+
+@contextlib.contextmanager
+def transfer_progress() -> Iterator[ConsoleReporter]:
+    """A reporter whose transfers show as live per-node byte counts (gone when the block ends)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        yield ConsoleReporter(progress)

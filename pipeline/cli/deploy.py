@@ -6,88 +6,20 @@ Each command maps its flags onto `pipeline.deploy.service` and renders what come
 
 from __future__ import annotations
 
-import shlex
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.nodes import cluster_from, cluster_options, facts_option, limit_option, limited, read_facts
-from pipeline.cli.types import PORT, ContainerName, ImageRef, Tail, Volume
-from pipeline.contract import CONTAINER
+from pipeline.cli.launching import deploy_options, name_option, run_deploy
+from pipeline.cli.nodeopts import cluster_from, cluster_options, limit_option, limited
+from pipeline.cli.types import PORT, Tail
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
-    from pipeline.deploy.service import Deployer, DeployPlan, DeployRequest
-    from pipeline.launch.plan import LaunchPlan
-
-name_option = click.option("--name", type=ContainerName(), default=CONTAINER, show_default=True,
-                           help="Container name on every node.")
-
-
-def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
-    from pipeline.deploy.service import DeployRequest
-    from pipeline.launch.plan import resolve_mode
-
-    limits = {k: o[k] for k in ("mem_limit_gb", "mem_swap_limit_gb", "pids_limit", "shm_size_gb") if o[k] is not None}
-    return DeployRequest(
-        command=command, image=o["image"], mode=resolve_mode(o["solo"], o["ray"]), name=o["name"], env=o["env"],
-        nccl_debug=o["nccl_debug"], privileged=not o["non_privileged"], limits=limits, nofile=o["nofile"],
-        earlyoom=o["earlyoom"], earlyoom_args=o["earlyoom_args"], cache_dirs=not o["no_cache_dirs"],
-        volumes=o["volumes"], master_port=o["master_port"], jobs=o["jobs"], gpus=o["gpus"],
-        ray_num_cpus=o["ray_num_cpus"], ray_object_store_bytes=o["ray_object_store_bytes"], mods=o["mods"],
-        vllm_prs=o["vllm_prs"], vllm_repo=o["vllm_repo"], ship_mode=o["ship_mode"], timeout=o["timeout"],
-        force=o["force"], cleanup_on_failure=o["cleanup_on_failure"])
+    from pipeline.deploy.service import Deployer
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@cluster_options
-@name_option
-@click.option("--image", type=ImageRef(), default=None,
-              help="Image to run. Overrides cluster.yaml `image` (default vllm-node).")
-@click.option("--ray/--no-ray", "ray", default=None, help="Ray cluster, or (default for 2+ nodes) vLLM's own "
-                                                          "multi-node mode with --nnodes/--node-rank.")
-@click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="Environment for every container; repeatable.")
-@click.option("--nccl-debug", is_flag=False, flag_value="INFO", default=None, metavar="[LEVEL]",
-              type=click.Choice(["VERSION", "WARN", "INFO", "TRACE"], case_sensitive=False),
-              help="Set NCCL_DEBUG (INFO when no level is given).")
-@click.option("--non-privileged", is_flag=True, help="No --privileged: IPC_LOCK, /dev/infiniband and limits.")
-@click.option("--nofile", type=click.IntRange(min=1024), envvar="VLLM_SPARK_NOFILE_LIMIT", default=1048576,
-              show_default=True, help="Open-files limit in the containers (env VLLM_SPARK_NOFILE_LIMIT).")
-@click.option("--mem-limit-gb", type=click.IntRange(min=1), default=None,
-              help="Memory limit (with --non-privileged) [110].")
-@click.option("--mem-swap-limit-gb", type=click.IntRange(min=1), default=None, help="Memory+swap limit [mem + 10].")
-@click.option("--pids-limit", type=click.IntRange(min=16), default=None,
-              help="PIDs limit (with --non-privileged) [4096].")
-@click.option("--shm-size-gb", type=click.IntRange(min=1), default=None,
-              help="/dev/shm size (with --non-privileged) [64].")
-@click.option("--earlyoom", is_flag=True, help="Run earlyoom as the container's keepalive process.")
-@click.option("--earlyoom-args", default=None, help="earlyoom arguments (implies --earlyoom).")
-@click.option("--no-cache-dirs", is_flag=True, help="Do not mount the vLLM/FlashInfer/Triton cache dirs.")
-@click.option("-v", "--volume", "volumes", multiple=True, type=Volume(), help="Extra mount on every node.")
-@click.option("--master-port", type=PORT, default=29501, show_default=True, help="Ray / torch.distributed port.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="MAX_JOBS etc. inside the containers (JIT compiles).")
-@click.option("--gpus", type=click.Choice(["all", "none"]), default="all", show_default=True,
-              help="none: no GPU is requested (hosts without the NVIDIA runtime, e.g. tests).")
-@click.option("--apply-mod", "mods", multiple=True, metavar="DIR|ZIP|NAME",
-              help="Patch each container before the command (mods/<name>/run.sh); repeatable, in order.")
-@click.option("--apply-vllm-pr", "vllm_prs", multiple=True, metavar="N|URL",
-              help="Apply a vLLM PR (python-only) in each container before the command; repeatable, after mods.")
-@click.option("--vllm-repo", default="https://github.com/vllm-project/vllm.git", show_default=True,
-              help="Where --apply-vllm-pr finds PRs (a fork, a file:// URL or a local path).")
-@click.option("--ship", "ship_mode", type=click.Choice(["registry", "stream"]), default="registry",
-              show_default=True, help="How the image reaches nodes that lack it.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=1800, show_default=True,
-              help="Seconds until the server must answer /health and /v1/models.")
-@click.option("--force", is_flag=True, help="Redeploy even when every node runs this exact deployment.")
-@click.option("--cleanup-on-failure", is_flag=True, help="Remove the containers when the launch fails.")
-@click.option("--ray-num-cpus", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--ray-object-store-bytes", type=click.IntRange(min=78643200), default=1073741824, show_default=True)
-@click.option("--dry-run", is_flag=True, help="Print every command each node would run, and why; run nothing.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan and its commands as JSON on stdout.")
-@facts_option
+@deploy_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def deploy(command: tuple[str, ...], **o: Any) -> None:
     """Ship the image, start the cluster, run COMMAND, and return when it answers.
@@ -99,122 +31,6 @@ def deploy(command: tuple[str, ...], **o: Any) -> None:
       python -m pipeline deploy --ray --dry-run -- vllm serve org/model -tp 2
     """
     run_deploy(command, o)
-
-
-def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
-    """deploy's work for its flags `o` (also `recipe run`'s, with the recipe's command, env and mods)."""
-    from pipeline import paths
-    from pipeline.cli.console import ConsoleReporter, console, say
-    from pipeline.deploy.failed import record_failed
-    from pipeline.deploy.service import Deployer
-    from pipeline.errors import LaunchFailed
-    from pipeline.launch.mods import cleanup
-
-    if o["facts_file"] is not None and not o["dry_run"]:
-        raise click.UsageError("--facts plans from saved facts: use it with --dry-run (a deploy reads the nodes)")
-    request = request_from(command, o)
-    spec = cluster_from(o)
-    saved = read_facts(o["facts_file"], spec) if o["facts_file"] is not None else None
-    deployer = Deployer(spec, o["name"], ConsoleReporter())
-    secrets = request.secrets(spec)
-    mods = deployer.load_mods(request)
-    try:
-        dp = plan_recording_failures(deployer, request, mods, secrets, saved, o["dry_run"])
-        for note in dp.launch.notes:
-            say(f"note: {note}")
-        for w in dp.warnings:
-            say(w, "warn")
-        if o["dry_run"]:
-            show_dry_run(dp, o["as_json"])
-            return
-        started = time.monotonic()
-        try:
-            result = deployer.apply(dp, request, secrets)
-        except LaunchFailed as e:
-            record_failed(paths.failed_hosts_file(), list(e.failures))
-            show_failure(e)
-            raise
-        record_failed(paths.failed_hosts_file(), [])
-        if result.skipped:
-            say(f"nothing to do: {dp.steps.nothing}")
-        else:
-            console.print(result_table(result.dep.rows()))
-            say(f"ready in {time.monotonic() - started:.1f} s: http://{dp.launch.head.ip}:{dp.launch.port}/v1")
-        named = f" --name {o['name']}" if o["name"] != CONTAINER else ""
-        say(f"useful: python -m pipeline status{named} | logs{named} -f | exec{named} -- CMD | stop{named}")
-    finally:
-        cleanup(mods, paths.deploy_workdir())
-        deployer.close()
-
-
-def plan_recording_failures(deployer: Deployer, request: DeployRequest, mods: list[Any], secrets: Any,
-                            saved: Any, dry_run: bool) -> DeployPlan:
-    """The deploy plan; nodes it cannot launch on are recorded for `--limit @failed` like a failed apply's
-    (a dry run from saved facts contacted nothing, so it records nothing)."""
-    from pipeline import paths
-    from pipeline.deploy.failed import record_failed
-    from pipeline.errors import LaunchFailed
-
-    try:
-        return deployer.plan(request, mods, secrets, saved)
-    except LaunchFailed as e:
-        if not dry_run:
-            record_failed(paths.failed_hosts_file(), list(e.failures))
-        raise
-
-
-def show_dry_run(dp: DeployPlan, as_json: bool) -> None:
-    from pipeline.cli.console import console, emit_json, say
-
-    if as_json:
-        emit_json({**dp.launch.to_json(), "warnings": dp.warnings, "steps": dp.steps.to_json()})
-    console.print(plan_table(dp.launch))
-    for line in dp.steps.lines():
-        say(line)
-
-
-def show_failure(e: Any) -> None:
-    from rich.markup import escape
-
-    from pipeline.cli.console import console, say
-
-    dep = e.deployment
-    if dep is not None:
-        console.print(result_table(dep.rows()))
-        for name, st in dep.states.items():
-            if st.log_tail:
-                console.rule(f"{escape(name)}: last lines of the container log")
-                console.print(escape(st.log_tail), soft_wrap=True)
-    say("containers are left for inspection: `python -m pipeline logs`, `… stop` removes them")
-
-
-def plan_table(p: LaunchPlan) -> Table:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from pipeline.launch.plan import command_of
-
-    table = Table(title=f"deploy plan ({p.mode})", title_justify="left")
-    for col in ("node", "role", "ip", "eth_if", "ib_if", "starts"):
-        table.add_column(col)
-    for n in p.nodes:
-        starts = "\n".join(shlex.join(command_of(s)) for s in n.start)
-        table.add_row(escape(n.name), f"{n.role} (rank {n.rank})", escape(n.ip), escape(n.eth_if or "?"),
-                      escape(",".join(n.ib_if) or "-"), escape(starts))
-    return table
-
-
-def result_table(rows: list[tuple[str, str, str, str]]) -> Table:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title="nodes", title_justify="left")
-    for col in ("node", "role", "status", "detail"):
-        table.add_column(col)
-    for name, role, status, detail in rows:
-        color = {"ready": "green", "skipped": "green", "failed": "red"}.get(status, "yellow")
-        table.add_row(escape(name), role, f"[{color}]{status}[/{color}]", escape(detail[:200]))
-    return table
 
 
 def _deployer(o: dict[str, Any], name: str, limit: str | None = None) -> Deployer:
@@ -232,7 +48,7 @@ def stop(name: str, limit: str | None, **o: Any) -> None:
     """Remove the deployment's container on every node."""
     from pipeline import paths
     from pipeline.cli.console import console
-    from pipeline.cli.nodes import outcome_table
+    from pipeline.cli.tables import outcome_table
     from pipeline.deploy.failed import record_failed
 
     deployer = _deployer(o, name, limit)
@@ -267,8 +83,12 @@ def status(name: str, limit: str | None, port: int, as_json: bool, **o: Any) -> 
         results = deployer.status(port)
     finally:
         deployer.close()
-    rows = [o_.result if o_.ok else {**dict.fromkeys(STATUS_COLUMNS, ""), "node": o_.node.label,
-                                     "container": f"unreachable: {o_.reason}"} for o_ in results]
+    rows = [
+        o_.result
+        if o_.ok
+        else {**dict.fromkeys(STATUS_COLUMNS, ""), "node": o_.node.label, "container": f"unreachable: {o_.reason}"}
+        for o_ in results
+    ]
     if as_json:
         emit_json(rows)
     table = Table(title="status", title_justify="left")

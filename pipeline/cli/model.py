@@ -3,17 +3,15 @@ that lack them (only the files they lack, all nodes at once), listed per node.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.nodes import cluster_options
+from pipeline.cli.nodeopts import cluster_options
+from pipeline.cli.tables import copy_table
 
 if TYPE_CHECKING:
-    from pipeline.config.cluster import ClusterSpec
     from pipeline.model.copy import CopyResult
-    from pipeline.model.hub import Snapshot
 
 
 @click.group()
@@ -27,48 +25,6 @@ def model() -> None:
     """
 
 
-def copy_all(spec: ClusterSpec, snaps: list[Snapshot], via: str = "auto") -> list[CopyResult]:
-    """Every snapshot to every node of spec (nodes in parallel); a node that fails is reported, the
-    others finish."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    from pipeline.cli.console import ConsoleReporter, console
-    from pipeline.errors import NodesFailed
-    from pipeline.model.copy import Copier, entries_of
-    from pipeline.nodes.hosts import Hosts
-
-    hosts = Hosts(spec)
-    results: list[CopyResult] = []
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      console=console, transient=True) as progress:
-            copier = Copier(hosts, ConsoleReporter(progress).transfer, via)
-            for snap in snaps:
-                entries = entries_of(snap)
-                outcome = hosts.each(lambda node, s=snap, e=entries: copier.copy(node, s, e))  # type: ignore[misc]
-                results += list(outcome.values.values())
-                failed = outcome.failed
-                if failed:
-                    raise NodesFailed(f"copy of {snap.repo} failed on {', '.join(failed)}",
-                                      {n: f"copy: {w}" for n, w in failed.items()})
-    finally:
-        hosts.close()
-    return results
-
-
-def copy_table(results: list[CopyResult]) -> Any:
-    from rich.markup import escape
-    from rich.table import Table
-
-    t = Table(title="model copy", title_justify="left")
-    for col in ("node", "model", "sent", "files", "kept partial", "time", ""):
-        t.add_column(col)
-    for r in results:
-        t.add_row(escape(r.node), escape(r.repo), f"{r.sent_bytes / 1e6:.1f} MB", str(r.sent_files), str(r.resumed),
-                  f"{r.seconds:.1f} s", escape(r.note))
-    return t
-
-
 def _copy_opts(o: dict[str, Any]) -> bool:
     return bool(o.get("nodes") or o.get("cluster_file"))
 
@@ -76,8 +32,13 @@ def _copy_opts(o: dict[str, Any]) -> bool:
 @model.command()
 @click.argument("repo")
 @click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
-@click.option("--copy-to", "copy_to", default=None, metavar="HOST[,HOST…]",
-              help="Then copy it to these nodes (only what each lacks). --cluster FILE copies to a cluster's nodes.")
+@click.option(
+    "--copy-to",
+    "copy_to",
+    default=None,
+    metavar="HOST[,HOST…]",
+    help="Then copy it to these nodes (only what each lacks). --cluster FILE copies to a cluster's nodes.",
+)
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="What was downloaded and copied, as JSON on stdout.")
 def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool, **o: Any) -> None:
@@ -89,31 +50,31 @@ def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool
       python -m pipeline model download Qwen/Qwen3-8B
       python -m pipeline model download Qwen/Qwen3-8B --copy-to 192.168.100.11,192.168.100.12
     """
-    from pipeline.cli.console import console, emit_json, say
-    from pipeline.cli.nodes import cluster_from
+    from pipeline.cli.console import console, emit_json, say, transfer_progress
+    from pipeline.cli.nodeopts import cluster_from
+    from pipeline.model.copy import copy_all
     from pipeline.model.hub import download as fetch
+    from pipeline.model.hub import resumed_note
 
-    snap = fetch(check_repo(repo), revision, resumed_note(repo))
+    snap = fetch(check_repo(repo), revision, resumed_note(repo, say))
     say(f"{repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB at {snap.commit[:12]} in {snap.repo_dir}", "ok")
     results: list[CopyResult] = []
     if copy_to or _copy_opts(o):
-        results = copy_all(cluster_from({**o, "nodes": copy_to or o.get("nodes")}), [snap])
+        with transfer_progress() as reporter:
+            results = copy_all(cluster_from({**o, "nodes": copy_to or o.get("nodes")}), [snap], reporter.transfer)
         if not as_json:
             console.print(copy_table(results))
     if as_json:
-        emit_json({"repo": repo, "commit": snap.commit, "path": str(snap.path), "files": snap.files,
-                   "bytes": snap.size, "copies": [r.__dict__ for r in results]})
-
-
-def resumed_note(repo: str, prefix: str = "") -> Callable[[int], None]:
-    """What `download` says when it continued the partial files an interrupted download left."""
-    from pipeline.cli.console import say
-
-    def note(n: int) -> None:
-        say(f"{prefix}model {repo}: continued the partial files of an interrupted download "
-            f"({n / 1e6:.1f} MB were already here)")
-
-    return note
+        emit_json(
+            {
+                "repo": repo,
+                "commit": snap.commit,
+                "path": str(snap.path),
+                "files": snap.files,
+                "bytes": snap.size,
+                "copies": [r.__dict__ for r in results],
+            }
+        )
 
 
 def check_repo(repo: str) -> str:
@@ -128,9 +89,14 @@ def check_repo(repo: str) -> str:
 @model.command()
 @click.argument("repo")
 @click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
-@click.option("--via", type=click.Choice(["auto", "rsync", "tar"]), default="auto", show_default=True,
-              help="auto: rsync where this machine and the node have it (a partial file continues), else a tar "
-                   "stream over the SSH channel.")
+@click.option(
+    "--via",
+    type=click.Choice(["auto", "rsync", "tar"]),
+    default="auto",
+    show_default=True,
+    help="auto: rsync where this machine and the node have it (a partial file continues), else a tar "
+    "stream over the SSH channel.",
+)
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Per-node results as JSON on stdout.")
 def copy(repo: str, revision: str | None, via: str, as_json: bool, **o: Any) -> None:
@@ -140,15 +106,17 @@ def copy(repo: str, revision: str | None, via: str, as_json: bool, **o: Any) -> 
     Examples:
       python -m pipeline model copy Qwen/Qwen3-8B -n 192.168.100.11,192.168.100.12
     """
-    from pipeline.cli.console import console, emit_json
-    from pipeline.cli.nodes import cluster_from
+    from pipeline.cli.console import console, emit_json, transfer_progress
+    from pipeline.cli.nodeopts import cluster_from
     from pipeline.errors import ConfigError
+    from pipeline.model.copy import copy_all
     from pipeline.model.hub import local_snapshot
 
     snap = local_snapshot(check_repo(repo), revision)
     if snap is None:
         raise ConfigError(f"model {repo}: not in this machine's cache; `model download {repo}` first")
-    results = copy_all(cluster_from(o), [snap], via)
+    with transfer_progress() as reporter:
+        results = copy_all(cluster_from(o), [snap], reporter.transfer, via)
     if as_json:
         emit_json([r.__dict__ for r in results])
         return
@@ -187,17 +155,28 @@ def ls(as_json: bool, **o: Any) -> None:
 
 
 def node_models(o: dict[str, Any]) -> list[tuple[str, str, str, int]]:
-    from pipeline.cli.nodes import cluster_from
+    from pipeline.cli.nodeopts import cluster_from
     from pipeline.model.manifest import LIST_FORMAT, snapshots_of
     from pipeline.nodes.hosts import Hosts
 
     spec = cluster_from(o)
     hosts = Hosts(spec)
     try:
+
         def one(node: Any) -> list[tuple[str, str, str, int]]:
             hub = f"{hosts.home(node)}/.cache/huggingface/hub"
-            out = hosts.run(node, ["sh", "-c", 'test -d "$1" || exit 0; find "$1" -mindepth 1 -maxdepth 3 -printf "$2"',
-                                   "sh", hub, LIST_FORMAT], timeout=120).stdout
+            out = hosts.run(
+                node,
+                [
+                    "sh",
+                    "-c",
+                    'test -d "$1" || exit 0; find "$1" -mindepth 1 -maxdepth 3 -printf "$2"',
+                    "sh",
+                    hub,
+                    LIST_FORMAT,
+                ],
+                timeout=120,
+            ).stdout
             return [(node.label, *s) for s in snapshots_of(out)]
 
         res = hosts.each(one)

@@ -19,41 +19,67 @@ F = Callable[..., Any]
 _OVERRIDES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("--gpu-arch", "gpu_arch", "CUDA arch list, e.g. 12.1a (DGX Spark) or 12.0f.", {}),
     ("--platform", "platform", "Target platform: linux/arm64 (Spark) or linux/amd64.", {}),
-    ("--build-jobs", "build_jobs", "Parallel compile jobs (MAX_JOBS); never part of a key.",
-     {"type": click.IntRange(min=1)}),
+    (
+        "--build-jobs",
+        "build_jobs",
+        "Parallel compile jobs (MAX_JOBS); never part of a key.",
+        {"type": click.IntRange(min=1)},
+    ),
     ("--torch-version", "base.torch.version", "torch version.", {}),
     ("--triton-ref", "triton.ref", "Triton git ref (with triton.source: git).", {}),
     ("--flashinfer-ref", "flashinfer.ref", "FlashInfer branch, tag or SHA.", {}),
     ("--vllm-repo", "vllm.repo", "vLLM repository (a fork, a file:// URL or a local path).", {}),
     ("--vllm-ref", "vllm.ref", "vLLM branch, tag or SHA.", {}),
     ("--vllm-source-dir", "vllm.source_dir", "Build a clean local vLLM checkout at its HEAD.", {}),
-    ("--engine", "engine", "Build engine: auto (dagger under `dagger run`, else buildkit), dagger, buildkit.",
-     {"type": click.Choice(["auto", "dagger", "buildkit"])}),
+    (
+        "--engine",
+        "engine",
+        "Build engine: auto (dagger under `dagger run`, else buildkit), dagger, buildkit.",
+        {"type": click.Choice(["auto", "dagger", "buildkit"])},
+    ),
 ]
 _LISTS: list[tuple[str, str, str]] = [
-    ("--apply-vllm-pr", "vllm.prs", "Apply a vLLM PR (number or https://github.com/O/R/pull/N); repeatable; "
-                                    "added to"),
+    ("--apply-vllm-pr", "vllm.prs", "Apply a vLLM PR (number or https://github.com/O/R/pull/N); repeatable; added to"),
     ("--apply-flashinfer-pr", "flashinfer.prs", "Apply a FlashInfer PR; repeatable; added to"),
 ]
 
 
 def build_options(f: F) -> F:
     for flag, key, help_, kw in reversed(_OVERRIDES):
-        f = click.option(flag, key.replace(".", "__"), default=None, help=f"{help_} Overrides `{key}`.",
-                         **kw)(f)
+        f = click.option(flag, key.replace(".", "__"), default=None, help=f"{help_} Overrides `{key}`.", **kw)(f)
     for flag, key, help_ in reversed(_LISTS):
         f = click.option(flag, key.replace(".", "__"), multiple=True, help=f"{help_} `{key}`.")(f)
-    f = click.option("--profile", "profiles", multiple=True, metavar="NAME",
-                     help="Apply a named profile of build.yaml's `profiles` (sets of overrides); repeatable.")(f)
-    f = click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
-                     help="Override any build.yaml key, e.g. --set vllm.ref=v0.11.0 --set "
-                          "flashinfer.cubin_cache=false; repeatable.")(f)
-    f = click.option("-f", "--file", "build_file", type=click.Path(path_type=Path), default=None,
-                     help="The build description [default: ./build.yaml, else the tool's own].")(f)
-    f = click.option("--store", type=click.Path(path_type=Path, file_okay=False), default=None,
-                     help="Artifact store directory [default: $SPARK_PIPELINE_STORE or the user cache].")(f)
-    f = click.option("--offline", is_flag=True,
-                     help="Do not fetch sources; resolve refs from the local mirrors only.")(f)
+    f = click.option(
+        "--profile",
+        "profiles",
+        multiple=True,
+        metavar="NAME",
+        help="Apply a named profile of build.yaml's `profiles` (sets of overrides); repeatable.",
+    )(f)
+    f = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY.PATH=VALUE",
+        help="Override any build.yaml key, e.g. --set vllm.ref=v0.11.0 --set flashinfer.cubin_cache=false; repeatable.",
+    )(f)
+    f = click.option(
+        "-f",
+        "--file",
+        "build_file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="The build description [default: ./build.yaml, else the tool's own].",
+    )(f)
+    f = click.option(
+        "--store",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Artifact store directory [default: $SPARK_PIPELINE_STORE or the user cache].",
+    )(f)
+    f = click.option("--offline", is_flag=True, help="Do not fetch sources; resolve refs from the local mirrors only.")(
+        f
+    )
     return f
 
 
@@ -98,5 +124,6 @@ def mirrors_from(opts: dict[str, Any]) -> Mirrors:
     from pipeline.sources.mirror import Mirrors
 
     detail = (lambda line: say(line, "note")) if console.is_terminal else None
-    return Mirrors(cache_root(), offline=bool(opts.get("offline")), progress=lambda line: say(line, "note"),
-                   detail=detail)
+    return Mirrors(
+        cache_root(), offline=bool(opts.get("offline")), progress=lambda line: say(line, "note"), detail=detail
+    )

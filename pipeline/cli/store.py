@@ -35,14 +35,24 @@ def store() -> None:
     """The artifact store: <store>/<stage>/<key>/ with the stage's files and manifest.json."""
 
 
-store_option = click.option("--store", "store_path", type=click.Path(path_type=Path, file_okay=False), default=None,
-                            help="Store directory [default: $SPARK_PIPELINE_STORE or the user cache].")
+store_option = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Store directory [default: $SPARK_PIPELINE_STORE or the user cache].",
+)
 
 
 @store.command("ls")
 @store_option
-@click.option("--remote", "remote_url", default=None, metavar="oci://HOST[:PORT]/REPO",
-              help="List the keys a shared store on an OCI registry holds instead.")
+@click.option(
+    "--remote",
+    "remote_url",
+    default=None,
+    metavar="oci://HOST[:PORT]/REPO",
+    help="List the keys a shared store on an OCI registry holds instead.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print entries as JSON on stdout.")
 def ls(store_path: Path | None, remote_url: str | None, as_json: bool) -> None:
     """List store entries: stage, key, files, size, engine, when (or, with --remote, a remote store's keys)."""
@@ -52,9 +62,20 @@ def ls(store_path: Path | None, remote_url: str | None, as_json: bool) -> None:
     s = _store(store_path)
     entries = s.entries()
     if as_json:
-        emit_json([{"stage": e.stage, "key": e.key, "files": [f["path"] for f in e.files], "size": e.size,
-                    "engine": e.manifest.get("engine"), "created": e.created, "path": str(e.path)}
-                   for e in entries])
+        emit_json(
+            [
+                {
+                    "stage": e.stage,
+                    "key": e.key,
+                    "files": [f["path"] for f in e.files],
+                    "size": e.size,
+                    "engine": e.manifest.get("engine"),
+                    "created": e.created,
+                    "path": str(e.path),
+                }
+                for e in entries
+            ]
+        )
         return
     table = Table(title=f"store {s.root}", title_justify="left")
     for col in ("stage", "key", "files", "size", "engine", "built"):
@@ -68,10 +89,22 @@ def ls(store_path: Path | None, remote_url: str | None, as_json: bool) -> None:
 
 @store.command("gc")
 @store_option
-@click.option("-f", "--file", "build_file", type=click.Path(path_type=Path), default=Path("build.yaml"),
-              show_default=True, help="Keep every key its build.lock references.")
-@click.option("--keep", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Also keep the N most recent entries per stage.")
+@click.option(
+    "-f",
+    "--file",
+    "build_file",
+    type=click.Path(path_type=Path),
+    default=Path("build.yaml"),
+    show_default=True,
+    help="Keep every key its build.lock references.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Also keep the N most recent entries per stage.",
+)
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> None:
     """Remove entries that build.lock does not reference, beyond the N most recent per stage; then collect
@@ -94,8 +127,10 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
     cleaned = s.clean_staging()  # temp dirs of killed builds
     for e in removed:
         console.print(f"removed {e.stage}/{e.key[:12]} ({_size(e.size)})")
-    console.print(f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"
-                  + (f"; {cleaned} stale temp dirs" if cleaned else ""))
+    console.print(
+        f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"
+        + (f"; {cleaned} stale temp dirs" if cleaned else "")
+    )
     _collect_registry(dry_run=False)
 
 
@@ -107,13 +142,19 @@ def _collect_registry(dry_run: bool) -> None:
     done = collect(where, dry_run=dry_run)
     if done is not None:
         what = f"{done.blobs} blobs and {done.manifests} manifests no tag uses"
-        console.print(f"image registry {where}: " + (f"would remove {what}" if dry_run else
-                                                     f"removed {what}, {_size(done.freed)} freed"))
+        console.print(
+            f"image registry {where}: "
+            + (f"would remove {what}" if dry_run else f"removed {what}, {_size(done.freed)} freed")
+        )
 
 
-
-remote_option = click.option("--remote", "remote_url", required=True, metavar="oci://HOST[:PORT]/REPO",
-                             help="The shared store on an OCI registry.")
+remote_option = click.option(
+    "--remote",
+    "remote_url",
+    required=True,
+    metavar="oci://HOST[:PORT]/REPO",
+    help="The shared store on an OCI registry.",
+)
 
 
 def _remote(url: str) -> RemoteStore:
@@ -123,8 +164,11 @@ def _remote(url: str) -> RemoteStore:
 
 
 def _chosen(s: Store, stage: str | None, key: str | None) -> list[Entry]:
-    return [e for e in s.entries() if e.stage in STORED_STAGES and (stage is None or e.stage == stage)
-            and (key is None or e.key.startswith(key))]
+    return [
+        e
+        for e in s.entries()
+        if e.stage in STORED_STAGES and (stage is None or e.stage == stage) and (key is None or e.key.startswith(key))
+    ]
 
 
 @store.command("push")

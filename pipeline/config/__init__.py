@@ -26,8 +26,12 @@ class LoadedBuild:
         return self.path.parent
 
 
-def load_build(path: Path, sets: list[str] | tuple[str, ...] = (),
-               flags: dict[str, Any] | None = None, profiles: tuple[str, ...] = ()) -> LoadedBuild:
+def load_build(
+    path: Path,
+    sets: list[str] | tuple[str, ...] = (),
+    flags: dict[str, Any] | None = None,
+    profiles: tuple[str, ...] = (),
+) -> LoadedBuild:
     """Read `path`, apply its named `profiles`, then `--set` overrides, then explicit flag overrides
     (dotted key -> value)."""
     label = path.name
@@ -63,21 +67,28 @@ def cross_checks(spec: BuildSpec, label: str) -> list[str]:
     default_vllm = VllmSpec()
     if spec.vllm.source_dir is not None:
         if spec.vllm.repo != default_vllm.repo:
-            out.append(f"{label}:vllm.source_dir: cannot be combined with vllm.repo (a fork); "
-                       "build either a local source dir or a repository")
+            out.append(
+                f"{label}:vllm.source_dir: cannot be combined with vllm.repo (a fork); "
+                "build either a local source dir or a repository"
+            )
         if spec.vllm.ref != default_vllm.ref:
-            out.append(f"{label}:vllm.ref: cannot be combined with vllm.source_dir; "
-                       "the source dir's checked-out commit (HEAD) is what gets built")
+            out.append(
+                f"{label}:vllm.ref: cannot be combined with vllm.source_dir; "
+                "the source dir's checked-out commit (HEAD) is what gets built"
+            )
     if spec.vllm.preset_prs == "apply" and not spec.vllm.presets:
         out.append(f"{label}:vllm.preset_prs: is 'apply' but vllm.presets is empty")
     for section in STAGES:
         env = getattr(spec, section).env
         for name in env:
             if name in spec.secrets or name in SECRET_NAMES:
-                out.append(f"{label}:{section}.env.{name}: is a secret; secrets never go into env "
-                           "(they would be stored in image layers and keys); list it under 'secrets'")
-    if spec.triton.source == "pip" and "triton" in {p.split("=")[0].split("[")[0] for p in
-                                                    spec.base.pip_packages}:
-        out.append(f"{label}:base.pip_packages: lists triton while triton.source is 'pip'; "
-                   "Triton comes from torch's pin, or set triton.source: git")
+                out.append(
+                    f"{label}:{section}.env.{name}: is a secret; secrets never go into env "
+                    "(they would be stored in image layers and keys); list it under 'secrets'"
+                )
+    if spec.triton.source == "pip" and "triton" in {p.split("=")[0].split("[")[0] for p in spec.base.pip_packages}:
+        out.append(
+            f"{label}:base.pip_packages: lists triton while triton.source is 'pip'; "
+            "Triton comes from torch's pin, or set triton.source: git"
+        )
     return out

@@ -72,21 +72,22 @@ class Effective:
     warnings: list[str]
 
 
-def _pick(label: str, key: str, value: str, pkg: str, facts: VllmFacts, out: Effective,
-          required: bool = True) -> str:
+def _pick(label: str, key: str, value: str, pkg: str, facts: VllmFacts, out: Effective, required: bool = True) -> str:
     """An auto value from vLLM's pin, or an explicit value checked against it."""
     pinned = facts.pins.get(pkg)
     if value == AUTO:
         if pinned is None:
             if required:
-                raise ConfigError(f"{label}:{key}: is auto but vLLM {facts.commit[:12]} pins no {pkg}; "
-                                  f"write the version to build")
+                raise ConfigError(
+                    f"{label}:{key}: is auto but vLLM {facts.commit[:12]} pins no {pkg}; write the version to build"
+                )
             return value
         out.versions[pkg] = pinned
         return pinned
     if pinned is not None and value not in ("none", pinned):
-        out.warnings.append(f"{key} is {value} but vLLM {facts.commit[:12]} pins {pkg}=={pinned}; "
-                            f"set {key}: auto to follow vLLM")
+        out.warnings.append(
+            f"{key} is {value} but vLLM {facts.commit[:12]} pins {pkg}=={pinned}; set {key}: auto to follow vLLM"
+        )
     return value
 
 
@@ -101,8 +102,9 @@ def _extras(spec: BuildSpec, label: str, facts: VllmFacts, out: Effective) -> li
         got = _pick(label, f"base.pip_packages {name}", version, norm(name), facts, out, required=False)
         result.append(f"{name}{extras}=={got}" if got != AUTO else f"{name}{extras}")
         if got == AUTO:
-            out.warnings.append(f"base.pip_packages {name}==auto: vLLM {facts.commit[:12]} pins no {name}; "
-                                "left unpinned")
+            out.warnings.append(
+                f"base.pip_packages {name}==auto: vLLM {facts.commit[:12]} pins no {name}; left unpinned"
+            )
     return result
 
 
@@ -117,8 +119,10 @@ def _rust(spec: BuildSpec, facts: VllmFacts, out: Effective) -> str:
         out.versions["rust"] = tree
         return tree
     if tree is not None and tree != chosen:
-        out.warnings.append(f"base.rust.toolchain is {chosen} but vLLM {facts.commit[:12]}'s rust-toolchain.toml "
-                            f"asks for {tree}; building with {chosen} (set base.rust.toolchain: auto to follow vLLM)")
+        out.warnings.append(
+            f"base.rust.toolchain is {chosen} but vLLM {facts.commit[:12]}'s rust-toolchain.toml "
+            f"asks for {tree}; building with {chosen} (set base.rust.toolchain: auto to follow vLLM)"
+        )
     return chosen
 
 
@@ -132,10 +136,13 @@ def apply(spec: BuildSpec, facts: VllmFacts, label: str) -> Effective:
         got = _pick(label, f"base.torch.{name}", getattr(t, name), name, facts, out, required=False)
         torch[name] = "none" if got == AUTO else got
     rust = spec.base.rust.enabled if spec.base.rust.enabled != AUTO else facts.has_rust
-    base = spec.base.model_copy(update={"torch": t.model_copy(update=torch),
-                                        "pip_packages": _extras(spec, label, facts, out),
-                                        "rust": spec.base.rust.model_copy(
-                                            update={"enabled": rust, "toolchain": _rust(spec, facts, out)})})
+    base = spec.base.model_copy(
+        update={
+            "torch": t.model_copy(update=torch),
+            "pip_packages": _extras(spec, label, facts, out),
+            "rust": spec.base.rust.model_copy(update={"enabled": rust, "toolchain": _rust(spec, facts, out)}),
+        }
+    )
     ref = spec.flashinfer.ref
     pinned = facts.pins.get("flashinfer-python")
     if ref == AUTO:
@@ -143,10 +150,14 @@ def apply(spec: BuildSpec, facts: VllmFacts, label: str) -> Effective:
         if pinned:
             out.versions["flashinfer-python"] = pinned
         else:
-            out.warnings.append(f"flashinfer.ref is auto but vLLM {facts.commit[:12]} pins no flashinfer-python: "
-                                "building FlashInfer main")
+            out.warnings.append(
+                f"flashinfer.ref is auto but vLLM {facts.commit[:12]} pins no flashinfer-python: "
+                "building FlashInfer main"
+            )
     elif pinned and ref not in (f"v{pinned}", pinned):
-        out.warnings.append(f"flashinfer.ref is {ref} but vLLM {facts.commit[:12]} pins flashinfer-python=={pinned}; "
-                            "set flashinfer.ref: auto to follow vLLM")
+        out.warnings.append(
+            f"flashinfer.ref is {ref} but vLLM {facts.commit[:12]} pins flashinfer-python=={pinned}; "
+            "set flashinfer.ref: auto to follow vLLM"
+        )
     out.spec = spec.model_copy(update={"base": base, "flashinfer": spec.flashinfer.model_copy(update={"ref": ref})})
     return out

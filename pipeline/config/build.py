@@ -143,8 +143,9 @@ class FlashInferSpec(BaseModel):
     prs: list[PullRequest] = Field(default_factory=list)
     arch_list: GpuArch | None = None
     cubin_cache: Flag = True
-    wheels: list[NonEmptyStr] = Field(default_factory=lambda: [".", "flashinfer-cubin", "flashinfer-jit-cache"],
-                                      min_length=1)
+    wheels: list[NonEmptyStr] = Field(
+        default_factory=lambda: [".", "flashinfer-cubin", "flashinfer-jit-cache"], min_length=1
+    )
     patches: list[NonEmptyStr] | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
@@ -227,8 +228,10 @@ class BuildSpec(BaseModel):
 
     def compiler_archs(self) -> dict[str, str]:
         """What each compiler receives for gpu_arch, in its own spelling (shown by `stages` and `plan`)."""
-        out = {"vllm TORCH_CUDA_ARCH_LIST": self.torch_arch_list,
-               "flashinfer FLASHINFER_CUDA_ARCH_LIST": self.flashinfer_arch_list}
+        out = {
+            "vllm TORCH_CUDA_ARCH_LIST": self.torch_arch_list,
+            "flashinfer FLASHINFER_CUDA_ARCH_LIST": self.flashinfer_arch_list,
+        }
         if self.nccl.enabled:
             out["nccl NVCC_GENCODE"] = self.nccl_gencode
         return out

@@ -1,14 +1,14 @@
 """cluster.yaml: where to run. Nodes (address, user, port, key, interfaces), which is head, SSH policy.
 
-    nodes:
-      - address: 192.168.100.10     # the head unless another node says head: true
-        eth_if: auto                # or a name; chosen per node, never one name for all
-        ib_if: auto                 # or a list of RoCE devices, or none
-      - address: 192.168.100.11
-        user: spark
-    ssh:
-      known_hosts: ~/.ssh/known_hosts
-      host_keys: strict             # accept-new: trust and record a node seen for the first time
+nodes:
+  - address: 192.168.100.10     # the head unless another node says head: true
+    eth_if: auto                # or a name; chosen per node, never one name for all
+    ib_if: auto                 # or a list of RoCE devices, or none
+  - address: 192.168.100.11
+    user: spark
+ssh:
+  known_hosts: ~/.ssh/known_hosts
+  host_keys: strict             # accept-new: trust and record a node seen for the first time
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pipeline.contract import IMAGE
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9a-fA-F:]+\]?$")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
+
 def is_host(v: object) -> bool:
     """A host name or an IP address; all-numeric dotted names must be a valid IPv4 (192.168.100.300 is a
     typo, not a host name)."""
@@ -39,10 +40,16 @@ def is_host(v: object) -> bool:
 
 
 Host = Annotated[str, expect("a host name or IP address", is_host)]
-IfaceName = Annotated[str, expect("an interface name (up to 15 letters, digits, . _ : -) or auto",
-                                  lambda v: isinstance(v, str) and bool(_IFACE_RE.match(v)))]
-Port = Annotated[int, expect("a port number 1-65535",
-                             lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536)]
+IfaceName = Annotated[
+    str,
+    expect(
+        "an interface name (up to 15 letters, digits, . _ : -) or auto",
+        lambda v: isinstance(v, str) and bool(_IFACE_RE.match(v)),
+    ),
+]
+Port = Annotated[
+    int, expect("a port number 1-65535", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536)
+]
 
 
 class NodeSpec(BaseModel):

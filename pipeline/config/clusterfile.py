@@ -19,8 +19,9 @@ from pipeline.errors import ConfigError
 THIS_MACHINE: dict[str, Any] = {"address": "127.0.0.1", "name": "local", "transport": "local", "head": True}
 
 
-def load_cluster(path: Path | None = None, nodes: str | None = None, solo: bool = False,
-                 overrides: dict[str, Any] | None = None) -> ClusterSpec:
+def load_cluster(
+    path: Path | None = None, nodes: str | None = None, solo: bool = False, overrides: dict[str, Any] | None = None
+) -> ClusterSpec:
     """cluster.yaml (if given or present), with `-n a,b` replacing its node list; `--solo` keeps the head.
     With neither, the one node is this machine (`transport: local`)."""
     label = "cluster.yaml"
@@ -34,14 +35,15 @@ def load_cluster(path: Path | None = None, nodes: str | None = None, solo: bool 
     if nodes:
         label = "-n"
         known = {str(n.get("address")): n for n in data.get("nodes", []) if isinstance(n, dict)}
-        data = {**data, "nodes": [known.get(a, {"address": a}) for a in (x.strip() for x in nodes.split(","))
-                                  if a]}
+        data = {**data, "nodes": [known.get(a, {"address": a}) for a in (x.strip() for x in nodes.split(",")) if a]}
         lines = {}
     if path is None and not nodes and not data:
         data = {"nodes": [THIS_MACHINE]}  # no cluster anywhere: the machine you are on, without SSH
     if not data.get("nodes"):
-        raise ConfigError(f"{label}: no nodes: give -n HOST[,HOST…], --cluster FILE, or write cluster.yaml "
-                          "(python -m pipeline cluster import .env converts the toolkit's .env)")
+        raise ConfigError(
+            f"{label}: no nodes: give -n HOST[,HOST…], --cluster FILE, or write cluster.yaml "
+            "(python -m pipeline cluster import .env converts the toolkit's .env)"
+        )
     data.update(overrides or {})
     spec = validate(ClusterSpec, data, label, lines)
     if solo:
@@ -76,8 +78,9 @@ def _bash_value(raw: str, key: str, where: str) -> str:
     try:
         words = shlex.split(raw.removeprefix("export").strip(), posix=True)
     except ValueError:
-        raise ConfigError(f"{where}: unbalanced quote: bash refuses this line (quote the value whole, e.g. "
-                          f"{key}=\"…\")") from None
+        raise ConfigError(
+            f'{where}: unbalanced quote: bash refuses this line (quote the value whole, e.g. {key}="…")'
+        ) from None
     comment = next((i for i, w in enumerate(words) if w.startswith("#")), len(words))
     words = words[:comment]  # bash: a comment starts at a word beginning with # (A=foo#bar keeps it)
     if len(words) != 1 or not words[0].startswith(f"{key}="):
@@ -110,19 +113,27 @@ def import_dotenv(text: str, label: str = ".env") -> tuple[dict[str, Any], list[
         hosts = [local]
     copy_only = [h for h in re.split(r"[,\s]+", env.get("COPY_HOSTS", "")) if h.strip() and h not in hosts]
     if copy_only:
-        notes.append(f"COPY_HOSTS lists {', '.join(copy_only)} which are not in CLUSTER_NODES: not imported "
-                     "(ship and deploy go to the cluster's nodes)")
+        notes.append(
+            f"COPY_HOSTS lists {', '.join(copy_only)} which are not in CLUSTER_NODES: not imported "
+            "(ship and deploy go to the cluster's nodes)"
+        )
     nodes = [dotenv_node(env, h, local) for h in hosts]
     if env.get("ETH_IF"):
-        notes.append(f"ETH_IF={env['ETH_IF']} was set for every node; if interface names differ per node, "
-                     "set eth_if per node or use auto")
+        notes.append(
+            f"ETH_IF={env['ETH_IF']} was set for every node; if interface names differ per node, "
+            "set eth_if per node or use auto"
+        )
     data: dict[str, Any] = {"nodes": nodes}
-    container = {k.removeprefix("CONTAINER_"): v for k, v in env.items()
-                 if k.startswith("CONTAINER_") and k != "CONTAINER_NAME"}
+    container = {
+        k.removeprefix("CONTAINER_"): v for k, v in env.items() if k.startswith("CONTAINER_") and k != "CONTAINER_NAME"
+    }
     if container:
         data["container_env"] = container
-    ignored = sorted(k for k in env if k not in ("CLUSTER_NODES", "COPY_HOSTS", "LOCAL_IP", "ETH_IF", "IB_IF")
-                     and not k.startswith("CONTAINER_"))
+    ignored = sorted(
+        k
+        for k in env
+        if k not in ("CLUSTER_NODES", "COPY_HOSTS", "LOCAL_IP", "ETH_IF", "IB_IF") and not k.startswith("CONTAINER_")
+    )
     if ignored:
         notes.append(f"not imported: {', '.join(ignored)}")
     validate(ClusterSpec, data, label)

@@ -7,7 +7,6 @@ Generic over the model, so build.yaml, cluster.yaml and recipes share one way of
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,8 +27,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -60,8 +58,9 @@ def read_text(path: Path, label: str, limit: int = MAX_SPEC_BYTES) -> str:
     """A spec file's text: UTF-8, at most `limit` bytes, or a located error."""
     try:
         if path.stat().st_size > limit:
-            raise ConfigError(f"{label}: {path.stat().st_size / 1e6:.1f} MB; expected a settings file of at most "
-                              f"{limit // 1024} KiB")
+            raise ConfigError(
+                f"{label}: {path.stat().st_size / 1e6:.1f} MB; expected a settings file of at most {limit // 1024} KiB"
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{label}: file not found ({path})") from None
@@ -72,7 +71,7 @@ def read_text(path: Path, label: str, limit: int = MAX_SPEC_BYTES) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise ConfigError(f"{label}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
 
 
@@ -149,8 +148,9 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def format_errors(exc: ValidationError, model: type[BaseModel], label: str,
-                  lines: dict[tuple[str, ...], int]) -> list[str]:
+def format_errors(
+    exc: ValidationError, model: type[BaseModel], label: str, lines: dict[tuple[str, ...], int]
+) -> list[str]:
     messages: list[str] = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -163,8 +163,11 @@ def format_errors(exc: ValidationError, model: type[BaseModel], label: str,
             known = sorted(owner.model_fields) if owner else []
             guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
             msg = f"unknown key {str(loc[-1])!r}"
-            msg += f"; did you mean {guess[0]!r}?" if guess else (f"; expected one of: {', '.join(known)}"
-                                                                  if known else "")
+            msg += (
+                f"; did you mean {guess[0]!r}?"
+                if guess
+                else (f"; expected one of: {', '.join(known)}" if known else "")
+            )
         elif kind == "missing":
             msg = "missing required key"
         elif kind == "literal_error":
@@ -177,7 +180,7 @@ def format_errors(exc: ValidationError, model: type[BaseModel], label: str,
         elif kind == "too_short":
             msg = "expected at least one entry, got an empty list"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         line = lines.get(tuple(str(p) for p in loc))
         where = f"{label}:{dotted}" if dotted else label
         messages.append(f"{where}: {msg}" + (f" (line {line})" if line else ""))
@@ -190,17 +193,8 @@ def _describe(value: Any) -> str:
     return describe(value)
 
 
-def validate(model: type[M], data: dict[str, Any], label: str,
-             lines: dict[tuple[str, ...], int] | None = None) -> M:
+def validate(model: type[M], data: dict[str, Any], label: str, lines: dict[tuple[str, ...], int] | None = None) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_errors(e, model, label, lines or {})) from None
-
-
-def display_path(path: Path) -> str:
-    """A path as the user typed it relative to cwd when possible (for messages)."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)

@@ -65,7 +65,11 @@ def apply(spec: BuildSpec, resolved: Mapping[str, str]) -> BuildSpec:
     update = {}
     for section in SECTIONS:
         sec = getattr(spec, section)
-        reqs = [pinned_requirement(r, resolved[f"{section}.pip_packages {label(r)}"])
-                if f"{section}.pip_packages {label(r)}" in resolved else r for r in sec.pip_packages]
+        reqs = [
+            pinned_requirement(r, resolved[f"{section}.pip_packages {label(r)}"])
+            if f"{section}.pip_packages {label(r)}" in resolved
+            else r
+            for r in sec.pip_packages
+        ]
         update[section] = sec.model_copy(update={"pip_packages": reqs})
     return spec.model_copy(update=update)

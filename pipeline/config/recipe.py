@@ -29,9 +29,12 @@ from pipeline.config.types import STRICT, EnvName, EnvValue, Flag, ImageRef, Non
 from pipeline.errors import ConfigError
 from pipeline.paths import recipe_dirs
 
-Scalar = Annotated[str | int | float | bool, expect("a string, number or boolean",
-                                                    lambda v: isinstance(v, str | int | float | bool))]
+Scalar = Annotated[
+    str | int | float | bool, expect("a string, number or boolean", lambda v: isinstance(v, str | int | float | bool))
+]
 Version = Annotated[Literal["1", "2"], BeforeValidator(lambda v: str(v) if isinstance(v, int) and v in (1, 2) else v)]
+
+
 def is_model_id(v: object) -> bool:
     """ORG/NAME, as the hub names models (also what `model download` takes)."""
     return isinstance(v, str) and len(v.split("/")) == 2 and all(v.split("/")) and not any(c.isspace() for c in v)
@@ -47,7 +50,7 @@ class BenchmarkSpec(BaseModel):
     model: NonEmptyStr | None = None
     profile: NonEmptyStr | None = None
     args: dict[NonEmptyStr, Any] = Field(default_factory=dict)
-    timeout: PositiveInt | None = None                 # seconds (sparkrun's key)
+    timeout: PositiveInt | None = None  # seconds (sparkrun's key)
     metadata: dict[NonEmptyStr, Any] = Field(default_factory=dict)
 
 
@@ -102,8 +105,6 @@ def load_recipe(path: Path, label: str | None = None) -> RecipeSpec:
     return validate(RecipeSpec, data, label, lines)
 
 
-
-
 def all_recipes() -> list[tuple[str, Path]]:
     """(name, file) of every recipe, subfolders included; a name in ./recipes hides the tool's."""
     seen: dict[str, Path] = {}
@@ -129,5 +130,6 @@ def find_recipe(name: str) -> Path:
     names = [n for n, _ in all_recipes()]
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `recipe list` shows them all"
-    raise ConfigError(f"recipe {name}: not found (looked in {', '.join(str(d) for d in recipe_dirs()) or 'recipes/'})"
-                      + hint)
+    raise ConfigError(
+        f"recipe {name}: not found (looked in {', '.join(str(d) for d in recipe_dirs()) or 'recipes/'})" + hint
+    )

@@ -24,8 +24,13 @@ from pipeline.contract import ENV_REFERENCE, IMAGE
 from pipeline.errors import ConfigError
 
 # The toolkit's override flags -> the placeholder each fills.
-OVERRIDE_KEYS = {"port": "port", "host": "host", "tp": "tensor_parallel", "gpu_mem": "gpu_memory_utilization",
-                 "max_model_len": "max_model_len"}
+OVERRIDE_KEYS = {
+    "port": "port",
+    "host": "host",
+    "tp": "tensor_parallel",
+    "gpu_mem": "gpu_memory_utilization",
+    "max_model_len": "max_model_len",
+}
 # A v2 recipe without `command`: its model served with these defaults, the rest as --flags.
 V2_BASE = {"host": "0.0.0.0", "port": 8000, "tensor_parallel": 1}
 
@@ -42,8 +47,15 @@ class Rendered:
     warnings: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "image": self.image, "command": list(self.command),
-                "env": self.env, "mods": list(self.mods), "nodes": self.nodes}
+        return {
+            "name": self.name,
+            "model": self.model,
+            "image": self.image,
+            "command": list(self.command),
+            "env": self.env,
+            "mods": list(self.mods),
+            "nodes": self.nodes,
+        }
 
 
 def recipe_name(path: Path, root: Path | None) -> str:
@@ -55,11 +67,14 @@ def recipe_name(path: Path, root: Path | None) -> str:
 def check_nodes(recipe: RecipeSpec, label: str, nodes: int) -> None:
     lo, hi = recipe.node_range()
     if nodes < lo:
-        raise ConfigError(f"{label}: needs at least {lo} nodes (min_nodes/cluster_only), this deploy has {nodes}; "
-                          "give -n HOST,HOST or a cluster.yaml")
+        raise ConfigError(
+            f"{label}: needs at least {lo} nodes (min_nodes/cluster_only), this deploy has {nodes}; "
+            "give -n HOST,HOST or a cluster.yaml"
+        )
     if hi is not None and nodes > hi:
-        raise ConfigError(f"{label}: runs on at most {hi} node(s) (max_nodes/solo_only), this deploy has {nodes}; "
-                          "use --solo")
+        raise ConfigError(
+            f"{label}: runs on at most {hi} node(s) (max_nodes/solo_only), this deploy has {nodes}; use --solo"
+        )
 
 
 def values_for(recipe: RecipeSpec, overrides: Mapping[str, Any], solo: bool) -> dict[str, Any]:
@@ -75,8 +90,9 @@ def values_for(recipe: RecipeSpec, overrides: Mapping[str, Any], solo: bool) -> 
 def template_of(recipe: RecipeSpec, values: Mapping[str, Any]) -> str:
     if recipe.command is not None:
         return recipe.command
-    flags = " ".join(f"--{k.replace('_', '-')} {{{k}}}" for k in values
-                     if k not in ("model", "host", "port", "tensor_parallel"))
+    flags = " ".join(
+        f"--{k.replace('_', '-')} {{{k}}}" for k in values if k not in ("model", "host", "port", "tensor_parallel")
+    )
     return f"vllm serve {{model}} --host {{host}} --port {{port}} -tp {{tensor_parallel}} {flags}".strip()
 
 
@@ -120,20 +136,37 @@ def expand_env(env: Mapping[str, str], environ: Mapping[str, str], label: str) -
     return out
 
 
-def render(recipe: RecipeSpec, label: str, *, nodes: int, ray: bool = False, image: str | None = None,
-           overrides: Mapping[str, Any] | None = None, extra: tuple[str, ...] = (),
-           environ: Mapping[str, str] | None = None) -> Rendered:
+def render(
+    recipe: RecipeSpec,
+    label: str,
+    *,
+    nodes: int,
+    ray: bool = False,
+    image: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    extra: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Rendered:
     check_nodes(recipe, label, nodes)
     given = dict(overrides or {})
     values = values_for(recipe, given, solo=nodes == 1)
     argv = with_backend(argv_of(fill(template_of(recipe, values), values, label), label), ray)
-    warnings = [f"{a} is also set by the recipe's command; vLLM takes the last one (yours)"
-                for a in extra if a.startswith("--") and a.split("=")[0] in argv]
+    warnings = [
+        f"{a} is also set by the recipe's command; vLLM takes the last one (yours)"
+        for a in extra
+        if a.startswith("--") and a.split("=")[0] in argv
+    ]
     mods = tuple(m.removeprefix("mods/").rstrip("/") for m in recipe.mods)
-    return Rendered(name=recipe.name or Path(label).stem, model=recipe.model,
-                    image=image or recipe.container or IMAGE, command=(*argv, *extra),
-                    env=expand_env(recipe.env, environ or {}, label), mods=mods, nodes=nodes,
-                    warnings=tuple(warnings))
+    return Rendered(
+        name=recipe.name or Path(label).stem,
+        model=recipe.model,
+        image=image or recipe.container or IMAGE,
+        command=(*argv, *extra),
+        env=expand_env(recipe.env, environ or {}, label),
+        mods=mods,
+        nodes=nodes,
+        warnings=tuple(warnings),
+    )
 
 
 HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -168,13 +201,19 @@ def models_named(argv: tuple[str, ...] | list[str], model: str | None) -> list[s
 def profiles_for(build_args: list[str], label: str) -> tuple[str, ...]:
     """The toolkit's build-script flags (build_args) -> build.yaml profile names (`--exp-b12x` ->
     `exp-b12x`; its long aliases too). Only flags: a value-taking flag has no profile to map to."""
-    aliases = {"--experimental-b12x": "--exp-b12x", "--experimental-mxfp4": "--exp-mxfp4", "--pre-tf": "--tf5",
-               "--pre-transformers": "--tf5"}
+    aliases = {
+        "--experimental-b12x": "--exp-b12x",
+        "--experimental-mxfp4": "--exp-mxfp4",
+        "--pre-tf": "--tf5",
+        "--pre-transformers": "--tf5",
+    }
     out = []
     for arg in build_args:
         flag = aliases.get(arg, arg)
         if not flag.startswith("--") or "=" in flag:
-            raise ConfigError(f"{label}:build_args: {arg!r} is not a build flag (expected flags such as --exp-b12x, "
-                              "each naming a profile of build.yaml)")
+            raise ConfigError(
+                f"{label}:build_args: {arg!r} is not a build flag (expected flags such as --exp-b12x, "
+                "each naming a profile of build.yaml)"
+            )
         out.append(flag[2:])
     return tuple(out)

@@ -68,7 +68,7 @@ NVCC_ARCHS = ("7.5", "8.0", "8.6", "8.7", "8.8", "8.9", "9.0", "10.0", "10.3", "
 
 
 def _arch_known(arch: str) -> bool:
-    base, suffix = arch.rstrip("af"), arch[len(arch.rstrip("af")):]
+    base, suffix = arch.rstrip("af"), arch[len(arch.rstrip("af")) :]
     if base not in NVCC_ARCHS:
         return False
     major = int(base.split(".")[0])
@@ -83,17 +83,21 @@ def is_gpu_arch(v: Any) -> bool:
     if plain is not None:
         # vLLM's CMake would then compile its FP4/FP8 CUTLASS families for plain sm_121: no arch-specific
         # instructions (FP4 MMA) on GB10. Say which suffix means what rather than guess.
-        raise ValueError(f"{plain} has no a/f suffix: write {plain}a (code for this GPU only, with its "
-                         f"arch-specific instructions: what DGX Spark wants for 12.1) or {plain}f (the {plain[:-2]}.x "
-                         "family); a plain arch from 10.0 on leaves out the instructions vLLM's FP4/FP8 kernels use")
+        raise ValueError(
+            f"{plain} has no a/f suffix: write {plain}a (code for this GPU only, with its "
+            f"arch-specific instructions: what DGX Spark wants for 12.1) or {plain}f (the {plain[:-2]}.x "
+            "family); a plain arch from 10.0 on leaves out the instructions vLLM's FP4/FP8 kernels use"
+        )
     return True
 
 
 def _version_text(v: Any) -> bool:
     """A version written as text. YAML reads an unquoted 2.10 as the number 2.1: refused with a hint."""
     if isinstance(v, float | int) and not isinstance(v, bool):
-        raise ValueError(f"expected a version as a string, got the number {v}: quote it (\"{v}\" may not be "
-                         "what you wrote: YAML reads 2.10 as 2.1)")
+        raise ValueError(
+            f'expected a version as a string, got the number {v}: quote it ("{v}" may not be '
+            "what you wrote: YAML reads 2.10 as 2.1)"
+        )
     return isinstance(v, str) and bool(_VERSION_RE.match(v))
 
 
@@ -128,33 +132,67 @@ def pr_url_parts(url: str) -> tuple[str, int]:
 
 
 GitRef = Annotated[str, expect("a branch, tag or 40-hex SHA", is_git_ref)]
-GpuArch = Annotated[str, expect("a CUDA arch nvcc 13 knows, such as 12.1a, 12.0f or 12.1a;12.0f "
-                                f"({', '.join(NVCC_ARCHS)}; a from 9.0, f from 10.0)", is_gpu_arch)]
-ImageRef = Annotated[str, expect("an image reference such as nvidia/cuda:13.0.2-devel-ubuntu24.04@sha256:…",
-                                 is_image_ref)]
+GpuArch = Annotated[
+    str,
+    expect(
+        "a CUDA arch nvcc 13 knows, such as 12.1a, 12.0f or 12.1a;12.0f "
+        f"({', '.join(NVCC_ARCHS)}; a from 9.0, f from 10.0)",
+        is_gpu_arch,
+    ),
+]
+ImageRef = Annotated[
+    str, expect("an image reference such as nvidia/cuda:13.0.2-devel-ubuntu24.04@sha256:…", is_image_ref)
+]
 PullRequest = Annotated[int | str, BeforeValidator(parse_pr)]
-EnvName = Annotated[str, expect("an environment variable name (letters, digits, _)",
-                                lambda v: _is_str(v) and is_env_name(v))]
-EnvValue = Annotated[str, expect("a string, number or boolean value",
-                                 lambda v: isinstance(v, str | int | float | bool),
-                                 lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v))]
-Package = Annotated[str, expect("a pip requirement such as ray[default]==2.60.0",
-                                lambda v: _is_str(v) and bool(_PKG_RE.match(v)))]
-AptPackage = Annotated[str, expect("a Debian package name",
-                                   lambda v: _is_str(v) and bool(re.match(r"^[a-z0-9][a-z0-9+.-]+(=\S+)?$", v)))]
+EnvName = Annotated[
+    str, expect("an environment variable name (letters, digits, _)", lambda v: _is_str(v) and is_env_name(v))
+]
+EnvValue = Annotated[
+    str,
+    expect(
+        "a string, number or boolean value",
+        lambda v: isinstance(v, str | int | float | bool),
+        lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v),
+    ),
+]
+Package = Annotated[
+    str, expect("a pip requirement such as ray[default]==2.60.0", lambda v: _is_str(v) and bool(_PKG_RE.match(v)))
+]
+AptPackage = Annotated[
+    str, expect("a Debian package name", lambda v: _is_str(v) and bool(re.match(r"^[a-z0-9][a-z0-9+.-]+(=\S+)?$", v)))
+]
 Version = Annotated[str, expect("a version such as 2.13.0", _version_text)]
-AutoVersion = Annotated[str, expect("a version such as 2.14.0, or auto (vLLM's pin)",
-                                    lambda v: v == "auto" or _version_text(v))]
-OptionalVersion = Annotated[str, expect("a version such as 2.11.0, none, or auto (vLLM's pin)",
-                                        lambda v: v in ("none", "auto") or _version_text(v))]
-RepoUrl = Annotated[str, expect("a git URL (https://…, ssh, file://…) or a local path",
-                                lambda v: _is_str(v) and " " not in v.strip() and "\n" not in v)]
-PositiveInt = Annotated[int, expect("a whole number ≥ 1",
-                                    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)]
+AutoVersion = Annotated[
+    str, expect("a version such as 2.14.0, or auto (vLLM's pin)", lambda v: v == "auto" or _version_text(v))
+]
+OptionalVersion = Annotated[
+    str,
+    expect("a version such as 2.11.0, none, or auto (vLLM's pin)", lambda v: v in ("none", "auto") or _version_text(v)),
+]
+RepoUrl = Annotated[
+    str,
+    expect(
+        "a git URL (https://…, ssh, file://…) or a local path",
+        lambda v: _is_str(v) and " " not in v.strip() and "\n" not in v,
+    ),
+]
+PositiveInt = Annotated[
+    int, expect("a whole number ≥ 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+]
 Flag = Annotated[bool, expect("true or false", lambda v: isinstance(v, bool))]
 AutoFlag = Annotated[bool | str, expect("true, false or auto", lambda v: isinstance(v, bool) or v == "auto")]
 NonEmptyStr = Annotated[str, expect("a non-empty string", _is_str)]
-PythonMinor = Annotated[str, expect('a Python version in quotes, such as "3.12" (YAML reads 3.10 as the number 3.1)',
-                                    lambda v: _is_str(v) and bool(re.fullmatch(r"3\.\d{1,2}", v)))]
-GlibcVersion = Annotated[str, expect('a glibc version in quotes, such as "2.39" (Ubuntu 24.04)',
-                                     lambda v: _is_str(v) and bool(re.fullmatch(r"2\.\d{1,2}", v)))]
+PythonMinor = Annotated[
+    str,
+    expect(
+        'a Python version in quotes, such as "3.12" (YAML reads 3.10 as the number 3.1)',
+        lambda v: _is_str(v) and bool(re.fullmatch(r"3\.\d{1,2}", v)),
+    ),
+]
+GlibcVersion = Annotated[
+    str,
+    expect(
+        'a glibc version in quotes, such as "2.39" (Ubuntu 24.04)',
+        lambda v: _is_str(v) and bool(re.fullmatch(r"2\.\d{1,2}", v)),
+    ),
+]

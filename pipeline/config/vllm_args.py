@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from pipeline.errors import ConfigError
 
-PARALLEL_FLAGS = {"-tp": "tp", "--tensor-parallel-size": "tp", "-pp": "pp", "--pipeline-parallel-size": "pp",
-                  "-dp": "dp", "--data-parallel-size": "dp"}
+PARALLEL_FLAGS = {
+    "-tp": "tp",
+    "--tensor-parallel-size": "tp",
+    "-pp": "pp",
+    "--pipeline-parallel-size": "pp",
+    "-dp": "dp",
+    "--data-parallel-size": "dp",
+}
 BACKEND = ("--distributed-executor-backend",)
 
 

@@ -161,8 +161,14 @@ class SourceSpec:
 
 
 CA_BUNDLE = "/etc/ssl/certs/spark-pipeline-ca.pem"
-CA_ENV_NAMES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
-                "CARGO_HTTP_CAINFO")
+CA_ENV_NAMES = (
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "CARGO_HTTP_CAINFO",
+)
 
 
 def toolchain_tag(platform: str, key: str) -> str:

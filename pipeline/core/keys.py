@@ -49,7 +49,8 @@ def base_digest(image: Image) -> tuple[str, str | None]:
     return image.ref, (
         f"base image {image.ref} is not pinned by digest, so its key follows the tag, not the content. "
         f"Pin it: docker pull {image.ref} && docker inspect --format '{{{{index .RepoDigests 0}}}}' "
-        f"{image.ref}, then write that reference (…@sha256:…) in build.yaml")
+        f"{image.ref}, then write that reference (…@sha256:…) in build.yaml"
+    )
 
 
 def input_id(inp: Input) -> tuple[str, str]:
@@ -74,8 +75,12 @@ def canonical(stage: Stage, digests: Mapping[tuple[str, str], str]) -> dict[str,
             for s in stage.steps
         ],
         # The output's tag is left out: it names the result; building it under another name reuses it.
-        "output": {"kind": stage.output.kind, "path": stage.output.path,
-                   "env": [list(kv) for kv in stage.output.env], "workdir": stage.output.workdir},
+        "output": {
+            "kind": stage.output.kind,
+            "path": stage.output.path,
+            "env": [list(kv) for kv in stage.output.env],
+            "workdir": stage.output.workdir,
+        },
         "network": stage.network,
     }
 

@@ -29,8 +29,9 @@ class Lock:
         data = {
             "format": LOCK_FORMAT,
             "generated_by": "spark-pipeline (python -m pipeline plan --write-lock | build); do not edit",
-            "stages": {n: {"key": s.key, "facts": dict(sorted(s.facts.items()))}
-                       for n, s in sorted(self.stages.items())},
+            "stages": {
+                n: {"key": s.key, "facts": dict(sorted(s.facts.items()))} for n, s in sorted(self.stages.items())
+            },
             "sources": {n: self.sources[n] for n in sorted(self.sources)},
         }
         if self.python:
@@ -47,12 +48,14 @@ def parse_lock(text: str | None, label: str = "build.lock") -> Lock | None:
         data = json.loads(text)
         if data.get("format") != LOCK_FORMAT:
             return None
-        stages = {n: LockedStage(key=s["key"], facts=dict(s.get("facts", {})))
-                  for n, s in data.get("stages", {}).items()}
+        stages = {
+            n: LockedStage(key=s["key"], facts=dict(s.get("facts", {}))) for n, s in data.get("stages", {}).items()
+        }
         python = data.get("python", {})
         if not isinstance(python, dict):
             raise TypeError("python is not a mapping")
         return Lock(stages=stages, sources=dict(data.get("sources", {})), python=python)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{label}: not a valid build.lock ({e}); delete it and run "
-                          "'python -m pipeline plan --write-lock'") from None
+        raise ConfigError(
+            f"{label}: not a valid build.lock ({e}); delete it and run 'python -m pipeline plan --write-lock'"
+        ) from None

@@ -28,8 +28,13 @@ class StagePlan:
         return self.key[:12]
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.name, "key": self.key, "cached": self.cached, "reasons": list(self.reasons),
-                "facts": dict(sorted(self.facts.items()))}
+        return {
+            "stage": self.name,
+            "key": self.key,
+            "cached": self.cached,
+            "reasons": list(self.reasons),
+            "facts": dict(sorted(self.facts.items())),
+        }
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,12 @@ def explain(old: LockedStage | None, key: str, facts: Mapping[str, str]) -> tupl
     return tuple(reasons + upstream) or ("the stage's own steps changed (another spark-pipeline version)",)
 
 
-def make_plan(stages: list[Stage], resolved: Mapping[tuple[str, str], Resolved],
-              in_store: Callable[[str, str], bool], lock: Lock | None) -> Plan:
+def make_plan(
+    stages: list[Stage],
+    resolved: Mapping[tuple[str, str], Resolved],
+    in_store: Callable[[str, str], bool],
+    lock: Lock | None,
+) -> Plan:
     keys = compute_keys(stages, resolved)
     warnings: list[str] = []
     out: list[StagePlan] = []
@@ -107,5 +116,8 @@ def make_plan(stages: list[Stage], resolved: Mapping[tuple[str, str], Resolved],
 
 
 def lock_of(plan: Plan, sources: Mapping[str, dict[str, Any]], python: Mapping[str, Any] | None = None) -> Lock:
-    return Lock(stages={s.name: LockedStage(key=s.key, facts=s.facts) for s in plan.stages},
-                sources=dict(sources), python=dict(python or {}))
+    return Lock(
+        stages={s.name: LockedStage(key=s.key, facts=s.facts) for s in plan.stages},
+        sources=dict(sources),
+        python=dict(python or {}),
+    )

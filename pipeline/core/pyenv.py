@@ -26,8 +26,10 @@ from pipeline.errors import ConfigError
 
 # What prepare.py strips from vLLM's files before its wheel is built: the toolchain's torch family is
 # kept, FlashInfer comes from the flashinfer stage.
-DROPPED = re.compile(r"^(torch|torchvision|torchaudio|torchcodec|flashinfer-python|flashinfer-cubin|"
-                     r"flashinfer-jit-cache)$")
+DROPPED = re.compile(
+    r"^(torch|torchvision|torchaudio|torchcodec|flashinfer-python|flashinfer-cubin|"
+    r"flashinfer-jit-cache)$"
+)
 BUILD_LAYOUTS = (("requirements/build/cuda.txt", "requirements/build/rust.txt"), ("requirements/build.txt",))
 BUILD_FILES = tuple(p for layout in BUILD_LAYOUTS for p in layout)
 RUNTIME_FILE = "requirements/cuda.txt"
@@ -71,9 +73,13 @@ def uses_pypi(spec: BuildSpec, stage_reqs: bool) -> bool:
     """Whether some pip of the build reaches PyPI: a URL torch index (torch's nvidia-* come from PyPI),
     runtime extras or vLLM's runtime requirements without a local index, or a stage's own build
     requirements (Triton from git, FlashInfer's build-system), which its pip takes from PyPI."""
-    return (not is_local(spec.base.torch.index)
-            or (bool(spec.runtime.pip_packages) and not is_local(spec.runtime.pip_index))
-            or not is_local(spec.vllm.deps_index) or stage_reqs or spec.triton.source == "git")
+    return (
+        not is_local(spec.base.torch.index)
+        or (bool(spec.runtime.pip_packages) and not is_local(spec.runtime.pip_index))
+        or not is_local(spec.vllm.deps_index)
+        or stage_reqs
+        or spec.triton.source == "git"
+    )
 
 
 def target(spec: BuildSpec, local: Mapping[str, str], stage_reqs: bool = False) -> Target:
@@ -91,8 +97,12 @@ def target(spec: BuildSpec, local: Mapping[str, str], stage_reqs: bool = False) 
             indexes.append(where)
     if PYPI not in indexes and (indexes or uses_pypi(spec, stage_reqs)):
         indexes.append(PYPI)
-    return Target(platform=f"{arch}-manylinux_{spec.base.glibc.replace('.', '_')}", python=spec.base.python,
-                  indexes=tuple(indexes), find_links=tuple(dict.fromkeys(links)))
+    return Target(
+        platform=f"{arch}-manylinux_{spec.base.glibc.replace('.', '_')}",
+        python=spec.base.python,
+        indexes=tuple(indexes),
+        find_links=tuple(dict.fromkeys(links)),
+    )
 
 
 def requirement_lines(text: str) -> list[tuple[int, str]]:
@@ -121,8 +131,10 @@ def _file_reqs(files: Mapping[str, str], path: str, label: str, seen: set[str]) 
         except InvalidRequirement:
             continue  # not a requirement pip reads either; the build's pip reports it with its context
         if parsed.url:  # a ref (a PR) would make plan fetch from any address it names
-            raise ConfigError(f"{label} {path}:{n}: {parsed.name} comes from a URL ({parsed.url}); plan resolves "
-                              "from package indexes only: drop the line with a patch, or build another ref")
+            raise ConfigError(
+                f"{label} {path}:{n}: {parsed.name} comes from a URL ({parsed.url}); plan resolves "
+                "from package indexes only: drop the line with a patch, or build another ref"
+            )
         if not DROPPED.match(canonicalize_name(parsed.name)):
             out.append(Req(line, f"{label} {path}:{n}"))
     return out
@@ -144,9 +156,11 @@ def spec_reqs(spec: BuildSpec, written: BuildSpec, vllm_label: str) -> list[Req]
     build.yaml as loaded, so a value `auto` filled in says so."""
     out: list[Req] = []
     t, w = spec.base.torch, written.base.torch
-    for key, name, version, was in (("version", "torch", t.version, w.version),
-                                    ("torchvision", "torchvision", t.torchvision, w.torchvision),
-                                    ("torchaudio", "torchaudio", t.torchaudio, w.torchaudio)):
+    for key, name, version, was in (
+        ("version", "torch", t.version, w.version),
+        ("torchvision", "torchvision", t.torchvision, w.torchvision),
+        ("torchaudio", "torchaudio", t.torchaudio, w.torchaudio),
+    ):
         if version in ("none", "auto"):
             continue
         followed = f" (auto: {vllm_label}'s pin in {RUNTIME_FILE})" if was == "auto" else ""
@@ -160,8 +174,10 @@ def spec_reqs(spec: BuildSpec, written: BuildSpec, vllm_label: str) -> list[Req]
     return out
 
 
-_NAMED = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(?:\{[^}]*\})?\s*(?:==|!=|>=|<=|~=|>|<|\s+depends\b|"
-                    r"\s+was not found|\s+has no\b)")
+_NAMED = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(?:\{[^}]*\})?\s*(?:==|!=|>=|<=|~=|>|<|\s+depends\b|"
+    r"\s+was not found|\s+has no\b)"
+)
 _REQUIRED = re.compile(r"\brequire\s+([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -203,8 +219,9 @@ def parse_compiled(text: str) -> dict[str, Pinned]:
             via[current] = []
         comment = comment.strip().removeprefix("via").strip()
         if current and comment and not comment.startswith("-"):
-            via[current] += [canonicalize_name(re.split(r"[\[\s]", n.strip())[0]) for n in comment.split(",")
-                             if n.strip()]
+            via[current] += [
+                canonicalize_name(re.split(r"[\[\s]", n.strip())[0]) for n in comment.split(",") if n.strip()
+            ]
     return {n: dataclasses.replace(p, needed_by=tuple(dict.fromkeys(via[n]))) for n, p in out.items()}
 
 

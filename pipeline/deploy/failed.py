@@ -30,6 +30,8 @@ def limit_nodes(spec: ClusterSpec, limit: str | None, failed_file: Path) -> Clus
     names = read_failed(failed_file) if limit == "@failed" else [x.strip() for x in limit.split(",") if x.strip()]
     chosen = [n for n in spec.nodes if n.label in names or n.address in names]
     if not chosen:
-        raise ConfigError(f"--limit {limit}: matches no node of the cluster"
-                          + (" (no failed hosts recorded)" if limit == "@failed" else ""))
+        raise ConfigError(
+            f"--limit {limit}: matches no node of the cluster"
+            + (" (no failed hosts recorded)" if limit == "@failed" else "")
+        )
     return spec.model_copy(update={"nodes": chosen})

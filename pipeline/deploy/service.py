@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline import paths
 from pipeline.config.cluster import ClusterSpec, NodeSpec
 from pipeline.contract import CONTAINER, ROLE_LABEL
+from pipeline.deploy.request import DeployRequest
 from pipeline.engines.docker import Docker
 from pipeline.errors import ConfigError, HostError, LaunchFailed, NodeProblem, PipelineError
 from pipeline.launch.apply import Applier, Deployment, NodeState, container_state, http_ok, ray_alive_nodes
 from pipeline.launch.interfaces import interfaces
 from pipeline.launch.mods import Mod, cleanup, load_mod
-from pipeline.launch.plan import LaunchPlan, Mode, NodeInput, Options, parse_env_items, plan
+from pipeline.launch.plan import LaunchPlan, NodeInput, Options, plan
 from pipeline.launch.secrets import Secrets
-from pipeline.launch.secrets import gather as gather_secrets
 from pipeline.launch.steps import DeploySteps, Inputs, StepFacts, steps
 from pipeline.nodes.discover import NodeFacts, gather
 from pipeline.nodes.hosts import HostResults, Hosts
@@ -36,58 +34,6 @@ from pipeline.report import NullReporter, Reporter
 from pipeline.ship.shipper import Shipper
 
 WORKDIR = "/workspace/vllm"  # the runtime image's working directory: mods' WORKSPACE_DIR
-
-
-@dataclass(frozen=True)
-class DeployRequest:
-    """Everything a deploy is asked to do (the flags of `deploy`, without click)."""
-
-    command: tuple[str, ...]
-    image: str | None = None  # default: cluster.yaml `image`
-    mode: Mode = "auto"
-    name: str = CONTAINER
-    env: tuple[str, ...] = ()  # -e K=V (or K, taken from this environment)
-    nccl_debug: str | None = None
-    privileged: bool = True
-    limits: dict[str, int] = field(default_factory=dict)  # mem_limit_gb, mem_swap_limit_gb, pids_limit, shm_size_gb
-    nofile: int = 1048576
-    earlyoom: bool = False
-    earlyoom_args: str | None = None
-    cache_dirs: bool = True
-    volumes: tuple[str, ...] = ()
-    master_port: int = 29501
-    jobs: int | None = None
-    gpus: str = "all"
-    ray_num_cpus: int = 2
-    ray_object_store_bytes: int = 1073741824
-    mods: tuple[str, ...] = ()
-    vllm_prs: tuple[str, ...] = ()
-    vllm_repo: str = "https://github.com/vllm-project/vllm.git"
-    ship_mode: str = "registry"
-    timeout: float = 1800
-    force: bool = False
-    cleanup_on_failure: bool = False
-
-    def secrets(self, spec: ClusterSpec) -> Secrets:
-        """The secrets' values, from every place a user can set them (see launch/secrets.py)."""
-        return gather_secrets(spec, parse_env_items(self.env, os.environ), os.environ)
-
-    def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
-        if self.privileged and self.limits:
-            raise ConfigError("--mem-limit-gb, --mem-swap-limit-gb, --pids-limit and --shm-size-gb need "
-                              "--non-privileged")
-        extra: dict[str, Any] = {k: v for k, v in self.limits.items() if k != "mem_swap_limit_gb"}
-        if self.earlyoom_args:
-            extra["earlyoom_args"] = self.earlyoom_args
-        return Options(
-            image=self.image or spec.image, command=self.command, mode=self.mode, name=self.name,
-            env=(*spec.container_env.items(), *parse_env_items(self.env, os.environ)), secret_env=secret_names,
-            nccl_debug=self.nccl_debug, privileged=self.privileged, nofile=self.nofile,
-            mem_swap_limit_gb=self.limits.get("mem_swap_limit_gb"), gpus=self.gpus,
-            earlyoom=self.earlyoom or bool(self.earlyoom_args), cache_dirs=self.cache_dirs, volumes=self.volumes,
-            master_port=self.master_port, jobs=self.jobs, ray_num_cpus=self.ray_num_cpus,
-            ray_object_store_memory=self.ray_object_store_bytes, mods=tuple(f"{m.name}:{m.digest}" for m in mods),
-            allow_mixed_transports=spec.allow_mixed_transports, **extra)
 
 
 @dataclass
@@ -104,8 +50,6 @@ class DeployResult:
     plan: LaunchPlan
     dep: Deployment
     skipped: bool
-    seconds_to_ready: float = 0.0
-    answered_at: float = 0.0
 
 
 def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[NodeProblem], list[str]]:
@@ -127,21 +71,44 @@ def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[NodeProbl
         if ip is None:
             with contextlib.suppress(ValueError):
                 ip = str(ipaddress.ip_address(f.node.address))
-        out.append(NodeInput(name=f.node.label, address=f.node.address, eth_if=c.eth_if, ib_if=c.ib_if, ip=ip,
-                             extra_env=c.extra_env, home=f.home or "/root", env=tuple(f.node.env.items()),
-                             nets=c.nets))
+        out.append(
+            NodeInput(
+                name=f.node.label,
+                address=f.node.address,
+                eth_if=c.eth_if,
+                ib_if=c.ib_if,
+                ip=ip,
+                extra_env=c.extra_env,
+                home=f.home or "/root",
+                env=tuple(f.node.env.items()),
+                nets=c.nets,
+            )
+        )
     return out, problems, warnings
 
 
 def step_facts(facts: list[NodeFacts]) -> dict[str, StepFacts]:
-    return {f.node.label: StepFacts(home=f.home or "/root", image_id=f.image_id,
-                                    container_running=f.container_running, container_hash=f.container_hash,
-                                    exit_status=f.exit_status) for f in facts}
+    return {
+        f.node.label: StepFacts(
+            home=f.home or "/root",
+            image_id=f.image_id,
+            container_running=f.container_running,
+            container_hash=f.container_hash,
+            exit_status=f.exit_status,
+        )
+        for f in facts
+    }
 
 
 class Deployer:
-    def __init__(self, spec: ClusterSpec, name: str = CONTAINER, reporter: Reporter | None = None,
-                 hosts: Hosts | None = None, docker: Docker | None = None):
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        name: str = CONTAINER,
+        reporter: Reporter | None = None,
+        hosts: Hosts | None = None,
+        docker: Docker | None = None,
+    ):
         self.spec = spec
         self.name = name
         self.report: Reporter = reporter or NullReporter()
@@ -179,13 +146,16 @@ class Deployer:
             label, head, diff = fetch_pr_diff(Mirrors(paths.cache_root()), repo, Path.cwd(), pr)
             kept, dropped = launch_diff(diff, label)
             if dropped:
-                self.report.say(f"vLLM PR {label}: leaving out {len(dropped)} file(s) not needed at launch "
-                                f"({', '.join(dropped[:3])}{'…' if len(dropped) > 3 else ''})")
+                self.report.say(
+                    f"vLLM PR {label}: leaving out {len(dropped)} file(s) not needed at launch "
+                    f"({', '.join(dropped[:3])}{'…' if len(dropped) > 3 else ''})"
+                )
             out.append(make_mod(label, head, kept, workdir))
         return out
 
-    def plan(self, request: DeployRequest, mods: list[Mod], secrets: Secrets,
-             saved: list[NodeFacts] | None = None) -> DeployPlan:
+    def plan(
+        self, request: DeployRequest, mods: list[Mod], secrets: Secrets, saved: list[NodeFacts] | None = None
+    ) -> DeployPlan:
         """Discover every node (or take `saved` facts: then nothing is contacted, the server is taken as
         not answering), plan the launch, and decide every command. Runs nothing on the nodes."""
         opts = request.options(self.spec, mods, secrets.names())
@@ -199,11 +169,22 @@ class Deployer:
             raise LaunchFailed.from_problems("cannot launch", list(launch.problems))
         url = f"http://{launch.head.ip}:{launch.port}"
         answers = saved is None and http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models")[0]
-        todo = steps(launch, Inputs(image=opts.image, local_image_id=local_id, facts=step_facts(facts),
-                                    container=self.name, server_answers=answers,
-                                    mods=tuple(m.ref() for m in mods), secret_names=secrets.names(),
-                                    ship_mode=request.ship_mode, force=request.force, workdir=WORKDIR,
-                                    master_port=request.master_port))
+        todo = steps(
+            launch,
+            Inputs(
+                image=opts.image,
+                local_image_id=local_id,
+                facts=step_facts(facts),
+                container=self.name,
+                server_answers=answers,
+                mods=tuple(m.ref() for m in mods),
+                secret_names=secrets.names(),
+                ship_mode=request.ship_mode,
+                force=request.force,
+                workdir=WORKDIR,
+                master_port=request.master_port,
+            ),
+        )
         return DeployPlan(launch=launch, steps=todo, options=opts, mods=mods, warnings=warnings)
 
     def _local_image_id(self, image: str, offline: bool) -> str:
@@ -223,11 +204,12 @@ class Deployer:
                 dep.states[n.name] = NodeState("skipped", "running, same deploy hash, server answers")
             return DeployResult(dp.launch, dep, skipped=True)
         started = time.monotonic()
-        shipper = Shipper(self.hosts, self.docker, paths.ship_workdir(), self.spec.registry_port,
-                          progress=self.report.transfer)
+        shipper = Shipper(
+            self.hosts, self.docker, paths.ship_workdir(), self.spec.registry_port, progress=self.report.transfer
+        )
         applier = Applier(self.hosts, shipper, self.name, self.report, secrets)
         try:
-            answered = applier.apply(dp.steps, dep, started + request.timeout)
+            applier.apply(dp.steps, dep, started + request.timeout)
         except KeyboardInterrupt:
             self.report.say("interrupted: stopping the containers this run started", "warn")
             self.stop([by_name[n] for n in dep.started])
@@ -238,8 +220,7 @@ class Deployer:
                 self.stop([by_name[n.name] for n in dp.launch.nodes])
                 self.report.say("removed the containers (--cleanup-on-failure)")
             raise
-        return DeployResult(dp.launch, dep, skipped=False, seconds_to_ready=time.monotonic() - started,
-                            answered_at=answered)
+        return DeployResult(dp.launch, dep, skipped=False)
 
     def deploy(self, request: DeployRequest) -> DeployResult:
         """plan + apply, with the mods cleaned up afterwards."""
@@ -268,8 +249,15 @@ class Deployer:
             fmt = '{{.Config.Image}} {{.Image}}|{{index .Config.Labels "' + ROLE_LABEL + '"}}'
             info = self.hosts.run(node, ["docker", "inspect", "-f", fmt, self.name], check=False).stdout.strip()
             image, _, role = info.partition("|")
-            row = {"node": node.label, "container": running, "exit": status, "image": image, "role": role,
-                   "health": "", "ray_nodes": ""}
+            row = {
+                "node": node.label,
+                "container": running,
+                "exit": status,
+                "image": image,
+                "role": role,
+                "health": "",
+                "ray_nodes": "",
+            }
             if role == "head" and running == "true":
                 ray = self.hosts.run(node, ["docker", "exec", self.name, "ray", "status"], check=False, timeout=30)
                 if ray.status == 0:
@@ -282,5 +270,6 @@ class Deployer:
 
     def exec(self, nodes: list[NodeSpec], command: tuple[str, ...], timeout: float = 3600) -> HostResults[Ran]:
         """COMMAND in the container on each node (its status is in each Ran: the caller shows the output)."""
-        return self.hosts.each(lambda n: self.hosts.run(n, ["docker", "exec", self.name, *command], timeout=timeout,
-                                                        check=False), nodes)
+        return self.hosts.each(
+            lambda n: self.hosts.run(n, ["docker", "exec", self.name, *command], timeout=timeout, check=False), nodes
+        )

@@ -77,8 +77,10 @@ def ensure(image: Image, platform: str, docker: Docker, workdir: Path, say: Call
 
 def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Callable[[str], None]) -> None:
     if os.geteuid() != 0 or not shutil.which("debootstrap"):
-        raise ToolMissing(f"making base image {image.ref} needs root and debootstrap "
-                          "(apt-get install debootstrap); or point the stage at an image reference")
+        raise ToolMissing(
+            f"making base image {image.ref} needs root and debootstrap "
+            "(apt-get install debootstrap); or point the stage at an image reference"
+        )
     recipe = recipe_of(image)
     log = workdir / f"{_name(image)}.log"
     with tempfile.TemporaryDirectory(prefix="bootstrap-", dir=workdir) as tmp:
@@ -97,8 +99,9 @@ def _make(image: Image, platform: str, docker: Docker, workdir: Path, say: Calla
         say(f"base image {image.ref} ready")
 
 
-def _debootstrap(image: Image, recipe: dict[str, object], platform: str, rootfs: Path, log: Path,
-                 say: Callable[[str], None]) -> None:
+def _debootstrap(
+    image: Image, recipe: dict[str, object], platform: str, rootfs: Path, log: Path, say: Callable[[str], None]
+) -> None:
     suite = str(recipe["suite"])
     deb_arch = ARCH[platform][0]
     include = ",".join(str(p) for p in _list(recipe.get("include")))
@@ -117,8 +120,15 @@ def _debootstrap(image: Image, recipe: dict[str, object], platform: str, rootfs:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def _unpack_wheels(image: Image, recipe: dict[str, object], platform: str, download: Path, dest: Path,
-                   log: Path, say: Callable[[str], None]) -> None:
+def _unpack_wheels(
+    image: Image,
+    recipe: dict[str, object],
+    platform: str,
+    download: Path,
+    dest: Path,
+    log: Path,
+    say: Callable[[str], None],
+) -> None:
     """Download the recipe's wheels for the image's platform and unpack them (a wheel is a zip) on the
     host, keeping the executable bits: the image gets their files without needing python."""
     dest.mkdir(parents=True)
@@ -128,8 +138,20 @@ def _unpack_wheels(image: Image, recipe: dict[str, object], platform: str, downl
     py_arch = ARCH[platform][1]
     say(f"downloading {len(wheels)} wheels for {image.ref}")
     platforms = [f"--platform=manylinux{t}_{py_arch}" for t in ("2014", "_2_17", "_2_28", "_2_34", "_2_12")]
-    dl = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-          f"--python-version={PYTHON.get(str(recipe['suite']), '3.11')}", *platforms, "-d", str(download), *wheels]
+    dl = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        f"--python-version={PYTHON.get(str(recipe['suite']), '3.11')}",
+        *platforms,
+        "-d",
+        str(download),
+        *wheels,
+    ]
     with log.open("ab") as out:
         if subprocess.run(dl, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
             raise BootstrapFailed(f"pip download failed for {image.ref}; log: {log}\n{tail(log)}")

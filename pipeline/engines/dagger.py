@@ -48,8 +48,9 @@ def base_container(client: dagger.Client, stage: Stage) -> dagger.Container:
     return client.container(platform=dagger.Platform(stage.platform)).from_(stage.base.ref)
 
 
-def prepared(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
-             build_env: tuple[tuple[str, str], ...]) -> dagger.Container:
+def prepared(
+    client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], build_env: tuple[tuple[str, str], ...]
+) -> dagger.Container:
     """The base with the stage's environment, copied inputs, caches and secrets: ready for its steps."""
     ctr = base_container(client, stage)
     for name, value in stage.env:
@@ -68,9 +69,13 @@ def prepared(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directo
     return ctr
 
 
-def stage_chain(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
-                build_env: tuple[tuple[str, str], ...] = (),
-                ca_bundle: Path | None = None) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
+def stage_chain(
+    client: dagger.Client,
+    stage: Stage,
+    dirs: dict[str, dagger.Directory],
+    build_env: tuple[tuple[str, str], ...] = (),
+    ca_bundle: Path | None = None,
+) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
     """The stage as a lazy dagger-io chain, and the container right after each step (the step's output
     is read back from it for the stage's log). `dirs` maps each input name to a Directory."""
     ctr = prepared(client, stage, dirs, build_env)
@@ -88,15 +93,26 @@ def stage_chain(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Dire
     return (ctr.without_mount(CA_BUNDLE) if trusted else ctr), after  # trust for the steps, never in an image
 
 
-def stage_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory],
-                    build_env: tuple[tuple[str, str], ...] = (), ca_bundle: Path | None = None) -> dagger.Container:
+def stage_container(
+    client: dagger.Client,
+    stage: Stage,
+    dirs: dict[str, dagger.Directory],
+    build_env: tuple[tuple[str, str], ...] = (),
+    ca_bundle: Path | None = None,
+) -> dagger.Container:
     """The stage as a lazy dagger-io chain."""
     return stage_chain(client, stage, dirs, build_env, ca_bundle)[0]
 
 
-def image_chain(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], labels: dict[str, str],
-                metadata: str, build_env: tuple[tuple[str, str], ...] = (),
-                ca_bundle: Path | None = None) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
+def image_chain(
+    client: dagger.Client,
+    stage: Stage,
+    dirs: dict[str, dagger.Directory],
+    labels: dict[str, str],
+    metadata: str,
+    build_env: tuple[tuple[str, str], ...] = (),
+    ca_bundle: Path | None = None,
+) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
     """An image-output stage: the steps' container, then metadata, env, workdir and labels, in the
     same order as the BuildKit engine's layers (the CA bundle is a mount: not in the image)."""
     ctr, after = stage_chain(client, stage, dirs, build_env, ca_bundle)
@@ -110,8 +126,14 @@ def image_chain(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Dire
     return ctr, after
 
 
-def image_container(client: dagger.Client, stage: Stage, dirs: dict[str, dagger.Directory], labels: dict[str, str],
-                    metadata: str, build_env: tuple[tuple[str, str], ...] = ()) -> dagger.Container:
+def image_container(
+    client: dagger.Client,
+    stage: Stage,
+    dirs: dict[str, dagger.Directory],
+    labels: dict[str, str],
+    metadata: str,
+    build_env: tuple[tuple[str, str], ...] = (),
+) -> dagger.Container:
     return image_chain(client, stage, dirs, labels, metadata, build_env)[0]
 
 
@@ -130,7 +152,8 @@ def unavailable(e: Exception | str) -> EngineUnavailable:
         "container). Or put the CLI at _EXPERIMENTAL_DAGGER_CLI_BIN. Or point at a running engine: "
         "_EXPERIMENTAL_DAGGER_RUNNER_HOST=tcp://HOST:PORT (or unix:///run/dagger/engine.sock) together with "
         "_EXPERIMENTAL_DAGGER_RUNNER_IMAGESTORE=docker-image, without which the images this tool builds "
-        "cannot be loaded into the local Docker. Without Dagger, use --engine buildkit.")
+        "cannot be loaded into the local Docker. Without Dagger, use --engine buildkit."
+    )
 
 
 def engine_version(text: str) -> tuple[int, int, int] | None:
@@ -148,9 +171,10 @@ def too_old(text: str) -> EngineUnavailable | None:
         f"the Dagger engine is {text}; this tool needs engine {need} or newer (it uses "
         f"Container.withVolatileVariable), and is tested with CLI and engine {SDK_CLI_VERSION}.\n"
         f"Install CLI {SDK_CLI_VERSION} (https://docs.dagger.io/install, or dagger/dagger-for-github with "
-        f"version: \"{SDK_CLI_VERSION}\"), remove the old engine container (docker rm -f dagger-engine-…; "
+        f'version: "{SDK_CLI_VERSION}"), remove the old engine container (docker rm -f dagger-engine-…; '
         "its cache volume stays), and run `dagger run python -m pipeline build …` again. "
-        "Without Dagger, use --engine buildkit.")
+        "Without Dagger, use --engine buildkit."
+    )
 
 
 def step_error(stage: str, e: dagger.ExecError, log: Path | None) -> StageError:
@@ -158,9 +182,14 @@ def step_error(stage: str, e: dagger.ExecError, log: Path | None) -> StageError:
     command = getattr(e, "command", None)
     stdout, stderr = getattr(e, "stdout", None) or "", getattr(e, "stderr", None) or ""
     tail = "\n".join((stderr or stdout).splitlines()[-20:])
-    return StageError(stage, f"a step failed on the Dagger engine: {getattr(e, 'message', None) or e}",
-                      step=shlex.join(command) if command else "(the engine did not say which)",
-                      exit_code=getattr(e, "exit_code", None), log_tail=tail, log_path=str(log or ""))
+    return StageError(
+        stage,
+        f"a step failed on the Dagger engine: {getattr(e, 'message', None) or e}",
+        step=shlex.join(command) if command else "(the engine did not say which)",
+        exit_code=getattr(e, "exit_code", None),
+        log_tail=tail,
+        log_path=str(log or ""),
+    )
 
 
 class DaggerEngine(LocalImages):
@@ -193,8 +222,7 @@ class DaggerEngine(LocalImages):
         try:
             self._conn_cm.__enter__()
             version = str(self._portal.call(self.client.version))
-        except (dagger.ProvisionError, dagger.ClientConnectionError, dagger.TransportError,
-                dagger.QueryError) as e:
+        except (dagger.ProvisionError, dagger.ClientConnectionError, dagger.TransportError, dagger.QueryError) as e:
             self.close()
             raise unavailable(e) from None
         old = too_old(version)
@@ -220,8 +248,10 @@ class DaggerEngine(LocalImages):
             return self._portal.call(fn)
         except dagger.ExecError as e:
             with run.log.open("a") as log:
-                log.write(f"== failed: {shlex.join(e.command) if getattr(e, 'command', None) else '?'}\n"
-                          f"{getattr(e, 'stdout', None) or ''}{getattr(e, 'stderr', None) or ''}\n")
+                log.write(
+                    f"== failed: {shlex.join(e.command) if getattr(e, 'command', None) else '?'}\n"
+                    f"{getattr(e, 'stdout', None) or ''}{getattr(e, 'stderr', None) or ''}\n"
+                )
             raise step_error(stage, e, run.log) from None
         except dagger.TransportError as e:
             raise EngineLost(f"lost the connection to the Dagger engine during stage {stage}: {e}") from None
@@ -230,8 +260,9 @@ class DaggerEngine(LocalImages):
         except dagger.QueryError as e:
             if run.stage.base.ref in str(e):
                 where = "the local Docker" if run.stage.base.local else "its registry"
-                raise StageError(stage, f"cannot get its base image {run.stage.base.ref} from {where}: {e}",
-                                 log_path=str(run.log)) from None
+                raise StageError(
+                    stage, f"cannot get its base image {run.stage.base.ref} from {where}: {e}", log_path=str(run.log)
+                ) from None
             raise StageError(stage, f"the Dagger engine refused the pipeline: {e}", log_path=str(run.log)) from None
 
     def _write_step_log(self, run: StageRun, after: list[tuple[str, dagger.Container]]) -> None:
@@ -251,18 +282,22 @@ class DaggerEngine(LocalImages):
     def refuses(self, stage: Stage) -> str | None:
         if stage.network:
             return None
-        return (f"stage {stage.name} is to build with network: false, which the Dagger engine cannot enforce "
-                "(its 0.21 API has no way to cut a step's network), and its key would say it was built "
-                "offline. Build it with --engine buildkit, or set network: true for it in build.yaml "
-                "(a different key)")
+        return (
+            f"stage {stage.name} is to build with network: false, which the Dagger engine cannot enforce "
+            "(its 0.21 API has no way to cut a step's network), and its key would say it was built "
+            "offline. Build it with --engine buildkit, or set network: true for it in build.yaml "
+            "(a different key)"
+        )
 
     def prepare_base(self, run: StageRun, report: Reporter) -> None:
-        bootstrap.ensure(run.stage.base, run.stage.platform, self.docker, self.cache / "bootstrap",
-                         lambda m: report.say(m, "note"))
+        bootstrap.ensure(
+            run.stage.base, run.stage.platform, self.docker, self.cache / "bootstrap", lambda m: report.say(m, "note")
+        )
 
     def _chain(self, run: StageRun) -> tuple[dagger.Container, list[tuple[str, dagger.Container]]]:
-        return stage_chain(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env,
-                           run.ca_bundle)
+        return stage_chain(
+            self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), run.build_env, run.ca_bundle
+        )
 
     def run_stage(self, run: StageRun, dest: Path) -> None:
         ctr, after = self._chain(run)
@@ -277,8 +312,15 @@ class DaggerEngine(LocalImages):
         return self.local_image_id(run.stage.name, tag)
 
     def build_image(self, run: StageRun, labels: dict[str, str], metadata: str, tag: str) -> str:
-        ctr, after = image_chain(self.client, run.stage, host_dirs(self.client, run.stage, run.inputs), labels,
-                                 metadata, run.build_env, run.ca_bundle)
+        ctr, after = image_chain(
+            self.client,
+            run.stage,
+            host_dirs(self.client, run.stage, run.inputs),
+            labels,
+            metadata,
+            run.build_env,
+            run.ca_bundle,
+        )
         self._export_image(run, ctr, tag)
         self._write_step_log(run, after)
         self._last_image = (run, ctr)

@@ -25,8 +25,9 @@ def docker_binary() -> str:
         return "/usr/bin/docker"
     found = shutil.which("docker")
     if not found:
-        raise EngineUnavailable("no docker client found: install Docker (Debian: apt-get install docker.io) "
-                                "or set SPARK_PIPELINE_DOCKER")
+        raise EngineUnavailable(
+            "no docker client found: install Docker (Debian: apt-get install docker.io) or set SPARK_PIPELINE_DOCKER"
+        )
     return found
 
 
@@ -37,10 +38,18 @@ class Docker:
     def cmd(self, *args: str) -> list[str]:
         return [self.binary, *args]
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.cmd(*args), capture_output=True, text=input is None, timeout=timeout,
-                              check=False, input=input, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self.cmd(*args),
+            capture_output=True,
+            text=input is None,
+            timeout=timeout,
+            check=False,
+            input=input,
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        )
         if check and proc.returncode != 0:
             err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
             raise DockerError(f"docker {' '.join(args[:2])} failed: {err.strip()[-2000:]}")
@@ -55,7 +64,8 @@ class Docker:
             raise EngineUnavailable(
                 "cannot reach the Docker daemon (" + (proc.stderr.strip().splitlines() or ["no answer"])[-1] + "). "
                 "Start it (e.g. `examples/smoke/setup.sh`, or `setsid dockerd &` as root), "
-                "or build with --engine dagger under `dagger run`.")
+                "or build with --engine dagger under `dagger run`."
+            )
 
     def image_id(self, ref: str) -> str | None:
         proc = self.run("image", "inspect", "--format", "{{.Id}}", ref, check=False, timeout=60)
@@ -89,13 +99,23 @@ class Docker:
         digest = next((w for w in out.split() if w.startswith("sha256:")), "")
         return f"{ref}@{digest}" if digest else ref
 
-    def stream(self, args: list[str], log: Path, on_line: Callable[[str], None] | None = None,
-               env: dict[str, str] | None = None, timeout: float | None = None) -> int:
+    def stream(
+        self,
+        args: list[str],
+        log: Path,
+        on_line: Callable[[str], None] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> int:
         """Run a docker command with its output appended to `log`; returns the exit code."""
         deadline = time.monotonic() + timeout if timeout else None
         with log.open("ab") as out:
-            proc = subprocess.Popen(self.cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "DOCKER_BUILDKIT": "1", **(env or {})})
+            proc = subprocess.Popen(
+                self.cmd(*args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "DOCKER_BUILDKIT": "1", **(env or {})},
+            )
             try:
                 for raw in iter(proc.stdout.readline, b""):  # type: ignore[union-attr]
                     out.write(raw)
@@ -147,7 +167,7 @@ class LocalImages:
 
 def tail(path: Path, lines: int = 20) -> str:
     try:
-        data = path.read_bytes()[-64 * 1024:]
+        data = path.read_bytes()[-64 * 1024 :]
     except OSError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])

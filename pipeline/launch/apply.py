@@ -42,8 +42,10 @@ from pipeline.report import Reporter
 T = TypeVar("T")
 NodeStatus = Literal["pending", "started", "ready", "failed", "skipped"]
 # Constant script; the container name arrives as $1.
-WATCH = ('docker inspect -f "{{.State.Running}}" "$1" 2>&1 || true; echo "@@"; '
-         f'docker exec "$1" cat {EXIT_FILE} 2>/dev/null || true')
+WATCH = (
+    'docker inspect -f "{{.State.Running}}" "$1" 2>&1 || true; echo "@@"; '
+    f'docker exec "$1" cat {EXIT_FILE} 2>/dev/null || true'
+)
 
 
 class Transport(Protocol):
@@ -90,8 +92,10 @@ def env_file_text(values: dict[str, str]) -> str:
     its own (a second variable: LD_PRELOAD=…), so it is refused here, where the file is written."""
     for name, value in values.items():
         if not is_env_name(name) or "\n" in value or "\r" in value or "\0" in value:
-            raise ConfigError(f"secret {name!r}: names are letters, digits and _, and values are one line "
-                              "(a line break would add a variable to the env file)")
+            raise ConfigError(
+                f"secret {name!r}: names are letters, digits and _, and values are one line "
+                "(a line break would add a variable to the env file)"
+            )
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
@@ -132,8 +136,15 @@ def log_tail(hosts: Transport, node: NodeSpec, name: str, lines: int = 20) -> st
 class Applier:
     """Runs a DeploySteps list on the nodes."""
 
-    def __init__(self, hosts: Transport, shipper: Shipper, container: str, reporter: Reporter,
-                 secrets: Secrets | None = None, poll: float = 1.0):
+    def __init__(
+        self,
+        hosts: Transport,
+        shipper: Shipper,
+        container: str,
+        reporter: Reporter,
+        secrets: Secrets | None = None,
+        poll: float = 1.0,
+    ):
         self.hosts = hosts
         self.shipper = shipper
         self.container = container
@@ -175,15 +186,17 @@ class Applier:
         work = {n.node: n for n in phase.nodes if n.commands}
         if not work:
             return
-        results = self.hosts.each(lambda node: self._node(work[node.label], node, dep),
-                                  [dep.by_name[name] for name in work])
+        results = self.hosts.each(
+            lambda node: self._node(work[node.label], node, dep), [dep.by_name[name] for name in work]
+        )
         failed = results.failed
         for o in results:
             if not o.ok:
                 dep.states[o.node.label] = NodeState("failed", f"{phase.name}: {o.reason}", str(o.error))
         if failed:
-            raise LaunchFailed(f"{phase.name} failed on {', '.join(failed)}",
-                               {k: f"{phase.name}: {v}" for k, v in failed.items()}, dep)
+            raise LaunchFailed(
+                f"{phase.name} failed on {', '.join(failed)}", {k: f"{phase.name}: {v}" for k, v in failed.items()}, dep
+            )
 
     def _node(self, steps: NodeSteps, node: NodeSpec, dep: Deployment) -> None:
         error: BaseException | None = None
@@ -202,8 +215,13 @@ class Applier:
             case Run():
                 ran = self.hosts.run(node, list(c.argv), timeout=c.timeout, check=False)
                 if c.check and ran.status != 0:
-                    raise HostError(node.label, c.failure or "command failed", command=c.show(),
-                                    remote_status=ran.status, tail=(ran.stdout + ran.stderr).strip())
+                    raise HostError(
+                        node.label,
+                        c.failure or "command failed",
+                        command=c.show(),
+                        remote_status=ran.status,
+                        tail=(ran.stdout + ran.stderr).strip(),
+                    )
                 if c.starts_container:
                     dep.started.append(node.label)
                     dep.states[node.label] = NodeState("started")
@@ -281,8 +299,9 @@ class Applier:
                     st.log_tail = log_tail(self.hosts, dep.by_name[n.name], self.container)
                 st.detail = st.detail or f"not ready: {last_error}"
         head = dep.plan.head.name
-        raise LaunchFailed(f"the server on {head} did not answer within the deadline ({last_error})",
-                           {head: last_error}, dep)
+        raise LaunchFailed(
+            f"the server on {head} did not answer within the deadline ({last_error})", {head: last_error}, dep
+        )
 
     def wait_ray(self, dep: Deployment, want: int, deadline: float) -> None:
         head = dep.by_name[dep.plan.head.name]

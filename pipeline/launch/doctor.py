@@ -39,34 +39,65 @@ def runs_on(gpu_arch: str, compute_cap: str) -> bool:
         if not m:
             continue
         amaj, amin, kind = int(m[1]), int(m[2]), m[3]
-        if (kind == "a" and (amaj, amin) == (major, minor)) or (kind == "f" and amaj == major) or \
-                (kind == "" and (major, minor) >= (amaj, amin)):
+        if (
+            (kind == "a" and (amaj, amin) == (major, minor))
+            or (kind == "f" and amaj == major)
+            or (kind == "" and (major, minor) >= (amaj, amin))
+        ):
             return True
     return False
 
 
-def node_problems(f: NodeFacts, choice: Choice, image: str, image_arch: str, min_free_gb: float,
-                  gpu_required: bool, multi: bool) -> list[Problem]:
+def node_problems(
+    f: NodeFacts, choice: Choice, image: str, image_arch: str, min_free_gb: float, gpu_required: bool, multi: bool
+) -> list[Problem]:
     n = f.node.label
     if not f.reachable:
         return [Problem(n, f.error, True)]
     out: list[Problem] = []
     if not f.docker_version:
-        out.append(Problem(n, "Docker does not answer: install docker.io / start dockerd, and let the SSH user use "
-                              "it (group docker)", True))
+        out.append(
+            Problem(
+                n,
+                "Docker does not answer: install docker.io / start dockerd, and let the SSH user use it (group docker)",
+                True,
+            )
+        )
     if f.disk_free and f.disk_free < min_free_gb * 1e9:
-        out.append(Problem(n, f"only {f.disk_free / 1e9:.1f} GB free under {f.docker_root}: `docker system prune` "
-                              f"or grow the disk (need ≥ {min_free_gb:g} GB)", True))
+        out.append(
+            Problem(
+                n,
+                f"only {f.disk_free / 1e9:.1f} GB free under {f.docker_root}: `docker system prune` "
+                f"or grow the disk (need ≥ {min_free_gb:g} GB)",
+                True,
+            )
+        )
     if not f.gpus:
-        out.append(Problem(n, f"{f.gpu_note or 'no GPU'}: vLLM needs the NVIDIA driver (nvidia-smi) and the NVIDIA "
-                              "container toolkit", gpu_required))
+        out.append(
+            Problem(
+                n,
+                f"{f.gpu_note or 'no GPU'}: vLLM needs the NVIDIA driver (nvidia-smi) and the NVIDIA container toolkit",
+                gpu_required,
+            )
+        )
     for gpu in f.gpus:
         if image_arch and not runs_on(image_arch, gpu.compute_cap):
-            out.append(Problem(n, f"GPU {gpu.name} has compute capability {gpu.compute_cap}, but {image} was built "
-                                  f"for {image_arch}: build with a matching --gpu-arch", True))
+            out.append(
+                Problem(
+                    n,
+                    f"GPU {gpu.name} has compute capability {gpu.compute_cap}, but {image} was built "
+                    f"for {image_arch}: build with a matching --gpu-arch",
+                    True,
+                )
+            )
     if f.ib_note and multi:
-        out.append(Problem(n, f"{f.ib_note}: NCCL will use TCP sockets (install the Mellanox OFED / rdma-core tools "
-                              "for RoCE)", False))
+        out.append(
+            Problem(
+                n,
+                f"{f.ib_note}: NCCL will use TCP sockets (install the Mellanox OFED / rdma-core tools for RoCE)",
+                False,
+            )
+        )
     out += [Problem(n, p, True) for p in choice.problems]
     out += [Problem(n, w, False) for w in choice.warnings]
     if not f.image_id:
@@ -74,7 +105,11 @@ def node_problems(f: NodeFacts, choice: Choice, image: str, image_arch: str, min
     return out
 
 
-def problems(facts: list[NodeFacts], choices: list[Choice], image: str, image_arch: str, min_free_gb: float,
-             gpu_required: bool) -> list[Problem]:
-    return [p for f, c in zip(facts, choices, strict=True)
-            for p in node_problems(f, c, image, image_arch, min_free_gb, gpu_required, len(facts) > 1)]
+def problems(
+    facts: list[NodeFacts], choices: list[Choice], image: str, image_arch: str, min_free_gb: float, gpu_required: bool
+) -> list[Problem]:
+    return [
+        p
+        for f, c in zip(facts, choices, strict=True)
+        for p in node_problems(f, c, image, image_arch, min_free_gb, gpu_required, len(facts) > 1)
+    ]

@@ -42,7 +42,6 @@ class Choice:
     nets: tuple[str, ...] = ()  # eth_if's networks (CIDR): what this node reaches without a router
 
 
-
 @dataclass
 class NodeNet:
     """What one node reported, for the interface choice."""
@@ -119,8 +118,14 @@ def cluster_ports(node: NodeNet, peers: list[NodeNet]) -> tuple[dict[str, list[L
 
     ports = {k: v for k, v in groups.items() if not peers or reaches_peer(v)}
     ignored = sorted(set(groups) - set(ports))
-    warnings = [f"RoCE port(s) up but reaching no cluster node, ignored: "
-                f"{', '.join(lk.netdev for k in ignored for lk in groups[k])}"] if ignored else []
+    warnings = (
+        [
+            f"RoCE port(s) up but reaching no cluster node, ignored: "
+            f"{', '.join(lk.netdev for k in ignored for lk in groups[k])}"
+        ]
+        if ignored
+        else []
+    )
     return ports, warnings
 
 
@@ -136,10 +141,12 @@ def _standard(node: NodeNet, links: list[Link], problems: list[str]) -> str | No
 def _mesh(node: NodeNet, problems: list[str]) -> str | None:
     """Two cluster ports (3-node mesh): sockets over the interface holding the node's address."""
     eth = _iface_of_address(node.ifaces, node.own_ips()) or next(
-        (n for n in ("enP7s7", "wlP9s9") if node.ifaces.get(n, Iface(n, False)).ipv4), None)
+        (n for n in ("enP7s7", "wlP9s9") if node.ifaces.get(n, Iface(n, False)).ipv4), None
+    )
     if eth is None:
-        problems.append("mesh: no interface holds the node's address for sockets (expected enP7s7); "
-                        "set eth_if in cluster.yaml")
+        problems.append(
+            "mesh: no interface holds the node's address for sockets (expected enP7s7); set eth_if in cluster.yaml"
+        )
     return eth
 
 
@@ -170,8 +177,9 @@ def _given_ib(node: NodeNet, problems: list[str]) -> list[str]:
     return list(node.ib_if)
 
 
-def _auto_eth(node: NodeNet, peers: list[NodeNet], ports: dict[str, list[Link]],
-              problems: list[str], warnings: list[str]) -> str | None:
+def _auto_eth(
+    node: NodeNet, peers: list[NodeNet], ports: dict[str, list[Link]], problems: list[str], warnings: list[str]
+) -> str | None:
     if len(ports) == 1:
         return _standard(node, next(iter(ports.values())), problems)
     if len(ports) == 2:
@@ -221,18 +229,28 @@ def choose(node: NodeNet, peers: list[NodeNet]) -> Choice:
     else:
         eth = _auto_eth(node, peers, ports if not given_ib else {}, problems, warnings)
         if len(ports) > 2 and not given_ib:
-            problems.append(f"{len(ports)} RoCE ports reach cluster nodes; expected 1 (pair or switch) or 2 "
-                            "(mesh); set eth_if and ib_if in cluster.yaml")
-    mode: ChoiceMode = "given" if given_eth or given_ib else \
-        {0: "sockets", 1: "standard", 2: "mesh"}.get(len(ports), "unknown")  # type: ignore[assignment]
+            problems.append(
+                f"{len(ports)} RoCE ports reach cluster nodes; expected 1 (pair or switch) or 2 "
+                "(mesh); set eth_if and ib_if in cluster.yaml"
+            )
+    by_ports: dict[int, ChoiceMode] = {0: "sockets", 1: "standard", 2: "mesh"}
+    mode: ChoiceMode = "given" if given_eth or given_ib else by_ports.get(len(ports), "unknown")
     used = {eth} if eth else set()
     used |= {lk.netdev for lk in node.links if lk.dev in ib}
     problems += subnet_clashes(node, used)
     extra = MESH_ENV if len(ports) == 2 and not given_ib else ()
     iface = node.ifaces.get(eth or "")
     nets = tuple(str(n) for n in iface.networks()) if iface else ()
-    return Choice(eth_if=eth, ib_if=tuple(ib), mode=mode, extra_env=extra, problems=tuple(problems),
-                  warnings=tuple(warnings), ip=address_for(node, eth, peers), nets=nets)
+    return Choice(
+        eth_if=eth,
+        ib_if=tuple(ib),
+        mode=mode,
+        extra_env=extra,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+        ip=address_for(node, eth, peers),
+        nets=nets,
+    )
 
 
 def choose_all(nodes: list[NodeNet]) -> list[Choice]:
@@ -243,6 +261,16 @@ def choose_all(nodes: list[NodeNet]) -> list[Choice]:
 def interfaces(facts: list[NodeFacts]) -> list[Choice]:
     """Each discovered node's choice, all nodes considered together (a link is a cluster link only if
     a peer shares its subnet)."""
-    nets = [NodeNet(address=f.node.address, links=f.links, ifaces=f.ifaces, eth_if=f.node.eth_if,
-                    ib_if=f.node.ib_if, resolved=f.resolved, name=f.node.label) for f in facts]
+    nets = [
+        NodeNet(
+            address=f.node.address,
+            links=f.links,
+            ifaces=f.ifaces,
+            eth_if=f.node.eth_if,
+            ib_if=f.node.ib_if,
+            resolved=f.resolved,
+            name=f.node.label,
+        )
+        for f in facts
+    ]
     return choose_all(nets)

@@ -56,7 +56,7 @@ def load_mod(spec: str, search: list[Path], workdir: Path) -> Mod:
             dest = Path(tempfile.mkdtemp(prefix="mod-", dir=workdir))
             for n in names:
                 if n.startswith(root) and not n.endswith("/") and ".." not in Path(n).parts:
-                    target = dest / n[len(root):]
+                    target = dest / n[len(root) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(z.read(n))
             name = path.stem

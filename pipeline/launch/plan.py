@@ -92,10 +92,19 @@ class NodePlan:
     deploy_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"node": self.name, "address": self.address, "role": self.role, "rank": self.rank, "ip": self.ip,
-                "eth_if": self.eth_if, "ib_if": list(self.ib_if), "env": dict(self.env),
-                "docker_run": list(self.run_argv), "start": [list(s) for s in self.start],
-                "deploy_hash": self.deploy_hash}
+        return {
+            "node": self.name,
+            "address": self.address,
+            "role": self.role,
+            "rank": self.rank,
+            "ip": self.ip,
+            "eth_if": self.eth_if,
+            "ib_if": list(self.ib_if),
+            "env": dict(self.env),
+            "docker_run": list(self.run_argv),
+            "start": [list(s) for s in self.start],
+            "deploy_hash": self.deploy_hash,
+        }
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,13 @@ class LaunchPlan:
         return self.nodes[0]
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "port": self.port, "notes": list(self.notes),
-                "health": f"http://{self.head.ip}:{self.port}/health", "nodes": [n.to_json() for n in self.nodes]}
+        return {
+            "mode": self.mode,
+            "port": self.port,
+            "notes": list(self.notes),
+            "health": f"http://{self.head.ip}:{self.port}/health",
+            "nodes": [n.to_json() for n in self.nodes],
+        }
 
 
 def node_env(n: NodeInput, opts: Options) -> list[tuple[str, str]]:
@@ -121,8 +135,17 @@ def node_env(n: NodeInput, opts: Options) -> list[tuple[str, str]]:
     ip = n.ip or n.address
     env += [("VLLM_HOST_IP", ip), ("RAY_NODE_IP_ADDRESS", ip), ("RAY_OVERRIDE_NODE_IP_ADDRESS", ip)]
     if n.eth_if:
-        env += [(k, n.eth_if) for k in ("MN_IF_NAME", "UCX_NET_DEVICES", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME",
-                                        "TP_SOCKET_IFNAME", "OMPI_MCA_btl_tcp_if_include")]
+        env += [
+            (k, n.eth_if)
+            for k in (
+                "MN_IF_NAME",
+                "UCX_NET_DEVICES",
+                "NCCL_SOCKET_IFNAME",
+                "GLOO_SOCKET_IFNAME",
+                "TP_SOCKET_IFNAME",
+                "OMPI_MCA_btl_tcp_if_include",
+            )
+        ]
     if n.ib_if:
         env += [("NCCL_IB_HCA", ",".join(n.ib_if)), ("NCCL_IB_DISABLE", "0")]
     else:
@@ -147,17 +170,38 @@ def node_env(n: NodeInput, opts: Options) -> list[tuple[str, str]]:
 
 
 def run_argv(n: NodeInput, opts: Options, env: list[tuple[str, str]], role: str, rank: int) -> list[str]:
-    argv = ["docker", "run", "-d", "--pull=never", "--name", opts.name, "--network", "host",
-            "--label", f"{ROLE_LABEL}={role}", "--label", f"{RANK_LABEL}={rank}"]
+    argv = [
+        "docker",
+        "run",
+        "-d",
+        "--pull=never",
+        "--name",
+        opts.name,
+        "--network",
+        "host",
+        "--label",
+        f"{ROLE_LABEL}={role}",
+        "--label",
+        f"{RANK_LABEL}={rank}",
+    ]
     if opts.gpus != "none":
         argv += ["--gpus", opts.gpus]
     if opts.privileged:
         argv += ["--privileged", "--ulimit", f"nofile={opts.nofile}:{opts.nofile}", "--ipc=host"]
     else:
         swap = opts.mem_swap_limit_gb if opts.mem_swap_limit_gb is not None else opts.mem_limit_gb + 10
-        argv += ["--cap-add=IPC_LOCK", "--ulimit", f"nofile={opts.nofile}:{opts.nofile}",
-                 f"--shm-size={opts.shm_size_gb}g", "--memory", f"{opts.mem_limit_gb}g",
-                 "--memory-swap", f"{swap}g", "--pids-limit", str(opts.pids_limit)]
+        argv += [
+            "--cap-add=IPC_LOCK",
+            "--ulimit",
+            f"nofile={opts.nofile}:{opts.nofile}",
+            f"--shm-size={opts.shm_size_gb}g",
+            "--memory",
+            f"{opts.mem_limit_gb}g",
+            "--memory-swap",
+            f"{swap}g",
+            "--pids-limit",
+            str(opts.pids_limit),
+        ]
         if n.ib_if:  # RDMA needs the devices; a node without RoCE has none to pass
             argv.append("--device=/dev/infiniband")
     for k, v in env:
@@ -167,8 +211,11 @@ def run_argv(n: NodeInput, opts: Options, env: list[tuple[str, str]], role: str,
     hf = f"{n.home}/.cache/huggingface"
     argv += ["-v", f"{hf}:/root/.cache/huggingface"]
     if opts.cache_dirs:
-        for src, dst in ((".cache/vllm", "/root/.cache/vllm"), (".cache/flashinfer", "/root/.cache/flashinfer"),
-                         (".triton", "/root/.triton")):
+        for src, dst in (
+            (".cache/vllm", "/root/.cache/vllm"),
+            (".cache/flashinfer", "/root/.cache/flashinfer"),
+            (".triton", "/root/.triton"),
+        ):
             argv += ["-v", f"{n.home}/{src}:{dst}"]
     for v in opts.volumes:
         argv += ["-v", v]
@@ -212,8 +259,9 @@ def choose_nodes(nodes: list[NodeInput], opts: Options) -> tuple[list[NodeInput]
             raise ConfigError(f"the command asks for {need} GPUs (-tp × -pp × -dp) but solo runs on one node")
         return nodes[:1], "solo", []
     if need is not None and need > len(nodes):
-        raise ConfigError(f"the command asks for {need} nodes (-tp × -pp × -dp, one GPU per Spark) but the "
-                          f"cluster has {len(nodes)}")
+        raise ConfigError(
+            f"the command asks for {need} nodes (-tp × -pp × -dp, one GPU per Spark) but the cluster has {len(nodes)}"
+        )
     used = nodes[:need] if need else nodes
     notes = [f"using {need} of {len(nodes)} nodes (-tp × -pp × -dp = {need})"] if need and need < len(nodes) else []
     if len(used) == 1:
@@ -221,25 +269,53 @@ def choose_nodes(nodes: list[NodeInput], opts: Options) -> tuple[list[NodeInput]
     return used, ("noray" if opts.mode == "auto" else opts.mode), notes  # no-Ray: the toolkit's default since 2026-07
 
 
-
-
-def start_commands(mode: RunMode, n: NodeInput, rank: int, count: int, head_ip: str,
-                   opts: Options) -> list[tuple[str, ...]]:
+def start_commands(
+    mode: RunMode, n: NodeInput, rank: int, count: int, head_ip: str, opts: Options
+) -> list[tuple[str, ...]]:
     """What one node runs in its container after mods (the Ray head's command is added by `plan`)."""
     role: Role = "head" if rank == 0 else "worker"
     if mode == "solo":
         return [exec_argv(opts, without_flag(opts.command, BACKEND))]
     if mode == "ray":
-        common = ("--object-store-memory", str(opts.ray_object_store_memory), "--num-cpus", str(opts.ray_num_cpus),
-                  "--disable-usage-stats", "--node-ip-address", n.ip or n.address)
+        common = (
+            "--object-store-memory",
+            str(opts.ray_object_store_memory),
+            "--num-cpus",
+            str(opts.ray_num_cpus),
+            "--disable-usage-stats",
+            "--node-ip-address",
+            n.ip or n.address,
+        )
         if role == "head":
-            return [exec_argv(opts, ("ray", "start", "--block", "--head", "--port", str(opts.master_port),
-                                     "--include-dashboard=false", *common))]
+            return [
+                exec_argv(
+                    opts,
+                    (
+                        "ray",
+                        "start",
+                        "--block",
+                        "--head",
+                        "--port",
+                        str(opts.master_port),
+                        "--include-dashboard=false",
+                        *common,
+                    ),
+                )
+            ]
         return [exec_argv(opts, ("ray", "start", "--block", f"--address={head_ip}:{opts.master_port}", *common))]
     cmd = without_flag(opts.command, BACKEND)
     if is_vllm_serve(cmd):
-        cmd = (*cmd, "--nnodes", str(count), "--node-rank", str(rank), "--master-addr", head_ip,
-               "--master-port", str(opts.master_port))
+        cmd = (
+            *cmd,
+            "--nnodes",
+            str(count),
+            "--node-rank",
+            str(rank),
+            "--master-addr",
+            head_ip,
+            "--master-port",
+            str(opts.master_port),
+        )
         if role == "worker":
             cmd = (*cmd, "--headless")
     elif role == "worker":
@@ -249,8 +325,12 @@ def start_commands(mode: RunMode, n: NodeInput, rank: int, count: int, head_ip: 
 
 def deploy_hash(opts: Options, mode: RunMode, node: NodePlan) -> str:
     """What a running container must match for a redeploy to be a no-op: image, argv, starts, mods."""
-    return hashlib.sha256(json.dumps({"image": opts.image_id, "run": node.run_argv, "start": node.start,
-                                      "mods": opts.mods, "mode": mode}, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(
+            {"image": opts.image_id, "run": node.run_argv, "start": node.start, "mods": opts.mods, "mode": mode},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
 
 
 def layout_problems(used: list[NodeInput], allow_mixed: bool) -> list[NodeProblem]:
@@ -264,15 +344,28 @@ def layout_problems(used: list[NodeInput], allow_mixed: bool) -> list[NodeProble
         with contextlib.suppress(ValueError):
             ip = ipaddress.ip_address(master.strip("[]"))
             if w.nets and not any(ip in ipaddress.ip_network(n) for n in w.nets):
-                problems.append(NodeProblem(w.name, "layout", f"cannot reach the master address {master} over "
-                                            f"{w.eth_if} ({', '.join(w.nets)}); set eth_if for {w.name} to its "
-                                            "interface on the master's subnet, or cable it to the head"))
+                problems.append(
+                    NodeProblem(
+                        w.name,
+                        "layout",
+                        f"cannot reach the master address {master} over "
+                        f"{w.eth_if} ({', '.join(w.nets)}); set eth_if for {w.name} to its "
+                        "interface on the master's subnet, or cable it to the head",
+                    )
+                )
     roce = [n.name for n in used if n.ib_if]
     tcp = [n.name for n in used if not n.ib_if]
     if roce and tcp and not allow_mixed:
-        problems += [NodeProblem(n, "layout", f"uses TCP sockets while {', '.join(roce)} use RoCE; every rank "
-                                 "would run at TCP's speed (cable its QSFP link, or set allow_mixed_transports: "
-                                 "true in cluster.yaml)") for n in tcp]
+        problems += [
+            NodeProblem(
+                n,
+                "layout",
+                f"uses TCP sockets while {', '.join(roce)} use RoCE; every rank "
+                "would run at TCP's speed (cable its QSFP link, or set allow_mixed_transports: "
+                "true in cluster.yaml)",
+            )
+            for n in tcp
+        ]
     return problems
 
 
@@ -283,29 +376,49 @@ def plan(nodes: list[NodeInput], opts: Options) -> LaunchPlan:
     check_command(opts.command)
     used, mode, notes = choose_nodes(nodes, opts)
     if mode == "noray" and not is_vllm_serve(without_flag(opts.command, BACKEND)):
-        raise ConfigError(f"command: on {len(used)} nodes without Ray each rank runs `vllm serve … --node-rank N`; "
-                          f"{shlex.join(opts.command[:2])} is not `vllm serve`: use --solo, or --ray")
+        raise ConfigError(
+            f"command: on {len(used)} nodes without Ray each rank runs `vllm serve … --node-rank N`; "
+            f"{shlex.join(opts.command[:2])} is not `vllm serve`: use --solo, or --ray"
+        )
     port = int(flag_value(opts.command, ("--port",)) or 8000)
     head_ip = used[0].ip or used[0].address
     out: list[NodePlan] = []
     for rank, n in enumerate(used):
         role: Role = "head" if rank == 0 else "worker"
         env = node_env(n, opts)
-        out.append(NodePlan(name=n.name, address=n.address, role=role, rank=rank, ip=n.ip or n.address,
-                            eth_if=n.eth_if, ib_if=n.ib_if, env=tuple(env),
-                            run_argv=tuple(run_argv(n, opts, env, role, rank)),
-                            start=tuple(start_commands(mode, n, rank, len(used), head_ip, opts)),
-                            mkdirs=tuple(mount_dirs(n, opts))))
+        out.append(
+            NodePlan(
+                name=n.name,
+                address=n.address,
+                role=role,
+                rank=rank,
+                ip=n.ip or n.address,
+                eth_if=n.eth_if,
+                ib_if=n.ib_if,
+                env=tuple(env),
+                run_argv=tuple(run_argv(n, opts, env, role, rank)),
+                start=tuple(start_commands(mode, n, rank, len(used), head_ip, opts)),
+                mkdirs=tuple(mount_dirs(n, opts)),
+            )
+        )
     if mode == "ray":
-        cmd = opts.command if flag_value(opts.command, BACKEND) is not None else \
-            (*opts.command, "--distributed-executor-backend", "ray")
+        cmd = (
+            opts.command
+            if flag_value(opts.command, BACKEND) is not None
+            else (*opts.command, "--distributed-executor-backend", "ray")
+        )
         out[0] = replace(out[0], start=(*out[0].start, exec_argv(opts, cmd)))
     hashed = []
     for node in out:
         digest = deploy_hash(opts, mode, node)
         hashed.append(replace(node, deploy_hash=digest, run_argv=_with_hash(node.run_argv, digest)))
-    return LaunchPlan(mode=mode, nodes=tuple(hashed), port=port, notes=tuple(notes),
-                problems=tuple(layout_problems(used, opts.allow_mixed_transports)))
+    return LaunchPlan(
+        mode=mode,
+        nodes=tuple(hashed),
+        port=port,
+        notes=tuple(notes),
+        problems=tuple(layout_problems(used, opts.allow_mixed_transports)),
+    )
 
 
 def _with_hash(argv: tuple[str, ...], digest: str) -> tuple[str, ...]:

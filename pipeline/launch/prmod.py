@@ -19,10 +19,22 @@ from pipeline.launch.mods import Mod
 from pipeline.sources.gitcmd import git
 from pipeline.sources.mirror import Mirrors, repo_location, resolve_pr, resolve_ref
 
-IGNORED = (".buildkite/*", ".github/*", "benchmarks/*", "docs/*", "examples/*", "tests/*", "setup.py", "*.md",
-           "*.rst")
-NATIVE = ("*.c", "*.cc", "*.cpp", "*.cu", "*.cuh", "*.cxx", "*.h", "*.hpp", "*.o", "*.so", "*.a",
-          "*CMakeLists.txt", "*Makefile")
+IGNORED = (".buildkite/*", ".github/*", "benchmarks/*", "docs/*", "examples/*", "tests/*", "setup.py", "*.md", "*.rst")
+NATIVE = (
+    "*.c",
+    "*.cc",
+    "*.cpp",
+    "*.cu",
+    "*.cuh",
+    "*.cxx",
+    "*.h",
+    "*.hpp",
+    "*.o",
+    "*.so",
+    "*.a",
+    "*CMakeLists.txt",
+    "*Makefile",
+)
 _HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.M)
 
 RUN_SH = Path(__file__).with_name("templates") / "vllm-pr-run.sh"  # the generated mod's run.sh
@@ -32,7 +44,7 @@ def split_diff(diff: str) -> list[tuple[str, str]]:
     """(path, that file's part of the diff) for each file in a git diff."""
     heads = list(_HEADER.finditer(diff))
     ends = [m.start() for m in heads[1:]] + [len(diff)]
-    return [(m.group(2), diff[m.start():end]) for m, end in zip(heads, ends, strict=True)]
+    return [(m.group(2), diff[m.start() : end]) for m, end in zip(heads, ends, strict=True)]
 
 
 def launch_diff(diff: str, label: str) -> tuple[str, list[str]]:
@@ -50,9 +62,11 @@ def launch_diff(diff: str, label: str) -> tuple[str, list[str]]:
             other.append(path)
     if native or other:
         what = ", ".join((native + other)[:5])
-        raise ConfigError(f"--apply-vllm-pr {label}: changes {what}, which a launch-time patch cannot change "
-                          f"(native code or files outside vllm/); build it in: python -m pipeline build "
-                          f"--apply-vllm-pr {label}")
+        raise ConfigError(
+            f"--apply-vllm-pr {label}: changes {what}, which a launch-time patch cannot change "
+            f"(native code or files outside vllm/); build it in: python -m pipeline build "
+            f"--apply-vllm-pr {label}"
+        )
     if not keep:
         raise ConfigError(f"--apply-vllm-pr {label}: changes no file under vllm/; nothing to apply at launch")
     return "".join(keep), dropped

@@ -10,7 +10,7 @@ order. A command marked `always` runs even after an earlier command of its node 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pipeline.contract import CONTAINER, EXIT_FILE, STATE_DIR
@@ -18,33 +18,42 @@ from pipeline.launch.plan import WRAPPER, LaunchPlan
 
 # Constant scripts for the reach check (values arrive as arguments): the head listens on the master
 # address and port until every worker has connected (or its time is up), each worker connects to it.
-LISTEN = ("import socket,sys,time\n"
-          "host,port,want,secs=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4])\n"
-          "s=socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)\n"
-          "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-          "s.bind((host,port));s.listen(64);end=time.monotonic()+secs;n=0\n"
-          "while n<want and time.monotonic()<end:\n"
-          " s.settimeout(max(0.1,end-time.monotonic()))\n"
-          " try:\n  c,_=s.accept();c.settimeout(5);c.recv(1);c.close();n+=1\n"
-          " except OSError:\n  pass\n")
-CONNECT = ("import socket,sys,time\n"
-           "host,port,secs=sys.argv[1],int(sys.argv[2]),float(sys.argv[3]);end=time.monotonic()+secs;err=''\n"
-           "while time.monotonic()<end:\n"
-           " try:\n  socket.create_connection((host,port),timeout=3).close();sys.exit(0)\n"
-           " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3)\n"
-           "print(f'cannot reach {host}:{port}: {err}',file=sys.stderr);sys.exit(1)\n")
+LISTEN = (
+    "import socket,sys,time\n"
+    "host,port,want,secs=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4])\n"
+    "s=socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)\n"
+    "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+    "s.bind((host,port));s.listen(64);end=time.monotonic()+secs;n=0\n"
+    "while n<want and time.monotonic()<end:\n"
+    " s.settimeout(max(0.1,end-time.monotonic()))\n"
+    " try:\n  c,_=s.accept();c.settimeout(5);c.recv(1);c.close();n+=1\n"
+    " except OSError:\n  pass\n"
+)
+CONNECT = (
+    "import socket,sys,time\n"
+    "host,port,secs=sys.argv[1],int(sys.argv[2]),float(sys.argv[3]);end=time.monotonic()+secs;err=''\n"
+    "while time.monotonic()<end:\n"
+    " try:\n  socket.create_connection((host,port),timeout=3).close();sys.exit(0)\n"
+    " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3)\n"
+    "print(f'cannot reach {host}:{port}: {err}',file=sys.stderr);sys.exit(1)\n"
+)
 # The served port must be free on the head: another server there would answer the health check for ours.
-FREE = ("import socket,sys\nport=int(sys.argv[1])\ns=socket.socket()\n"
-        "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-        "try:\n s.bind(('0.0.0.0',port))\nexcept OSError as e:\n"
-        " print(f'port {port} is taken on this node: {e.strerror}',file=sys.stderr);sys.exit(1)\n")
+FREE = (
+    "import socket,sys\nport=int(sys.argv[1])\ns=socket.socket()\n"
+    "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+    "try:\n s.bind(('0.0.0.0',port))\nexcept OSError as e:\n"
+    " print(f'port {port} is taken on this node: {e.strerror}',file=sys.stderr);sys.exit(1)\n"
+)
 
 
 def _show_argv(argv: tuple[str, ...]) -> str:
-    return (shlex.join(argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
-            .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
-            .replace(shlex.quote(CONNECT), "<connect: host port seconds>")
-            .replace(shlex.quote(FREE), "<port-free: port>"))
+    return (
+        shlex.join(argv)
+        .replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
+        .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
+        .replace(shlex.quote(CONNECT), "<connect: host port seconds>")
+        .replace(shlex.quote(FREE), "<port-free: port>")
+    )
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,6 @@ class Inputs:
     workdir: str = "/workspace/vllm"  # the image's working directory: mods' WORKSPACE_DIR
     mods_dir: str = "/workspace/mods"
     master_port: int = 29501  # Ray's GCS port or torch.distributed's: where workers meet the head
-    timeouts: dict[str, float] = field(default_factory=dict)
 
 
 def is_current(plan: LaunchPlan, inp: Inputs) -> str:
@@ -233,8 +241,10 @@ def is_current(plan: LaunchPlan, inp: Inputs) -> str:
         f = inp.facts.get(n.name, StepFacts())
         if f.container_hash != n.deploy_hash or f.container_running != "true" or f.exit_status:
             return ""
-    return (f"every node runs this deployment ({', '.join(sorted({n.deploy_hash for n in plan.nodes}))}) and "
-            f"http://{plan.head.ip}:{plan.port} answers (--force redeploys)")
+    return (
+        f"every node runs this deployment ({', '.join(sorted({n.deploy_hash for n in plan.nodes}))}) and "
+        f"http://{plan.head.ip}:{plan.port} answers (--force redeploys)"
+    )
 
 
 def ship_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
@@ -244,8 +254,11 @@ def ship_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
         if have and have == inp.local_image_id:
             out.append(NodeSteps(n.name, nothing=f"it has {inp.image} ({have[7:19]})"))
         else:
-            why = f"it lacks {inp.image} ({inp.local_image_id[7:19]})" if not have else \
-                f"its {inp.image} is {have[7:19]}, this build is {inp.local_image_id[7:19]}"
+            why = (
+                f"it lacks {inp.image} ({inp.local_image_id[7:19]})"
+                if not have
+                else f"its {inp.image} is {have[7:19]}, this build is {inp.local_image_id[7:19]}"
+            )
             out.append(NodeSteps(n.name, (Ship(why, image=inp.image, mode=inp.ship_mode),)))
     return Phase("ship", f"ship {inp.image} to the nodes that lack it", tuple(out))
 
@@ -254,25 +267,44 @@ def start_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
     out = []
     for n in plan.nodes:
         home = inp.facts.get(n.name, StepFacts()).home
-        cmds: list[Command] = [Run("the container's mounts must exist", ("mkdir", "-p", *n.mkdirs), timeout=30),
-                Run("a container of an earlier deploy holds the name", ("docker", "rm", "-f", inp.container),
-                    check=False, timeout=60)]
+        cmds: list[Command] = [
+            Run("the container's mounts must exist", ("mkdir", "-p", *n.mkdirs), timeout=30),
+            Run(
+                "a container of an earlier deploy holds the name",
+                ("docker", "rm", "-f", inp.container),
+                check=False,
+                timeout=60,
+            ),
+        ]
         run_argv = n.run_argv
         if inp.secret_names:
             env_file = f"{home}/{STATE_DIR}/env-{inp.container}"
-            cmds.append(Run("the env file's directory, readable by its owner only",
-                                ("install", "-d", "-m", "700", f"{home}/{STATE_DIR}"), timeout=30))
-            cmds.append(WriteSecrets("secrets reach the container only through a 0600 env file",
-                                     names=inp.secret_names, dest=env_file))
+            cmds.append(
+                Run(
+                    "the env file's directory, readable by its owner only",
+                    ("install", "-d", "-m", "700", f"{home}/{STATE_DIR}"),
+                    timeout=30,
+                )
+            )
+            cmds.append(
+                WriteSecrets(
+                    "secrets reach the container only through a 0600 env file", names=inp.secret_names, dest=env_file
+                )
+            )
             i = run_argv.index("run") + 1
             run_argv = (*run_argv[:i], "--env-file", env_file, *run_argv[i:])
-            cmds.append(Run("the idle container the command runs in (keepalive)", run_argv,
-                                starts_container=True))
-            cmds.append(Run("the env file is read; its values must not stay on disk",
-                                ("rm", "-f", env_file), check=False, always=True, timeout=30))
+            cmds.append(Run("the idle container the command runs in (keepalive)", run_argv, starts_container=True))
+            cmds.append(
+                Run(
+                    "the env file is read; its values must not stay on disk",
+                    ("rm", "-f", env_file),
+                    check=False,
+                    always=True,
+                    timeout=30,
+                )
+            )
         else:
-            cmds.append(Run("the idle container the command runs in (keepalive)", run_argv,
-                                starts_container=True))
+            cmds.append(Run("the idle container the command runs in (keepalive)", run_argv, starts_container=True))
         out.append(NodeSteps(n.name, tuple(cmds)))
     return Phase("start", f"start the {inp.container} containers ({plan.mode})", tuple(out))
 
@@ -286,18 +318,38 @@ def mod_commands(mod: ModRef, home: str, inp: Inputs) -> list[Command]:
         Upload(f"mod {mod.name}: its files reach the node", source=mod.local, dest=remote),
         Run(f"mod {mod.name}: its place in the container", ("docker", "exec", c, "mkdir", "-p", target)),
         Run(f"mod {mod.name}: into the container", ("docker", "cp", f"{remote}/.", f"{c}:{target}")),
-        Run(f"mod {mod.name}: run it (WORKSPACE_DIR is the image's working directory)",
-                ("docker", "exec", "-w", target, "-e", f"WORKSPACE_DIR={inp.workdir}", c, "sh", "-c",
-                 "chmod +x run.sh && exec ./run.sh"), timeout=1800, failure=f"mod {mod.name} failed"),
-        Run(f"mod {mod.name}: the upload is not needed any more", ("rm", "-rf", remote),
-                check=False, always=True, timeout=30),
+        Run(
+            f"mod {mod.name}: run it (WORKSPACE_DIR is the image's working directory)",
+            (
+                "docker",
+                "exec",
+                "-w",
+                target,
+                "-e",
+                f"WORKSPACE_DIR={inp.workdir}",
+                c,
+                "sh",
+                "-c",
+                "chmod +x run.sh && exec ./run.sh",
+            ),
+            timeout=1800,
+            failure=f"mod {mod.name} failed",
+        ),
+        Run(
+            f"mod {mod.name}: the upload is not needed any more",
+            ("rm", "-rf", remote),
+            check=False,
+            always=True,
+            timeout=30,
+        ),
     ]
 
 
 def mods_phase(plan: LaunchPlan, inp: Inputs) -> Phase:
     if not inp.mods:
-        return Phase("mods", "mods: none", tuple(NodeSteps(n.name, nothing="no mods were asked for")
-                                               for n in plan.nodes))
+        return Phase(
+            "mods", "mods: none", tuple(NodeSteps(n.name, nothing="no mods were asked for") for n in plan.nodes)
+        )
     out = []
     for n in plan.nodes:
         home = inp.facts.get(n.name, StepFacts()).home
@@ -311,28 +363,57 @@ def reach_phase(plan: LaunchPlan, inp: Inputs, port: int) -> Phase:
     head, c = plan.nodes[0], inp.container
     workers = len(plan.nodes) - 1
     master = f"{head.ip}:{port}"
-    out = [NodeSteps(head.name, (Run(f"the workers check that they reach {master} before any rank starts",
-        ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), str(workers), "20"), timeout=40,
-        failure=f"cannot listen on the master address {master} (taken, or not this node's)"),))]
+    out = [
+        NodeSteps(
+            head.name,
+            (
+                Run(
+                    f"the workers check that they reach {master} before any rank starts",
+                    ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), str(workers), "20"),
+                    timeout=40,
+                    failure=f"cannot listen on the master address {master} (taken, or not this node's)",
+                ),
+            ),
+        )
+    ]
     for w in plan.nodes[1:]:
         route = w.eth_if or "its route"
-        out.append(NodeSteps(w.name, (Run(f"the master address {master} must be reachable from here over {route}",
-            ("docker", "exec", c, "python3", "-c", CONNECT, head.ip, str(port), "12"), timeout=40,
-            failure=f"cannot reach the master address {master} over {w.eth_if or 'its route'}"),)))
+        out.append(
+            NodeSteps(
+                w.name,
+                (
+                    Run(
+                        f"the master address {master} must be reachable from here over {route}",
+                        ("docker", "exec", c, "python3", "-c", CONNECT, head.ip, str(port), "12"),
+                        timeout=40,
+                        failure=f"cannot reach the master address {master} over {w.eth_if or 'its route'}",
+                    ),
+                ),
+            )
+        )
     return Phase("reach", f"check that every worker reaches the master address {master}", tuple(out))
 
 
 def exec_start(argv: tuple[str, ...], container: str, why: str) -> tuple[Command, ...]:
-    return (Run("a fresh exit status for the watcher", ("docker", "exec", container, "rm", "-f", EXIT_FILE),
-                    check=False, timeout=30),
-            Run(why, argv, timeout=60))
+    return (
+        Run(
+            "a fresh exit status for the watcher",
+            ("docker", "exec", container, "rm", "-f", EXIT_FILE),
+            check=False,
+            timeout=30,
+        ),
+        Run(why, argv, timeout=60),
+    )
 
 
 def port_free(plan: LaunchPlan, container: str) -> Command:
-    return Run(f"no other server may answer on port {plan.port}",
-                   ("docker", "exec", container, "python3", "-c", FREE, str(plan.port)), timeout=30,
-                   failure=f"port {plan.port} is taken on {plan.head.name} by another process: stop it, or "
-                           "deploy with another --port")
+    return Run(
+        f"no other server may answer on port {plan.port}",
+        ("docker", "exec", container, "python3", "-c", FREE, str(plan.port)),
+        timeout=30,
+        failure=f"port {plan.port} is taken on {plan.head.name} by another process: stop it, or "
+        "deploy with another --port",
+    )
 
 
 def start_phases(plan: LaunchPlan, inp: Inputs) -> list[Phase]:
@@ -343,27 +424,51 @@ def start_phases(plan: LaunchPlan, inp: Inputs) -> list[Phase]:
     if plan.mode == "ray":
         joins = f"a Ray worker joins {head.ip}"
         return [
-            Phase("ray-head", "start the Ray head",
-                  (NodeSteps(head.name, exec_start(head.start[0], c, "the Ray head")),)),
-            Phase("ray-workers", "start the Ray workers",
-                  tuple(NodeSteps(w.name, exec_start(w.start[0], c, joins)) for w in workers)),
-            Phase("ray-wait", "wait until Ray sees every node",
-                  (NodeSteps(head.name, (WaitRay("the command needs every node in Ray",
-                                                 count=len(plan.nodes)),)),)),
-            Phase("command", "start the command",
-                  (NodeSteps(head.name, (port_free(plan, c), Run("the command, with the Ray backend",
-                                                                      head.start[1], timeout=60))),)),
+            Phase(
+                "ray-head", "start the Ray head", (NodeSteps(head.name, exec_start(head.start[0], c, "the Ray head")),)
+            ),
+            Phase(
+                "ray-workers",
+                "start the Ray workers",
+                tuple(NodeSteps(w.name, exec_start(w.start[0], c, joins)) for w in workers),
+            ),
+            Phase(
+                "ray-wait",
+                "wait until Ray sees every node",
+                (NodeSteps(head.name, (WaitRay("the command needs every node in Ray", count=len(plan.nodes)),)),),
+            ),
+            Phase(
+                "command",
+                "start the command",
+                (
+                    NodeSteps(
+                        head.name,
+                        (port_free(plan, c), Run("the command, with the Ray backend", head.start[1], timeout=60)),
+                    ),
+                ),
+            ),
         ]
     phases = []
     if plan.mode == "noray":
-        phases.append(Phase("ranks", "start the worker ranks (headless) before rank 0",
-                            tuple(NodeSteps(w.name, exec_start(w.start[0], c, f"rank {w.rank} (headless)"))
-                                  if w.start else NodeSteps(w.name, nothing="the command is not `vllm serve`: "
-                                                                            "workers run nothing")
-                                  for w in workers)))
-    phases.append(Phase("command", "start the command",
-                        (NodeSteps(head.name, (port_free(plan, c),
-                                               *exec_start(head.start[0], c, "the command (rank 0)"))),)))
+        phases.append(
+            Phase(
+                "ranks",
+                "start the worker ranks (headless) before rank 0",
+                tuple(
+                    NodeSteps(w.name, exec_start(w.start[0], c, f"rank {w.rank} (headless)"))
+                    if w.start
+                    else NodeSteps(w.name, nothing="the command is not `vllm serve`: workers run nothing")
+                    for w in workers
+                ),
+            )
+        )
+    phases.append(
+        Phase(
+            "command",
+            "start the command",
+            (NodeSteps(head.name, (port_free(plan, c), *exec_start(head.start[0], c, "the command (rank 0)"))),),
+        )
+    )
     return phases
 
 
@@ -373,9 +478,19 @@ def steps(plan: LaunchPlan, inp: Inputs) -> DeploySteps:
     if current:
         return DeploySteps(nothing=current)
     url = f"http://{plan.head.ip}:{plan.port}"
-    wait = Phase("wait", f"wait for {url}/health",
-                 (NodeSteps(plan.head.name, (WaitReady("deploy returns when the server answers",
-                                                       url=url),)),))
+    wait = Phase(
+        "wait",
+        f"wait for {url}/health",
+        (NodeSteps(plan.head.name, (WaitReady("deploy returns when the server answers", url=url),)),),
+    )
     reach = [reach_phase(plan, inp, inp.master_port)] if plan.mode != "solo" else []
-    return DeploySteps(phases=(ship_phase(plan, inp), start_phase(plan, inp), mods_phase(plan, inp), *reach,
-                               *start_phases(plan, inp), wait))
+    return DeploySteps(
+        phases=(
+            ship_phase(plan, inp),
+            start_phase(plan, inp),
+            mods_phase(plan, inp),
+            *reach,
+            *start_phases(plan, inp),
+            wait,
+        )
+    )

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipeline.config.cluster import NodeSpec, SshSpec
-from pipeline.errors import HostError
+from pipeline.config.cluster import ClusterSpec, NodeSpec, SshSpec
+from pipeline.errors import HostError, NodesFailed
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import INCOMPLETE, LIST_FORMAT, SHA256, Entry, Todo, parse_listing, todo, verify
 from pipeline.nodes.hosts import Hosts
@@ -40,7 +40,7 @@ class CopyResult:
     repo: str
     sent_bytes: int
     sent_files: int
-    resumed: int        # .incomplete files found whole on the node and kept (verified, not re-sent)
+    resumed: int  # .incomplete files found whole on the node and kept (verified, not re-sent)
     seconds: float
     note: str = ""
 
@@ -111,8 +111,20 @@ def rsync_argv(node: NodeSpec, ssh: SshSpec, src: Path, dest: str) -> list[str]:
     one waits in .rsync-partial/ and is continued next time. The file list comes on stdin."""
     cmd = ssh_command(node, ssh)
     host = f"[{node.address}]" if ":" in node.address else node.address
-    return ["rsync", "-a", "--protect-args", "--partial-dir=.rsync-partial", "--files-from=-", "--no-inc-recursive",
-            "--info=progress2", "--stats", "-e", shlex.join(cmd), f"{src}/", f"{node.user}@{host}:{dest}/"]
+    return [
+        "rsync",
+        "-a",
+        "--protect-args",
+        "--partial-dir=.rsync-partial",
+        "--files-from=-",
+        "--no-inc-recursive",
+        "--info=progress2",
+        "--stats",
+        "-e",
+        shlex.join(cmd),
+        f"{src}/",
+        f"{node.user}@{host}:{dest}/",
+    ]
 
 
 def rsync_progress(line: str) -> int | None:
@@ -136,13 +148,26 @@ class Copier:
         """The node's directory, what it lacks, and whether rsync can carry it (both ends have it)."""
         d = self.node_dir(node, snap.repo)
         self.hosts.run(node, ["mkdir", "-p", d])
-        out = self.hosts.run(node, ["sh", "-c", 'command -v rsync >/dev/null 2>&1 && echo "# rsync"; '
-                                    'find "$1" -printf "$2"', "sh", d, LIST_FORMAT], timeout=300).stdout
-        can = (node.transport == "ssh" and out.startswith("# rsync") and shutil.which("rsync") is not None
-               and shutil.which("ssh") is not None)
+        out = self.hosts.run(
+            node,
+            [
+                "sh",
+                "-c",
+                'command -v rsync >/dev/null 2>&1 && echo "# rsync"; find "$1" -printf "$2"',
+                "sh",
+                d,
+                LIST_FORMAT,
+            ],
+            timeout=300,
+        ).stdout
+        can = (
+            node.transport == "ssh"
+            and out.startswith("# rsync")
+            and shutil.which("rsync") is not None
+            and shutil.which("ssh") is not None
+        )
         if self.via == "rsync" and not can:
-            raise HostError(node.label, "--via rsync: rsync (and ssh) must exist here and on the node "
-                            "(transport ssh)")
+            raise HostError(node.label, "--via rsync: rsync (and ssh) must exist here and on the node (transport ssh)")
         return d, todo(entries, parse_listing(out)), can and self.via != "tar"
 
     def copy(self, node: NodeSpec, snap: Snapshot, entries: list[Entry]) -> CopyResult:
@@ -169,16 +194,22 @@ class Copier:
             self.finish(node, d, work.blobs)
         # links and refs last: until every blob is in place, the node's snapshot does not exist
         self.send(node, d, snap.repo_dir, rest, report)
-        return CopyResult(node.label, snap.repo, nbytes, len(work.send), len(work.check),
-                          round(time.monotonic() - start, 2), "rsync" if rsync and blobs else "")
+        return CopyResult(
+            node.label,
+            snap.repo,
+            nbytes,
+            len(work.send),
+            len(work.check),
+            round(time.monotonic() - start, 2),
+            "rsync" if rsync and blobs else "",
+        )
 
     def rsync(self, node: NodeSpec, d: str, repo_dir: Path, blobs: tuple[Entry, ...]) -> int:
         """Send blobs with rsync; returns the bytes it sent (its --stats)."""
         if not blobs:
             return 0
         argv = rsync_argv(node, self.hosts.cluster.ssh, repo_dir, d)
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write("".join(e.path + "\n" for e in blobs))
         proc.stdin.close()
@@ -192,12 +223,14 @@ class Copier:
                     total = int(part.split(":")[1].strip().replace(",", ""))
         err = proc.stderr.read()
         if proc.wait() != 0:
-            raise HostError(node.label, f"rsync failed (exit {proc.returncode})", command=shlex.join(argv[:-3]),
-                            tail=err.strip())
+            raise HostError(
+                node.label, f"rsync failed (exit {proc.returncode})", command=shlex.join(argv[:-3]), tail=err.strip()
+            )
         return total
 
-    def send(self, node: NodeSpec, d: str, repo_dir: Path, entries: tuple[Entry, ...],
-             report: Callable[[int], None]) -> None:
+    def send(
+        self, node: NodeSpec, d: str, repo_dir: Path, entries: tuple[Entry, ...], report: Callable[[int], None]
+    ) -> None:
         """One tar stream into the node's directory: through the system ssh when there is one, else over
         our own SSH connection (paramiko) or, for this machine, a local tar."""
         if not entries:
@@ -209,8 +242,9 @@ class Copier:
         else:
             ran = self.hosts.feed(node, argv, lambda out: write_tar(out, repo_dir, entries, report))
         if ran.status != 0:
-            raise HostError(node.label, "tar -x failed", command=f"tar -x -C {d}", remote_status=ran.status,
-                            tail=ran.stderr.strip())
+            raise HostError(
+                node.label, "tar -x failed", command=f"tar -x -C {d}", remote_status=ran.status, tail=ran.stderr.strip()
+            )
 
     def check(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...], suffix: str) -> None:
         """Check each blob's sha256 on the node (at its name + suffix); a bad one is removed (the next
@@ -218,19 +252,69 @@ class Copier:
         if not blobs:
             return
         timeout = max(300.0, sum(e.size for e in blobs) / 200e6)
-        out = self.hosts.run(node, ["sh", "-c", 'cd "$1" && s=$2 && shift 2 && for f; do sha256sum "$f$s"; done',
-                                    "sh", d, suffix, *(e.path for e in blobs)], timeout=timeout, check=False).stdout
+        out = self.hosts.run(
+            node,
+            [
+                "sh",
+                "-c",
+                'cd "$1" && s=$2 && shift 2 && for f; do sha256sum "$f$s"; done',
+                "sh",
+                d,
+                suffix,
+                *(e.path for e in blobs),
+            ],
+            timeout=timeout,
+            check=False,
+        ).stdout
         bad = verify(blobs, out, suffix)
         if bad:
-            self.hosts.run(node, ["sh", "-c", 'cd "$1" && s=$2 && shift 2 && for f; do rm -f "$f$s"; done', "sh", d,
-                                  suffix, *bad], check=False)
-            raise HostError(node.label, f"{len(bad)} file(s) arrived damaged (sha256 differs): {', '.join(bad[:3])};"
-                            " removed, run the copy again")
+            self.hosts.run(
+                node,
+                ["sh", "-c", 'cd "$1" && s=$2 && shift 2 && for f; do rm -f "$f$s"; done', "sh", d, suffix, *bad],
+                check=False,
+            )
+            raise HostError(
+                node.label,
+                f"{len(bad)} file(s) arrived damaged (sha256 differs): {', '.join(bad[:3])};"
+                " removed, run the copy again",
+            )
 
     def finish(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...]) -> None:
         """Blobs that arrived as .incomplete: checked, then renamed into place."""
         if not blobs:
             return
         self.check(node, d, blobs, INCOMPLETE)
-        self.hosts.run(node, ["sh", "-c", 'cd "$1" && shift && for f; do mv -f "$f.incomplete" "$f"; done', "sh", d,
-                              *(e.path for e in blobs)])
+        self.hosts.run(
+            node,
+            [
+                "sh",
+                "-c",
+                'cd "$1" && shift && for f; do mv -f "$f.incomplete" "$f"; done',
+                "sh",
+                d,
+                *(e.path for e in blobs),
+            ],
+        )
+
+
+def copy_all(
+    spec: ClusterSpec, snaps: list[Snapshot], progress: Callable[[str, int], None], via: str = "auto"
+) -> list[CopyResult]:
+    """Every snapshot to every node of spec (nodes in parallel); a node that fails is reported, the
+    others finish, then NodesFailed names the failed ones."""
+    hosts = Hosts(spec)
+    results: list[CopyResult] = []
+    try:
+        copier = Copier(hosts, progress, via)
+        for snap in snaps:
+            entries = entries_of(snap)
+            outcome = hosts.each(lambda node, s=snap, e=entries: copier.copy(node, s, e))  # type: ignore[misc]
+            results += list(outcome.values.values())
+            failed = outcome.failed
+            if failed:
+                raise NodesFailed(
+                    f"copy of {snap.repo} failed on {', '.join(failed)}", {n: f"copy: {w}" for n, w in failed.items()}
+                )
+    finally:
+        hosts.close()
+    return results

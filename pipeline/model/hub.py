@@ -16,7 +16,7 @@ from pipeline.errors import ConfigError, RemoteError
 class Snapshot:
     repo: str
     commit: str
-    path: Path          # .../hub/models--ORG--NAME/snapshots/COMMIT
+    path: Path  # .../hub/models--ORG--NAME/snapshots/COMMIT
     files: int
     size: int
 
@@ -72,9 +72,11 @@ def download(repo: str, revision: str | None = None, on_resume: Callable[[int], 
             on_resume(kept)
         return _snapshot(repo, snapshot_download(repo, revision=revision))
     except GatedRepoError:
-        raise ConfigError(f"model {repo}: gated. Accept its terms on its Hugging Face page, then set HF_TOKEN "
-                          "(a token of the account that accepted them) in the environment, or log in once with "
-                          "`hf auth login`") from None
+        raise ConfigError(
+            f"model {repo}: gated. Accept its terms on its Hugging Face page, then set HF_TOKEN "
+            "(a token of the account that accepted them) in the environment, or log in once with "
+            "`hf auth login`"
+        ) from None
     except RevisionNotFoundError:
         raise ConfigError(f"model {repo}: revision {revision!r} not found") from None
     except RepositoryNotFoundError:
@@ -103,6 +105,25 @@ def cached_models() -> list[Snapshot]:
         if r.repo_type != "model":
             continue
         for rev in sorted(r.revisions, key=lambda v: v.commit_hash):
-            out.append(Snapshot(repo=r.repo_id, commit=rev.commit_hash, path=Path(rev.snapshot_path),
-                                files=len(rev.files), size=rev.size_on_disk))
+            out.append(
+                Snapshot(
+                    repo=r.repo_id,
+                    commit=rev.commit_hash,
+                    path=Path(rev.snapshot_path),
+                    files=len(rev.files),
+                    size=rev.size_on_disk,
+                )
+            )
     return out
+
+
+def resumed_note(repo: str, say: Callable[[str], None], prefix: str = "") -> Callable[[int], None]:
+    """What a download says when it continued the partial files an interrupted download left."""
+
+    def note(n: int) -> None:
+        say(
+            f"{prefix}model {repo}: continued the partial files of an interrupted download "
+            f"({n / 1e6:.1f} MB were already here)"
+        )
+
+    return note

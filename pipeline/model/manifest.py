@@ -22,22 +22,22 @@ LIST_FORMAT = r"%y %s %P\t%l\n"
 
 @dataclass(frozen=True)
 class Entry:
-    path: str                 # relative to models--ORG--NAME/
-    kind: str                 # "blob" | "link" | "ref"
+    path: str  # relative to models--ORG--NAME/
+    kind: str  # "blob" | "link" | "ref"
     size: int = 0
-    target: str = ""          # a link's target; a ref's content
-    sha256: str = ""          # a blob's
+    target: str = ""  # a link's target; a ref's content
+    sha256: str = ""  # a blob's
 
 
 @dataclass(frozen=True)
 class Listing:
-    files: dict[str, int]     # path -> size (regular files)
-    links: dict[str, str]     # path -> target
+    files: dict[str, int]  # path -> size (regular files)
+    links: dict[str, str]  # path -> target
 
 
 @dataclass(frozen=True)
 class Todo:
-    send: tuple[Entry, ...]   # blobs (sent as .incomplete), links and refs
+    send: tuple[Entry, ...]  # blobs (sent as .incomplete), links and refs
     check: tuple[Entry, ...]  # blobs whose .incomplete already has the full size: verify, don't send
 
     @property

@@ -56,8 +56,11 @@ def resume_partials(repo: str, repo_dir: Path, revision: str | None) -> int:
         return 0
     api = HfApi()
     commit = api.repo_info(repo, revision=revision).sha
-    files = {(f.lfs.sha256 if f.lfs else f.blob_id): f
-             for f in api.list_repo_tree(repo, revision=commit, recursive=True) if isinstance(f, RepoFile)}
+    files = {
+        (f.lfs.sha256 if f.lfs else f.blob_id): f
+        for f in api.list_repo_tree(repo, revision=commit, recursive=True)
+        if isinstance(f, RepoFile)
+    }
     kept = 0
     locks = repo_dir.parent / ".locks" / repo_dir.name
     locks.mkdir(parents=True, exist_ok=True)
@@ -70,8 +73,14 @@ def resume_partials(repo: str, repo_dir: Path, revision: str | None) -> int:
                 part.unlink(missing_ok=True)  # not in this revision, done by someone else, or damaged
                 continue
             with part.open("ab") as out:
-                http_get(hf_hub_url(repo, entry.path, revision=commit), out, resume_size=have,
-                         headers=build_hf_headers(), expected_size=entry.size, displayed_filename=entry.path)
+                http_get(
+                    hf_hub_url(repo, entry.path, revision=commit),
+                    out,
+                    resume_size=have,
+                    headers=build_hf_headers(),
+                    expected_size=entry.size,
+                    displayed_filename=entry.path,
+                )
             whole = part.stat().st_size == entry.size and (not SHA256.fullmatch(etag) or _sha256(part) == etag)
             if whole:
                 os.replace(part, dest)

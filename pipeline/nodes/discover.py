@@ -82,7 +82,7 @@ def sections(text: str) -> dict[str, str]:
     current = None
     for line in text.splitlines():
         if line.startswith(MARK):
-            current = line[len(MARK):].strip()
+            current = line[len(MARK) :].strip()
             out[current] = []
         elif current is not None:
             out[current].append(line)

@@ -43,20 +43,25 @@ def to_json(facts: list[NodeFacts]) -> dict[str, Any]:
 def from_json(data: object, cluster: ClusterSpec, label: str) -> list[NodeFacts]:
     """The cluster's nodes' facts from a saved file (every node of the cluster must be in it)."""
     if not isinstance(data, dict) or data.get(FORMAT_KEY) != VERSION or not isinstance(data.get("nodes"), list):
-        raise ConfigError(f"{label}: not a facts file (expected {{\"{FORMAT_KEY}\": {VERSION}, \"nodes\": [...]}}, "
-                          "as `doctor --save-facts` writes)")
+        raise ConfigError(
+            f'{label}: not a facts file (expected {{"{FORMAT_KEY}": {VERSION}, "nodes": [...]}}, '
+            "as `doctor --save-facts` writes)"
+        )
     entries: list[dict[str, Any]] = []
     for i, e in enumerate(data["nodes"]):
         if not isinstance(e, dict) or not isinstance(e.get("node"), str) or not isinstance(e.get("answers"), dict):
-            raise ConfigError(f"{label}:nodes.{i}: expected {{\"node\": NAME, \"answers\": {{...}}}}")
+            raise ConfigError(f'{label}:nodes.{i}: expected {{"node": NAME, "answers": {{...}}}}')
         entries.append(e)
     out = []
     for node in cluster.ordered():
-        entry = next((e for e in entries if e["node"] == node.label), None) or \
-            next((e for e in entries if e.get("address") == node.address), None)
+        entry = next((e for e in entries if e["node"] == node.label), None) or next(
+            (e for e in entries if e.get("address") == node.address), None
+        )
         if entry is None:
-            raise ConfigError(f"{label}: no facts for node {node.label} (the file has "
-                              f"{', '.join(str(e['node']) for e in entries) or 'none'})")
+            raise ConfigError(
+                f"{label}: no facts for node {node.label} (the file has "
+                f"{', '.join(str(e['node']) for e in entries) or 'none'})"
+            )
         if entry.get("error"):
             out.append(NodeFacts(node=node, error=str(entry["error"])))
             continue

@@ -53,8 +53,7 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         self.port = port
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        name = host_key_name(hostname.strip("[]").split("]:")[0], self.port) if hostname.startswith("[") \
-            else hostname
+        name = host_key_name(hostname.strip("[]").split("]:")[0], self.port) if hostname.startswith("[") else hostname
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with self.known_hosts.open("a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -130,14 +129,22 @@ class Hosts:
         if node.label in self._conns:
             return self._conns[node.label]
         key = node.key or self.cluster.ssh.key
-        kwargs: dict[str, object] = {"banner_timeout": self.cluster.ssh.connect_timeout,
-                                     "auth_timeout": self.cluster.ssh.connect_timeout}
+        kwargs: dict[str, object] = {
+            "banner_timeout": self.cluster.ssh.connect_timeout,
+            "auth_timeout": self.cluster.ssh.connect_timeout,
+        }
         if key:
             kwargs.update(key_filename=[os.path.expanduser(key)], look_for_keys=False, allow_agent=False)
         # ~/.ssh/config and /etc/ssh/ssh_config are not read: cluster.yaml is the whole truth.
         cfg = Config(system_ssh_path=os.devnull, user_ssh_path=os.devnull)
-        conn = Connection(node.address, user=node.user, port=node.port, config=cfg,
-                          connect_timeout=self.cluster.ssh.connect_timeout, connect_kwargs=kwargs)
+        conn = Connection(
+            node.address,
+            user=node.user,
+            port=node.port,
+            config=cfg,
+            connect_timeout=self.cluster.ssh.connect_timeout,
+            connect_kwargs=kwargs,
+        )
         if self.known_hosts.exists():
             conn.client.load_host_keys(str(self.known_hosts))
         policy: paramiko.MissingHostKeyPolicy = paramiko.RejectPolicy()
@@ -157,22 +164,32 @@ class Hosts:
             self._connect(conn)
         except paramiko.BadHostKeyException:
             name = host_key_name(node.address, node.port)
-            raise HostError(node.label, f"REMOTE HOST IDENTIFICATION HAS CHANGED: the host key does not match "
-                            f"{self.known_hosts}. If you know why (reinstalled node), remove the old key with:\n"
-                            f"  ssh-keygen -f {self.known_hosts} -R '{name}'") from None
+            raise HostError(
+                node.label,
+                f"REMOTE HOST IDENTIFICATION HAS CHANGED: the host key does not match "
+                f"{self.known_hosts}. If you know why (reinstalled node), remove the old key with:\n"
+                f"  ssh-keygen -f {self.known_hosts} -R '{name}'",
+            ) from None
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e):
                 name = host_key_name(node.address, node.port)
-                raise HostError(node.label, f"host key unknown (not in {self.known_hosts}); check it, then add it:"
-                                f"\n  ssh-keyscan -p {node.port} {node.address} >> {self.known_hosts}\n"
-                                "or set ssh.host_keys: accept-new in cluster.yaml") from None
+                raise HostError(
+                    node.label,
+                    f"host key unknown (not in {self.known_hosts}); check it, then add it:"
+                    f"\n  ssh-keyscan -p {node.port} {node.address} >> {self.known_hosts}\n"
+                    "or set ssh.host_keys: accept-new in cluster.yaml",
+                ) from None
             if isinstance(e, paramiko.AuthenticationException):
-                raise HostError(node.label, f"authentication failed for {node.user}@{name_of(node)} "
-                                f"(key: {node.key or self.cluster.ssh.key or 'default keys'})") from None
+                raise HostError(
+                    node.label,
+                    f"authentication failed for {node.user}@{name_of(node)} "
+                    f"(key: {node.key or self.cluster.ssh.key or 'default keys'})",
+                ) from None
             raise HostError(node.label, f"SSH failed: {e}") from None
         except TimeoutError:
-            raise HostError(node.label, f"no SSH answer within {self.cluster.ssh.connect_timeout} s "
-                            f"({name_of(node)})") from None
+            raise HostError(
+                node.label, f"no SSH answer within {self.cluster.ssh.connect_timeout} s ({name_of(node)})"
+            ) from None
         except OSError as e:
             raise HostError(node.label, f"cannot connect to {name_of(node)}: {e.strerror or e}") from None
         return conn
@@ -182,9 +199,12 @@ class Hosts:
         answers (refused, no SSH banner yet) until the connect deadline; refusals that retrying cannot
         change (host key, authentication) fail at once."""
         deadline = self.cluster.ssh.connect_timeout
-        for attempt in tenacity.Retrying(stop=tenacity.stop_after_delay(deadline), reraise=True,
-                                         wait=tenacity.wait_exponential(multiplier=0.2, max=2),
-                                         retry=tenacity.retry_if_exception(_transient)):
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_delay(deadline),
+            reraise=True,
+            wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+            retry=tenacity.retry_if_exception(_transient),
+        ):
             with attempt:
                 conn.open()
 

@@ -29,16 +29,28 @@ class LocalTransport:
     def run(self, argv: list[str], timeout: float = 120, check: bool = True) -> Ran:
         command = shlex.join(argv)
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
-                                  stdin=subprocess.DEVNULL, check=False)
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise HostError(self.label, f"no end within {timeout:.0f} s", command=command) from None
         except OSError as e:
             raise HostError(self.label, f"cannot run {argv[0]}: {e.strerror or e}", command=command) from None
         ran = Ran(status=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
         if check and ran.status != 0:
-            raise HostError(self.label, "command failed", command=command, remote_status=ran.status,
-                            tail=(ran.stderr or ran.stdout).strip())
+            raise HostError(
+                self.label,
+                "command failed",
+                command=command,
+                remote_status=ran.status,
+                tail=(ran.stderr or ran.stdout).strip(),
+            )
         return ran
 
     def stream(self, argv: list[str]) -> int:

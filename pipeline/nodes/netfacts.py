@@ -65,8 +65,11 @@ def parse_ip_addr(text: str) -> dict[str, Iface]:
         raise ValueError(f"ip -j addr answered a JSON {type(items).__name__}, expected a list of interfaces")
     out: dict[str, Iface] = {}
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("flags", []), list) or \
-                not isinstance(item.get("addr_info", []), list):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("flags", []), list)
+            or not isinstance(item.get("addr_info", []), list)
+        ):
             raise ValueError(f"ip -j addr: interface {i} is not an object with flags and addr_info lists")
         name = item.get("ifname", "")
         if not isinstance(name, str) or not name or "LOOPBACK" in item.get("flags", []):
@@ -76,8 +79,13 @@ def parse_ip_addr(text: str) -> dict[str, Iface]:
         addrs = [a for a in item.get("addr_info", []) if isinstance(a, dict)]
         try:
             v4 = tuple((str(a["local"]), int(a["prefixlen"])) for a in addrs if a.get("family") == "inet")
-            v6 = tuple((str(a["local"]), int(a["prefixlen"])) for a in addrs if a.get("family") == "inet6"
-                       and a.get("scope", "global") == "global" and not str(a["local"]).lower().startswith("fe80"))
+            v6 = tuple(
+                (str(a["local"]), int(a["prefixlen"]))
+                for a in addrs
+                if a.get("family") == "inet6"
+                and a.get("scope", "global") == "global"
+                and not str(a["local"]).lower().startswith("fe80")
+            )
             for a, p in (*v4, *v6):
                 ipaddress.ip_network(f"{a}/{p}", strict=False)
         except (KeyError, TypeError, ValueError):

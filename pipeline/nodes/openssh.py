@@ -14,11 +14,23 @@ def ssh_command(node: NodeSpec, ssh: SshSpec) -> list[str]:
     nothing from ~/.ssh/config: bulk data goes through OpenSSH, several times faster than paramiko."""
     # AES-GCM first: with AES instructions (x86, and Grace's Neoverse cores) it encrypts several times faster
     # than OpenSSH's default ChaCha20; a node without it falls back down the list.
-    cmd = ["ssh", "-F", "/dev/null", "-p", str(node.port), "-o", "BatchMode=yes",
-           "-o", "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
-           "-o", f"ConnectTimeout={ssh.connect_timeout}",
-           "-o", f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts)}",
-           "-o", f"StrictHostKeyChecking={'accept-new' if ssh.host_keys == 'accept-new' else 'yes'}"]
+    cmd = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-p",
+        str(node.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
+        "-o",
+        f"ConnectTimeout={ssh.connect_timeout}",
+        "-o",
+        f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts)}",
+        "-o",
+        f"StrictHostKeyChecking={'accept-new' if ssh.host_keys == 'accept-new' else 'yes'}",
+    ]
     key = node.key or ssh.key
     if key:
         cmd += ["-i", os.path.expanduser(key), "-o", "IdentitiesOnly=yes"]

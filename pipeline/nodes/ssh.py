@@ -37,8 +37,13 @@ class SshTransport:
             raise HostError(self.label, f"{type(e).__name__}: {e}".strip(), command=command) from None
         ran = Ran(status=res.exited, stdout=res.stdout, stderr=res.stderr)
         if check and ran.status != 0:
-            raise HostError(self.label, "command failed", command=command, remote_status=ran.status,
-                            tail=(ran.stderr or ran.stdout).strip())
+            raise HostError(
+                self.label,
+                "command failed",
+                command=command,
+                remote_status=ran.status,
+                tail=(ran.stderr or ran.stdout).strip(),
+            )
         return ran
 
     def stream(self, argv: list[str]) -> int:

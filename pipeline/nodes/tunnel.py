@@ -18,8 +18,7 @@ CHUNK = 64 * 1024
 
 
 class RemoteForward:
-    def __init__(self, transport: paramiko.Transport, remote_port: int, local_port: int,
-                 local_host: str = "127.0.0.1"):
+    def __init__(self, transport: paramiko.Transport, remote_port: int, local_port: int, local_host: str = "127.0.0.1"):
         self.transport = transport
         self.remote_port = remote_port
         self.local = (local_host, local_port)
@@ -33,8 +32,10 @@ class RemoteForward:
         try:
             self.transport.request_port_forward("127.0.0.1", self.remote_port, handler=self._accept)
         except paramiko.SSHException as e:
-            raise OSError(f"the node refused to listen on 127.0.0.1:{self.remote_port} for the image registry "
-                          f"({e}); is another deploy shipping to it, or is the port taken there?") from None
+            raise OSError(
+                f"the node refused to listen on 127.0.0.1:{self.remote_port} for the image registry "
+                f"({e}); is another deploy shipping to it, or is the port taken there?"
+            ) from None
         return self
 
     def __exit__(self, *exc: object) -> None:

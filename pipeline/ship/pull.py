@@ -24,8 +24,10 @@ from pipeline.nodes.tunnel import RemoteForward
 
 # On the node, one command: pull through the tunnel ($1), name the image as the deploy knows it ($2), drop
 # the registry's name, and print the image ID (the last line) for the caller to check.
-PULL = ('docker pull "$1" && docker tag "$1" "$2" && docker rmi "$1" >/dev/null && '
-        'docker image inspect --format "{{.Id}}" "$2"')
+PULL = (
+    'docker pull "$1" && docker tag "$1" "$2" && docker rmi "$1" >/dev/null && '
+    'docker image inspect --format "{{.Id}}" "$2"'
+)
 
 
 def pull_argv(ref: str, image: str, wait: bool = False) -> list[str]:
@@ -41,10 +43,12 @@ class OpenSshPull:
         self.node = node
         self.command = pull_argv(ref, image)
         forward = f"127.0.0.1:{port}:127.0.0.1:{port}"
-        argv = run_argv(node, hosts.cluster.ssh, pull_argv(ref, image, wait=True),
-                        "-o", "ExitOnForwardFailure=yes", "-R", forward)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace")
+        argv = run_argv(
+            node, hosts.cluster.ssh, pull_argv(ref, image, wait=True), "-o", "ExitOnForwardFailure=yes", "-R", forward
+        )
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
 
     def go(self) -> None:
         assert self.proc.stdin is not None
@@ -87,13 +91,18 @@ class OpenSshPull:
             code = self.proc.wait()
         if code != 0:
             why = f"no end within {timeout:.0f} s" if expired.is_set() else f"exit {code}"
-            raise HostError(self.node.label, f"docker pull through the SSH tunnel failed ({why})",
-                            command=shlex.join(self.command), tail="".join(tail).strip())
+            raise HostError(
+                self.node.label,
+                f"docker pull through the SSH tunnel failed ({why})",
+                command=shlex.join(self.command),
+                tail="".join(tail).strip(),
+            )
         return received, "".join(tail)
 
 
-def paramiko_pull(hosts: Hosts, node: NodeSpec, port: int, ref: str, image: str, timeout: float,
-                  progress: Callable[[int], None]) -> tuple[int, str]:
+def paramiko_pull(
+    hosts: Hosts, node: NodeSpec, port: int, ref: str, image: str, timeout: float, progress: Callable[[int], None]
+) -> tuple[int, str]:
     """The pull through our own relay on the paramiko connection (no system ssh here); returns the bytes
     that crossed the relay and the command's output."""
     transport = hosts.open(node).client.get_transport()

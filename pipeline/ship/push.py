@@ -38,10 +38,10 @@ CHUNK = 1 << 20
 
 @dataclass
 class PushReport:
-    uploaded: int = 0        # blobs sent to the registry
+    uploaded: int = 0  # blobs sent to the registry
     uploaded_bytes: int = 0
-    present: int = 0         # blobs the registry already had
-    saves: int = 0           # `docker save` passes (0: the registry had every blob)
+    present: int = 0  # blobs the registry already had
+    saves: int = 0  # `docker save` passes (0: the registry had every blob)
 
 
 class _Hashing:
@@ -87,8 +87,10 @@ class RegistryPush:
                 self._pass(image, container, present, missing, trust_sizes, report, save)
                 save = None
         if missing:
-            raise ShipError(f"docker save {image} did not write {len(missing)} of its layers uncompressed "
-                                f"(e.g. {sorted(missing)[0][:19]}…); ship it with --ship stream")
+            raise ShipError(
+                f"docker save {image} did not write {len(missing)} of its layers uncompressed "
+                f"(e.g. {sorted(missing)[0][:19]}…); ship it with --ship stream"
+            )
         manifest = oci_manifest((config_id, present[config_id]), [(d, present[d]) for d in diff_ids])
         self._request("put the manifest", 201, self.reg.upload_manifest, manifest, container)
         return report
@@ -96,16 +98,27 @@ class RegistryPush:
     def layer_sizes(self, ref: str) -> dict[str, int]:
         """The size of each layer of the manifest at `ref`, by the short ID `docker pull` prints."""
         manifest = self._request("read the manifest", None, self.reg.get_manifest, self.reg.get_container(ref))
-        return {str(layer["digest"]).removeprefix("sha256:")[:12]: int(layer["size"])
-                for layer in manifest.get("layers", [])}
+        return {
+            str(layer["digest"]).removeprefix("sha256:")[:12]: int(layer["size"])
+            for layer in manifest.get("layers", [])
+        }
 
     def _inspect(self, image: str) -> tuple[str, list[str]]:
-        out = self.docker.run("image", "inspect", "--format", "{{.Id}}{{range .RootFS.Layers}} {{.}}{{end}}",
-                              image, timeout=60).stdout.split()
+        out = self.docker.run(
+            "image", "inspect", "--format", "{{.Id}}{{range .RootFS.Layers}} {{.}}{{end}}", image, timeout=60
+        ).stdout.split()
         return out[0], out[1:]
 
-    def _pass(self, image: str, container: Any, present: dict[str, int], missing: set[str], trust_sizes: bool,
-              report: PushReport, proc: subprocess.Popen[bytes] | None) -> None:
+    def _pass(
+        self,
+        image: str,
+        container: Any,
+        present: dict[str, int],
+        missing: set[str],
+        trust_sizes: bool,
+        report: PushReport,
+        proc: subprocess.Popen[bytes] | None,
+    ) -> None:
         """One `docker save`, uploading the members that are missing blobs; stopped once none is."""
         report.saves += 1
         proc = proc or start_save(self.docker, image)
@@ -129,8 +142,16 @@ class RegistryPush:
         else:  # everything the registry lacked is there: the rest of the save is not needed
             stop_save(proc)
 
-    def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, container: Any, present: dict[str, int],
-                missing: set[str], trust_sizes: bool, report: PushReport) -> None:
+    def _member(
+        self,
+        tar: tarfile.TarFile,
+        m: tarfile.TarInfo,
+        container: Any,
+        present: dict[str, int],
+        missing: set[str],
+        trust_sizes: bool,
+        report: PushReport,
+    ) -> None:
         if not m.isfile():
             return  # directories, and 20.10's symlinks to a layer it already wrote
         named = named_digest(m.name)
@@ -145,16 +166,28 @@ class RegistryPush:
         elif named is not None or not (trust_sizes and m.size in present.values()):
             self._upload(container, iter(lambda: f.read(CHUNK), b""), present, missing, report)
 
-    def _upload(self, container: Any, chunks: Iterator[bytes], present: dict[str, int], missing: set[str],
-                report: PushReport) -> None:
+    def _upload(
+        self, container: Any, chunks: Iterator[bytes], present: dict[str, int], missing: set[str], report: PushReport
+    ) -> None:
         """A streamed upload: POST, one PATCH with the bytes, PUT with the digest they turned out to have."""
         stream = _Hashing(chunks, self._count)
-        started = self._request("start an upload", 202, self.reg.do_request,
-                                f"{self.reg.prefix}://{container.upload_blob_url()}", "POST",
-                                headers={"Content-Length": "0"})
-        sent = self._request("upload a layer", 202, self.reg.do_request,
-                             urljoin(self.base, started.headers["Location"]), "PATCH", data=iter(stream),
-                             headers={"Content-Type": "application/octet-stream"})
+        started = self._request(
+            "start an upload",
+            202,
+            self.reg.do_request,
+            f"{self.reg.prefix}://{container.upload_blob_url()}",
+            "POST",
+            headers={"Content-Length": "0"},
+        )
+        sent = self._request(
+            "upload a layer",
+            202,
+            self.reg.do_request,
+            urljoin(self.base, started.headers["Location"]),
+            "PATCH",
+            data=iter(stream),
+            headers={"Content-Type": "application/octet-stream"},
+        )
         done = urljoin(self.base, sent.headers["Location"])
         done += ("&" if "?" in done else "?") + f"digest={stream.digest}"
         self._request("finish an upload", 201, self.reg.do_request, done, "PUT", headers={"Content-Length": "0"})
@@ -164,8 +197,9 @@ class RegistryPush:
         missing.discard(stream.digest)
 
     def _blob_size(self, container: Any, digest: str) -> int | None:
-        r = self._request("ask for a blob", None, self.reg.do_request,
-                          f"{self.reg.prefix}://{container.get_blob_url(digest)}", "HEAD")
+        r = self._request(
+            "ask for a blob", None, self.reg.do_request, f"{self.reg.prefix}://{container.get_blob_url(digest)}", "HEAD"
+        )
         return int(r.headers.get("Content-Length", 0)) if r.status_code == 200 else None
 
     def _request(self, what: str, expect: int | None, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -174,8 +208,9 @@ class RegistryPush:
         except OSError as e:  # requests' errors are OSErrors
             raise RegistryError(f"the loopback registry at {self.base}: could not {what}: {e}") from None
         if expect is not None and r.status_code != expect:
-            raise RegistryError(f"the loopback registry at {self.base}: could not {what}: HTTP {r.status_code} "
-                                f"{r.text.strip()[:300]}")
+            raise RegistryError(
+                f"the loopback registry at {self.base}: could not {what}: HTTP {r.status_code} {r.text.strip()[:300]}"
+            )
         return r
 
     def _count(self, n: int) -> None:

@@ -39,8 +39,12 @@ http:
 
 
 def registry_binary(binary: str | None = None) -> str:
-    return binary or os.environ.get("SPARK_PIPELINE_REGISTRY") or shutil.which("docker-registry") \
+    return (
+        binary
+        or os.environ.get("SPARK_PIPELINE_REGISTRY")
+        or shutil.which("docker-registry")
         or "/usr/bin/docker-registry"
+    )
 
 
 def port_in_use(port: int) -> bool:
@@ -63,17 +67,26 @@ class Registry:
 
     def __enter__(self) -> Registry:
         if not Path(self.binary).exists():
-            raise ToolMissing("shipping through a registry needs Debian/Ubuntu's docker-registry "
-                                "(apt-get install docker-registry); or use --ship stream")
+            raise ToolMissing(
+                "shipping through a registry needs Debian/Ubuntu's docker-registry "
+                "(apt-get install docker-registry); or use --ship stream"
+            )
         if port_in_use(self.port):
-            raise ConfigError(f"127.0.0.1:{self.port} is taken here; set registry_port in cluster.yaml "
-                                "(or finish the other ship/deploy first)")
+            raise ConfigError(
+                f"127.0.0.1:{self.port} is taken here; set registry_port in cluster.yaml "
+                "(or finish the other ship/deploy first)"
+            )
         cfg = write_config(self.workdir, self.port)
         self._lock = storage_lock(self.workdir, exclusive=False, wait=60)
         try:
             with self.log.open("ab") as log:
-                self.proc = subprocess.Popen([self.binary, "serve", str(cfg)], stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    [self.binary, "serve", str(cfg)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self._wait_ready()
         except BaseException:  # Ctrl-C included: the registry runs in its own session and would outlive us
             self.__exit__()
@@ -146,16 +159,17 @@ def storage_lock(workdir: Path, exclusive: bool, wait: float = 0) -> IO[str]:
             if time.monotonic() >= deadline:
                 f.close()
                 holder = "a ship or deploy" if exclusive else "the garbage collector (store gc)"
-                raise RegistryError(f"the image registry in {workdir} is in use by {holder}; "
-                                    "try again when it has finished") from None
+                raise RegistryError(
+                    f"the image registry in {workdir} is in use by {holder}; try again when it has finished"
+                ) from None
             time.sleep(0.2)
 
 
 @dataclass(frozen=True)
 class Collected:
-    blobs: int      # the collector's own count of what it deleted (or would delete)
+    blobs: int  # the collector's own count of what it deleted (or would delete)
     manifests: int
-    freed: int      # bytes, measured on disk (0 for a dry run)
+    freed: int  # bytes, measured on disk (0 for a dry run)
 
 
 def collect(workdir: Path, dry_run: bool = False, wait: float = 60, binary: str | None = None) -> Collected | None:
@@ -165,8 +179,10 @@ def collect(workdir: Path, dry_run: bool = False, wait: float = 60, binary: str 
         return None
     binary = registry_binary(binary)
     if not Path(binary).exists():
-        raise ToolMissing(f"{workdir}/storage is a registry's storage, and collecting it needs docker-registry "
-                            "(apt-get install docker-registry)")
+        raise ToolMissing(
+            f"{workdir}/storage is a registry's storage, and collecting it needs docker-registry "
+            "(apt-get install docker-registry)"
+        )
     with storage_lock(workdir, exclusive=True, wait=wait):
         cfg = write_config(workdir, 0)  # the collector reads only the storage section
         before = _disk_bytes(workdir / "storage")

@@ -38,7 +38,7 @@ from pipeline.errors import ConfigError, HostError
 from pipeline.nodes.hosts import HostResults, Hosts, Outcome
 from pipeline.ship.oci_layout import push_form
 from pipeline.ship.pull import OpenSshPull, paramiko_pull
-from pipeline.ship.push import PushReport, RegistryPush, start_save, stop_save
+from pipeline.ship.push import RegistryPush, start_save, stop_save
 from pipeline.ship.registry import Registry, holds, mark_held
 
 
@@ -49,6 +49,27 @@ class ShipResult:
     bytes: int = 0
     seconds: float = 0.0
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class ShipPlan:
+    """What a ship will do, decided from each node's answer before a byte moves: `--dry-run` prints it."""
+
+    image: str
+    local_id: str
+    mode: str
+    decided: tuple[ShipResult, ...]  # nodes that need nothing (skipped) or could not be asked (failed)
+    todo: tuple[NodeSpec, ...]  # nodes that lack the image, in node order
+    order: tuple[str, ...]  # every node's label, in node order
+
+    def lines(self) -> list[str]:
+        out = [f"{r.node.label}: nothing to do, because {r.detail}" for r in self.decided if r.status == "skipped"]
+        out += [f"{r.node.label}: cannot ship: {r.detail}" for r in self.decided if r.status == "failed"]
+        out += [
+            f"{n.label}: ship {self.image} ({self.local_id[7:19]}) by {self.mode}, only the layers it lacks"
+            for n in self.todo
+        ]
+        return out
 
 
 def registry_name(image: str, port: int) -> str:
@@ -63,38 +84,54 @@ def remote_image_id(hosts: Hosts, node: NodeSpec, image: str) -> str:
 
 
 class Shipper:
-    def __init__(self, hosts: Hosts, docker: Docker, workdir: Path, port: int,
-                 progress: Callable[[str, int], None] | None = None, pull_timeout: float = 3600):
+    def __init__(
+        self,
+        hosts: Hosts,
+        docker: Docker,
+        workdir: Path,
+        port: int,
+        progress: Callable[[str, int], None] | None = None,
+        pull_timeout: float = 3600,
+    ):
         self.hosts = hosts
         self.docker = docker
         self.workdir = workdir
         self.port = port
         self.progress = progress or (lambda node, n: None)
         self.pull_timeout = pull_timeout
-        self.pushed: PushReport | None = None  # what the last registry ship uploaded to the registry
         self._form: str | None = None
 
     def ship(self, image: str, nodes: list[NodeSpec], mode: str = "registry", force: bool = False) -> list[ShipResult]:
-        """Every node gets `image`; nodes whose image ID already matches are skipped (unless force)."""
-        local_id = self._local_id(image)
-        results: dict[str, ShipResult] = {}
-        todo: list[NodeSpec] = []
-        save = self._early_save(image, local_id, mode)
+        """Every node gets `image`; nodes whose image ID already matches are skipped (unless force).
+        `docker save` starts while the nodes are asked (its first byte comes only after Docker exported
+        the whole image)."""
+        save = self._early_save(image, self._local_id(image), mode)
         try:
-            for o in self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes):
-                if not o.ok:
-                    results[o.node.label] = ShipResult(o.node, "failed", detail=str(o.error))
-                elif o.node.transport == "local":  # the image is built here: this machine has it already
-                    results[o.node.label] = ShipResult(o.node, "skipped", detail="this machine")
-                elif o.value == local_id and not force:
-                    results[o.node.label] = ShipResult(o.node, "skipped", detail="same image")
-                else:
-                    todo.append(o.node)
-            for r in self._transfer(image, local_id, todo, mode, save):
-                results[r.node.label] = r
+            return self.apply(self.plan(image, nodes, mode, force), save)
         finally:
             stop_save(save)
-        return [results[n.label] for n in nodes]
+
+    def plan(self, image: str, nodes: list[NodeSpec], mode: str = "registry", force: bool = False) -> ShipPlan:
+        """Ask each node for its image ID; decide which nodes lack the image. Moves nothing."""
+        local_id = self._local_id(image)
+        decided: list[ShipResult] = []
+        todo: list[NodeSpec] = []
+        for o in self.hosts.each(lambda n: remote_image_id(self.hosts, n, image), nodes):
+            if not o.ok:
+                decided.append(ShipResult(o.node, "failed", detail=str(o.error)))
+            elif o.node.transport == "local":  # the image is built here: this machine has it already
+                decided.append(ShipResult(o.node, "skipped", detail="this machine"))
+            elif o.value == local_id and not force:
+                decided.append(ShipResult(o.node, "skipped", detail="same image"))
+            else:
+                todo.append(o.node)
+        return ShipPlan(image, local_id, mode, tuple(decided), tuple(todo), tuple(n.label for n in nodes))
+
+    def apply(self, plan: ShipPlan, save: subprocess.Popen[bytes] | None = None) -> list[ShipResult]:
+        results = {r.node.label: r for r in plan.decided}
+        for r in self._transfer(plan.image, plan.local_id, list(plan.todo), plan.mode, save):
+            results[r.node.label] = r
+        return [results[label] for label in plan.order]
 
     def ship_to(self, image: str, nodes: list[NodeSpec], mode: str) -> HostResults[ShipResult]:
         """Ship to exactly these nodes (deploy decided from its facts that they lack the image)."""
@@ -104,8 +141,14 @@ class Shipper:
             results = self._transfer(image, local_id, nodes, mode, save)
         finally:
             stop_save(save)
-        return HostResults(tuple(Outcome(r.node, value=r) if r.status != "failed" else
-                                 Outcome(r.node, error=HostError(r.node.label, r.detail)) for r in results))
+        return HostResults(
+            tuple(
+                Outcome(r.node, value=r)
+                if r.status != "failed"
+                else Outcome(r.node, error=HostError(r.node.label, r.detail))
+                for r in results
+            )
+        )
 
     def _local_id(self, image: str) -> str:
         local_id = self.docker.image_id(image)
@@ -122,12 +165,14 @@ class Shipper:
 
     def _push_form(self) -> str:
         if self._form is None:
-            self._form = push_form(self.docker.run("info", "--format", "{{json .DriverStatus}}", check=False,
-                                                   timeout=60).stdout)
+            self._form = push_form(
+                self.docker.run("info", "--format", "{{json .DriverStatus}}", check=False, timeout=60).stdout
+            )
         return self._form
 
-    def _transfer(self, image: str, local_id: str, nodes: list[NodeSpec], mode: str,
-                  save: subprocess.Popen[bytes] | None) -> list[ShipResult]:
+    def _transfer(
+        self, image: str, local_id: str, nodes: list[NodeSpec], mode: str, save: subprocess.Popen[bytes] | None
+    ) -> list[ShipResult]:
         if not nodes:
             return []
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -139,12 +184,16 @@ class Shipper:
             return self._stream(image, local_id, nodes)
 
     # --- registry + tunnels -----------------------------------------------------------------------
-    def _registry(self, image: str, local_id: str, nodes: list[NodeSpec],
-                  save: subprocess.Popen[bytes] | None) -> list[ShipResult]:
+    def _registry(
+        self, image: str, local_id: str, nodes: list[NodeSpec], save: subprocess.Popen[bytes] | None
+    ) -> list[ShipResult]:
         ref = registry_name(image, self.port)
         with Registry(self.workdir / "registry", self.port):
-            early = {n.label: OpenSshPull(self.hosts, n, self.port, ref, image) for n in nodes
-                     if n.transport == "ssh" and shutil.which("ssh")}
+            early = {
+                n.label: OpenSshPull(self.hosts, n, self.port, ref, image)
+                for n in nodes
+                if n.transport == "ssh" and shutil.which("ssh")
+            }
             try:
                 sizes = self._push(image, local_id, ref, save)
             except BaseException:
@@ -152,8 +201,9 @@ class Shipper:
                     tunnel.abandon()
                 raise
             try:
-                outcomes = self.hosts.each(lambda n: self._pull(n, early.get(n.label), image, ref, local_id, sizes),
-                                           nodes)
+                outcomes = self.hosts.each(
+                    lambda n: self._pull(n, early.get(n.label), image, ref, local_id, sizes), nodes
+                )
             finally:
                 for tunnel in early.values():  # each has ended by now, unless interrupted
                     tunnel.abandon()
@@ -161,8 +211,9 @@ class Shipper:
 
     def _push(self, image: str, local_id: str, ref: str, save: subprocess.Popen[bytes] | None) -> dict[str, int]:
         """Put the image into the loopback registry; returns its layers' sizes by short ID."""
-        pusher = RegistryPush(self.docker, f"127.0.0.1:{self.port}",
-                              progress=lambda n: self.progress("registry (uncompressed)", n))
+        pusher = RegistryPush(
+            self.docker, f"127.0.0.1:{self.port}", progress=lambda n: self.progress("registry (uncompressed)", n)
+        )
         at = ref.replace("localhost:", "127.0.0.1:", 1)
         if self._push_form() == "docker push":  # the containerd image store: its blobs go as they are stored
             self.docker.run("tag", image, ref)
@@ -171,12 +222,13 @@ class Shipper:
             finally:
                 self.docker.run("rmi", ref, check=False)
         else:
-            self.pushed = pusher.push(image, at, save)
+            pusher.push(image, at, save)
             mark_held(self.workdir / "registry", local_id)
         return pusher.layer_sizes(at)
 
-    def _pull(self, node: NodeSpec, tunnel: OpenSshPull | None, image: str, ref: str, local_id: str,
-              sizes: dict[str, int]) -> ShipResult:
+    def _pull(
+        self, node: NodeSpec, tunnel: OpenSshPull | None, image: str, ref: str, local_id: str, sizes: dict[str, int]
+    ) -> ShipResult:
         start = time.monotonic()
         progress = functools.partial(self.progress, node.label)
         if tunnel is not None:
@@ -196,8 +248,9 @@ class Shipper:
         queues: dict[str, queue.Queue[bytes | None]] = {n.label: queue.Queue(maxsize=16) for n in nodes}
         sent = dict.fromkeys(queues, 0)
         errors: dict[str, str] = {}
-        threads = [threading.Thread(target=self._load_on, args=(n, queues[n.label], sent, errors), daemon=True)
-                   for n in nodes]
+        threads = [
+            threading.Thread(target=self._load_on, args=(n, queues[n.label], sent, errors), daemon=True) for n in nodes
+        ]
         for t in threads:
             t.start()
         producer = subprocess.Popen(self.docker.cmd("save", image), stdout=subprocess.PIPE)
@@ -211,11 +264,14 @@ class Shipper:
             for t in threads:
                 t.join()
             producer.wait()
-        return [self._loaded(n, image, local_id, sent[n.label], errors.get(n.label), time.monotonic() - start)
-                for n in nodes]
+        return [
+            self._loaded(n, image, local_id, sent[n.label], errors.get(n.label), time.monotonic() - start)
+            for n in nodes
+        ]
 
-    def _load_on(self, node: NodeSpec, q: queue.Queue[bytes | None], sent: dict[str, int],
-                 errors: dict[str, str]) -> None:
+    def _load_on(
+        self, node: NodeSpec, q: queue.Queue[bytes | None], sent: dict[str, int], errors: dict[str, str]
+    ) -> None:
         """Feed the chunks of `docker save` into `docker load` on one node, over a raw SSH channel
         (invoke's in_stream reads 1 byte at a time)."""
         try:
@@ -235,12 +291,14 @@ class Shipper:
             while q.get() is not None:
                 pass
 
-    def _loaded(self, node: NodeSpec, image: str, local_id: str, nbytes: int, error: str | None,
-                seconds: float) -> ShipResult:
+    def _loaded(
+        self, node: NodeSpec, image: str, local_id: str, nbytes: int, error: str | None, seconds: float
+    ) -> ShipResult:
         if error is not None:
             return ShipResult(node, "failed", bytes=nbytes, detail=error)
         got = remote_image_id(self.hosts, node, image)
         if got != local_id:
-            return ShipResult(node, "failed", bytes=nbytes, seconds=seconds,
-                              detail=f"image ID after load is {got[:19]}")
+            return ShipResult(
+                node, "failed", bytes=nbytes, seconds=seconds, detail=f"image ID after load is {got[:19]}"
+            )
         return ShipResult(node, "shipped", bytes=nbytes, seconds=seconds, detail="docker save | docker load")

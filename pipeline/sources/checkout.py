@@ -30,8 +30,9 @@ from pipeline.sources.resolve import IDENTITY, conflict_error, tolerated
 SCM_VERSION_FILE = ".scm-version"
 
 
-def _git_env(*args: str, cwd: Path, check: bool = True,
-             input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _git_env(
+    *args: str, cwd: Path, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """git with a fixed identity and dates, so applying the same PRs gives the same commits."""
     return git(*args, cwd=cwd, check=check, input=input, extra_env=IDENTITY)
 

@@ -75,13 +75,17 @@ class ResolvedSource:
         def subs(items: tuple[Submodule, ...]) -> list[object]:
             return [[s.path, s.commit, subs(s.children)] for s in items]
 
-        return sha256_text(canonical_json({
-            "commit": self.commit,
-            "prs": [sha for _, sha, _ in self.prs],
-            "patches": [sha for _, sha, _ in self.patches],
-            "tolerate": list(self.tolerate_conflicts),
-            **({"submodules": subs(self.submodules)} if self.submodules else {}),
-        }))
+        return sha256_text(
+            canonical_json(
+                {
+                    "commit": self.commit,
+                    "prs": [sha for _, sha, _ in self.prs],
+                    "patches": [sha for _, sha, _ in self.patches],
+                    "tolerate": list(self.tolerate_conflicts),
+                    **({"submodules": subs(self.submodules)} if self.submodules else {}),
+                }
+            )
+        )
 
     def resolved(self) -> Resolved:
         return Resolved(digest=self.digest, facts=self.facts)
@@ -95,8 +99,13 @@ def is_remote(url: str) -> bool:
 class Mirrors:
     """The source cache: one bare mirror per repository URL, each ref fetched at most once per process."""
 
-    def __init__(self, cache: Path, offline: bool = False, progress: Callable[[str], None] | None = None,
-                 detail: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        cache: Path,
+        offline: bool = False,
+        progress: Callable[[str], None] | None = None,
+        detail: Callable[[str], None] | None = None,
+    ):
         """`progress` hears one line per clone or fetch; `detail` hears git's own progress lines."""
         self.cache = cache
         self.offline = offline
@@ -124,9 +133,12 @@ class Mirrors:
             git("init", "--bare", "--quiet", str(tmp))
             git("remote", "add", "origin", url, cwd=tmp)
             if is_remote(url):  # a promisor remote: blobs arrive when a checkout needs them
-                for key, value in (("core.repositoryformatversion", "1"), ("extensions.partialClone", "origin"),
-                                   ("remote.origin.promisor", "true"),
-                                   ("remote.origin.partialclonefilter", "blob:none")):
+                for key, value in (
+                    ("core.repositoryformatversion", "1"),
+                    ("extensions.partialClone", "origin"),
+                    ("remote.origin.promisor", "true"),
+                    ("remote.origin.partialclonefilter", "blob:none"),
+                ):
                     git("config", key, value, cwd=tmp)
         # No default refspec: a fetch brings exactly the refs asked for (no remote-tracking copies).
         git("config", "--unset-all", "remote.origin.fetch", cwd=tmp, check=False)
@@ -145,14 +157,21 @@ class Mirrors:
         partial = remote == "origin" and is_remote(url)
         source = mirror.name.rsplit("-", 1)[0]
         self.progress(f"{source}: fetching {' '.join(r.split(':')[0].lstrip('+') for r in refspecs)} from {url}")
-        gitcmd.fetch(mirror, remote, list(refspecs), what=what or source, progress=self.detail,
-                     partial=partial)
+        gitcmd.fetch(mirror, remote, list(refspecs), what=what or source, progress=self.detail, partial=partial)
         self._fetched.add(key)
 
     def remote_refs(self, mirror: Path, url: str, ref: str) -> dict[str, str]:
         """refname -> sha for `ref` as a branch or tag on the remote (one round trip, no objects)."""
-        proc = git("ls-remote", url, f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}",
-                   cwd=mirror, check=False, timeout=gitcmd.git_timeout())
+        proc = git(
+            "ls-remote",
+            url,
+            f"refs/heads/{ref}",
+            f"refs/tags/{ref}",
+            f"refs/tags/{ref}^{{}}",
+            cwd=mirror,
+            check=False,
+            timeout=gitcmd.git_timeout(),
+        )
         if proc.returncode != 0:
             raise SourceError(f"cannot reach {url}: {proc.stderr.decode(errors='replace').strip()}")
         pairs = (line.split("\t", 1) for line in proc.stdout.decode().splitlines() if "\t" in line)

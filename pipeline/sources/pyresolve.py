@@ -51,18 +51,35 @@ def simple_index(directory: Path, dest: Path) -> str:
             by.setdefault(canonicalize_name(re.split(r"-\d", f.name, maxsplit=1)[0]), []).append(f)
     for name, files in by.items():
         (dest / name).mkdir(parents=True, exist_ok=True)
-        links = "".join(f'<a href="{f.resolve().as_uri()}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">'
-                        f"{html.escape(f.name)}</a>\n" for f in files)
+        links = "".join(
+            f'<a href="{f.resolve().as_uri()}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">'
+            f"{html.escape(f.name)}</a>\n"
+            for f in files
+        )
         (dest / name / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
     return dest.as_uri()
 
 
 def argv(tgt: Target, src: Path, out: Path, tmp: Path) -> list[str]:
-    cmd = [uv_bin(), "pip", "compile", "--no-config", "--no-header", "--generate-hashes", "--no-progress",
-           "--python-platform", tgt.platform, "--python-version", tgt.python,
-           # each project from the first index that has it, local directories first: a name on PyPI
-           # never shadows the build's own wheels (pip's versions then follow through the constraints)
-           "--index-strategy", "first-index", "--output-file", str(out)]
+    cmd = [
+        uv_bin(),
+        "pip",
+        "compile",
+        "--no-config",
+        "--no-header",
+        "--generate-hashes",
+        "--no-progress",
+        "--python-platform",
+        tgt.platform,
+        "--python-version",
+        tgt.python,
+        # each project from the first index that has it, local directories first: a name on PyPI
+        # never shadows the build's own wheels (pip's versions then follow through the constraints)
+        "--index-strategy",
+        "first-index",
+        "--output-file",
+        str(out),
+    ]
     if not tgt.indexes:
         cmd.append("--no-index")
         for d in tgt.find_links:
@@ -87,17 +104,22 @@ def compile_once(reqs: list[Req], tgt: Target) -> Attempt:
         src.write_text(input_text(reqs))
         env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
         try:
-            proc = subprocess.run(argv(tgt, src, out, Path(tmp)), capture_output=True, text=True,
-                                  timeout=DEADLINE, env=env)
+            proc = subprocess.run(
+                argv(tgt, src, out, Path(tmp)), capture_output=True, text=True, timeout=DEADLINE, env=env
+            )
         except subprocess.TimeoutExpired:
-            raise SourceError(f"resolving the build's Python packages took over {DEADLINE:.0f} s "
-                              f"(uv pip compile for {tgt.platform}, Python {tgt.python})") from None
+            raise SourceError(
+                f"resolving the build's Python packages took over {DEADLINE:.0f} s "
+                f"(uv pip compile for {tgt.platform}, Python {tgt.python})"
+            ) from None
         if proc.returncode == 0:
             return Attempt(pinned=parse_compiled(out.read_text()), message="")
         message = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("warning:"))
         if "No solution found" not in message:
-            raise SourceError(f"cannot resolve the build's Python packages for {tgt.platform}, Python {tgt.python} "
-                              f"(uv pip compile):\n{message.strip()[-3000:]}")
+            raise SourceError(
+                f"cannot resolve the build's Python packages for {tgt.platform}, Python {tgt.python} "
+                f"(uv pip compile):\n{message.strip()[-3000:]}"
+            )
         return Attempt(pinned=None, message=message)
 
 
@@ -116,6 +138,8 @@ def resolve(reqs: list[Req], tgt: Target) -> dict[str, Pinned]:
         conflicts.append(explain(attempt.message, reqs))
         todo = relaxed(todo, attempt.message)
     listed = "\n".join(f"  conflict {i}:\n{c}" for i, c in enumerate(conflicts, 1))
-    raise ConfigError(f"the build's Python packages cannot be installed together (resolved for Python "
-                      f"{tgt.python} on {tgt.platform}):\n{listed}\n  change or remove the build.yaml lines "
-                      "named, or set them to NAME==auto to follow vLLM's pin")
+    raise ConfigError(
+        f"the build's Python packages cannot be installed together (resolved for Python "
+        f"{tgt.python} on {tgt.platform}):\n{listed}\n  change or remove the build.yaml lines "
+        "named, or set them to NAME==auto to follow vLLM's pin"
+    )

@@ -25,17 +25,22 @@ from pipeline.sources.mirror import (
 )
 
 IDENTITY = {
-    "GIT_AUTHOR_NAME": "spark-pipeline", "GIT_AUTHOR_EMAIL": "spark-pipeline@localhost",
-    "GIT_COMMITTER_NAME": "spark-pipeline", "GIT_COMMITTER_EMAIL": "spark-pipeline@localhost",
-    "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z",
+    "GIT_AUTHOR_NAME": "spark-pipeline",
+    "GIT_AUTHOR_EMAIL": "spark-pipeline@localhost",
+    "GIT_COMMITTER_NAME": "spark-pipeline",
+    "GIT_COMMITTER_EMAIL": "spark-pipeline@localhost",
+    "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z",
 }
 MAX_DEPTH = 3  # submodules of submodules of submodules
 
 
 def conflict_error(name: str, label: str, paths: list[str]) -> SourceError:
     """The one message for a PR that does not merge (plan and build say the same)."""
-    return SourceError(f"{name}: PR {label} conflicts in {', '.join(paths)}; rebase the PR, pick another "
-                       f"{name}.ref, or drop it from {name}.prs")
+    return SourceError(
+        f"{name}: PR {label} conflicts in {', '.join(paths)}; rebase the PR, pick another "
+        f"{name}.ref, or drop it from {name}.prs"
+    )
 
 
 def tolerated(path: str, patterns: tuple[str, ...]) -> bool:
@@ -45,24 +50,39 @@ def tolerated(path: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(path, p) for p in patterns)
 
 
-def check_prs(mirror: Path, commit: str, prs: tuple[tuple[str, str, str], ...], name: str,
-              tolerate: tuple[str, ...]) -> str:
+def check_prs(
+    mirror: Path, commit: str, prs: tuple[tuple[str, str, str], ...], name: str, tolerate: tuple[str, ...]
+) -> str:
     """Merge each PR onto the commit (and the PRs before it) in the mirror, the way checkout applies
     them; a conflict outside the tolerated paths is the same SourceError checkout would raise. Returns
     the merged commit (the one checkout's tree has before patches)."""
     current = commit
     for label, head, _ in prs:
-        proc = git("merge-tree", "--write-tree", "--name-only", "--no-messages", current, head, cwd=mirror,
-                   check=False)
+        proc = git("merge-tree", "--write-tree", "--name-only", "--no-messages", current, head, cwd=mirror, check=False)
         lines = proc.stdout.decode().splitlines()
         if proc.returncode not in (0, 1) or not lines:
-            raise SourceError(f"{name}: cannot check PR {label} against {commit[:12]}: "
-                              f"{proc.stderr.decode(errors='replace').strip()}")
+            raise SourceError(
+                f"{name}: cannot check PR {label} against {commit[:12]}: {proc.stderr.decode(errors='replace').strip()}"
+            )
         fatal = [p for p in lines[1:] if p and not tolerated(p, tolerate)]
         if proc.returncode == 1 and fatal:
             raise conflict_error(name, label, fatal)
-        current = git("commit-tree", lines[0], "-p", current, "-p", head, "-m", f"check {label}", cwd=mirror,
-                      extra_env=IDENTITY).stdout.decode().strip()
+        current = (
+            git(
+                "commit-tree",
+                lines[0],
+                "-p",
+                current,
+                "-p",
+                head,
+                "-m",
+                f"check {label}",
+                cwd=mirror,
+                extra_env=IDENTITY,
+            )
+            .stdout.decode()
+            .strip()
+        )
     return current
 
 
@@ -77,14 +97,20 @@ def check_patches(mirror: Path, tree: str, patches: list[Path], name: str, ref: 
         git("read-tree", tree, cwd=mirror, extra_env=env)
         for patch in patches:
             data = patch.read_bytes()
-            if git("apply", "--cached", "--reverse", "--check", "-", cwd=mirror, input=data, check=False,
-                   extra_env=env).returncode == 0:
+            if (
+                git(
+                    "apply", "--cached", "--reverse", "--check", "-", cwd=mirror, input=data, check=False, extra_env=env
+                ).returncode
+                == 0
+            ):
                 continue
             proc = git("apply", "--cached", "--binary", "-", cwd=mirror, input=data, check=False, extra_env=env)
             if proc.returncode != 0:
-                raise SourceError(f"{name}: patch {patch.name} does not apply to {name} {ref} ({tree[:12]}): "
-                                  f"{proc.stderr.decode(errors='replace').strip()}\n  the {name} stage would fail "
-                                  f"on it; update the patch, or leave it out ({name}.patches in build.yaml)")
+                raise SourceError(
+                    f"{name}: patch {patch.name} does not apply to {name} {ref} ({tree[:12]}): "
+                    f"{proc.stderr.decode(errors='replace').strip()}\n  the {name} stage would fail "
+                    f"on it; update the patch, or leave it out ({name}.patches in build.yaml)"
+                )
 
 
 def sub_url(parent: str, url: str) -> str:
@@ -97,11 +123,19 @@ def sub_url(parent: str, url: str) -> str:
     return posixpath.normpath(posixpath.join(parent.rstrip("/"), url))
 
 
-def submodules_of(mirrors: Mirrors, mirror: Path, url: str, commit: str, name: str,
-                  depth: int = 0) -> tuple[Submodule, ...]:
+def submodules_of(
+    mirrors: Mirrors, mirror: Path, url: str, commit: str, name: str, depth: int = 0
+) -> tuple[Submodule, ...]:
     """The submodules `commit` records, each mirrored and fetched at the commit recorded for it."""
-    proc = git("config", "--blob", f"{commit}:.gitmodules", "--get-regexp", r"^submodule\..*\.(path|url)$",
-               cwd=mirror, check=False)
+    proc = git(
+        "config",
+        "--blob",
+        f"{commit}:.gitmodules",
+        "--get-regexp",
+        r"^submodule\..*\.(path|url)$",
+        cwd=mirror,
+        check=False,
+    )
     if proc.returncode != 0 or depth > MAX_DEPTH:
         return ()
     entries: dict[str, dict[str, str]] = {}
@@ -119,8 +153,15 @@ def submodules_of(mirrors: Mirrors, mirror: Path, url: str, commit: str, name: s
         what = f"{name} submodule {e['path']}"
         if fetch_commit(mirrors, s_mirror, s_url, listing[2], what) is None:
             raise SourceError(f"{what}: commit {listing[2][:12]} is not in {s_url}")
-        out.append(Submodule(path=e["path"], url=s_url, commit=listing[2], mirror=s_mirror,
-                             children=submodules_of(mirrors, s_mirror, s_url, listing[2], name, depth + 1)))
+        out.append(
+            Submodule(
+                path=e["path"],
+                url=s_url,
+                commit=listing[2],
+                mirror=s_mirror,
+                children=submodules_of(mirrors, s_mirror, s_url, listing[2], name, depth + 1),
+            )
+        )
     return tuple(out)
 
 
@@ -139,8 +180,10 @@ def local_head(work: Path, what: str) -> str:
     status = git("status", "--porcelain", "--untracked-files=normal", cwd=work).stdout.decode()
     if status.strip():
         first = status.strip().splitlines()[0]
-        raise SourceError(f"{what}: {work} has uncommitted changes ({first.strip()} …); commit or stash them "
-                          "so the build is reproducible")
+        raise SourceError(
+            f"{what}: {work} has uncommitted changes ({first.strip()} …); commit or stash them "
+            "so the build is reproducible"
+        )
     if (work / ".gitmodules").exists():
         raise SourceError(f"{what}: {work} uses submodules, which a source dir build does not support")
     return git("rev-parse", "HEAD", cwd=work).stdout.decode().strip()
@@ -173,6 +216,16 @@ def resolve_source(mirrors: Mirrors, spec: SourceSpec, root: Path, label: str) -
         patches.append((p.name, digest, p))
         facts.append((f"{spec.name}.patches {p.name}", digest))
     check_patches(mirror, merged, [p for _, _, p in patches], spec.name, ref)
-    return ResolvedSource(name=spec.name, url=url, mirror=mirror, ref=ref, commit=commit, prs=prs,
-                          patches=tuple(patches), tolerate_conflicts=spec.tolerate_conflicts,
-                          source_dir=spec.source_dir, submodules=subs, facts=tuple(facts))
+    return ResolvedSource(
+        name=spec.name,
+        url=url,
+        mirror=mirror,
+        ref=ref,
+        commit=commit,
+        prs=prs,
+        patches=tuple(patches),
+        tolerate_conflicts=spec.tolerate_conflicts,
+        source_dir=spec.source_dir,
+        submodules=subs,
+        facts=tuple(facts),
+    )

@@ -45,9 +45,13 @@ def vllm_facts(mirror: Path, commit: str) -> VllmFacts:
     texts = requirement_texts(mirror, commit)
     # pins follow the runtime files (and setup.py), never a build file's `setuptools==…`
     runtime = {p: t for p, t in texts.items() if p not in BUILD_FILES and not p.startswith("requirements/build")}
-    return VllmFacts(commit=commit, pins=parse_pins(runtime), has_rust=has_rust,
-                     rust_toolchain=parse_rust_toolchain(toolchain) if toolchain else None,
-                     files={p: t for p, t in texts.items() if p != "setup.py"})
+    return VllmFacts(
+        commit=commit,
+        pins=parse_pins(runtime),
+        has_rust=has_rust,
+        rust_toolchain=parse_rust_toolchain(toolchain) if toolchain else None,
+        files={p: t for p, t in texts.items() if p != "setup.py"},
+    )
 
 
 # The toolchain's torch family: a tree's own pin on it is never installed (as build_requires.py skips it).
@@ -58,9 +62,12 @@ def build_requires(mirror: Path, commit: str, label: str, subdirs: tuple[str, ..
     """A tree's PEP 518 build requirements (pyproject.toml [build-system] requires, in each of `subdirs`),
     which a stage building it without isolation installs itself (FlashInfer: setuptools, packaging,
     apache-tvm-ffi; Triton: pybind11, cmake, ninja); the torch family is the toolchain's."""
-    return [r for sub in subdirs for r in _build_requires(mirror, commit, label,
-                                                          posixpath.normpath(f"{sub}/pyproject.toml"))
-            if not TORCH_FAMILY.match(r.line)]
+    return [
+        r
+        for sub in subdirs
+        for r in _build_requires(mirror, commit, label, posixpath.normpath(f"{sub}/pyproject.toml"))
+        if not TORCH_FAMILY.match(r.line)
+    ]
 
 
 def _build_requires(mirror: Path, commit: str, label: str, path: str) -> list[Req]:
@@ -80,5 +87,4 @@ def requirements_file(mirror: Path, commit: str, label: str, path: str = "requir
     text = show(mirror, commit, path)
     if text is None:
         return []
-    return [Req(line, f"{label} {path}:{n}") for n, line in requirement_lines(text)
-            if not TORCH_FAMILY.match(line)]
+    return [Req(line, f"{label} {path}:{n}") for n, line in requirement_lines(text) if not TORCH_FAMILY.match(line)]

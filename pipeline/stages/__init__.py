@@ -25,12 +25,3 @@ def source_specs(spec: BuildSpec) -> dict[str, SourceSpec]:
         for src in getattr(m, "sources", lambda _s: [])(spec):
             out[src.name] = src
     return out
-
-
-def downstream(stages: list[Stage], name: str) -> list[str]:
-    """`name` and every stage that consumes it, directly or not, in order."""
-    hit = {name}
-    for s in stages:
-        if hit & set(s.upstream):
-            hit.add(s.name)
-    return [s.name for s in stages if s.name in hit]

@@ -41,8 +41,9 @@ def is_url(index: str) -> bool:
 def requirements(spec: BuildSpec) -> list[str]:
     t = spec.base.torch
     reqs = [f"torch=={t.version}"]
-    reqs += [f"{name}=={v}" for name, v in (("torchvision", t.torchvision), ("torchaudio", t.torchaudio))
-             if v != "none"]
+    reqs += [
+        f"{name}=={v}" for name, v in (("torchvision", t.torchvision), ("torchaudio", t.torchaudio)) if v != "none"
+    ]
     return reqs + list(spec.base.pip_packages)
 
 
@@ -68,8 +69,11 @@ def sources(spec: BuildSpec) -> list[SourceSpec]:
 def apt_packages(spec: BuildSpec) -> list[str]:
     pkgs = list(spec.base.apt_packages)
     if rust_enabled(spec):
-        pkgs += [p for p in ("curl", "ca-certificates", "pkg-config", "protobuf-compiler", "libprotobuf-dev")
-                 if p not in pkgs]
+        pkgs += [
+            p
+            for p in ("curl", "ca-certificates", "pkg-config", "protobuf-compiler", "libprotobuf-dev")
+            if p not in pkgs
+        ]
     return pkgs
 
 
@@ -80,15 +84,25 @@ def rust_step(spec: BuildSpec) -> tuple[Step, list[Input]]:
     if is_url(installer):
         fetch = 'curl --proto =https -sSf "$1" -o /tmp/rustup-init.sh'
     else:  # a directory holding rustup-init.sh (an input: its content is in the key)
-        inputs.append(Input(name="rust-installer", kind="dir", ref=installer.removeprefix("file://"),
-                            path=RUST_INSTALLER, mode="mount"))
+        inputs.append(
+            Input(
+                name="rust-installer",
+                kind="dir",
+                ref=installer.removeprefix("file://"),
+                path=RUST_INSTALLER,
+                mode="mount",
+            )
+        )
         fetch = f"cp {RUST_INSTALLER}/rustup-init.sh /tmp/rustup-init.sh"
-    script = (f"{fetch} && sh /tmp/rustup-init.sh -y --no-modify-path --profile minimal "
-              '--default-toolchain "$2" && rm /tmp/rustup-init.sh && ln -sf /opt/cargo/bin/* /usr/local/bin/ && '
-              "rustc --version && cargo --version && protoc --version")
+    script = (
+        f"{fetch} && sh /tmp/rustup-init.sh -y --no-modify-path --profile minimal "
+        '--default-toolchain "$2" && rm /tmp/rustup-init.sh && ln -sf /opt/cargo/bin/* /usr/local/bin/ && '
+        "rustc --version && cargo --version && protoc --version"
+    )
     mounts = ("rust-installer",) if inputs else ()
-    return Step(argv=("sh", "-c", script, "sh", installer, spec.base.rust.toolchain), mounts=mounts,
-                kind="rust"), inputs
+    return Step(
+        argv=("sh", "-c", script, "sh", installer, spec.base.rust.toolchain), mounts=mounts, kind="rust"
+    ), inputs
 
 
 def steps_and_inputs(spec: BuildSpec) -> tuple[list[Step], list[Input]]:
@@ -96,8 +110,9 @@ def steps_and_inputs(spec: BuildSpec) -> tuple[list[Step], list[Input]]:
     mounts: tuple[str, ...] = ()
     index = spec.base.torch.index
     if not is_url(index):
-        inputs.append(Input(name="torch-index", kind="dir", ref=index.removeprefix("file://"),
-                            path=TORCH_INDEX, mode="mount"))
+        inputs.append(
+            Input(name="torch-index", kind="dir", ref=index.removeprefix("file://"), path=TORCH_INDEX, mode="mount")
+        )
         mounts = ("torch-index",)
     steps = [common.apt_step(apt_packages(spec))]
     if rust_enabled(spec):
@@ -105,32 +120,46 @@ def steps_and_inputs(spec: BuildSpec) -> tuple[list[Step], list[Input]]:
         steps.append(step)
         inputs += extra
     reqs = requirements(spec)
-    steps += [Step(argv=("python3", "-m", "pip", "download", "--dest", OUT, *index_args(spec), *reqs),
-                   mounts=mounts, kind="pip-download"),
-              Step(argv=("python3", "-m", "pip", "install", "--no-index", "--find-links", OUT, *reqs),
-                   kind="pip-install")]
+    steps += [
+        Step(
+            argv=("python3", "-m", "pip", "download", "--dest", OUT, *index_args(spec), *reqs),
+            mounts=mounts,
+            kind="pip-download",
+        ),
+        Step(argv=("python3", "-m", "pip", "install", "--no-index", "--find-links", OUT, *reqs), kind="pip-install"),
+    ]
     if spec.nccl.enabled:
         inputs.append(common.source_input("nccl"))
         src = common.src_path("nccl")
         steps += [
             Step(argv=("make", "-C", src, "src.build", f"NVCC_GENCODE={spec.nccl_gencode}"), kind="make"),
             Step(argv=("make", "-C", src, "pkg.txz.build", f"NVCC_GENCODE={spec.nccl_gencode}"), kind="make"),
-            Step(argv=("sh", "-c", f"mkdir -p {OUT}/nccl && cp {src}/build/pkg/txz/*.txz {OUT}/nccl/"),
-                 kind="export"),
+            Step(argv=("sh", "-c", f"mkdir -p {OUT}/nccl && cp {src}/build/pkg/txz/*.txz {OUT}/nccl/"), kind="export"),
         ]
     return steps, inputs
 
 
 def knobs(spec: BuildSpec) -> list[tuple[str, str]]:
     t = spec.base.torch
-    out = [("gpu_arch", spec.gpu_arch), ("platform", spec.platform), ("base.torch.version", t.version),
-           ("base.torch.torchvision", t.torchvision), ("base.torch.torchaudio", t.torchaudio),
-           ("base.torch.index", t.index), ("base.rust", spec.base.rust.toolchain if rust_enabled(spec) else "off")]
+    out = [
+        ("gpu_arch", spec.gpu_arch),
+        ("platform", spec.platform),
+        ("base.torch.version", t.version),
+        ("base.torch.torchvision", t.torchvision),
+        ("base.torch.torchaudio", t.torchaudio),
+        ("base.torch.index", t.index),
+        ("base.rust", spec.base.rust.toolchain if rust_enabled(spec) else "off"),
+    ]
     if spec.nccl.enabled:
         out.append(("nccl.gencode", spec.nccl_gencode))
-    return [*out, ("base.python", spec.base.python), ("base.glibc", spec.base.glibc),
-            *common.list_knobs("base.apt_packages", apt_packages(spec)),
-            *common.pip_knobs("base", spec.base.pip_packages), *common.env_knobs("base", spec.base.env)]
+    return [
+        *out,
+        ("base.python", spec.base.python),
+        ("base.glibc", spec.base.glibc),
+        *common.list_knobs("base.apt_packages", apt_packages(spec)),
+        *common.pip_knobs("base", spec.base.pip_packages),
+        *common.env_knobs("base", spec.base.env),
+    ]
 
 
 def stage(spec: BuildSpec) -> Stage:

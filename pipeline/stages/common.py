@@ -38,15 +38,21 @@ def install_wheels(*stages: str, deps: bool = True, layer: str = "") -> Step:
     find = " ".join(f"--find-links {wheels_path(s)}" for s in stages)
     files = " ".join(f"{wheels_path(s)}/*.whl" for s in stages)
     nodeps = "" if deps else " --no-deps"
-    return Step(argv=("sh", "-c", f"python3 -m pip install --no-index{nodeps} {find} {files}"),
-                mounts=stages, layer=layer, kind="install-wheels")
+    return Step(
+        argv=("sh", "-c", f"python3 -m pip install --no-index{nodeps} {find} {files}"),
+        mounts=stages,
+        layer=layer,
+        kind="install-wheels",
+    )
 
 
 # The source tree's version file (see build/checkout.py): setuptools-scm reads no .git in a build
 # container, so the version git would give is handed over this way. $0 is the source directory.
-WHEEL_SCRIPT = ('v="$(cat "$0/.scm-version" 2>/dev/null || true)"; '
-                'if [ -n "$v" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION="$v"; fi; '
-                f'exec python3 -m pip wheel --no-build-isolation --no-deps --wheel-dir {OUT} "$0"')
+WHEEL_SCRIPT = (
+    'v="$(cat "$0/.scm-version" 2>/dev/null || true)"; '
+    'if [ -n "$v" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION="$v"; fi; '
+    f'exec python3 -m pip wheel --no-build-isolation --no-deps --wheel-dir {OUT} "$0"'
+)
 
 
 def pip_wheel(src: str, mounts: tuple[str, ...] = ()) -> Step:
@@ -57,8 +63,13 @@ def pip_wheel(src: str, mounts: tuple[str, ...] = ()) -> Step:
 def compile_build_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
     """Parallelism knobs (toolkit: BUILD_JOBS). They change how fast, not what: never in a key."""
     jobs = str(spec.build_jobs)
-    return (("MAX_JOBS", jobs), ("CMAKE_BUILD_PARALLEL_LEVEL", jobs), ("NINJAFLAGS", f"-j{jobs}"),
-            ("MAKEFLAGS", f"-j{jobs}"), ("CARGO_BUILD_JOBS", jobs))
+    return (
+        ("MAX_JOBS", jobs),
+        ("CMAKE_BUILD_PARALLEL_LEVEL", jobs),
+        ("NINJAFLAGS", f"-j{jobs}"),
+        ("MAKEFLAGS", f"-j{jobs}"),
+        ("CARGO_BUILD_JOBS", jobs),
+    )
 
 
 def compiler_caches() -> tuple[Cache, ...]:
@@ -108,19 +119,30 @@ def env_knobs(section: str, extra: dict[str, str]) -> tuple[tuple[str, str], ...
 
 
 # Keep the downloaded .debs (a cache volume) instead of deleting them after each install.
-APT_KEEP = ("rm -f /etc/apt/apt.conf.d/docker-clean && "
-            "echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache")
+APT_KEEP = (
+    "rm -f /etc/apt/apt.conf.d/docker-clean && "
+    "echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache"
+)
 
 
 def apt_step(packages: list[str], layer: str = "") -> Step:
     """apt-get install from the image's own mirror, with the .debs and lists kept in cache volumes."""
     import shlex
 
-    return Step(argv=("sh", "-c", f"{APT_KEEP} && apt-get update && apt-get install -y --no-install-recommends "
-                      + shlex.join(packages)), layer=layer, kind="apt")
+    return Step(
+        argv=(
+            "sh",
+            "-c",
+            f"{APT_KEEP} && apt-get update && apt-get install -y --no-install-recommends " + shlex.join(packages),
+        ),
+        layer=layer,
+        kind="apt",
+    )
 
 
 def apt_caches() -> tuple[Cache, ...]:
     """apt's downloaded .debs and package lists; one writer at a time (apt locks them)."""
-    return (Cache(name="apt", path="/var/cache/apt", sharing="locked"),
-            Cache(name="apt-lists", path="/var/lib/apt/lists", sharing="locked"))
+    return (
+        Cache(name="apt", path="/var/cache/apt", sharing="locked"),
+        Cache(name="apt-lists", path="/var/lib/apt/lists", sharing="locked"),
+    )

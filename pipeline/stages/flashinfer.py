@@ -33,8 +33,15 @@ CUBIN_DIR = f"{common.src_path('flashinfer')}/{CUBIN_SUBDIR}/flashinfer_cubin/cu
 
 def sources(spec: BuildSpec) -> list[SourceSpec]:
     fi = spec.flashinfer
-    return [SourceSpec(name="flashinfer", repo=fi.repo, ref=fi.ref, prs=tuple(fi.prs),
-                       patches=tuple(fi.patches) if fi.patches is not None else None)]
+    return [
+        SourceSpec(
+            name="flashinfer",
+            repo=fi.repo,
+            ref=fi.ref,
+            prs=tuple(fi.prs),
+            patches=tuple(fi.patches) if fi.patches is not None else None,
+        )
+    ]
 
 
 def stage(spec: BuildSpec) -> Stage:
@@ -52,16 +59,24 @@ def stage(spec: BuildSpec) -> Stage:
         base=toolchain_of("base"),
         # FLASHINFER_BUILD_NO_PIP: FlashInfer >= 0.7.4's build hooks pip-install nvcc, NCCL and nixl wheels
         # themselves unless told not to; what a build installs comes from the plan's resolved set only.
-        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list),
-             ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list), ("FLASHINFER_BUILD_NO_PIP", "1"),
-             *common.env_items(fi.env)),
+        env=(
+            *common.COMMON_ENV,
+            ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list),
+            ("FLASHINFER_CUDA_ARCH_LIST", spec.flashinfer_arch_list),
+            ("FLASHINFER_BUILD_NO_PIP", "1"),
+            *common.env_items(fi.env),
+        ),
         inputs=(common.stage_input("base"), common.stage_input("triton"), common.source_input("flashinfer")),
         steps=tuple(steps),
         output=Output(kind="wheels", path=common.OUT),
         network=spec.network,
-        knobs=(("gpu_arch", spec.gpu_arch), ("flashinfer.arch_list", spec.flashinfer_arch_list),
-               ("flashinfer.wheels", ",".join(fi.wheels)), ("platform", spec.platform),
-               *common.env_knobs("flashinfer", fi.env)),
+        knobs=(
+            ("gpu_arch", spec.gpu_arch),
+            ("flashinfer.arch_list", spec.flashinfer_arch_list),
+            ("flashinfer.wheels", ",".join(fi.wheels)),
+            ("platform", spec.platform),
+            *common.env_knobs("flashinfer", fi.env),
+        ),
         build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV, *common.ca_env(spec)),
         caches=caches,
         secrets=tuple(spec.secrets),

@@ -17,8 +17,9 @@ def image_of(spec: ImageSpec, platform: str) -> Image:
     digest = hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
     # The tag names the platform and the recipe, so neither another platform's image nor an old recipe's is reused.
     arch = platform.split("/")[-1]
-    return Image(ref=f"spark-pipeline-base:{spec.bootstrap.suite}-{arch}-{digest[:16]}", bootstrap=canonical,
-                 local=True)
+    return Image(
+        ref=f"spark-pipeline-base:{spec.bootstrap.suite}-{arch}-{digest[:16]}", bootstrap=canonical, local=True
+    )
 
 
 def toolchain_of(stage: str) -> Image:

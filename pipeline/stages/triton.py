@@ -34,8 +34,17 @@ def stage(spec: BuildSpec) -> Stage:
     env: list[tuple[str, str]] = [*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.gpu_arch)]
     knobs: list[tuple[str, str]] = [("triton.source", spec.triton.source), ("platform", spec.platform)]
     if spec.triton.source == "pip":
-        steps = [Step(argv=("sh", "-c", f"mkdir -p {common.OUT} && cp {common.wheels_path('base')}/triton-*.whl "
-                                        f"{common.OUT}/"), mounts=("base",), kind="export")]
+        steps = [
+            Step(
+                argv=(
+                    "sh",
+                    "-c",
+                    f"mkdir -p {common.OUT} && cp {common.wheels_path('base')}/triton-*.whl {common.OUT}/",
+                ),
+                mounts=("base",),
+                kind="export",
+            )
+        ]
     else:
         inputs.append(common.source_input("triton"))
         env += [("TRITON_BUILD_WITH_CCACHE", "true"), *common.env_items(spec.triton.env)]
@@ -46,8 +55,11 @@ def stage(spec: BuildSpec) -> Stage:
         # installs none of them, so they are installed first.
         steps = [Step(argv=("python3", f"{CONTEXT}/build_requires.py", *dirs), mounts=("context",), kind="prepare")]
         steps += [common.pip_wheel(d) for d in dirs]
-        knobs += [("gpu_arch", spec.gpu_arch), ("triton.wheels", ",".join(spec.triton.wheels)),
-                  *common.env_knobs("triton", spec.triton.env)]
+        knobs += [
+            ("gpu_arch", spec.gpu_arch),
+            ("triton.wheels", ",".join(spec.triton.wheels)),
+            *common.env_knobs("triton", spec.triton.env),
+        ]
     return Stage(
         name=NAME,
         doc=__doc__ or "",

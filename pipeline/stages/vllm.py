@@ -38,9 +38,17 @@ TOLERATED = ("tests/*", "docs/*", "*.md", "*.rst")
 
 def sources(spec: BuildSpec) -> list[SourceSpec]:
     v = spec.vllm
-    return [SourceSpec(name="vllm", repo=v.repo, ref=v.ref, prs=tuple(spec.vllm_prs()),
-                       patches=tuple(v.patches) if v.patches is not None else None,
-                       source_dir=v.source_dir, tolerate_conflicts=TOLERATED)]
+    return [
+        SourceSpec(
+            name="vllm",
+            repo=v.repo,
+            ref=v.ref,
+            prs=tuple(spec.vllm_prs()),
+            patches=tuple(v.patches) if v.patches is not None else None,
+            source_dir=v.source_dir,
+            tolerate_conflicts=TOLERATED,
+        )
+    ]
 
 
 CONTEXT = "/inputs/context"
@@ -56,8 +64,9 @@ def deps_step(spec: BuildSpec) -> tuple[Step, list[Input]]:
         inputs.append(Input(name="deps-index", kind="dir", ref=spec.vllm.deps_index, path=DEPS_INDEX))
         args = ("--no-index", "--find-links", DEPS_INDEX)
         mounts += ("deps-index",)
-    return Step(argv=("python3", f"{CONTEXT}/runtime_deps.py", common.OUT, *args), mounts=mounts,
-                kind="runtime-deps"), inputs
+    return Step(
+        argv=("python3", f"{CONTEXT}/runtime_deps.py", common.OUT, *args), mounts=mounts, kind="runtime-deps"
+    ), inputs
 
 
 def rust_env(spec: BuildSpec) -> tuple[tuple[str, str], ...]:
@@ -74,8 +83,9 @@ def stage(spec: BuildSpec) -> Stage:
     steps += [Step(argv=tuple(cmd), workdir=src, mounts=("context",), kind="prepare") for cmd in spec.vllm.prepare]
     steps.append(common.pip_wheel(src))
     # The wheel's own GPU code, read back: a CMake filter upstream can never ship sm_120 for 12.1a silently.
-    steps.append(Step(argv=("python3", f"{CONTEXT}/check_gpu_code.py", common.OUT), mounts=("context",),
-                      kind="gpu-code-check"))
+    steps.append(
+        Step(argv=("python3", f"{CONTEXT}/check_gpu_code.py", common.OUT), mounts=("context",), kind="gpu-code-check")
+    )
     deps, extra = deps_step(spec)
     steps.append(deps)
     return Stage(
@@ -83,16 +93,31 @@ def stage(spec: BuildSpec) -> Stage:
         doc=__doc__ or "",
         platform=spec.platform,
         base=toolchain_of("base"),
-        env=(*common.COMMON_ENV, ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list), ("VLLM_TARGET_DEVICE", "cuda"),
-             *rust_env(spec), *common.env_items(spec.vllm.env)),
-        inputs=(common.stage_input("base"), common.stage_input("triton"), common.stage_input("flashinfer"),
-                common.source_input("vllm"), common.context_input("vllm", CONTEXT), *extra),
+        env=(
+            *common.COMMON_ENV,
+            ("TORCH_CUDA_ARCH_LIST", spec.torch_arch_list),
+            ("VLLM_TARGET_DEVICE", "cuda"),
+            *rust_env(spec),
+            *common.env_items(spec.vllm.env),
+        ),
+        inputs=(
+            common.stage_input("base"),
+            common.stage_input("triton"),
+            common.stage_input("flashinfer"),
+            common.source_input("vllm"),
+            common.context_input("vllm", CONTEXT),
+            *extra,
+        ),
         steps=tuple(steps),
         output=Output(kind="wheels", path=common.OUT),
         network=spec.network,
-        knobs=(("gpu_arch", spec.gpu_arch), ("vllm.preset_prs", spec.vllm.preset_prs),
-               *common.list_knobs("vllm.prepare", [shlex.join(cmd) for cmd in spec.vllm.prepare]),
-               ("platform", spec.platform), *common.env_knobs("vllm", spec.vllm.env)),
+        knobs=(
+            ("gpu_arch", spec.gpu_arch),
+            ("vllm.preset_prs", spec.vllm.preset_prs),
+            *common.list_knobs("vllm.prepare", [shlex.join(cmd) for cmd in spec.vllm.prepare]),
+            ("platform", spec.platform),
+            *common.env_knobs("vllm", spec.vllm.env),
+        ),
         build_env=(*common.compile_build_env(spec), *common.CCACHE_ENV, *common.ca_env(spec)),
         caches=common.compiler_caches(),
         secrets=tuple(spec.secrets),

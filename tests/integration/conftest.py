@@ -31,8 +31,9 @@ def docker_daemon(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
 
 
 @pytest.fixture(scope="session")
-def testbed(docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory,
-            request: pytest.FixtureRequest) -> Iterator[Testbed]:
+def testbed(
+    docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Testbed]:
     """Three test hosts (network namespaces with sshd + dockerd); torn down and verified at the end,
     kept for debugging with --keep-testbed when a test failed."""
     why = Testbed.why_not()
@@ -63,8 +64,9 @@ class SmokeBuild:
         return {"SPARK_PIPELINE_CACHE": str(self.cache), "SPARK_PIPELINE_CACHE_NAMESPACE": self.namespace}
 
     def build(self, root: Path | None = None, *args: str, check: int | None = 0) -> list[dict]:
-        proc = run_cli("build", "--json", "-f", str((root or self.root) / "build.yaml"), *args,
-                       env=self.env(), check=check)
+        proc = run_cli(
+            "build", "--json", "-f", str((root or self.root) / "build.yaml"), *args, env=self.env(), check=check
+        )
         return json.loads(proc.stdout) if proc.returncode == 0 else []
 
     def copy(self, dest: Path) -> Path:

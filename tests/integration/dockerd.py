@@ -15,8 +15,12 @@ DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.whic
 
 def answering() -> bool:
     try:
-        return subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                              timeout=20, check=False).returncode == 0
+        return (
+            subprocess.run(
+                [DOCKER, "version", "--format", "{{.Server.Version}}"], capture_output=True, timeout=20, check=False
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -43,8 +47,13 @@ class Daemon:
         pidfile = self.workdir / "dockerd.pid"
         pidfile.unlink(missing_ok=True)
         log = (self.workdir / "dockerd.log").open("ab")
-        self.proc = subprocess.Popen(["dockerd", "--pidfile", str(pidfile)], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["dockerd", "--pidfile", str(pidfile)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if pidfile.exists() and answering():

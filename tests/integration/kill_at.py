@@ -19,7 +19,7 @@ def die() -> None:
 
 def main() -> None:
     point, stage = sys.argv[1], sys.argv[2]
-    args = sys.argv[sys.argv.index("--") + 1:]
+    args = sys.argv[sys.argv.index("--") + 1 :]
     from pipeline import store as store_mod
     from pipeline.engines import docker as docker_cli
 
@@ -34,6 +34,7 @@ def main() -> None:
                 # the vllm stage's wheel build is running (mid-stage)
                 if "RUN" in line and ("pip wheel" in line or '"wheel"' in line):
                     die()
+
             return real_stream(self, argv, log, watch, env, timeout)
 
         docker_cli.Docker.stream = stream  # type: ignore[method-assign]

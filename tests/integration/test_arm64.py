@@ -28,14 +28,28 @@ def test_arm64_smoke_build_has_aarch64_code_with_sm_121a(smoke_build: SmokeBuild
     why = why_not()
     if why:
         pytest.skip(why)
-    proc = run_cli("build", "--json", "-f", str(smoke_build.root / "build.yaml"), "--platform", "linux/arm64",
-                   "--tag", "vllm-node-smoke-arm64", env={**smoke_build.env(), "COLUMNS": "150"}, check=None)
+    proc = run_cli(
+        "build",
+        "--json",
+        "-f",
+        str(smoke_build.root / "build.yaml"),
+        "--platform",
+        "linux/arm64",
+        "--tag",
+        "vllm-node-smoke-arm64",
+        env={**smoke_build.env(), "COLUMNS": "150"},
+        check=None,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = {r["stage"]: r for r in json.loads(proc.stdout)}
     stand_in = all_stages(load_build(smoke_build.root / "build.yaml", flags={"platform": "linux/arm64"}).spec)[0]
     assert "-arm64-" in stand_in.base.ref  # its own tag, not the amd64 image of the same recipe
-    arch = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Architecture}}", stand_in.base.ref],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    arch = subprocess.run(
+        [DOCKER, "image", "inspect", "--format", "{{.Architecture}}", stand_in.base.ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert arch == "arm64"
     [whl] = (smoke_build.store / "vllm" / results["vllm"]["key"]).glob("vllm-*.whl")
     so = zipfile.ZipFile(whl).read("vllm/_C.so")

@@ -20,9 +20,11 @@ from tests.integration.elf import cubin_sms
 
 pytestmark = [
     pytest.mark.dagger,
-    pytest.mark.skipif(not dagger_session(),
-                       reason="no Dagger session (DAGGER_SESSION_PORT unset): run `dagger run python -m pytest "
-                              "-m dagger` where the Dagger CLI 0.21.11 and Docker are available"),
+    pytest.mark.skipif(
+        not dagger_session(),
+        reason="no Dagger session (DAGGER_SESSION_PORT unset): run `dagger run python -m pytest "
+        "-m dagger` where the Dagger CLI 0.21.11 and Docker are available",
+    ),
 ]
 
 
@@ -33,8 +35,19 @@ def test_smoke_stack_on_dagger_gives_what_buildkit_gives(smoke_build: SmokeBuild
     built = {}
     for engine in ("buildkit", "dagger"):
         cache = tmp_path / f"cache-{engine}"
-        proc = run_cli("build", "--json", "--engine", engine, "-f", str(root / "build.yaml"), "--set", "network=true",
-                       "--tag", f"vllm-node-smoke-{engine}", env={"SPARK_PIPELINE_CACHE": str(cache)})
+        proc = run_cli(
+            "build",
+            "--json",
+            "--engine",
+            engine,
+            "-f",
+            str(root / "build.yaml"),
+            "--set",
+            "network=true",
+            "--tag",
+            f"vllm-node-smoke-{engine}",
+            env={"SPARK_PIPELINE_CACHE": str(cache)},
+        )
         results = json.loads(proc.stdout)
         assert statuses(results) == dict.fromkeys(STAGES, "built")
         built[engine] = (cache / "store", {r["stage"]: r["key"] for r in results})
@@ -44,7 +57,8 @@ def test_smoke_stack_on_dagger_gives_what_buildkit_gives(smoke_build: SmokeBuild
         ours = json.loads((dg_store / stage / key / "manifest.json").read_text())
         theirs = json.loads((bk_store / stage / key / "manifest.json").read_text())
         assert (ours["engine"], theirs["engine"]) == ("dagger", "buildkit")
-        assert sorted(f["path"] for f in ours["files"] if f["path"] != "image.json") == \
-            sorted(f["path"] for f in theirs["files"] if f["path"] != "image.json")
+        assert sorted(f["path"] for f in ours["files"] if f["path"] != "image.json") == sorted(
+            f["path"] for f in theirs["files"] if f["path"] != "image.json"
+        )
     [whl] = (dg_store / "vllm" / bk_keys["vllm"]).glob("vllm-*.whl")
     assert cubin_sms(zipfile.ZipFile(whl).read("vllm/_kernels.fatbin")) == [121]

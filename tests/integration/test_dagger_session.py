@@ -38,8 +38,18 @@ def session(docker_daemon: object) -> Iterator[Session]:
 
 
 def build(session: Session, build_yaml: Path, cache: Path, *args: str, check: int = 0) -> tuple[list[dict], str]:
-    proc = run_cli("build", "--json", "--engine", "dagger", "-f", str(build_yaml), *OWN_KEYS, *args, check=check,
-                   env={**session.env(), "SPARK_PIPELINE_CACHE": str(cache)})
+    proc = run_cli(
+        "build",
+        "--json",
+        "--engine",
+        "dagger",
+        "-f",
+        str(build_yaml),
+        *OWN_KEYS,
+        *args,
+        check=check,
+        env={**session.env(), "SPARK_PIPELINE_CACHE": str(cache)},
+    )
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
     return (json.loads(proc.stdout) if proc.returncode == 0 else []), proc.stderr
 
@@ -69,16 +79,24 @@ def test_smoke_stack_on_dagger_sends_every_stage(smoke_build: SmokeBuild, sessio
     _, refused = build(session, root / "build.yaml", cache, check=2)
     assert "network: false" in refused and "--engine buildkit" in refused and not session.effects
     # ...and built with network
-    results, stderr = build(session, root / "build.yaml", cache, "--set", "network=true",
-                            "--tag", "spark-pipeline-standin-smoke", "--push", "127.0.0.1:5999/standin:smoke")
+    results, stderr = build(
+        session,
+        root / "build.yaml",
+        cache,
+        "--set",
+        "network=true",
+        "--tag",
+        "spark-pipeline-standin-smoke",
+        "--push",
+        "127.0.0.1:5999/standin:smoke",
+    )
     check_sent(session, results, cache, "spark-pipeline-standin-smoke")
     [published] = session.sent("Container.publish")
     assert published.args["address"] == "127.0.0.1:5999/standin:smoke"
     assert "pushed 127.0.0.1:5999/standin:smoke@sha256:" in stderr
 
 
-def test_repo_build_yaml_on_dagger_sends_every_stage(smoke_build: SmokeBuild, session: Session,
-                                                     tmp_path: Path) -> None:
+def test_repo_build_yaml_on_dagger_sends_every_stage(smoke_build: SmokeBuild, session: Session, tmp_path: Path) -> None:
     vllm = sdist_repo("vllm", "0.33.0", tmp_path / "vllm")
     flashinfer = sdist_repo("flashinfer-python", "0.7.2.post1", tmp_path / "flashinfer")
     (tmp_path / "spark").mkdir()
@@ -86,13 +104,31 @@ def test_repo_build_yaml_on_dagger_sends_every_stage(smoke_build: SmokeBuild, se
     build_yaml.write_text((REPO / "build.yaml").read_text())
     cache = tmp_path / "cache"
     smoke = smoke_build.root
-    results, _ = build(session, build_yaml, cache, "--vllm-repo", str(vllm), "--vllm-ref", "v0.33.0",
-                       "--set", f"flashinfer.repo={flashinfer}", "--set", f"nccl.repo={smoke / 'repos/nccl'}",
-                       "--set", "nccl.ref=main", "--set", "base.torch.index=https://pypi.org/simple",
-                       "--tag", "spark-pipeline-standin-spark")
+    results, _ = build(
+        session,
+        build_yaml,
+        cache,
+        "--vllm-repo",
+        str(vllm),
+        "--vllm-ref",
+        "v0.33.0",
+        "--set",
+        f"flashinfer.repo={flashinfer}",
+        "--set",
+        f"nccl.repo={smoke / 'repos/nccl'}",
+        "--set",
+        "nccl.ref=main",
+        "--set",
+        "base.torch.index=https://pypi.org/simple",
+        "--tag",
+        "spark-pipeline-standin-spark",
+    )
     check_sent(session, results, cache, "spark-pipeline-standin-spark")
-    base = next(e.node for e in session.sent("Directory.export") if any(
-        a.get("address", "").startswith("nvidia/cuda:") for n, a in e.node.chain if n == "from"))
+    base = next(
+        e.node
+        for e in session.sent("Directory.export")
+        if any(a.get("address", "").startswith("nvidia/cuda:") for n, a in e.node.chain if n == "from")
+    )
     assert base.chain[0] == ("container", {"platform": "linux/arm64"})
     assert (tmp_path / "spark" / "build.lock").exists()
 
@@ -107,12 +143,23 @@ def test_buildkit_push_to_a_registry_on_loopback(smoke_build: SmokeBuild, tmp_pa
     port = free_port()
     with Registry(tmp_path / "registry", port):
         ref = f"127.0.0.1:{port}/vllm-node-smoke:pushed"
-        proc = run_cli("build", "-f", str(smoke_build.root / "build.yaml"), "--engine", "buildkit", "--push", ref,
-                       env=smoke_build.env())
+        proc = run_cli(
+            "build",
+            "-f",
+            str(smoke_build.root / "build.yaml"),
+            "--engine",
+            "buildkit",
+            "--push",
+            ref,
+            env=smoke_build.env(),
+        )
         m = re.search(rf"pushed {re.escape(ref)}@(sha256:[0-9a-f]{{64}})", " ".join(proc.stderr.split()))
         assert m, proc.stderr
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/vllm-node-smoke/manifests/pushed", method="HEAD",
-                                     headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/vllm-node-smoke/manifests/pushed",
+            method="HEAD",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(req, timeout=10) as r:
             assert r.headers["Docker-Content-Digest"] == m[1]

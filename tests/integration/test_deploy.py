@@ -44,8 +44,12 @@ def cluster_yaml(testbed: Testbed, tmp_path: Path, deploy_image: str) -> Path:
     run_cli("stop", "--cluster", str(path), check=None)
 
 
-def deploy(cf: Path, *args: str, check: int | None = 0, env: dict[str, str] | None = None,
-           ) -> subprocess.CompletedProcess[str]:
+def deploy(
+    cf: Path,
+    *args: str,
+    check: int | None = 0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     return run_cli("deploy", "--cluster", str(cf), *LIMITS, "--timeout", "180", *args, check=check, env=env)
 
 
@@ -76,8 +80,22 @@ def test_no_ray_on_three_nodes(testbed: Testbed, cluster_yaml: Path) -> None:
 
 
 def test_ray_on_three_nodes(testbed: Testbed, cluster_yaml: Path) -> None:
-    deploy(cluster_yaml, "--ray", "--ray-num-cpus", "1", "--ray-object-store-bytes", "100000000", "--",
-           "vllm", "serve", "test/model", "--port", "8022", "-tp", "3")
+    deploy(
+        cluster_yaml,
+        "--ray",
+        "--ray-num-cpus",
+        "1",
+        "--ray-object-store-bytes",
+        "100000000",
+        "--",
+        "vllm",
+        "serve",
+        "test/model",
+        "--port",
+        "8022",
+        "-tp",
+        "3",
+    )
     rows = json.loads(run_cli("status", "--cluster", str(cluster_yaml), "--port", "8022", "--json").stdout)
     assert rows[0]["role"] == "head" and rows[0]["ray_nodes"] == "3" and rows[0]["health"] == "ok"
     assert [r["container"] for r in rows] == ["true"] * 3
@@ -116,9 +134,33 @@ def test_worker_that_cannot_reach_the_master_fails_in_seconds(testbed: Testbed, 
 
 def test_ctrl_c_stops_what_this_run_started_and_nothing_else(testbed: Testbed, cluster_yaml: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "deploy", "--cluster", str(cluster_yaml), *LIMITS,
-                             "-e", "STANDIN_DELAY=600", "--timeout", "300", "--", "vllm", "serve", "m", "--port",
-                             "8026", "-pp", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "deploy",
+            "--cluster",
+            str(cluster_yaml),
+            *LIMITS,
+            "-e",
+            "STANDIN_DELAY=600",
+            "--timeout",
+            "300",
+            "--",
+            "vllm",
+            "serve",
+            "m",
+            "--port",
+            "8026",
+            "-pp",
+            "3",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     bystander = testbed.nodes[1]
     try:
         deadline = time.monotonic() + 240
@@ -139,17 +181,42 @@ def test_ctrl_c_stops_what_this_run_started_and_nothing_else(testbed: Testbed, c
         bystander.docker("rm", "-f", "bystander", check=False)
 
 
-def test_mods_run_in_order_and_a_failing_mod_stops_the_deploy(testbed: Testbed, cluster_yaml: Path,
-                                                             tmp_path: Path) -> None:
-    deploy(cluster_yaml, "--solo", "--apply-mod", "chatml-chat-template", "--",
-           "vllm", "serve", "m", "--port", "8024", "--chat-template", "chatml.jinja")
+def test_mods_run_in_order_and_a_failing_mod_stops_the_deploy(
+    testbed: Testbed, cluster_yaml: Path, tmp_path: Path
+) -> None:
+    deploy(
+        cluster_yaml,
+        "--solo",
+        "--apply-mod",
+        "chatml-chat-template",
+        "--",
+        "vllm",
+        "serve",
+        "m",
+        "--port",
+        "8024",
+        "--chat-template",
+        "chatml.jinja",
+    )
     out = run_cli("exec", "--cluster", str(cluster_yaml), "--", "cat", "/workspace/vllm/chatml.jinja").stdout
     assert "<|im_start|>" in out
     bad = tmp_path / "breaks"
     bad.mkdir()
     (bad / "run.sh").write_text("#!/bin/sh\necho 'patching failed: no such file' >&2\nexit 3\n")
-    proc = deploy(cluster_yaml, "--solo", "--force", "--apply-mod", str(bad), "--", "vllm", "serve", "m",
-                  "--port", "8024", check=1)
+    proc = deploy(
+        cluster_yaml,
+        "--solo",
+        "--force",
+        "--apply-mod",
+        str(bad),
+        "--",
+        "vllm",
+        "serve",
+        "m",
+        "--port",
+        "8024",
+        check=1,
+    )
     assert "mod breaks failed" in proc.stderr and "patching failed: no such file" in proc.stderr
 
 
@@ -176,8 +243,9 @@ hostile = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(model=hostile, value=hostile)
-def test_shell_metacharacters_arrive_byte_identical(testbed: Testbed, cluster_yaml: Path, model: str,
-                                                    value: str) -> None:
+def test_shell_metacharacters_arrive_byte_identical(
+    testbed: Testbed, cluster_yaml: Path, model: str, value: str
+) -> None:
     deploy(cluster_yaml, "--solo", "--force", "-e", f"ODD={value}", "--", "vllm", "serve", model, "--port", "8026")
     seen = json.loads(run_cli("exec", "--cluster", str(cluster_yaml), "--", "cat", "/tmp/standin-argv.json").stdout)
     assert seen["argv"][:2] == ["serve", model]
@@ -185,10 +253,34 @@ def test_shell_metacharacters_arrive_byte_identical(testbed: Testbed, cluster_ya
 
 
 def test_killed_dockerd_mid_deploy_fails_within_the_deadline(testbed: Testbed, cluster_yaml: Path) -> None:
-    argv = [sys.executable, "-m", "pipeline", "deploy", "--cluster", str(cluster_yaml), *LIMITS, "--timeout", "120",
-            "-e", "STANDIN_DELAY=300", "--", "vllm", "serve", "m", "--port", "8027", "-pp", "3"]
-    proc = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "deploy",
+        "--cluster",
+        str(cluster_yaml),
+        *LIMITS,
+        "--timeout",
+        "120",
+        "-e",
+        "STANDIN_DELAY=300",
+        "--",
+        "vllm",
+        "serve",
+        "m",
+        "--port",
+        "8027",
+        "-pp",
+        "3",
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while containers(testbed)[1] == "" and time.monotonic() < deadline and proc.poll() is None:
@@ -208,13 +300,39 @@ def test_killed_dockerd_mid_deploy_fails_within_the_deadline(testbed: Testbed, c
 
 def test_launch_time_vllm_pr(testbed: Testbed, cluster_yaml: Path, smoke_build: SmokeBuild) -> None:
     repo = str(smoke_build.root / "repos" / "vllm")
-    deploy(cluster_yaml, "--solo", "--apply-vllm-pr", "101", "--vllm-repo", repo, "--",
-           "vllm", "serve", "m", "--port", "8028")
-    out = run_cli("exec", "--cluster", str(cluster_yaml), "--", "python3", "-c",
-                  "import vllm.pr101; print(vllm.pr101.FEATURE)").stdout
+    deploy(
+        cluster_yaml,
+        "--solo",
+        "--apply-vllm-pr",
+        "101",
+        "--vllm-repo",
+        repo,
+        "--",
+        "vllm",
+        "serve",
+        "m",
+        "--port",
+        "8028",
+    )
+    out = run_cli(
+        "exec", "--cluster", str(cluster_yaml), "--", "python3", "-c", "import vllm.pr101; print(vllm.pr101.FEATURE)"
+    ).stdout
     assert out.strip() == "from PR 101"
-    native = deploy(cluster_yaml, "--solo", "--apply-vllm-pr", "103", "--vllm-repo", repo, "--",
-                    "vllm", "serve", "m", "--port", "8028", check=2)
+    native = deploy(
+        cluster_yaml,
+        "--solo",
+        "--apply-vllm-pr",
+        "103",
+        "--vllm-repo",
+        repo,
+        "--",
+        "vllm",
+        "serve",
+        "m",
+        "--port",
+        "8028",
+        check=2,
+    )
     assert "csrc/kernel.cu" in native.stderr and "python -m pipeline build --apply-vllm-pr #103" in native.stderr
 
 
@@ -229,18 +347,48 @@ def test_solo_on_this_machine_without_ssh(deploy_image: str, tmp_path: Path) -> 
         return run_cli(*args, cwd=tmp_path, env=env, check=check)
 
     try:
-        proc = cli("deploy", "--solo", "--image", deploy_image, *name, *LIMITS, "--timeout", "120", "--",
-                   "vllm", "serve", "test/model", "--port", "8031")
+        proc = cli(
+            "deploy",
+            "--solo",
+            "--image",
+            deploy_image,
+            *name,
+            *LIMITS,
+            "--timeout",
+            "120",
+            "--",
+            "vllm",
+            "serve",
+            "test/model",
+            "--port",
+            "8031",
+        )
         assert "ready in" in proc.stderr and "http://127.0.0.1:8031/v1" in proc.stderr
         [row] = json.loads(cli("status", *name, "--port", "8031", "--json").stdout)
         assert row["node"] == "local" and row["container"] == "true" and row["health"].startswith("ok")
         assert "test/model" in cli("logs", *name).stdout
         assert cli("exec", *name, "--", "echo", "inside").stdout == "inside\n"
-        again = cli("deploy", "--solo", "--image", deploy_image, *name, *LIMITS, "--", "vllm", "serve",
-                    "test/model", "--port", "8031")
+        again = cli(
+            "deploy",
+            "--solo",
+            "--image",
+            deploy_image,
+            *name,
+            *LIMITS,
+            "--",
+            "vllm",
+            "serve",
+            "test/model",
+            "--port",
+            "8031",
+        )
         assert "nothing to do" in again.stderr
     finally:
         cli("stop", *name, check=None)
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", "name=spark_pipeline_local_test"],
-                          capture_output=True, text=True, check=True).stdout
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "name=spark_pipeline_local_test"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert left == ""

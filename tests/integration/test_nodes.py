@@ -33,12 +33,20 @@ def images(docker_daemon: object, tmp_path_factory: pytest.TempPathFactory) -> d
     (d / "ctx").mkdir()
     (d / "ctx" / "top.bin").write_bytes(os.urandom(TOP_LAYER))
     (d / "ctx" / "Dockerfile").write_text("FROM sp-ship-test:v1\nCOPY top.bin /data/top.bin\n")
-    subprocess.run([DOCKER, "build", "--network", "none", "-t", "sp-ship-test:v2", str(d / "ctx")],
-                   capture_output=True, check=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    subprocess.run(
+        [DOCKER, "build", "--network", "none", "-t", "sp-ship-test:v2", str(d / "ctx")],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+    )
     ids = {}
     for v in ("v1", "v2"):
-        ids[v] = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", f"sp-ship-test:{v}"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+        ids[v] = subprocess.run(
+            [DOCKER, "image", "inspect", "--format", "{{.Id}}", f"sp-ship-test:{v}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     return ids
 
 
@@ -100,9 +108,9 @@ def test_stream_fallback_ships_the_whole_image(testbed: Testbed, tmp_path: Path,
     assert node_ids(testbed, "sp-ship-test:stream") == [images["v1"]] * 3
 
 
-def test_without_a_system_ssh_the_pull_goes_through_paramiko(testbed: Testbed, tmp_path: Path,
-                                                             images: dict[str, str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_system_ssh_the_pull_goes_through_paramiko(
+    testbed: Testbed, tmp_path: Path, images: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.config.cluster import ClusterSpec
     from pipeline.engines.docker import Docker
     from pipeline.nodes.hosts import Hosts
@@ -113,8 +121,12 @@ def test_without_a_system_ssh_the_pull_goes_through_paramiko(testbed: Testbed, t
     (tmp_path / "ctx").mkdir()
     (tmp_path / "ctx" / "other.bin").write_bytes(os.urandom(TOP_LAYER))
     (tmp_path / "ctx" / "Dockerfile").write_text("FROM sp-ship-test:v1\nCOPY other.bin /data/other.bin\n")
-    subprocess.run([DOCKER, "build", "--network", "none", "-t", "sp-ship-test:paramiko", str(tmp_path / "ctx")],
-                   capture_output=True, check=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    subprocess.run(
+        [DOCKER, "build", "--network", "none", "-t", "sp-ship-test:paramiko", str(tmp_path / "ctx")],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+    )
     cluster = ClusterSpec.model_validate(testbed.cluster(registry_port=5079))
     hosts = Hosts(cluster)
     try:
@@ -127,8 +139,9 @@ def test_without_a_system_ssh_the_pull_goes_through_paramiko(testbed: Testbed, t
     assert node_ids(testbed, "sp-ship-test:paramiko") == [Docker().image_id("sp-ship-test:paramiko")] * 3
 
 
-def test_changed_host_key_is_refused_while_the_others_complete(testbed: Testbed, tmp_path: Path,
-                                                              images: dict[str, str]) -> None:
+def test_changed_host_key_is_refused_while_the_others_complete(
+    testbed: Testbed, tmp_path: Path, images: dict[str, str]
+) -> None:
     lines = testbed.known_hosts.read_text().splitlines()
     lines[1] = f"{testbed.nodes[1].address} {lines[0].split(' ', 1)[1]}"  # h2 now "has" h1's key
     kh = tmp_path / "known_hosts"
@@ -152,8 +165,9 @@ def test_accept_new_appends_one_line_per_new_host(testbed: Testbed, tmp_path: Pa
     kh = tmp_path / "known_hosts"
     kh.write_text("# my hosts\n" + testbed.known_hosts.read_text().splitlines()[0] + "\n")
     cf = cluster_file(testbed, tmp_path)
-    run_cli("doctor", "--cluster", str(cf), "--known-hosts", str(kh), "--accept-new", "--no-gpu-ok",
-            "--min-free-gb", "1")
+    run_cli(
+        "doctor", "--cluster", str(cf), "--known-hosts", str(kh), "--accept-new", "--no-gpu-ok", "--min-free-gb", "1"
+    )
     lines = kh.read_text().splitlines()
     assert lines[0] == "# my hosts" and len(lines) == 4
     assert sorted(line.split()[0] for line in lines[1:]) == sorted(n.address for n in testbed.nodes)
@@ -164,8 +178,18 @@ def test_dead_sshd_fails_within_the_deadline_and_is_named(testbed: Testbed, tmp_
     try:
         cf = cluster_file(testbed, tmp_path)
         start = time.monotonic()
-        proc = run_cli("doctor", "--cluster", str(cf), "--no-gpu-ok", "--min-free-gb", "1",
-                       "--connect-timeout", "3", "--json", check=1)
+        proc = run_cli(
+            "doctor",
+            "--cluster",
+            str(cf),
+            "--no-gpu-ok",
+            "--min-free-gb",
+            "1",
+            "--connect-timeout",
+            "3",
+            "--json",
+            check=1,
+        )
         elapsed = time.monotonic() - start
         report = json.loads(proc.stdout)
         assert [n["reachable"] for n in report["nodes"]] == [True, True, False]

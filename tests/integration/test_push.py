@@ -40,17 +40,24 @@ def _tar(files: dict[str, bytes]) -> bytes:
 def load(tag: str, layers: list[bytes]) -> None:
     """`docker load` of a saved image made here, with exactly these layer tars."""
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    ).encode()
     manifest = [{"Config": "config.json", "RepoTags": [tag], "Layers": [f"{i}/layer.tar" for i in range(len(layers))]}]
-    saved = _tar({"config.json": config, "manifest.json": json.dumps(manifest).encode(),
-                  **{f"{i}/layer.tar": layer for i, layer in enumerate(layers)}})
+    saved = _tar(
+        {
+            "config.json": config,
+            "manifest.json": json.dumps(manifest).encode(),
+            **{f"{i}/layer.tar": layer for i, layer in enumerate(layers)},
+        }
+    )
     subprocess.run([DOCKER, "load"], input=saved, capture_output=True, check=True)
 
 
 def image_id(ref: str) -> str:
-    return subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [DOCKER, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +71,12 @@ def images(docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> I
     (d / "ctx").mkdir()
     (d / "ctx" / "top.bin").write_bytes(os.urandom(TOP))
     (d / "ctx" / "Dockerfile").write_text("FROM sp-push:v1\nCOPY top.bin /data/top.bin\n")
-    subprocess.run([DOCKER, "build", "--network", "none", "-t", "sp-push:v2", str(d / "ctx")],
-                   capture_output=True, check=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    subprocess.run(
+        [DOCKER, "build", "--network", "none", "-t", "sp-push:v2", str(d / "ctx")],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+    )
     yield
     subprocess.run([DOCKER, "rmi", "-f", "sp-push:v1", "sp-push:v2", "sp-push:pair"], capture_output=True)
 
@@ -84,7 +95,7 @@ def test_only_missing_blobs_are_uploaded_and_the_image_comes_back_the_same(image
         push = RegistryPush(Docker(), f"127.0.0.1:{PORT}")
         cold = push.push("sp-push:v1", f"{at}:v1")
         assert (cold.uploaded, cold.present, cold.saves) == (2, 0, 1)  # the layer and the config
-        assert BASE < cold.uploaded_bytes < BASE + 64 * 1024             # uncompressed: random bytes, as saved
+        assert BASE < cold.uploaded_bytes < BASE + 64 * 1024  # uncompressed: random bytes, as saved
 
         delta = push.push("sp-push:v2", f"{at}:v2")
         assert (delta.uploaded, delta.present, delta.saves) == (2, 1, 1)  # the top layer and the new config
@@ -104,8 +115,12 @@ def test_only_missing_blobs_are_uploaded_and_the_image_comes_back_the_same(image
 
 def layer_digests(ref: str) -> list[tuple[str, int]]:
     """(diff_id, size of the layer as docker save writes it) for each layer: what the manifest must list."""
-    out = subprocess.run([DOCKER, "image", "inspect", "--format", "{{range .RootFS.Layers}}{{.}} {{end}}", ref],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [DOCKER, "image", "inspect", "--format", "{{range .RootFS.Layers}}{{.}} {{end}}", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     save = subprocess.run([DOCKER, "save", ref], capture_output=True, check=True).stdout
     sizes = {}
     with tarfile.open(fileobj=io.BytesIO(save)) as tar:

@@ -22,22 +22,39 @@ BEFORE = "    - nvidia-cutlass-dsl[cu13]==4.7.0   # the hand pin build.yaml had 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("upstream")
-    return {"vllm": sdist_repo("vllm", "0.34.0", root / "vllm"),
-            "flashinfer": sdist_repo("flashinfer-python", "0.7.2.post1", root / "flashinfer")}
+    return {
+        "vllm": sdist_repo("vllm", "0.34.0", root / "vllm"),
+        "flashinfer": sdist_repo("flashinfer-python", "0.7.2.post1", root / "flashinfer"),
+    }
 
 
-def args(build_yaml: Path, trees: dict[str, Path], smoke: Path,
-         flashinfer_ref: str | None = "v0.7.2.post1") -> list[str]:
+def args(
+    build_yaml: Path, trees: dict[str, Path], smoke: Path, flashinfer_ref: str | None = "v0.7.2.post1"
+) -> list[str]:
     # vLLM 0.34.0 pins flashinfer-python 0.7.3, which PyPI does not have: the newest sdist stands in
     ref = ["--set", f"flashinfer.ref={flashinfer_ref}"] if flashinfer_ref else []
-    return ["-f", str(build_yaml), "--vllm-repo", str(trees["vllm"]), "--vllm-ref", "v0.34.0",
-            "--set", f"flashinfer.repo={trees['flashinfer']}", *ref,
-            "--set", f"nccl.repo={smoke / 'repos/nccl'}", "--set", "nccl.ref=main",
-            "--set", "base.torch.index=https://pypi.org/simple"]
+    return [
+        "-f",
+        str(build_yaml),
+        "--vllm-repo",
+        str(trees["vllm"]),
+        "--vllm-ref",
+        "v0.34.0",
+        "--set",
+        f"flashinfer.repo={trees['flashinfer']}",
+        *ref,
+        "--set",
+        f"nccl.repo={smoke / 'repos/nccl'}",
+        "--set",
+        "nccl.ref=main",
+        "--set",
+        "base.torch.index=https://pypi.org/simple",
+    ]
 
 
-def test_the_build_yaml_of_before_names_the_clash_and_both_origins(trees: dict[str, Path], smoke: Path,
-                                                                    tmp_path: Path) -> None:
+def test_the_build_yaml_of_before_names_the_clash_and_both_origins(
+    trees: dict[str, Path], smoke: Path, tmp_path: Path
+) -> None:
     text = (REPO / "build.yaml").read_text()
     line = next(ln for ln in text.splitlines(keepends=True) if "nvidia-cutlass-dsl" in ln)
     before = tmp_path / "build.yaml"

@@ -26,8 +26,9 @@ def first_block() -> list[str]:
     return [line.split("#")[0].strip() for line in block[1].splitlines() if line.strip()]
 
 
-def test_the_readme_s_first_command_serves_and_benchmarks_the_smoke_stack(smoke_build: SmokeBuild,
-                                                                           tmp_path: Path) -> None:
+def test_the_readme_s_first_command_serves_and_benchmarks_the_smoke_stack(
+    smoke_build: SmokeBuild, tmp_path: Path
+) -> None:
     setup, main = first_block()
     assert setup.startswith("sudo examples/smoke/setup.sh")
     argv = shlex.split(main)
@@ -58,9 +59,29 @@ def test_a_port_another_server_holds_stops_the_deploy_instead_of_a_false_ready(s
     squatter.listen()
     port = squatter.getsockname()[1]
     try:
-        proc = run_cli("recipe", "run", str(smoke_build.root / "smoke.yaml"), "--solo", "--name", "smoke-port",
-                       "--port", str(port), "--gpus", "none", "--non-privileged", "--nofile", "16384",
-                       "--mem-limit-gb", "4", "--shm-size-gb", "1", "--timeout", "60", env=smoke_build.env(), check=1)
+        proc = run_cli(
+            "recipe",
+            "run",
+            str(smoke_build.root / "smoke.yaml"),
+            "--solo",
+            "--name",
+            "smoke-port",
+            "--port",
+            str(port),
+            "--gpus",
+            "none",
+            "--non-privileged",
+            "--nofile",
+            "16384",
+            "--mem-limit-gb",
+            "4",
+            "--shm-size-gb",
+            "1",
+            "--timeout",
+            "60",
+            env=smoke_build.env(),
+            check=1,
+        )
         assert f"port {port} is taken on local by another process" in proc.stderr
         assert not re.search(r"ready in [\d.]+ s", proc.stderr) and "Traceback" not in proc.stderr
     finally:

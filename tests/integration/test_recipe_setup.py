@@ -44,8 +44,12 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandin]:
 
 @pytest.fixture(scope="module")
 def setup_env(smoke_build: SmokeBuild, hub: HubStandin, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return {**smoke_build.env(), "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path_factory.mktemp("hf-home")),
-            "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return {
+        **smoke_build.env(),
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path_factory.mktemp("hf-home")),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +73,22 @@ def cluster(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def setup_argv(recipe: Path, cluster: Path, smoke_build: SmokeBuild, *extra: str) -> list[str]:
-    return ["recipe", "run", str(recipe), "--setup", "--build-file", str(smoke_build.root / "build.yaml"),
-            "--cluster", str(cluster), "--tp", "3", *LIMITS, "--timeout", "180", *extra]
+    return [
+        "recipe",
+        "run",
+        str(recipe),
+        "--setup",
+        "--build-file",
+        str(smoke_build.root / "build.yaml"),
+        "--cluster",
+        str(cluster),
+        "--tp",
+        "3",
+        *LIMITS,
+        "--timeout",
+        "180",
+        *extra,
+    ]
 
 
 def node_blobs(testbed: Testbed, repo: str) -> dict[str, list[str]]:
@@ -84,8 +102,13 @@ def node_blobs(testbed: Testbed, repo: str) -> dict[str, list[str]]:
 def kill_during_download(argv: list[str], env: dict[str, str]) -> None:
     """Start the setup and SIGKILL it once the weights are partly downloaded."""
     blobs = Path(env["HF_HOME"]) / "hub" / f"models--{MODEL.replace('/', '--')}" / "blobs"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **env, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
@@ -102,8 +125,14 @@ def kill_during_download(argv: list[str], env: dict[str, str]) -> None:
 
 
 def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
-        testbed: Testbed, smoke_build: SmokeBuild, hub: HubStandin, setup_env: dict[str, str], recipe: Path,
-        cluster: Path, tmp_path: Path) -> None:
+    testbed: Testbed,
+    smoke_build: SmokeBuild,
+    hub: HubStandin,
+    setup_env: dict[str, str],
+    recipe: Path,
+    cluster: Path,
+    tmp_path: Path,
+) -> None:
     argv = setup_argv(recipe, cluster, smoke_build)
     dry = run_cli(*argv, "--dry-run", env=setup_env)
     assert "would build" in dry.stderr and f"model {MODEL}: not in this machine's cache: would download" in dry.stderr
@@ -116,8 +145,11 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     assert f"model {MODEL}: continued the partial files of an interrupted download" in first.stderr
     # the killed run had built the image before its download: found now by its build key
     assert "image vllm-node-setup-test is build" in first.stderr and "(profiles: exp-pr101): up to date" in first.stderr
-    weights = [h for h in hub.state.hits if h.method == "GET" and h.path.startswith(f"/{MODEL}/resolve/")
-               and h.path.endswith("/model.safetensors")]
+    weights = [
+        h
+        for h in hub.state.hits
+        if h.method == "GET" and h.path.startswith(f"/{MODEL}/resolve/") and h.path.endswith("/model.safetensors")
+    ]
     assert weights[-1].range is not None, "the second download did not resume the partial file"
     weights_sent = sum(h.sent for h in weights)
     assert weights_sent < WEIGHTS + (4 << 20), weights_sent  # what arrived before the kill was not fetched again
@@ -139,8 +171,19 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     assert hub.state.sent_bytes() == served  # nothing downloaded either
 
     out = tmp_path / "bench"
-    proc = run_cli("bench", "run", str(recipe), "--url", f"http://{head}:8000/v1", "--nodes", "3",
-                   "--results", str(out), "--json", env=setup_env)
+    proc = run_cli(
+        "bench",
+        "run",
+        str(recipe),
+        "--url",
+        f"http://{head}:8000/v1",
+        "--nodes",
+        "3",
+        "--results",
+        str(out),
+        "--json",
+        env=setup_env,
+    )
     rec = json.loads(proc.stdout)
     assert rec["recipe"] == "smoke-setup" and rec["nodes"] == 3 and rec["profile"] == "quick"
     assert [(r["depth"], r["concurrency"]) for r in rec["rows"]] == [(0, 1), (4096, 1)]
@@ -152,24 +195,32 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
 
 
 @pytest.mark.parametrize("via", ["tar", "rsync"])
-def test_copy_sends_each_node_only_what_it_lacks(testbed: Testbed, hub: HubStandin, setup_env: dict[str, str],
-                                                 cluster: Path, tmp_path: Path, via: str) -> None:
+def test_copy_sends_each_node_only_what_it_lacks(
+    testbed: Testbed, hub: HubStandin, setup_env: dict[str, str], cluster: Path, tmp_path: Path, via: str
+) -> None:
     if via == "rsync" and not shutil.which("rsync"):
         pytest.skip("rsync is not installed here")
     env = {**setup_env, "HF_HOME": str(tmp_path / "hf")}
     run_cli("model", "download", DRAFT, env=env)
     for n in testbed.nodes:  # the nodes start without the draft
-        shutil.rmtree(n.dir / "fs/root/.cache/huggingface/hub" / f"models--{DRAFT.replace('/', '--')}",
-                      ignore_errors=True)
-    first = json.loads(run_cli("model", "copy", DRAFT, "--cluster", str(cluster), "--via", via, "--json",
-                               env=env).stdout)
+        shutil.rmtree(
+            n.dir / "fs/root/.cache/huggingface/hub" / f"models--{DRAFT.replace('/', '--')}", ignore_errors=True
+        )
+    first = json.loads(
+        run_cli("model", "copy", DRAFT, "--cluster", str(cluster), "--via", via, "--json", env=env).stdout
+    )
     assert [r["node"] for r in first] == ["h1", "h2", "h3"] and all(r["sent_bytes"] >= 1 << 20 for r in first)
     assert all(r["note"] == ("rsync" if via == "rsync" else "") for r in first)
-    blob = max((testbed.nodes[1].dir / "fs/root/.cache/huggingface/hub" / f"models--{DRAFT.replace('/', '--')}"
-                / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    blob = max(
+        (
+            testbed.nodes[1].dir / "fs/root/.cache/huggingface/hub" / f"models--{DRAFT.replace('/', '--')}" / "blobs"
+        ).iterdir(),
+        key=lambda p: p.stat().st_size,
+    )
     blob.write_bytes(b"truncated")  # h2's copy of the weights is damaged
-    again = json.loads(run_cli("model", "copy", DRAFT, "--cluster", str(cluster), "--via", via, "--json",
-                               env=env).stdout)
+    again = json.loads(
+        run_cli("model", "copy", DRAFT, "--cluster", str(cluster), "--via", via, "--json", env=env).stdout
+    )
     sent = {r["node"]: r["sent_bytes"] for r in again}
     assert sent["h1"] == sent["h3"] == 0
     assert sent["h2"] >= 1 << 20 if via == "tar" else sent["h2"] > 0  # rsync sends only the damaged part

@@ -27,8 +27,9 @@ def build(root: Path, cache: Path, smoke_build: SmokeBuild, url: str) -> dict[st
     return {r["stage"]: r["status"] for r in json.loads(proc.stdout)} | {"_stderr": proc.stderr}
 
 
-def test_an_empty_cache_pulls_every_wheel_stage_and_refuses_a_corrupt_one(smoke_build: SmokeBuild,
-                                                                           tmp_path: Path) -> None:
+def test_an_empty_cache_pulls_every_wheel_stage_and_refuses_a_corrupt_one(
+    smoke_build: SmokeBuild, tmp_path: Path
+) -> None:
     with Registry(tmp_path / "registry", 5093):
         url = "oci://127.0.0.1:5093/spark-pipeline"
         pushed = run_cli("store", "push", "--store", str(smoke_build.store), "--remote", url)
@@ -44,8 +45,12 @@ def test_an_empty_cache_pulls_every_wheel_stage_and_refuses_a_corrupt_one(smoke_
         fresh = build(root, tmp_path / "cache-b", smoke_build, url)
         assert {s: fresh[s] for s in WHEEL_STAGES} == dict.fromkeys(WHEEL_STAGES, "pulled"), fresh["_stderr"]
         assert fresh["runtime"] in ("built", "cached")
-        assert Store(tmp_path / "cache-b" / "store").verify("vllm", next(
-            r["key"] for r in smoke_build.results if r["stage"] == "vllm"))[0] is not None
+        assert (
+            Store(tmp_path / "cache-b" / "store").verify(
+                "vllm", next(r["key"] for r in smoke_build.results if r["stage"] == "vllm")
+            )[0]
+            is not None
+        )
 
         # a tampered triton artifact under the same key: its wheel no longer matches its manifest
         key = next(r["key"] for r in smoke_build.results if r["stage"] == "triton")

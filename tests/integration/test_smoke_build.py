@@ -45,10 +45,24 @@ def test_cold_build_makes_the_image_and_one_entry_per_stage(smoke_build: SmokeBu
         manifest = json.loads((smoke_build.store / stage / key / "manifest.json").read_text())
         assert manifest["stage"] == stage and manifest["key"] == key and manifest["engine"] == "buildkit"
         assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in manifest["files"])
-    out = subprocess.run([DOCKER, "run", "--rm", "--pull=never", "--network", "none", "vllm-node-smoke",
-                          "python3", "-c", "import vllm, torch, flashinfer, flashinfer_cubin, triton; "
-                          "print(torch.__version__, open('/workspace/build-metadata.json').read())"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            DOCKER,
+            "run",
+            "--rm",
+            "--pull=never",
+            "--network",
+            "none",
+            "vllm-node-smoke",
+            "python3",
+            "-c",
+            "import vllm, torch, flashinfer, flashinfer_cubin, triton; "
+            "print(torch.__version__, open('/workspace/build-metadata.json').read())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     meta = json.loads(out.stdout.split(" ", 1)[1])
     assert meta["stage_keys"] == keys(smoke_build.results)
     assert meta["gpu_arch"] == "12.1a"
@@ -62,8 +76,9 @@ def test_vllm_artifact_holds_sm_121a_device_code(smoke_build: SmokeBuild) -> Non
     assert b"sm_121a" in fatbin
     info = json.loads(whl.read("vllm/_build_info.json"))
     assert info["TORCH_CUDA_ARCH_LIST"] == "12.1a" and info["MAX_JOBS"] == "2"
-    fi = json.loads(wheel(smoke_build.store, "flashinfer", k["flashinfer"], "flashinfer_python")
-                    .read("flashinfer/_build_info.json"))
+    fi = json.loads(
+        wheel(smoke_build.store, "flashinfer", k["flashinfer"], "flashinfer_python").read("flashinfer/_build_info.json")
+    )
     assert fi["FLASHINFER_CUDA_ARCH_LIST"] == "12.1a"
 
 
@@ -79,8 +94,9 @@ def test_nccl_is_compiled_for_the_derived_gencode(smoke_build: SmokeBuild) -> No
 
 
 def test_second_build_runs_no_stage(smoke_build: SmokeBuild) -> None:
-    proc = run_cli("build", "--json", "-f", str(smoke_build.root / "build.yaml"), env={**smoke_build.env(),
-                                                                                      "COLUMNS": "120"})
+    proc = run_cli(
+        "build", "--json", "-f", str(smoke_build.root / "build.yaml"), env={**smoke_build.env(), "COLUMNS": "120"}
+    )
     again = json.loads(proc.stdout)
     assert statuses(again) == dict.fromkeys(STAGES, "cached")
     assert keys(again) == keys(smoke_build.results)
@@ -94,22 +110,25 @@ def test_vllm_change_rebuilds_only_vllm_and_runtime(smoke_build: SmokeBuild, tmp
     root = smoke_build.copy(tmp_path / "src")
     fixtures.commit(root / "repos" / "vllm", {"vllm/new.py": "X = 1\n"}, "vllm moved")
     result = statuses(smoke_build.build(root))
-    assert result == {"base": "cached", "triton": "cached", "flashinfer": "cached", "vllm": "built",
-                      "runtime": "built"}
+    assert result == {"base": "cached", "triton": "cached", "flashinfer": "cached", "vllm": "built", "runtime": "built"}
 
 
 def test_flashinfer_rebuild_does_not_fetch_cubins_again(smoke_build: SmokeBuild, tmp_path: Path) -> None:
     first = keys(smoke_build.results)["flashinfer"]
-    log = json.loads(wheel(smoke_build.store, "flashinfer", first, "flashinfer_cubin")
-                     .read("flashinfer_cubin/_fetch_log.json"))
+    log = json.loads(
+        wheel(smoke_build.store, "flashinfer", first, "flashinfer_cubin").read("flashinfer_cubin/_fetch_log.json")
+    )
     assert len(log["downloaded"]) == 3  # the cold build fetched them
     root = smoke_build.copy(tmp_path / "src")
     # flashinfer.ref is auto: the release vLLM pins (v0.6.5) moves to a new commit
     fixtures.release(root / "repos" / "flashinfer", {"flashinfer/new.py": "Y = 2\n"}, "v0.6.5")
     results = smoke_build.build(root)
     assert statuses(results)["flashinfer"] == "built"
-    log = json.loads(wheel(smoke_build.store, "flashinfer", keys(results)["flashinfer"], "flashinfer_cubin")
-                     .read("flashinfer_cubin/_fetch_log.json"))
+    log = json.loads(
+        wheel(smoke_build.store, "flashinfer", keys(results)["flashinfer"], "flashinfer_cubin").read(
+            "flashinfer_cubin/_fetch_log.json"
+        )
+    )
     assert log == {"downloaded": [], "reused": sorted(log["reused"])} and len(log["reused"]) == 3
 
 
@@ -138,18 +157,29 @@ def test_corrupt_store_entry_is_reported_and_rebuilt(smoke_build: SmokeBuild, tm
     assert statuses(json.loads(proc.stdout))["triton"] == "built"
 
 
-def _build(root: Path, cache: Path, *extra: str, wrapper: list[str] | None = None, namespace: str = "",
-           **popen: object) -> subprocess.CompletedProcess[str]:
+def _build(
+    root: Path, cache: Path, *extra: str, wrapper: list[str] | None = None, namespace: str = "", **popen: object
+) -> subprocess.CompletedProcess[str]:
     argv = [*(wrapper or [sys.executable, "-m", "pipeline"]), "build", "--json", "-f", str(root / "build.yaml"), *extra]
-    env = {**os.environ, "SPARK_PIPELINE_CACHE": str(cache), "PYTHONPATH": str(REPO), "COLUMNS": "200",
-           "SPARK_PIPELINE_CACHE_NAMESPACE": namespace}
+    env = {
+        **os.environ,
+        "SPARK_PIPELINE_CACHE": str(cache),
+        "PYTHONPATH": str(REPO),
+        "COLUMNS": "200",
+        "SPARK_PIPELINE_CACHE_NAMESPACE": namespace,
+    }
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, **popen)  # type: ignore[call-overload]
 
 
 def _plan(root: Path, cache: Path, cached: bool = False) -> dict[str, object]:
     env = {**os.environ, "SPARK_PIPELINE_CACHE": str(cache), "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "pipeline", "plan", "--json", "-f", str(root / "build.yaml")],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "plan", "--json", "-f", str(root / "build.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {s["stage"]: (s["cached"] if cached else s["key"]) for s in json.loads(out)["stages"]}
 
 
@@ -185,8 +215,9 @@ def test_two_concurrent_builds_both_succeed_with_identical_content(smoke_build: 
     fixtures.commit(root / "repos" / "vllm", {"vllm/race.py": "R = 1\n"}, "vllm moved")
     env = {**os.environ, "SPARK_PIPELINE_CACHE": str(cache), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     argv = [sys.executable, "-m", "pipeline", "build", "--json", "-f", str(root / "build.yaml")]
-    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
@@ -228,8 +259,12 @@ def test_failing_stage_shows_its_log_and_keeps_finished_stages(smoke_build: Smok
 
 
 def docker_sh(image: str, script: str) -> str:
-    return subprocess.run([DOCKER, "run", "--rm", "--pull=never", "--network", "none", "--entrypoint", "sh", image,
-                           "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [DOCKER, "run", "--rm", "--pull=never", "--network", "none", "--entrypoint", "sh", image, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def test_the_cuda_stand_in_lacks_python_and_the_toolchain_has_it(smoke_build: SmokeBuild) -> None:
@@ -276,8 +311,7 @@ def test_a_runtime_that_fails_its_import_check_is_never_tagged(smoke_build: Smok
     assert subprocess.run([DOCKER, "image", "inspect", "vllm-node-broken"], capture_output=True).returncode != 0
 
 
-def test_a_lost_toolchain_image_is_made_again_without_rebuilding_base(smoke_build: SmokeBuild,
-                                                                     tmp_path: Path) -> None:
+def test_a_lost_toolchain_image_is_made_again_without_rebuilding_base(smoke_build: SmokeBuild, tmp_path: Path) -> None:
     from pipeline.core.ir import toolchain_tag
 
     tag = toolchain_tag("linux/amd64", keys(smoke_build.results)["base"])
@@ -296,8 +330,9 @@ def test_a_submodules_content_is_in_the_built_wheel(smoke_build: SmokeBuild) -> 
     assert whl.read("flashinfer/data/include/cutlass/cutlass.h") == b"#define CUTLASS_SMOKE 1\n"
 
 
-def test_triton_from_source_gets_its_build_requirements_through_the_ca_bundle(smoke_build: SmokeBuild,
-                                                                              tmp_path: Path) -> None:
+def test_triton_from_source_gets_its_build_requirements_through_the_ca_bundle(
+    smoke_build: SmokeBuild, tmp_path: Path
+) -> None:
     """triton.source: git installs what Triton's pyproject names (pybind11 from PyPI) before building;
     behind a TLS-inspecting proxy (this sandbox, CI) the build steps trust build.yaml's ca_bundle,
     which never reaches an image."""

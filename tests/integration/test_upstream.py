@@ -43,10 +43,23 @@ def test_auto_reads_each_layouts_pins(vllm_trees: dict[str, Path], tmp_path: Pat
 
 def test_plan_on_vllm_0_33_0_follows_its_pins(vllm_trees: dict[str, Path], smoke: Path, tmp_path: Path) -> None:
     flashinfer = sdist_repo("flashinfer-python", "0.7.2.post1", tmp_path / "flashinfer")
-    args = ["-f", str(REPO / "build.yaml"), "--vllm-repo", str(vllm_trees["0.33.0"]), "--vllm-ref", "v0.33.0",
-            "--set", f"flashinfer.repo={flashinfer}", "--set", f"nccl.repo={smoke / 'repos/nccl'}",
-            # the Python environment resolves against PyPI's real metadata (download.pytorch.org is out of reach)
-            "--set", "nccl.ref=main", "--set", "base.torch.index=https://pypi.org/simple"]
+    args = [
+        "-f",
+        str(REPO / "build.yaml"),
+        "--vllm-repo",
+        str(vllm_trees["0.33.0"]),
+        "--vllm-ref",
+        "v0.33.0",
+        "--set",
+        f"flashinfer.repo={flashinfer}",
+        "--set",
+        f"nccl.repo={smoke / 'repos/nccl'}",
+        # the Python environment resolves against PyPI's real metadata (download.pytorch.org is out of reach)
+        "--set",
+        "nccl.ref=main",
+        "--set",
+        "base.torch.index=https://pypi.org/simple",
+    ]
     proc = run_cli("plan", "--json", *args)
     plan = json.loads(proc.stdout)
     assert plan["versions"]["torch"] == "2.14.0" and plan["versions"]["flashinfer-python"] == "0.7.2.post1"
@@ -61,15 +74,24 @@ def test_plan_on_vllm_0_33_0_follows_its_pins(vllm_trees: dict[str, Path], smoke
     clash = " ".join(run_cli("plan", *args, "--torch-version", "2.13.0", check=2).stderr.split())
     assert "torch==2.13.0 <- build.yaml base.torch.version" in clash
     assert "torchvision==0.29.0 <- build.yaml base.torch.torchvision (auto: vLLM v0.33.0" in clash
-    explicit = run_cli("plan", *args, "--torch-version", "2.13.0", "--set", "base.torch.torchvision=none",
-                       "--set", "base.torch.torchaudio=none").stderr
+    explicit = run_cli(
+        "plan",
+        *args,
+        "--torch-version",
+        "2.13.0",
+        "--set",
+        "base.torch.torchvision=none",
+        "--set",
+        "base.torch.torchaudio=none",
+    ).stderr
     assert "base.torch.version is 2.13.0 but vLLM" in explicit and "pins torch==2.14.0" in explicit
 
 
 @pytest.mark.docker
 @pytest.mark.parametrize("version", list(LAYOUTS))
-def test_vllm_prepare_runs_on_each_layout_in_the_toolchain(vllm_trees: dict[str, Path], smoke_build: SmokeBuild,
-                                                           tmp_path: Path, version: str) -> None:
+def test_vllm_prepare_runs_on_each_layout_in_the_toolchain(
+    vllm_trees: dict[str, Path], smoke_build: SmokeBuild, tmp_path: Path, version: str
+) -> None:
     """The vllm stage's own prepare steps, in the toolchain image the stage runs in, on the real tree:
     torch and FlashInfer pins gone from every requirements file, the build requirements installed."""
     from pipeline.core.ir import toolchain_tag
@@ -87,10 +109,32 @@ def test_vllm_prepare_runs_on_each_layout_in_the_toolchain(vllm_trees: dict[str,
     # Where PyPI is reached through a TLS-inspecting proxy (this sandbox), pip needs the host's CA bundle.
     ca = os.environ.get("SSL_CERT_FILE") or os.environ.get("PIP_CERT")
     ca_args = ["-v", f"{ca}:/etc/ssl/host-ca.crt:ro", "-e", "PIP_CERT=/etc/ssl/host-ca.crt"] if ca else []
-    proc = subprocess.run([DOCKER, "run", "--rm", "--pull=never", "-v", f"{tree}:/src/vllm", *ca_args,
-                           "-v", f"{context}:/inputs/context:ro", "-v", f"{pip_cache}:/root/.cache/pip",
-                           "-e", "PIP_BREAK_SYSTEM_PACKAGES=1", "-w", "/src/vllm", toolchain, "sh", "-c", script],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            DOCKER,
+            "run",
+            "--rm",
+            "--pull=never",
+            "-v",
+            f"{tree}:/src/vllm",
+            *ca_args,
+            "-v",
+            f"{context}:/inputs/context:ro",
+            "-v",
+            f"{pip_cache}:/root/.cache/pip",
+            "-e",
+            "PIP_BREAK_SYSTEM_PACKAGES=1",
+            "-w",
+            "/src/vllm",
+            toolchain,
+            "sh",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for f in [*tree.glob("requirements/**/*.txt"), tree / "pyproject.toml"]:
         for line in f.read_text().splitlines():
@@ -141,10 +185,18 @@ class Artifactory:
         return [p for p in self.requests if not p.endswith("/")]
 
 
-PIN_DIRS = {"TRTLLM_GEN_FMHA": "fmha/trtllm-gen/", "TRTLLM_GEN_BMM": "batched_gemm/", "TRTLLM_GEN_GEMM": "gemm/",
-            "DEEPGEMM": "deep-gemm/", "DSL_FMHA": "fmha/cute-dsl/"}
-META = {"TRTLLM_GEN_FMHA": "flashInferMetaInfo.h", "TRTLLM_GEN_BMM": "flashinferMetaInfo.h",
-        "TRTLLM_GEN_GEMM": "flashinferMetaInfo.h"}
+PIN_DIRS = {
+    "TRTLLM_GEN_FMHA": "fmha/trtllm-gen/",
+    "TRTLLM_GEN_BMM": "batched_gemm/",
+    "TRTLLM_GEN_GEMM": "gemm/",
+    "DEEPGEMM": "deep-gemm/",
+    "DSL_FMHA": "fmha/cute-dsl/",
+}
+META = {
+    "TRTLLM_GEN_FMHA": "flashInferMetaInfo.h",
+    "TRTLLM_GEN_BMM": "flashinferMetaInfo.h",
+    "TRTLLM_GEN_GEMM": "flashinferMetaInfo.h",
+}
 
 
 def publish(root: Path, pin: str) -> dict[str, str]:
@@ -202,8 +254,9 @@ def downloader(src: Path, dest: Path, patched: bool) -> Path:
     shutil.copy(tree / "flashinfer/artifacts.py", pkg / "artifacts.py")
     shutil.copy(tree / "flashinfer/jit/cubin_loader.py", pkg / "jit/cubin_loader.py")
     (pkg / "jit" / "core.py").write_text("import logging\nlogger = logging.getLogger('flashinfer')\n")
-    (pkg / "jit" / "env.py").write_text("import os, pathlib\n"
-                                        "FLASHINFER_CUBIN_DIR = pathlib.Path(os.environ['FLASHINFER_CUBIN_DIR'])\n")
+    (pkg / "jit" / "env.py").write_text(
+        "import os, pathlib\nFLASHINFER_CUBIN_DIR = pathlib.Path(os.environ['FLASHINFER_CUBIN_DIR'])\n"
+    )
     return dest
 
 
@@ -226,10 +279,20 @@ def test_flashinfers_downloader_reuses_the_cubin_cache(tmp_path: Path, patched: 
 
     def build(pin: str, manifests: dict[str, str]) -> list[str]:
         server.requests.clear()
-        env = {**os.environ, "FLASHINFER_CUBIN_DIR": str(cache), "FLASHINFER_CUBINS_REPOSITORY": server.url,
-               "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
-        subprocess.run([sys.executable, "-c", DOWNLOAD, str(code), pin, json.dumps(manifests)], env=env,
-                       check=True, capture_output=True, timeout=300)
+        env = {
+            **os.environ,
+            "FLASHINFER_CUBIN_DIR": str(cache),
+            "FLASHINFER_CUBINS_REPOSITORY": server.url,
+            "no_proxy": "127.0.0.1",
+            "NO_PROXY": "127.0.0.1",
+        }
+        subprocess.run(
+            [sys.executable, "-c", DOWNLOAD, str(code), pin, json.dumps(manifests)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         return server.downloads()
 
     build("0ld0pin", old)  # an older FlashInfer pin left its files in the cache

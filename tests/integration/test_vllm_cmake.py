@@ -35,8 +35,17 @@ CONTEXT = REPO / "docker-contexts" / "vllm"
 CACHE = Path(os.environ.get("SPARK_PIPELINE_TEST_CACHE", Path.home() / ".cache" / "spark-pipeline-tests"))
 CUDA = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda-13.0"))
 CLANG = shutil.which("clang++-16")
-VENV_PACKAGES = ("torch==2.14.1", "cmake>=3.26.1", "ninja", "packaging", "setuptools>=78.1.1,<81",
-                 "setuptools-scm", "wheel", "jinja2", "regex")
+VENV_PACKAGES = (
+    "torch==2.14.1",
+    "cmake>=3.26.1",
+    "ninja",
+    "packaging",
+    "setuptools>=78.1.1,<81",
+    "setuptools-scm",
+    "wheel",
+    "jinja2",
+    "regex",
+)
 CUOBJDUMP_WHEEL = "nvidia-cuda-cuobjdump==13.2.78"
 pytestmark = [
     pytest.mark.slow,
@@ -69,8 +78,9 @@ def pypi_file(name: str) -> Path:
     if dest.exists():
         return dest
     project = re.split(r"-\d", name, maxsplit=1)[0].replace("_", "-")
-    req = urllib.request.Request(f"https://pypi.org/simple/{project}/",
-                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    req = urllib.request.Request(
+        f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         url = next(f["url"] for f in json.load(r)["files"] if f["filename"] == name)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -115,11 +125,20 @@ def configure(tree: Path, py: Path, stand_ins: Path, arch: str) -> str:
         stub.parent.mkdir(parents=True)
         run(["gcc", "-shared", "-x", "c", "-", "-o", str(stub)], input="")
     lib = next((py.parents[1] / "lib").glob("python3*/site-packages/nvidia/cu13/lib"))
-    env = {**os.environ, "PATH": f"{py.parent}:{os.environ['PATH']}", "CUDA_HOME": str(CUDA),
-           "TORCH_CUDA_ARCH_LIST": arch, "VLLM_TARGET_DEVICE": "cuda"}
-    args = [f"-DCMAKE_CUDA_COMPILER={CUDA}/bin/nvcc", f"-DCUDA_TOOLKIT_ROOT_DIR={CUDA}",
-            f"-DCMAKE_CXX_COMPILER={CLANG}", f"-DCUDA_cuda_driver_LIBRARY={stub}",
-            f"-DCUDA_nvrtc_LIBRARY={lib}/libnvrtc.so.13"]
+    env = {
+        **os.environ,
+        "PATH": f"{py.parent}:{os.environ['PATH']}",
+        "CUDA_HOME": str(CUDA),
+        "TORCH_CUDA_ARCH_LIST": arch,
+        "VLLM_TARGET_DEVICE": "cuda",
+    }
+    args = [
+        f"-DCMAKE_CUDA_COMPILER={CUDA}/bin/nvcc",
+        f"-DCUDA_TOOLKIT_ROOT_DIR={CUDA}",
+        f"-DCMAKE_CXX_COMPILER={CLANG}",
+        f"-DCUDA_cuda_driver_LIBRARY={stub}",
+        f"-DCUDA_nvrtc_LIBRARY={lib}/libnvrtc.so.13",
+    ]
     fetched, src_env = third_party(tree)
     for name in fetched:
         (stand_ins / name).mkdir(parents=True, exist_ok=True)
@@ -137,14 +156,33 @@ def configure(tree: Path, py: Path, stand_ins: Path, arch: str) -> str:
     build = tree / "build"
     for _ in range(40):
         shutil.rmtree(build, ignore_errors=True)
-        proc = subprocess.run(["cmake", "-S", str(tree), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                               "-DVLLM_TARGET_DEVICE=cuda", f"-DVLLM_PYTHON_EXECUTABLE={py}", *args],
-                              env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                "cmake",
+                "-S",
+                str(tree),
+                "-B",
+                str(build),
+                "-G",
+                "Ninja",
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DVLLM_TARGET_DEVICE=cuda",
+                f"-DVLLM_PYTHON_EXECUTABLE={py}",
+                *args,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode == 0:
             return (build / "build.ninja").read_text()
         out = proc.stdout + proc.stderr
-        m = re.search(r"(?:file failed to open for reading \(No such file or directory\):|Cannot find source file:)"
-                      r"\s+(/\S+)", out)
+        m = re.search(
+            r"(?:file failed to open for reading \(No such file or directory\):|Cannot find source file:)"
+            r"\s+(/\S+)",
+            out,
+        )
         if not m or not m[1].startswith(str(stand_ins)):
             pytest.fail(f"vLLM's CMake configure failed:\n{out[-4000:]}")
         Path(m[1]).parent.mkdir(parents=True, exist_ok=True)
@@ -165,17 +203,24 @@ def sm12x_objects(ninja: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("version", ["0.34.0", "0.33.0"])
-def test_every_sm12x_object_of_real_vllm_gets_sm_121a(version: str, python: Path, cuobjdump: Path,
-                                                      tmp_path: Path) -> None:
+def test_every_sm12x_object_of_real_vllm_gets_sm_121a(
+    version: str, python: Path, cuobjdump: Path, tmp_path: Path
+) -> None:
     tree = sdist_tree(version, tmp_path)
     pristine = sm12x_objects(configure(tree, python, tmp_path / "stand-ins", "12.1a"))
-    assert pristine and not any("sm_121a" in c for codes in pristine.values() for c in codes), \
+    assert pristine and not any("sm_121a" in c for codes in pristine.values() for c in codes), (
         "vLLM's own CMake no longer filters 12.1a: cuda_archs.py has nothing to do for this ref"
+    )
 
     # Our prepare step, as the vllm stage runs it (it also installs vLLM's build requirements).
-    prepare = subprocess.run([str(python), str(CONTEXT / "prepare.py")], cwd=tree, capture_output=True, text=True,
-                             env={**os.environ, "TORCH_CUDA_ARCH_LIST": "12.1a",
-                                  "PATH": f"{python.parent}:{os.environ['PATH']}"}, timeout=900)
+    prepare = subprocess.run(
+        [str(python), str(CONTEXT / "prepare.py")],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TORCH_CUDA_ARCH_LIST": "12.1a", "PATH": f"{python.parent}:{os.environ['PATH']}"},
+        timeout=900,
+    )
     assert prepare.returncode == 0, prepare.stdout[-3000:] + prepare.stderr[-3000:]
     assert "cuda_archs: CMakeLists.txt line" in prepare.stdout and "+ 12.1" in prepare.stdout
 
@@ -190,8 +235,19 @@ def test_every_sm12x_object_of_real_vllm_gets_sm_121a(version: str, python: Path
     kernel = tmp_path / "k.cu"
     kernel.write_text('extern "C" __global__ void k(float *x) { x[0] += 1.0f; }\n')
     obj = tmp_path / "k.o"
-    run([str(CUDA / "bin" / "nvcc"), "-c", "-Xcompiler", "-fPIC", "-gencode", "arch=compute_121a,code=sm_121a",
-         "-o", str(obj), str(kernel)])
+    run(
+        [
+            str(CUDA / "bin" / "nvcc"),
+            "-c",
+            "-Xcompiler",
+            "-fPIC",
+            "-gencode",
+            "arch=compute_121a,code=sm_121a",
+            "-o",
+            str(obj),
+            str(kernel),
+        ]
+    )
     run(["g++", "-shared", "-o", str(tmp_path / "_C.abi3.so"), str(obj)])
     listing = run([str(cuobjdump), "--list-elf", str(tmp_path / "_C.abi3.so")]).stdout
     assert "sm_121a.cubin" in listing
@@ -199,8 +255,12 @@ def test_every_sm12x_object_of_real_vllm_gets_sm_121a(version: str, python: Path
     wheels.mkdir()
     with zipfile.ZipFile(wheels / f"vllm-{version}-cp38-abi3-linux_x86_64.whl", "w") as zf:
         zf.write(tmp_path / "_C.abi3.so", "vllm/_C.abi3.so")
-    ok = subprocess.run([sys.executable, str(CONTEXT / "check_gpu_code.py"), str(wheels)], capture_output=True,
-                        text=True, env={**os.environ, "TORCH_CUDA_ARCH_LIST": "12.1a", "CUOBJDUMP": str(cuobjdump)})
+    ok = subprocess.run(
+        [sys.executable, str(CONTEXT / "check_gpu_code.py"), str(wheels)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TORCH_CUDA_ARCH_LIST": "12.1a", "CUOBJDUMP": str(cuobjdump)},
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads((wheels / "gpu-code.json").read_text())["libraries"] == {"vllm/_C.abi3.so": ["sm_121a"]}
 
@@ -208,14 +268,29 @@ def test_every_sm12x_object_of_real_vllm_gets_sm_121a(version: str, python: Path
 def test_the_wheel_check_refuses_a_wheel_filtered_down_to_sm_120(cuobjdump: Path, tmp_path: Path) -> None:
     kernel = tmp_path / "k.cu"
     kernel.write_text('extern "C" __global__ void k(float *x) { x[0] += 1.0f; }\n')
-    run([str(CUDA / "bin" / "nvcc"), "-c", "-Xcompiler", "-fPIC", "-gencode", "arch=compute_120f,code=sm_120f",
-         "-o", str(tmp_path / "k.o"), str(kernel)])
+    run(
+        [
+            str(CUDA / "bin" / "nvcc"),
+            "-c",
+            "-Xcompiler",
+            "-fPIC",
+            "-gencode",
+            "arch=compute_120f,code=sm_120f",
+            "-o",
+            str(tmp_path / "k.o"),
+            str(kernel),
+        ]
+    )
     run(["g++", "-shared", "-o", str(tmp_path / "_C.abi3.so"), str(tmp_path / "k.o")])
     wheels = tmp_path / "out"
     wheels.mkdir()
     with zipfile.ZipFile(wheels / "vllm-0.34.0-cp38-abi3-linux_x86_64.whl", "w") as zf:
         zf.write(tmp_path / "_C.abi3.so", "vllm/_C.abi3.so")
-    bad = subprocess.run([sys.executable, str(CONTEXT / "check_gpu_code.py"), str(wheels)], capture_output=True,
-                         text=True, env={**os.environ, "TORCH_CUDA_ARCH_LIST": "12.1a", "CUOBJDUMP": str(cuobjdump)})
+    bad = subprocess.run(
+        [sys.executable, str(CONTEXT / "check_gpu_code.py"), str(wheels)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TORCH_CUDA_ARCH_LIST": "12.1a", "CUOBJDUMP": str(cuobjdump)},
+    )
     assert bad.returncode == 1
     assert "vllm/_C.abi3.so holds sm_120 but not sm_121a" in bad.stderr and "refused" in bad.stderr

@@ -23,26 +23,42 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv holding only the wheel (its dependencies come from this interpreter's site-packages, so the
     test needs no second download of dagger-io, fabric and the rest); returns the venv's bin/."""
     root = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(root / "dist")],
-                   check=True, timeout=600, cwd=root)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(root / "dist")],
+        check=True,
+        timeout=600,
+        cwd=root,
+    )
     [wheel] = list((root / "dist").glob("spark_pipeline-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")], check=True)
-    subprocess.run([str(root / "venv/bin/python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [str(root / "venv/bin/python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300
+    )
     return root / "venv" / "bin"
 
 
 def tool(bin_dir: Path, *args: str, cwd: Path, check: int = 0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(bin_dir / "spark-pipeline"), *args], cwd=cwd, env={**env, "COLUMNS": "200"},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(bin_dir / "spark-pipeline"), *args],
+        cwd=cwd,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == check, f"exit {proc.returncode} for {args}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
 def test_the_installed_tool_runs_without_the_checkout(installed: Path, tmp_path: Path) -> None:
-    where = subprocess.run([str(installed / "python"), "-c", "import pipeline; print(pipeline.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [str(installed / "python"), "-c", "import pipeline; print(pipeline.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert str(REPO) not in where and "site-packages" in where
 
     recipes = json.loads(tool(installed, "recipe", "list", "--json", cwd=tmp_path).stdout)

@@ -92,8 +92,9 @@ class Fault:
 
 
 class Session:
-    def __init__(self, version: str = "v0.21.11", drop_fields: tuple[str, ...] = (),
-                 docker: str | None = "/usr/bin/docker"):
+    def __init__(
+        self, version: str = "v0.21.11", drop_fields: tuple[str, ...] = (), docker: str | None = "/usr/bin/docker"
+    ):
         self.schema = _schema(drop_fields)
         self.version = version
         self.docker = docker
@@ -176,8 +177,9 @@ class Session:
         if errors:
             self.invalid += [e.message for e in errors]
             return {"errors": [e.formatted for e in errors]}
-        result = graphql.execute(self.schema, document, root_value=Node("Query"), variable_values=variables,
-                                 field_resolver=self._resolve)
+        result = graphql.execute(
+            self.schema, document, root_value=Node("Query"), variable_values=variables, field_resolver=self._resolve
+        )
         out: dict[str, Any] = {"data": result.data}  # type: ignore[union-attr]
         if result.errors:  # type: ignore[union-attr]
             out["errors"] = [e.formatted for e in result.errors]  # type: ignore[union-attr]
@@ -230,8 +232,7 @@ class Session:
         if name == "exportImage":
             if self.docker is not None:
                 empty = subprocess.run(["tar", "-c", "-T", "/dev/null"], capture_output=True, check=True).stdout
-                subprocess.run([self.docker, "import", "-", args["name"]], input=empty, capture_output=True,
-                               check=True)
+                subprocess.run([self.docker, "import", "-", args["name"]], input=empty, capture_output=True, check=True)
             self.images.append(args["name"])
             return VOID
         if name == "publish":
@@ -243,17 +244,25 @@ class Session:
             if f.kind == "exec":
                 for argv in node.execs():
                     if f.match in " ".join(argv):
-                        ext: dict[str, Any] = {"_type": "EXEC_ERROR", "cmd": argv, "exitCode": f.exit_code,
-                                               "stdout": "", "stderr": f.stderr}
+                        ext: dict[str, Any] = {
+                            "_type": "EXEC_ERROR",
+                            "cmd": argv,
+                            "exitCode": f.exit_code,
+                            "stdout": "",
+                            "stderr": f.stderr,
+                        }
                         if not f.detail:
                             ext.update(cmd=None, exitCode=None, stdout=None, stderr=None)
-                        raise graphql.GraphQLError("process did not complete successfully: exit code: "
-                                                   f"{f.exit_code}", extensions=ext)
+                        raise graphql.GraphQLError(
+                            f"process did not complete successfully: exit code: {f.exit_code}", extensions=ext
+                        )
             if f.kind == "pull":
                 for call in _all_calls(node, "from"):
                     if f.match in call.get("address", ""):
-                        raise graphql.GraphQLError(f"failed to resolve source metadata for {call['address']}: "
-                                                   f"{f.stderr or 'pull access denied'}")
+                        raise graphql.GraphQLError(
+                            f"failed to resolve source metadata for {call['address']}: "
+                            f"{f.stderr or 'pull access denied'}"
+                        )
 
     def _check_local_image(self, name: str) -> None:
         if self.docker is None:
@@ -324,9 +333,9 @@ def _drop_field(sdl: str, dotted: str) -> str:
     start = re.search(rf"^type {type_name} .*\{{$", sdl, flags=re.M)
     assert start, dotted
     body_end = sdl.index("\n}", start.end())
-    body = sdl[start.end():body_end]
+    body = sdl[start.end() : body_end]
     # a field is its (optional) docstring, then `  name(…): Type` up to the next field's start
     pattern = re.compile(rf'(\n  """(?:(?!""").)*"""\s*)?\n  {field_name}(\(.*?\n  \))?: [^\n]+', flags=re.S)
     new_body, n = pattern.subn("", body, count=1)
     assert n == 1, dotted
-    return sdl[:start.end()] + new_body + sdl[body_end:]
+    return sdl[: start.end()] + new_body + sdl[body_end:]

@@ -40,8 +40,8 @@ class Hit:
 @dataclass
 class HubState:
     root: Path
-    gated: dict[str, str] = field(default_factory=dict)   # repo -> the token that opens it
-    rate: float = 0.0                                      # bytes/s for file bodies; 0 = unlimited
+    gated: dict[str, str] = field(default_factory=dict)  # repo -> the token that opens it
+    rate: float = 0.0  # bytes/s for file bodies; 0 = unlimited
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,8 +85,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _repo_ok(self, repo: str) -> bool:
         if not (self.state.root / repo).is_dir():
-            self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound",
-                                                                "X-Error-Message": "Repository not found"})
+            self._json(
+                404,
+                {"error": "Repository not found"},
+                {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},
+            )
             return False
         token = self.state.gated.get(repo)
         if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
@@ -118,9 +121,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _info(self, repo: str) -> None:
         files = self.state.files(repo)
-        self._json(200, {"id": repo, "modelId": repo, "sha": self.state.commit(repo), "private": False,
-                         "gated": "manual" if repo in self.state.gated else False,
-                         "siblings": [{"rfilename": n} for n in files]})
+        self._json(
+            200,
+            {
+                "id": repo,
+                "modelId": repo,
+                "sha": self.state.commit(repo),
+                "private": False,
+                "gated": "manual" if repo in self.state.gated else False,
+                "siblings": [{"rfilename": n} for n in files],
+            },
+        )
 
     def _file(self, repo: str, name: str) -> None:
         files = self.state.files(repo)
@@ -135,8 +146,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             start = int(m[1])
         body = data[start:]
         self.send_response(206 if start else 200)
-        headers = {"X-Repo-Commit": self.state.commit(repo), "ETag": f'"{etag}"', "Content-Length": str(len(body)),
-                   "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": self.state.commit(repo),
+            "ETag": f'"{etag}"',
+            "Content-Length": str(len(body)),
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         if "lfs" in e:
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
         if start:
@@ -153,10 +169,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sent, chunk = 0, 64 << 10
         try:
             for i in range(0, len(body), chunk):
-                self.wfile.write(body[i:i + chunk])
-                sent += len(body[i:i + chunk])
+                self.wfile.write(body[i : i + chunk])
+                sent += len(body[i : i + chunk])
                 if self.state.rate:
-                    time.sleep(len(body[i:i + chunk]) / self.state.rate)
+                    time.sleep(len(body[i : i + chunk]) / self.state.rate)
         except (BrokenPipeError, ConnectionResetError):
             pass
         return sent

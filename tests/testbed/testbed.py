@@ -52,12 +52,14 @@ def free_subnet() -> str:
     used = []
     for line in routes:
         words = line.split()
-        dest = words[1] if words and words[0] in ("local", "broadcast", "unicast") and len(words) > 1 else \
-            (words[0] if words else "")
+        dest = (
+            words[1]
+            if words and words[0] in ("local", "broadcast", "unicast") and len(words) > 1
+            else (words[0] if words else "")
+        )
         with contextlib.suppress(ValueError):
             used.append(ipaddress.ip_network(dest, strict=False))
-    free = [n for n in range(100, 250)
-            if not any(ipaddress.ip_network(f"10.213.{n}.0/24").overlaps(u) for u in used)]
+    free = [n for n in range(100, 250) if not any(ipaddress.ip_network(f"10.213.{n}.0/24").overlaps(u) for u in used)]
     if not free:
         raise RuntimeError("no free 10.213.N.0/24 for the testbed; `ip route` shows them all in use")
     return f"10.213.{_RNG.choice(free)}"
@@ -162,8 +164,13 @@ class Testbed:
         self.bridge = f"sp{self.tag}br"
         self.keys = self.root / "keys"
         for i in range(1, self.count + 1):
-            node = Node(name=f"h{i}", index=i, address=f"{self.subnet}.{10 + i}", dir=self.root / f"h{i}",
-                        netns=f"sp{self.tag}h{i}")
+            node = Node(
+                name=f"h{i}",
+                index=i,
+                address=f"{self.subnet}.{10 + i}",
+                dir=self.root / f"h{i}",
+                netns=f"sp{self.tag}h{i}",
+            )
             node.veth = f"sp{self.tag}v{i}"
             self.nodes.append(node)
 
@@ -228,8 +235,22 @@ class Testbed:
         sh("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         # The host dockerd sets FORWARD policy DROP; bridged node<->node traffic goes through FORWARD.
-        sh("iptables", "-I", "FORWARD", "1", "-i", self.bridge, "-o", self.bridge, "-m", "comment",
-           "--comment", f"sp{self.tag}", "-j", "ACCEPT")
+        sh(
+            "iptables",
+            "-I",
+            "FORWARD",
+            "1",
+            "-i",
+            self.bridge,
+            "-o",
+            self.bridge,
+            "-m",
+            "comment",
+            "--comment",
+            f"sp{self.tag}",
+            "-j",
+            "ACCEPT",
+        )
         for n in self.nodes:
             sh("ip", "netns", "add", n.netns)
             sh("ip", "link", "add", n.veth, "type", "veth", "peer", "name", "eth0", "netns", n.netns)
@@ -246,15 +267,32 @@ class Testbed:
         for f in ("docker.pid", "sshd.pid", "docker.sock"):
             (n.dir / f).unlink(missing_ok=True)
         binds = " && ".join(f"mount --bind {n.dir}/fs{d} {d}" for d in ("/root", "/opt", "/srv"))
-        script = (f"hostname {n.name} && mount -t tmpfs -o size=6g sp{self.tag}-{n.name} {n.dir}/data && {binds} && "
-                  f"exec dockerd --config-file {n.dir}/daemon.json --data-root {n.dir}/data --exec-root {n.dir}/exec "
-                  f"--pidfile {n.dir}/docker.pid -H {n.sock} --bridge=none --iptables=false --ip6tables=false "
-                  f"--ip-masq=false --cgroup-parent=/sp{self.tag}-{n.name}")
+        script = (
+            f"hostname {n.name} && mount -t tmpfs -o size=6g sp{self.tag}-{n.name} {n.dir}/data && {binds} && "
+            f"exec dockerd --config-file {n.dir}/daemon.json --data-root {n.dir}/data --exec-root {n.dir}/exec "
+            f"--pidfile {n.dir}/docker.pid -H {n.sock} --bridge=none --iptables=false --ip6tables=false "
+            f"--ip-masq=false --cgroup-parent=/sp{self.tag}-{n.name}"
+        )
         log = (n.dir / "dockerd.log").open("ab")
         # nsenter --net only (ip netns exec would remount /sys and hide the cgroup mounts dockerd needs)
-        subprocess.Popen(["nsenter", f"--net=/run/netns/{n.netns}", "unshare", "--uts", "--mount",
-                          "--propagation", "slave", "sh", "-c", script],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/run/netns/{n.netns}",
+                "unshare",
+                "--uts",
+                "--mount",
+                "--propagation",
+                "slave",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def _wait_dockerd(self, n: Node, deadline: float = 60) -> None:
         end = time.monotonic() + deadline
@@ -273,10 +311,25 @@ class Testbed:
         cfg.write_text(SSHD_CONFIG.format(addr=n.address, dir=n.dir, keys=self.keys, name=n.name, path=path))
         sh("/usr/sbin/sshd", "-t", "-f", str(cfg))
         pid = read_pid(n.dir / "docker.pid")
-        subprocess.Popen(["nsenter", f"--target={pid}", "--net", "--uts", "--mount", "/usr/sbin/sshd", "-D", "-f",
-                          str(cfg), "-E", str(n.dir / "sshd.log")],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        subprocess.Popen(
+            [
+                "nsenter",
+                f"--target={pid}",
+                "--net",
+                "--uts",
+                "--mount",
+                "/usr/sbin/sshd",
+                "-D",
+                "-f",
+                str(cfg),
+                "-E",
+                str(n.dir / "sshd.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _wait_sshd(self, n: Node, deadline: float = 20) -> None:
         end = time.monotonic() + deadline
@@ -323,14 +376,28 @@ class Testbed:
 
     def cluster(self, **extra: object) -> dict[str, object]:
         """cluster.yaml data for these nodes, with the testbed's own key and known_hosts."""
-        return {"nodes": [{"address": n.address, "name": n.name} for n in self.nodes],
-                "ssh": {"known_hosts": str(self.known_hosts), "key": str(self.key), "connect_timeout": 5},
-                **extra}
+        return {
+            "nodes": [{"address": n.address, "name": n.name} for n in self.nodes],
+            "ssh": {"known_hosts": str(self.known_hosts), "key": str(self.key), "connect_timeout": 5},
+            **extra,
+        }
 
     def ssh_argv(self, node: Node, *cmd: str) -> list[str]:
-        return ["ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                f"root@{node.address}", *cmd]
+        return [
+            "ssh",
+            "-i",
+            str(self.key),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            f"root@{node.address}",
+            *cmd,
+        ]
 
     # --- teardown ---------------------------------------------------------------------------------
     def teardown(self) -> list[str]:
@@ -369,8 +436,25 @@ class Testbed:
             sh("ip", "netns", "del", n.netns, check=False)
             sh("ip", "link", "del", n.veth, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
-        while sh("iptables", "-D", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-m", "comment", "--comment",
-                 f"sp{self.tag}", "-j", "ACCEPT", check=False).returncode == 0:
+        while (
+            sh(
+                "iptables",
+                "-D",
+                "FORWARD",
+                "-i",
+                self.bridge,
+                "-o",
+                self.bridge,
+                "-m",
+                "comment",
+                "--comment",
+                f"sp{self.tag}",
+                "-j",
+                "ACCEPT",
+                check=False,
+            ).returncode
+            == 0
+        ):
             pass
         return self.leftovers()
 

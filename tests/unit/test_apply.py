@@ -23,15 +23,32 @@ IMAGE_ID = "sha256:" + "a" * 64
 
 
 def cluster(n: int) -> ClusterSpec:
-    return ClusterSpec.model_validate({"nodes": [{"address": f"10.9.0.{i + 1}", "name": f"s{i + 1}"}
-                                                 for i in range(n)]})
+    return ClusterSpec.model_validate(
+        {"nodes": [{"address": f"10.9.0.{i + 1}", "name": f"s{i + 1}"} for i in range(n)]}
+    )
 
 
 def launch(n: int, port: int, *extra: str, mode: str = "auto", secret_env: tuple[str, ...] = ()) -> LaunchPlan:
-    nodes = [NodeInput(name=f"s{i + 1}", address=f"10.9.0.{i + 1}", eth_if="eth0", home="/home/me",
-                       ip="127.0.0.1" if i == 0 else f"10.9.0.{i + 1}") for i in range(n)]
-    return plan(nodes, Options(image="vllm-node", command=("vllm", "serve", "m", "--port", str(port), *extra),
-                               mode=mode, image_id=IMAGE_ID, secret_env=secret_env))  # type: ignore[arg-type]
+    nodes = [
+        NodeInput(
+            name=f"s{i + 1}",
+            address=f"10.9.0.{i + 1}",
+            eth_if="eth0",
+            home="/home/me",
+            ip="127.0.0.1" if i == 0 else f"10.9.0.{i + 1}",
+        )
+        for i in range(n)
+    ]
+    return plan(
+        nodes,
+        Options(
+            image="vllm-node",
+            command=("vllm", "serve", "m", "--port", str(port), *extra),
+            mode=mode,
+            image_id=IMAGE_ID,
+            secret_env=secret_env,
+        ),
+    )  # type: ignore[arg-type]
 
 
 def inputs(p: LaunchPlan, **kw: object) -> Inputs:
@@ -45,8 +62,12 @@ def expect_all(hosts: FakeHosts, todo: DeploySteps, fail: dict[str, int] | None 
         for ns in phase.nodes:
             for c in ns.commands:
                 if c.kind == "run":
-                    hosts.expect(ns.node, c.argv, status=(fail or {}).get(shlex.join(c.argv), 0),
-                                 stderr="patching failed: no such file" if fail else "")
+                    hosts.expect(
+                        ns.node,
+                        c.argv,
+                        status=(fail or {}).get(shlex.join(c.argv), 0),
+                        stderr="patching failed: no such file" if fail else "",
+                    )
 
 
 def alive(hosts: FakeHosts, p: LaunchPlan) -> None:
@@ -54,12 +75,18 @@ def alive(hosts: FakeHosts, p: LaunchPlan) -> None:
         hosts.expect(n.name, ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
 
 
-def run(hosts: FakeHosts, p: LaunchPlan, todo: DeploySteps, secrets: dict[str, str] | None = None,
-        shipper: FakeShipper | None = None) -> tuple[Deployment, ListReporter]:
+def run(
+    hosts: FakeHosts,
+    p: LaunchPlan,
+    todo: DeploySteps,
+    secrets: dict[str, str] | None = None,
+    shipper: FakeShipper | None = None,
+) -> tuple[Deployment, ListReporter]:
     dep = Deployment(plan=p, by_name={n.label: n for n in hosts.cluster.nodes})
     rep = ListReporter()
-    Applier(hosts, shipper or FakeShipper(), "vllm_node", rep, Secrets(secrets or {}), poll=0.01).apply(todo, dep,
-                                                                                        time.monotonic() + 10)
+    Applier(hosts, shipper or FakeShipper(), "vllm_node", rep, Secrets(secrets or {}), poll=0.01).apply(
+        todo, dep, time.monotonic() + 10
+    )
     return dep, rep
 
 
@@ -77,8 +104,10 @@ def test_solo_runs_exactly_the_listed_commands_in_order(server: int) -> None:
     assert ran[3].startswith("docker exec vllm_node python3 -c") and ran[3].endswith(f" {p.port}")  # port free
     assert ran[4] == f"docker exec vllm_node rm -f {EXIT_FILE}" and ran[5].startswith("docker exec -d vllm_node")
     assert not hosts.unused() and dep.started == ["s1"] and dep.states["s1"].status == "ready"
-    assert rep.lines[:2] == ["[1/5] ship vllm-node to the nodes that lack it",
-                             "[2/5] start the vllm_node containers (solo)"]
+    assert rep.lines[:2] == [
+        "[1/5] ship vllm-node to the nodes that lack it",
+        "[2/5] start the vllm_node containers (solo)",
+    ]
 
 
 def test_no_ray_starts_the_worker_ranks_before_rank_zero(server: int) -> None:
@@ -105,8 +134,9 @@ def test_ray_waits_for_every_node_before_the_command(server: int) -> None:
         hosts.expect("s1", ["docker", "exec", "vllm_node", "ray", "status"], stdout=text)
     run(hosts, p, todo)
     head = hosts.commands("s1")
-    assert head.index("docker exec vllm_node ray status") < next(i for i, c in enumerate(head)
-                                                                 if "--distributed-executor-backend ray" in c)
+    assert head.index("docker exec vllm_node ray status") < next(
+        i for i, c in enumerate(head) if "--distributed-executor-backend ray" in c
+    )
     assert not hosts.unused()
 
 
@@ -114,8 +144,13 @@ def test_a_failing_mod_names_its_node_and_its_upload_is_still_removed(server: in
     p = launch(1, server)
     mod = ModRef(name="breaks", local="/tmp/breaks", digest="0123456789abcdef")
     todo = steps(p, inputs(p, mods=(mod,)))
-    run_sh = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands
-                  if isinstance(c, Run) and "run.sh" in " ".join(c.argv))
+    run_sh = next(
+        c
+        for ph in todo.phases
+        for ns in ph.nodes
+        for c in ns.commands
+        if isinstance(c, Run) and "run.sh" in " ".join(c.argv)
+    )
     hosts = FakeHosts(cluster(1))
     expect_all(hosts, todo, fail={shlex.join(run_sh.argv): 3})
     with pytest.raises(LaunchFailed) as info:
@@ -130,8 +165,9 @@ def test_a_failing_mod_names_its_node_and_its_upload_is_still_removed(server: in
 def test_secrets_reach_only_the_0600_env_file_which_is_removed_even_when_docker_run_fails(server: int) -> None:
     p = launch(1, server, secret_env=("HF_TOKEN",))
     todo = steps(p, inputs(p, secret_names=("HF_TOKEN",)))
-    docker_run = next(c for ph in todo.phases for ns in ph.nodes for c in ns.commands
-                      if isinstance(c, Run) and c.starts_container)
+    docker_run = next(
+        c for ph in todo.phases for ns in ph.nodes for c in ns.commands if isinstance(c, Run) and c.starts_container
+    )
     hosts = FakeHosts(cluster(1))
     expect_all(hosts, todo, fail={shlex.join(docker_run.argv): 125})
     with pytest.raises(LaunchFailed):
@@ -178,8 +214,7 @@ def test_only_nodes_that_lack_the_image_are_shipped(server: int) -> None:
 def test_a_failed_ship_stops_before_any_container_starts(server: int) -> None:
     p = launch(1, server)
     inp = inputs(p)
-    todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID,
-                           facts={"s1": StepFacts(home="/home/me")}))
+    todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts={"s1": StepFacts(home="/home/me")}))
     hosts = FakeHosts(cluster(1))
     with pytest.raises(LaunchFailed) as info:
         run(hosts, p, todo, shipper=FakeShipper(fail={"s1": "docker pull: no space left"}))
@@ -200,9 +235,9 @@ def test_a_current_deployment_is_a_no_op_with_its_reason() -> None:
     todo = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, server_answers=True))
     assert todo.phases == () and todo.lines() == [
         f"nothing to do: every node runs this deployment ({p.head.deploy_hash}) and http://127.0.0.1:8000 "
-        "answers (--force redeploys)"]
-    forced = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, server_answers=True,
-                             force=True))
+        "answers (--force redeploys)"
+    ]
+    forced = steps(p, Inputs(image="vllm-node", local_image_id=IMAGE_ID, facts=facts, server_answers=True, force=True))
     assert forced.phases and not forced.nothing
 
 

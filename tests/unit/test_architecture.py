@@ -24,20 +24,66 @@ LAYERS: list[set[str]] = [
     {"engines"},  # BuildKit, Dagger, the local Docker, bootstrap images
     {"resolution", "nodes"},  # sources resolved, auto versions, keys and the plan; transports, facts, discovery
     {"builder", "ship"},  # run stages; which nodes lack what, push, pull, the loopback registry
-    {"launch"},  # interfaces, the launch plan, typed steps, apply, mods
-    {"deploy"},  # the use cases: Deployer, failed-node records
-    {"model", "benchmark"},  # models to the nodes (over nodes' Hosts); llama-benchy against an endpoint
+    {"launch", "model", "benchmark"},  # interfaces, launch plan, typed steps, apply, mods; models to the nodes
+    # (over nodes' Hosts); llama-benchy against an endpoint
+    {"deploy"},  # the use cases: Deployer, setup, image shipping, failed-node records
     {"cli"},  # click: parse, call, render, map errors to exits
     {"__main__"},  # python -m pipeline
 ]
-PURE = ["core/*.py", "stages/*.py", "launch/plan.py", "launch/interfaces.py", "nodes/netfacts.py", "launch/steps.py",
-        "launch/doctor.py", "config/render.py", "config/vllm_args.py", "ship/oci_layout.py", "model/manifest.py",
-        "benchmark/profiles.py", "benchmark/results.py", "contract.py"]
-IO_MODULES = {"subprocess", "socket", "shutil", "tempfile", "urllib", "http", "paramiko", "fabric", "invoke", "rich",
-              "dagger", "os", "pipeline.cli", "pipeline.engines", "pipeline.nodes.hosts", "pipeline.store",
-              "pipeline.paths", "pipeline.fsutil"}
-IO_CALLS = {"open", "print", "input", "read_text", "write_text", "read_bytes", "write_bytes", "mkdir", "unlink",
-            "exists", "iterdir", "glob", "rglob", "rename", "system", "popen"}  # not replace: str.replace
+PURE = [
+    "core/*.py",
+    "stages/*.py",
+    "launch/plan.py",
+    "launch/interfaces.py",
+    "nodes/netfacts.py",
+    "launch/steps.py",
+    "launch/doctor.py",
+    "config/render.py",
+    "config/vllm_args.py",
+    "ship/oci_layout.py",
+    "model/manifest.py",
+    "benchmark/profiles.py",
+    "benchmark/results.py",
+    "contract.py",
+]
+IO_MODULES = {
+    "subprocess",
+    "socket",
+    "shutil",
+    "tempfile",
+    "urllib",
+    "http",
+    "paramiko",
+    "fabric",
+    "invoke",
+    "rich",
+    "dagger",
+    "os",
+    "pipeline.cli",
+    "pipeline.engines",
+    "pipeline.nodes.hosts",
+    "pipeline.store",
+    "pipeline.paths",
+    "pipeline.fsutil",
+}
+IO_CALLS = {
+    "open",
+    "print",
+    "input",
+    "read_text",
+    "write_text",
+    "read_bytes",
+    "write_bytes",
+    "mkdir",
+    "unlink",
+    "exists",
+    "iterdir",
+    "glob",
+    "rglob",
+    "rename",
+    "system",
+    "popen",
+}  # not replace: str.replace
 
 
 def modules() -> Iterator[tuple[str, Path]]:
@@ -104,8 +150,11 @@ def test_every_unit_has_a_layer() -> None:
 
 
 def test_imports_only_go_down_the_layers() -> None:
-    wrong = sorted(f"{mod} ({src}, layer {layer_of(src)}) imports {dst} (layer {layer_of(dst)})"
-                   for src, dst, mod in edges() if layer_of(dst) >= layer_of(src) and src != "pipeline")
+    wrong = sorted(
+        f"{mod} ({src}, layer {layer_of(src)}) imports {dst} (layer {layer_of(dst)})"
+        for src, dst, mod in edges()
+        if layer_of(dst) >= layer_of(src) and src != "pipeline"
+    )
     assert not wrong, "\n".join(wrong)
 
 
@@ -119,8 +168,7 @@ def test_no_two_subpackages_import_each_other() -> None:
 def test_pure_modules_do_no_io(pattern: str) -> None:
     for path in sorted(PKG.glob(pattern)):
         name = next(n for n, p in modules() if p == path)
-        bad_imports = sorted(i for i in imports(path, name)
-                             if any(i == m or i.startswith(m + ".") for m in IO_MODULES))
+        bad_imports = sorted(i for i in imports(path, name) if any(i == m or i.startswith(m + ".") for m in IO_MODULES))
         assert not bad_imports, f"{path.relative_to(REPO)} imports {bad_imports}"
         calls = set()
         for node in ast.walk(ast.parse(path.read_text())):
@@ -133,8 +181,12 @@ def test_pure_modules_do_no_io(pattern: str) -> None:
 
 
 def test_every_folder_is_a_package_and_none_is_named_build() -> None:
-    for d in [PKG, *sorted(p for p in PKG.rglob("*") if p.is_dir() and p.name != "__pycache__" and p != DATA
-                           and DATA not in p.parents)]:
+    for d in [
+        PKG,
+        *sorted(
+            p for p in PKG.rglob("*") if p.is_dir() and p.name != "__pycache__" and p != DATA and DATA not in p.parents
+        ),
+    ]:
         assert (d / "__init__.py").is_file(), f"{d.relative_to(REPO)} has no __init__.py"
         assert d.name != "build", f"{d.relative_to(REPO)}: a folder named build is ignored by common .gitignores"
 
@@ -163,8 +215,9 @@ def module_edges() -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for name, path in modules():
         pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        out[name] = {i for i in imports(path, name) if i in names and i != name and i.rsplit(".", 1)[0] == pkg
-                     and i != pkg}
+        out[name] = {
+            i for i in imports(path, name) if i in names and i != name and i.rsplit(".", 1)[0] == pkg and i != pkg
+        }
     return out
 
 
@@ -179,7 +232,7 @@ def test_no_import_cycle_between_modules_of_one_package() -> None:
         state[n] = 1
         for m in sorted(graph.get(n, ())):
             if state.get(m) == 1:
-                cycles.append(" -> ".join([*path[path.index(m):], m]))
+                cycles.append(" -> ".join([*path[path.index(m) :], m]))
             elif m not in state:
                 visit(m, [*path, m])
         state[n] = 2
@@ -194,6 +247,26 @@ def test_a_deploy_room_only_imports_rooms_below_it() -> None:
     """nodes < ship < launch < deploy: transports know nothing of shipping, shipping nothing of launch
     plans, and launch nothing of the use cases that drive it."""
     rooms = ["nodes", "ship", "launch", "deploy"]
-    wrong = sorted(f"{mod} imports pipeline.{dst}" for src, dst, mod in edges()
-                   if src in rooms and dst in rooms and rooms.index(dst) > rooms.index(src))
+    wrong = sorted(
+        f"{mod} imports pipeline.{dst}"
+        for src, dst, mod in edges()
+        if src in rooms and dst in rooms and rooms.index(dst) > rooms.index(src)
+    )
+    assert not wrong, wrong
+
+
+def test_no_command_module_imports_another() -> None:
+    """A command's use case lives below the command line: `recipe run --setup` calls pipeline.deploy.setup,
+    not cli/model's functions. Command modules (those the CLI's COMMANDS name) import none of each other;
+    what several commands share (flags, tables, the console) lives in modules no command owns."""
+    from pipeline.cli import COMMANDS
+
+    commands = {mod for mod, _, _ in COMMANDS.values()}
+    wrong = sorted(
+        f"{name} imports {i}"
+        for name, path in modules()
+        if name in commands
+        for i in imports(path, name)
+        if i in commands and i != name
+    )
     assert not wrong, wrong

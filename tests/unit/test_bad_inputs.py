@@ -20,8 +20,11 @@ from tests.conftest import REPO
 
 BAD = REPO / "tests" / "bad"
 LAYOUT = REPO / "tests" / "unit" / "fixtures" / "layouts" / "twins-one-subnet.json"
-CLI_CASES = [tuple(part.strip() for part in line.split(" => ", 1))
-             for line in (BAD / "cli.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+CLI_CASES = [
+    tuple(part.strip() for part in line.split(" => ", 1))
+    for line in (BAD / "cli.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
 CLUSTER_CASES = sorted((BAD / "cluster").glob("*.yaml"))
 DOTENV_CASES = sorted((BAD / "dotenv").glob("*.env"))
 BUILD_CASES = sorted((REPO / "tests" / "spec" / "bad").glob("*.yaml"))
@@ -94,8 +97,12 @@ def test_bad_command_line(args: str, expected: str, workdir: Path, capsys: pytes
 
 @pytest.mark.parametrize("path", CLUSTER_CASES, ids=[p.stem for p in CLUSTER_CASES])
 def test_bad_cluster_file(path: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    check(*run(["deploy", "--cluster", str(path), "--facts", "facts.json", "--dry-run", "--", "vllm", "serve", "m"],
-               capsys), expected_line(path))
+    check(
+        *run(
+            ["deploy", "--cluster", str(path), "--facts", "facts.json", "--dry-run", "--", "vllm", "serve", "m"], capsys
+        ),
+        expected_line(path),
+    )
 
 
 @pytest.mark.parametrize("path", DOTENV_CASES, ids=[p.stem for p in DOTENV_CASES])
@@ -124,7 +131,24 @@ def test_many_errors_show_the_first_twenty_and_a_count(workdir: Path, capsys: py
 def test_user_text_is_printed_as_it_is(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """rich markup and emoji codes in a command (a chat template, an IPv6 address) are not rendered."""
     template = "[INST] {{x}} [/INST] fd00:100:: :100: [bold]x[/bold]"
-    code, output = run(["deploy", "--cluster", "cluster.yaml", "--facts", "facts.json", "--dry-run", "--", "vllm",
-                        "serve", "m", "-tp", "2", "--chat-template", template], capsys)
+    code, output = run(
+        [
+            "deploy",
+            "--cluster",
+            "cluster.yaml",
+            "--facts",
+            "facts.json",
+            "--dry-run",
+            "--",
+            "vllm",
+            "serve",
+            "m",
+            "-tp",
+            "2",
+            "--chat-template",
+            template,
+        ],
+        capsys,
+    )
     assert code == 0, output
     assert template in output and "💯" not in output

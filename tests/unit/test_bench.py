@@ -20,6 +20,7 @@ def run_cli(*args: str, **kw: Any) -> Any:
     that talks to the stand-in hub gets a process of its own."""
     return _run_cli(*args, subprocess=True, **kw)
 
+
 FIXTURE = Path(__file__).parent / "fixtures" / "bench" / "llama-benchy-0.4.0.json"
 
 
@@ -29,8 +30,12 @@ def test_sweep_has_sparkrun_s_28_points_and_quick_is_small() -> None:
 
 
 def test_recipe_args_override_the_profile_and_b_overrides_both() -> None:
-    args = resolve(None, "sweep", {"depth": [0, 8192], "prefix_caching": True, "runs": 5},
-                   parse_sets(("depth=0,1024,2048", "concurrency=1 4")))
+    args = resolve(
+        None,
+        "sweep",
+        {"depth": [0, 8192], "prefix_caching": True, "runs": 5},
+        parse_sets(("depth=0,1024,2048", "concurrency=1 4")),
+    )
     assert args.profile == "sweep"
     assert args.values["depth"] == [0, 1024, 2048] and args.values["concurrency"] == [1, 4]
     assert args.values["runs"] == 5 and args.values["enable_prefix_caching"] is True
@@ -38,9 +43,15 @@ def test_recipe_args_override_the_profile_and_b_overrides_both() -> None:
 
 def test_the_llama_benchy_command_line() -> None:
     args = resolve("quick", None, {}, parse_sets(("skip_coherence=true", "latency-mode=generation")))
-    argv = llama_benchy_argv(args, base_url="http://127.0.0.1:8000/v1", model="Qwen/Qwen3-8B",
-                             served_name="qwen", tokenizer="/t/tokenizer.json", book_url="http://127.0.0.1:1/c.txt",
-                             result_file="/r/out.json")
+    argv = llama_benchy_argv(
+        args,
+        base_url="http://127.0.0.1:8000/v1",
+        model="Qwen/Qwen3-8B",
+        served_name="qwen",
+        tokenizer="/t/tokenizer.json",
+        book_url="http://127.0.0.1:1/c.txt",
+        result_file="/r/out.json",
+    )
     text = " ".join(argv)
     assert "--model Qwen/Qwen3-8B --served-model-name qwen --tokenizer /t/tokenizer.json" in text
     assert "--pp 2048 --tg 32 --depth 0 4096 --concurrency 1 --runs 3" in text
@@ -49,14 +60,17 @@ def test_the_llama_benchy_command_line() -> None:
     assert "--tokenizer" in argv and "corpus" not in text  # ours, resolved before llama-benchy runs
 
 
-@pytest.mark.parametrize(("sets", "expect"), [
-    (("depth=a,b",), "-b depth=a,b: depth expects whole numbers"),
-    (("pp=0",), "pp expects positive numbers"),
-    (("runs=0",), "runs expects a positive whole number"),
-    (("no_cache=maybe",), "no_cache expects true or false"),
-    (("colour=blue",), "unknown benchmark argument 'colour'"),
-    (("depth",), "-b depth: expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("sets", "expect"),
+    [
+        (("depth=a,b",), "-b depth=a,b: depth expects whole numbers"),
+        (("pp=0",), "pp expects positive numbers"),
+        (("runs=0",), "runs expects a positive whole number"),
+        (("no_cache=maybe",), "no_cache expects true or false"),
+        (("colour=blue",), "unknown benchmark argument 'colour'"),
+        (("depth",), "-b depth: expected KEY=VALUE"),
+    ],
+)
 def test_bad_b_values_are_located(sets: tuple[str, ...], expect: str) -> None:
     with pytest.raises(ConfigError, match=expect):
         parse_sets(sets)
@@ -73,9 +87,18 @@ def record(build_key: str, scale: float = 1.0) -> Record:
     rows = rows_of(json.loads(FIXTURE.read_text()))
     for r in rows:
         r.tg_tps = r.tg_tps * scale if r.tg_tps else None
-    return Record(build_key=build_key, recipe="qwen3-8b", nodes=2, model="Qwen/Qwen3-8B", profile="quick",
-                  endpoint="http://127.0.0.1:8000/v1", started="20261125T170547Z", seconds=10, llama_benchy="0.4.0",
-                  rows=rows)
+    return Record(
+        build_key=build_key,
+        recipe="qwen3-8b",
+        nodes=2,
+        model="Qwen/Qwen3-8B",
+        profile="quick",
+        endpoint="http://127.0.0.1:8000/v1",
+        started="20261125T170547Z",
+        seconds=10,
+        llama_benchy="0.4.0",
+        rows=rows,
+    )
 
 
 def test_llama_benchy_json_becomes_a_row_per_depth_and_concurrency() -> None:
@@ -112,8 +135,9 @@ def test_bench_compare_and_ls_read_kept_results(tmp_path: Path) -> None:
 
 def test_bench_without_a_tokenizer_says_how_to_get_one(tmp_path: Path) -> None:
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    proc = run_cli("bench", "run", "--model", "Qwen/Qwen3-8B", "--build-key", "k", "--results", str(tmp_path),
-                   env=env, check=2)
+    proc = run_cli(
+        "bench", "run", "--model", "Qwen/Qwen3-8B", "--build-key", "k", "--results", str(tmp_path), env=env, check=2
+    )
     assert "model download Qwen/Qwen3-8B" in proc.stderr and "Traceback" not in proc.stderr
     assert run_cli("bench", "run", "-b", "depth=x", "--model", "a/b", env=env, check=2).stderr.count("depth") >= 1
 

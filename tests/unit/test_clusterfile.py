@@ -42,18 +42,25 @@ def test_n_keeps_per_node_settings_from_the_file(tmp_path: Path) -> None:
     assert spec.nodes[0].user == "spark" and spec.nodes[0].eth_if == "enp1s0f1np1" and spec.nodes[1].user == "root"
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"nodes": [{"address": "a1", "head": True}, {"address": "a2", "head": True}]},
-     "cluster.yaml:nodes: expected at most one node with head: true"),
-    ({"nodes": [{"address": "bad host"}]}, "cluster.yaml:nodes.0.address: expected a host name or IP address"),
-    ({"nodes": [{"address": "a1", "port": 70000}]}, "cluster.yaml:nodes.0.port: expected a port number 1-65535"),
-    ({"nodes": [{"address": "a1", "eth_if": "this-name-is-too-long"}]}, "cluster.yaml:nodes.0.eth_if: expected an"),
-    ({"nodes": [{"address": "a1"}], "ssh": {"host_keys": "yes"}},
-     "cluster.yaml:ssh.host_keys: expected one of 'strict' or 'accept-new'"),
-    ({"nodes": [{"adress": "a1"}]}, "cluster.yaml:nodes.0.adress: unknown key 'adress'; did you mean 'address'?"),
-    ({"nodes": []}, "no nodes"),
-    ({"nodes": [{"address": "a1"}, {"address": "a1"}]}, "expected each node once, got a1 twice"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"nodes": [{"address": "a1", "head": True}, {"address": "a2", "head": True}]},
+            "cluster.yaml:nodes: expected at most one node with head: true",
+        ),
+        ({"nodes": [{"address": "bad host"}]}, "cluster.yaml:nodes.0.address: expected a host name or IP address"),
+        ({"nodes": [{"address": "a1", "port": 70000}]}, "cluster.yaml:nodes.0.port: expected a port number 1-65535"),
+        ({"nodes": [{"address": "a1", "eth_if": "this-name-is-too-long"}]}, "cluster.yaml:nodes.0.eth_if: expected an"),
+        (
+            {"nodes": [{"address": "a1"}], "ssh": {"host_keys": "yes"}},
+            "cluster.yaml:ssh.host_keys: expected one of 'strict' or 'accept-new'",
+        ),
+        ({"nodes": [{"adress": "a1"}]}, "cluster.yaml:nodes.0.adress: unknown key 'adress'; did you mean 'address'?"),
+        ({"nodes": []}, "no nodes"),
+        ({"nodes": [{"address": "a1"}, {"address": "a1"}]}, "expected each node once, got a1 twice"),
+    ],
+)
 def test_bad_cluster_files(tmp_path: Path, data: object, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_cluster(write(tmp_path, data))
@@ -61,10 +68,12 @@ def test_bad_cluster_files(tmp_path: Path, data: object, message: str) -> None:
 
 
 def test_dotenv_import_keeps_per_node_interfaces_and_container_env() -> None:
-    data, notes = import_dotenv('CLUSTER_NODES="192.168.1.10,192.168.1.11"\nLOCAL_IP=192.168.1.11\n'
-                                "ETH_IF=enp1s0f1np1\nIB_IF=rocep1s0f1,roceP2p1s0f1\n"
-                                "CONTAINER_NCCL_IB_MERGE_NICS=0\nCONTAINER_NAME=vllm_node\n# comment\n"
-                                "MASTER_PORT=29501\n")
+    data, notes = import_dotenv(
+        'CLUSTER_NODES="192.168.1.10,192.168.1.11"\nLOCAL_IP=192.168.1.11\n'
+        "ETH_IF=enp1s0f1np1\nIB_IF=rocep1s0f1,roceP2p1s0f1\n"
+        "CONTAINER_NCCL_IB_MERGE_NICS=0\nCONTAINER_NAME=vllm_node\n# comment\n"
+        "MASTER_PORT=29501\n"
+    )
     assert [n.get("head", False) for n in data["nodes"]] == [False, True]
     assert data["nodes"][0]["ib_if"] == ["rocep1s0f1", "roceP2p1s0f1"]
     assert data["container_env"] == {"NCCL_IB_MERGE_NICS": "0"}
@@ -72,11 +81,14 @@ def test_dotenv_import_keeps_per_node_interfaces_and_container_env() -> None:
     assert any("set eth_if per node" in n for n in notes)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("CLUSTER_NODES\n", ".env:1: expected KEY=VALUE"),
-    ("A=1\nA=2\n", ".env:2: A is set twice"),
-    ("ETH_IF=eth0\n", "neither CLUSTER_NODES nor LOCAL_IP"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("CLUSTER_NODES\n", ".env:1: expected KEY=VALUE"),
+        ("A=1\nA=2\n", ".env:2: A is set twice"),
+        ("ETH_IF=eth0\n", "neither CLUSTER_NODES nor LOCAL_IP"),
+    ],
+)
 def test_bad_dotenv(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         import_dotenv(text)

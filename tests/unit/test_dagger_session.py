@@ -54,8 +54,13 @@ def engine(tmp_path: Path) -> DaggerEngine:
 
 def a_run(tmp_path: Path, s: Stage) -> StageRun:
     (tmp_path / "logs").mkdir(exist_ok=True)
-    return StageRun(stage=s, key="k" * 64, inputs={i.name: tmp_path / "inputs" / i.name for i in s.inputs},
-                    log=tmp_path / "logs" / f"{s.name}.log", build_env=s.build_env)
+    return StageRun(
+        stage=s,
+        key="k" * 64,
+        inputs={i.name: tmp_path / "inputs" / i.name for i in s.inputs},
+        log=tmp_path / "logs" / f"{s.name}.log",
+        build_env=s.build_env,
+    )
 
 
 def build(tmp_path: Path, s: Stage) -> DaggerEngine:
@@ -79,8 +84,9 @@ def execs(node: Node) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(("stack", "name"), CASES, ids=[f"{a}-{b}" for a, b in CASES])
-def test_each_stage_sends_valid_queries_and_the_right_export(session: Session, tmp_path: Path, stack: str,
-                                                           name: str) -> None:
+def test_each_stage_sends_valid_queries_and_the_right_export(
+    session: Session, tmp_path: Path, stack: str, name: str
+) -> None:
     s = stage(stack, name, network=True)
     build(tmp_path, s)
     assert session.invalid == []
@@ -114,8 +120,9 @@ def _calls(node: Node, name: str) -> list[dict[str, object]]:
     return out
 
 
-def test_secrets_are_mounted_from_the_environment_never_sent(session: Session, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_are_mounted_from_the_environment_never_sent(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     s = dataclasses.replace(stage("spark", "vllm"), secrets=("HF_TOKEN",))
     build(tmp_path, s)
@@ -129,6 +136,7 @@ def test_secrets_are_mounted_from_the_environment_never_sent(session: Session, t
 def test_sdk_export_image_still_needs_the_workaround(session: Session) -> None:
     """dagger-io 0.21.11's export_image raises after the engine loaded the image (see
     DaggerEngine._export_image). When this test fails, dagger-io is fixed: remove the workaround."""
+
     async def export() -> None:
         async with dagger.connection():
             await dagger.dag.container().from_("debian:bookworm").export_image("spark-pipeline-test:sdk")
@@ -156,8 +164,9 @@ def test_older_engine_exits_2_naming_the_versions(monkeypatch: pytest.MonkeyPatc
             engine(tmp_path).check()
         assert info.value.exit_code == 2
         assert "v0.21.3" in str(info.value) and "0.21.4 or newer" in str(info.value) and "0.21.11" in str(info.value)
-        proc = run_cli("build", "--engine", "dagger", "--offline", "-f", str(REPO / "build.yaml"), check=2,
-                       env=old.env())
+        proc = run_cli(
+            "build", "--engine", "dagger", "--offline", "-f", str(REPO / "build.yaml"), check=2, env=old.env()
+        )
         assert "needs engine 0.21.4 or newer" in proc.stderr and "Traceback" not in proc.stderr
         # and why: this schema refuses what every compiling stage sends
         assert old.execute('{ container { withVolatileVariable(name: "A", value: "1") { id } } }', {})["errors"]
@@ -168,8 +177,14 @@ def test_older_engine_exits_2_naming_the_versions(monkeypatch: pytest.MonkeyPatc
 def test_failing_step_is_a_located_stage_error(session: Session, tmp_path: Path) -> None:
     s = stage("spark", "vllm")
     last = list(s.steps[-1].argv)
-    session.faults.append(Fault("exec", " ".join(last), exit_code=3,
-                                stderr="\n".join(f"line {i}" for i in range(50)) + "\nerror: nvcc failed"))
+    session.faults.append(
+        Fault(
+            "exec",
+            " ".join(last),
+            exit_code=3,
+            stderr="\n".join(f"line {i}" for i in range(50)) + "\nerror: nvcc failed",
+        )
+    )
     with pytest.raises(StageError) as info:
         build(tmp_path, s)
     err = info.value
@@ -230,19 +245,33 @@ def test_both_engines_exclude_the_same_inputs(session: Session, tmp_path: Path) 
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text("x")
     _link_tree(tree, tmp_path / "ctx")
-    assert sorted(str(p.relative_to(tmp_path / "ctx")) for p in (tmp_path / "ctx").rglob("*") if p.is_file()) == \
-        ["a/b.py", "sub/c.txt"]
+    assert sorted(str(p.relative_to(tmp_path / "ctx")) for p in (tmp_path / "ctx").rglob("*") if p.is_file()) == [
+        "a/b.py",
+        "sub/c.txt",
+    ]
     build(tmp_path, stage("spark", "triton"))
     [out] = session.sent("Directory.export")
-    assert {tuple(a["exclude"]) for a in _calls(out.node, "directory") if "exclude" in a} == \
-        {tuple(f"**/{name}" for name in EXCLUDED)}
+    assert {tuple(a["exclude"]) for a in _calls(out.node, "directory") if "exclude" in a} == {
+        tuple(f"**/{name}" for name in EXCLUDED)
+    }
 
 
 def test_no_engine_message_gives_the_complete_settings(tmp_path: Path) -> None:
     """For real, through the CLI: no session and no runnable CLI here."""
-    proc = run_cli("build", "--engine", "dagger", "--offline", "-f", str(REPO / "build.yaml"), check=2,
-                   env={"_EXPERIMENTAL_DAGGER_CLI_BIN": str(tmp_path / "no-such-dagger"), "DAGGER_SESSION_PORT": "",
-                        "DAGGER_SESSION_TOKEN": ""})
+    proc = run_cli(
+        "build",
+        "--engine",
+        "dagger",
+        "--offline",
+        "-f",
+        str(REPO / "build.yaml"),
+        check=2,
+        env={
+            "_EXPERIMENTAL_DAGGER_CLI_BIN": str(tmp_path / "no-such-dagger"),
+            "DAGGER_SESSION_PORT": "",
+            "DAGGER_SESSION_TOKEN": "",
+        },
+    )
     assert "cannot use a Dagger engine" in proc.stderr and "--engine buildkit" in proc.stderr
     flat = " ".join(proc.stderr.split())
     assert "_EXPERIMENTAL_DAGGER_RUNNER_HOST=tcp://HOST:PORT" in flat
@@ -261,10 +290,19 @@ def test_auto_picks_dagger_only_inside_a_session(monkeypatch: pytest.MonkeyPatch
     assert choose("buildkit") == "buildkit"
 
 
-def test_a_missing_secret_stops_the_build_before_its_first_stage(session: Session, smoke: Path,
-                                                                 tmp_path: Path) -> None:
-    proc = run_cli("build", "--engine", "dagger", "-f", str(smoke / "build.yaml"), "--set", "network=true",
-                   "--set", "secrets=[SPARK_PIPELINE_TEST_SECRET]", check=2,
-                   env={**session.env(), "SPARK_PIPELINE_CACHE": str(tmp_path / "cache")})
+def test_a_missing_secret_stops_the_build_before_its_first_stage(session: Session, smoke: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "build",
+        "--engine",
+        "dagger",
+        "-f",
+        str(smoke / "build.yaml"),
+        "--set",
+        "network=true",
+        "--set",
+        "secrets=[SPARK_PIPELINE_TEST_SECRET]",
+        check=2,
+        env={**session.env(), "SPARK_PIPELINE_CACHE": str(tmp_path / "cache")},
+    )
     assert "secrets: SPARK_PIPELINE_TEST_SECRET is not set in the environment (stage base needs it)" in proc.stderr
     assert not session.effects and "Traceback" not in proc.stderr  # nothing was built

@@ -66,8 +66,7 @@ ENGINE_TESTS: list[Callable[[View, View], None]] = [check_steps, check_env, chec
 @pytest.mark.parametrize("engine", list(VIEWS))
 @pytest.mark.parametrize(("stack", "name"), CASES, ids=[f"{a}-{b}" for a, b in CASES])
 @pytest.mark.parametrize("check", ENGINE_TESTS, ids=[t.__name__ for t in ENGINE_TESTS])
-def test_engine_runs_what_the_ir_says(engine: str, stack: str, name: str,
-                                      check: Callable[[View, View], None]) -> None:
+def test_engine_runs_what_the_ir_says(engine: str, stack: str, name: str, check: Callable[[View, View], None]) -> None:
     s = stage(stack, name)
     check(VIEWS[engine](s), expected(s))
 
@@ -94,8 +93,9 @@ def test_both_engines_name_cache_volumes_by_one_rule(stack: str, name: str) -> N
     s = stage(stack, name)
     arch = s.platform.split("/")[-1]
     mount_ids = re.findall(r"--mount=type=cache,id=([^,]+),", buildkit_dockerfile(s))
-    volume_keys = re.findall(r'"field": "cacheVolume", "args": \{"key": "([^"]+)"',
-                             json.dumps(chain(dagger_chain(s)), default=str))
+    volume_keys = re.findall(
+        r'"field": "cacheVolume", "args": \{"key": "([^"]+)"', json.dumps(chain(dagger_chain(s)), default=str)
+    )
     assert sorted(set(mount_ids)) == sorted(set(volume_keys)) == sorted(cache_id(s, c) for c in s.caches)
     assert all(k.count(arch) == 1 and k.startswith(f"spark-pipeline-{arch}-") for k in volume_keys)
 

@@ -52,8 +52,9 @@ CASES: list[tuple[BaseException, int]] = [
 
 
 @pytest.mark.parametrize(("error", "code"), CASES, ids=[f"{type(e).__name__}-{c}" for e, c in CASES])
-def test_each_error_class_reaches_its_exit_code(error: BaseException, code: int, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_each_error_class_reaches_its_exit_code(
+    error: BaseException, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(cli.COMMANDS, "boom", (__name__, "boom", "raises"))
     monkeypatch.delenv("SPARK_PIPELINE_DEBUG", raising=False)
     RAISE[:] = [error]

@@ -41,16 +41,38 @@ def test_plan_says_why_each_stage_must_build(smoke: Path, isolated_cache: Path) 
 
 
 def dry_run_text() -> str:
-    from pipeline.cli.deploy import plan_table
+    from pipeline.cli.launching import plan_table
 
-    nodes = [NodeInput(name=f"spark{i}", address=f"192.168.100.1{i}", eth_if="enp1s0f1np1",
-                       ib_if=("rocep1s0f1", "roceP2p1s0f1"), ip=f"192.168.100.1{i}", home="/home/me")
-             for i in (1, 2)]
-    p = plan(nodes, Options(image="vllm-node", command=("vllm", "serve", "org/model", "-tp", "2"),
-                            image_id="sha256:" + "a" * 64, mods=("drop-caches:0123456789abcdef",)))
+    nodes = [
+        NodeInput(
+            name=f"spark{i}",
+            address=f"192.168.100.1{i}",
+            eth_if="enp1s0f1np1",
+            ib_if=("rocep1s0f1", "roceP2p1s0f1"),
+            ip=f"192.168.100.1{i}",
+            home="/home/me",
+        )
+        for i in (1, 2)
+    ]
+    p = plan(
+        nodes,
+        Options(
+            image="vllm-node",
+            command=("vllm", "serve", "org/model", "-tp", "2"),
+            image_id="sha256:" + "a" * 64,
+            mods=("drop-caches:0123456789abcdef",),
+        ),
+    )
     facts = {"spark1": StepFacts(home="/home/me", image_id="sha256:" + "a" * 64), "spark2": StepFacts(home="/home/me")}
-    todo = steps(p, Inputs(image="vllm-node", local_image_id="sha256:" + "a" * 64, facts=facts,
-                           mods=(ModRef("drop-caches", "mods/drop-caches", "0123456789abcdef"),)))
+    todo = steps(
+        p,
+        Inputs(
+            image="vllm-node",
+            local_image_id="sha256:" + "a" * 64,
+            facts=facts,
+            mods=(ModRef("drop-caches", "mods/drop-caches", "0123456789abcdef"),),
+        ),
+    )
     out = io.StringIO()
     Console(file=out, width=140, highlight=False).print(plan_table(p))
     return out.getvalue() + "\n".join(todo.lines())
@@ -61,13 +83,23 @@ def test_deploy_dry_run_lists_every_command_per_node() -> None:
     assert "spark1: nothing to do, because it has vllm-node" in got
     assert "spark2: ship vllm-node (registry)" in got
     for node in ("spark1", "spark2"):
-        for what in ("mkdir -p /home/me/.cache/huggingface", "docker rm -f vllm_node", "docker run -d --pull=never",
-                     "upload mods/drop-caches -> /home/me/.spark-pipeline/mods/drop-caches-0123456789abcdef",
-                     "docker cp", "rm -rf /home/me/.spark-pipeline/mods/drop-caches-0123456789abcdef"):
+        for what in (
+            "mkdir -p /home/me/.cache/huggingface",
+            "docker rm -f vllm_node",
+            "docker run -d --pull=never",
+            "upload mods/drop-caches -> /home/me/.spark-pipeline/mods/drop-caches-0123456789abcdef",
+            "docker cp",
+            "rm -rf /home/me/.spark-pipeline/mods/drop-caches-0123456789abcdef",
+        ):
             assert f"{node}: {what}" in got, (node, what)
     order = [line.split("] ", 1)[1] for line in got.splitlines() if line.startswith("[")]
-    assert order == ["ship vllm-node to the nodes that lack it", "start the vllm_node containers (noray)",
-                     "mods: drop-caches", "check that every worker reaches the master address 192.168.100.11:29501",
-                     "start the worker ranks (headless) before rank 0", "start the command",
-                     "wait for http://192.168.100.11:8000/health"]
+    assert order == [
+        "ship vllm-node to the nodes that lack it",
+        "start the vllm_node containers (noray)",
+        "mods: drop-caches",
+        "check that every worker reaches the master address 192.168.100.11:29501",
+        "start the worker ranks (headless) before rank 0",
+        "start the command",
+        "wait for http://192.168.100.11:8000/health",
+    ]
     assert got in readme_blocks(), "README.md must show this dry-run output as it is"

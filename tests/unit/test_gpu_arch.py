@@ -84,7 +84,9 @@ def test_the_wheel_check_accepts_other_generations_run_from_ptx() -> None:
     # a family target is listed by cuobjdump without its f
     assert check.problems({"x.so": ["sm_121"]}, check.requested("12.1f")) == []
     assert check.archs_in("ELF file    1: k.1.sm_121a.cubin\nELF file    2: k.2.sm_120.cubin\n") == [
-        "sm_120", "sm_121a"]
+        "sm_120",
+        "sm_121a",
+    ]
 
 
 def test_each_compiler_gets_its_own_spelling() -> None:
@@ -92,7 +94,8 @@ def test_each_compiler_gets_its_own_spelling() -> None:
     assert spec.compiler_archs() == {
         "vllm TORCH_CUDA_ARCH_LIST": "12.1a;12.0f",
         "flashinfer FLASHINFER_CUDA_ARCH_LIST": "12.1a 12.0f",  # FlashInfer splits on spaces
-        "nccl NVCC_GENCODE": "-gencode=arch=compute_121,code=sm_121 -gencode=arch=compute_120,code=sm_120"}
+        "nccl NVCC_GENCODE": "-gencode=arch=compute_121,code=sm_121 -gencode=arch=compute_120,code=sm_120",
+    }
     env = {s.name: dict(s.env) for s in all_stages(spec)}
     assert env["flashinfer"]["FLASHINFER_CUDA_ARCH_LIST"] == "12.1a 12.0f"
     assert env["vllm"]["TORCH_CUDA_ARCH_LIST"] == "12.1a;12.0f"
@@ -108,7 +111,8 @@ def test_flashinfer_never_sees_a_semicolon(requested: list[str], sep: str) -> No
 
 @pytest.mark.parametrize("plain", ["12.1", "12.0", "10.0", "12.1a;12.0"])
 def test_a_plain_arch_from_10_0_is_refused_with_the_suffixes_explained(
-        plain: str, capsys: pytest.CaptureFixture[str]) -> None:
+    plain: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline.cli import main
 
     with pytest.raises(SystemExit) as exit_info:

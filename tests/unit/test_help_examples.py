@@ -65,14 +65,16 @@ def test_example_parses_as_meant(example: str) -> None:
 
 
 @pytest.mark.parametrize("example", [e for e in EXAMPLES if e.startswith(("deploy ", "recipe run "))])
-def test_deploy_example_runs_as_a_dry_run(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_deploy_example_runs_as_a_dry_run(
+    example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     case = json.loads(LAYOUT.read_text())
     facts = case["facts"]
     for entry, address in zip(facts["nodes"], ("192.168.100.10", "192.168.100.11"), strict=True):
         entry["node"] = entry["address"] = address  # the addresses the examples name (never contacted)
-    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"nodes": [{"address": "192.168.100.10"},
-                                                                     {"address": "192.168.100.11"}]}))
+    (tmp_path / "cluster.yaml").write_text(
+        yaml.safe_dump({"nodes": [{"address": "192.168.100.10"}, {"address": "192.168.100.11"}]})
+    )
     (tmp_path / "facts.json").write_text(json.dumps(facts))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SPARK_PIPELINE_CACHE", str(tmp_path / "cache"))

@@ -23,13 +23,19 @@ def installed(root: Path, **versions: str) -> Path:
 
 
 def check(site: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", KERNEL_CHECK, "flashinfer-cubin", "flashinfer-jit-cache"],
-                          env={"PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", KERNEL_CHECK, "flashinfer-cubin", "flashinfer-jit-cache"],
+        env={"PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_matching_kernels_pass(tmp_path: Path) -> None:
-    site = installed(tmp_path, **{"flashinfer-python": "0.7.2", "flashinfer-cubin": "0.7.2",
-                                  "flashinfer-jit-cache": "0.7.2"})
+    site = installed(
+        tmp_path, **{"flashinfer-python": "0.7.2", "flashinfer-cubin": "0.7.2", "flashinfer-jit-cache": "0.7.2"}
+    )
     proc = check(site)
     assert proc.returncode == 0 and "flashinfer-jit-cache 0.7.2 = flashinfer-python 0.7.2" in proc.stdout
 
@@ -46,18 +52,25 @@ def test_missing_or_other_version_fails_naming_it(tmp_path: Path, jit: str | Non
 
 # --- the resolved-set check every pip stage ends with (pipeline/python_env.py SET_CHECK) ----------
 
+
 def set_check(site: Path, constraints: str) -> subprocess.CompletedProcess[str]:
     from pipeline import python_env
 
     (site.parent / "constraints.txt").write_text(constraints)
     script = python_env.SET_CHECK.replace('"/usr/local/"', repr(str(site.parent)))  # the test's prefix
-    return subprocess.run([sys.executable, "-c", script, str(site.parent / "constraints.txt"), *python_env.OURS],
-                          env={"PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", script, str(site.parent / "constraints.txt"), *python_env.OURS],
+        env={"PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_package_outside_the_set_or_at_another_version_is_refused(tmp_path: Path) -> None:
-    site = installed(tmp_path / "site", torch="2.14.0+cu130", vllm="0.34.0", **{"nvidia-nvshmem-cu13": "3.8.0",
-                                                                                "nixl-cu13": "1.3.1"})
+    site = installed(
+        tmp_path / "site", torch="2.14.0+cu130", vllm="0.34.0", **{"nvidia-nvshmem-cu13": "3.8.0", "nixl-cu13": "1.3.1"}
+    )
     proc = set_check(site, "torch==2.14.0\nnvidia-nvshmem-cu13==3.4.5\n")
     assert proc.returncode == 1
     assert "nixl-cu13 1.3.1 is not in the resolved set" in proc.stderr

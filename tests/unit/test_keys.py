@@ -31,10 +31,21 @@ print(json.dumps(compute_keys(res.stages, res.inputs)))
 
 
 def keys_in_process(build_yaml: Path, cwd: Path, home: Path, cache: Path) -> dict[str, str]:
-    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "random",
-           "SPARK_PIPELINE_CACHE": str(cache)}
-    out = subprocess.run([sys.executable, "-c", KEYS_SCRIPT, str(build_yaml), str(cache)], cwd=cwd, env=env,
-                         check=True, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "PYTHONPATH": str(REPO),
+        "PYTHONHASHSEED": "random",
+        "SPARK_PIPELINE_CACHE": str(cache),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", KEYS_SCRIPT, str(build_yaml), str(cache)],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -64,8 +75,12 @@ def test_cache_paths_secrets_and_build_env_are_not_in_the_key() -> None:
     stages = effective_stages(REPO / "build.yaml")
     resolved = fake_resolved(stages)
     base = compute_keys(stages, resolved)
-    changed = [dataclasses.replace(s, caches=(Cache("ccache", "/elsewhere"),), secrets=("HF_TOKEN",),
-                                   build_env=(("MAX_JOBS", "1"),)) for s in stages]
+    changed = [
+        dataclasses.replace(
+            s, caches=(Cache("ccache", "/elsewhere"),), secrets=("HF_TOKEN",), build_env=(("MAX_JOBS", "1"),)
+        )
+        for s in stages
+    ]
     assert compute_keys(changed, resolved) == base
 
 
@@ -79,21 +94,30 @@ def test_input_digests_feed_their_stage_and_downstream() -> None:
 
 
 def simple_stage(**kw: object) -> Stage:
-    fields = {"name": "x", "doc": "", "platform": "linux/arm64", "base": Image(ref="debian:bookworm"),
-              "steps": (Step(argv=("true",)),), "output": Output(kind="wheels")}
+    fields = {
+        "name": "x",
+        "doc": "",
+        "platform": "linux/arm64",
+        "base": Image(ref="debian:bookworm"),
+        "steps": (Step(argv=("true",)),),
+        "output": Output(kind="wheels"),
+    }
     fields.update(kw)
     return Stage(**fields)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("change", [
-    {"platform": "linux/amd64"},
-    {"env": (("A", "1"),)},
-    {"steps": (Step(argv=("false",)),)},
-    {"steps": (Step(argv=("true",), workdir="/src"),)},
-    {"network": False},
-    {"base": Image(ref="debian:trixie")},
-    {"output": Output(kind="wheels", path="/dist")},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"platform": "linux/amd64"},
+        {"env": (("A", "1"),)},
+        {"steps": (Step(argv=("false",)),)},
+        {"steps": (Step(argv=("true",), workdir="/src"),)},
+        {"network": False},
+        {"base": Image(ref="debian:trixie")},
+        {"output": Output(kind="wheels", path="/dist")},
+    ],
+)
 def test_every_defining_field_changes_the_key(change: dict[str, object]) -> None:
     assert stage_key(simple_stage(), {}) != stage_key(simple_stage(**change), {})
 
@@ -127,7 +151,8 @@ def test_step_argv_must_be_strings() -> None:
 
 
 def test_stage_validate_catches_unknown_mounts() -> None:
-    bad = simple_stage(steps=(Step(argv=("ls",), mounts=("nope",)),),
-                       inputs=(Input(name="a", kind="dir", ref="d", path="/a"),))
+    bad = simple_stage(
+        steps=(Step(argv=("ls",), mounts=("nope",)),), inputs=(Input(name="a", kind="dir", ref="d", path="/a"),)
+    )
     with pytest.raises(ValueError, match="unknown inputs"):
         bad.validate()

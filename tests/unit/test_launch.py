@@ -17,8 +17,17 @@ CASES = sorted((Path(__file__).parent / "fixtures" / "launch").glob("*.json"))
 
 
 def load(case: dict) -> tuple[list[NodeInput], Options]:
-    nodes = [NodeInput(name=n["name"], address=n["address"], eth_if=n["eth_if"], ib_if=tuple(n["ib_if"]),
-                       ip=n.get("ip"), home=n.get("home", "/root")) for n in case["nodes"]]
+    nodes = [
+        NodeInput(
+            name=n["name"],
+            address=n["address"],
+            eth_if=n["eth_if"],
+            ib_if=tuple(n["ib_if"]),
+            ip=n.get("ip"),
+            home=n.get("home", "/root"),
+        )
+        for n in case["nodes"]
+    ]
     o = dict(case["options"])
     o["command"] = tuple(o["command"])
     if "env" in o:
@@ -66,16 +75,21 @@ def test_deploy_hash_follows_the_image_and_the_plan() -> None:
     assert plan(nodes, Options(**{**base.__dict__, "command": ("vllm", "serve", "n")})).head.deploy_hash != h
 
 
-@pytest.mark.parametrize(("cmd", "want"), [
-    (("vllm", "serve", "m"), None), (("vllm", "serve", "m", "-tp", "2", "-pp", "2"), 4),
-    (("vllm", "serve", "m", "--tensor-parallel-size=2", "--data-parallel-size", "3"), 6),
-])
+@pytest.mark.parametrize(
+    ("cmd", "want"),
+    [
+        (("vllm", "serve", "m"), None),
+        (("vllm", "serve", "m", "-tp", "2", "-pp", "2"), 4),
+        (("vllm", "serve", "m", "--tensor-parallel-size=2", "--data-parallel-size", "3"), 6),
+    ],
+)
 def test_parallelism(cmd: tuple[str, ...], want: int | None) -> None:
     assert parallelism(cmd) == want
 
 
-hostile = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
-                  max_size=40)
+hostile = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=40
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -92,6 +106,8 @@ def test_hostile_values_survive_shlex_quoting(model: str, value: str) -> None:
 def test_command_of_shows_what_runs_in_the_container() -> None:
     from pipeline.launch.plan import command_of
 
-    p = plan([NodeInput(name="a", address="10.0.0.1", eth_if="eth0")],
-             Options(image="vllm-node", command=("vllm", "serve", "m")))
+    p = plan(
+        [NodeInput(name="a", address="10.0.0.1", eth_if="eth0")],
+        Options(image="vllm-node", command=("vllm", "serve", "m")),
+    )
     assert command_of(p.head.start[0]) == ("vllm", "serve", "m")

@@ -61,8 +61,9 @@ def test_facts_round_trip_through_the_saved_format() -> None:
     spec = ClusterSpec.model_validate(case["cluster"])
     facts = from_json(case["facts"], spec, "x")
     again = from_json(json.loads(json.dumps(to_json(facts))), spec, "y")
-    assert [(f.ifaces, f.links, f.gpus, f.image_id, f.home) for f in again] == \
-        [(f.ifaces, f.links, f.gpus, f.image_id, f.home) for f in facts]
+    assert [(f.ifaces, f.links, f.gpus, f.image_id, f.home) for f in again] == [
+        (f.ifaces, f.links, f.gpus, f.image_id, f.home) for f in facts
+    ]
 
 
 def test_dry_run_from_saved_facts_contacts_no_node(tmp_path: Path) -> None:
@@ -79,17 +80,55 @@ def test_dry_run_from_saved_facts_contacts_no_node(tmp_path: Path) -> None:
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(case["cluster"]))
     (tmp_path / "facts.json").write_text(json.dumps(case["facts"]))
     log = tmp_path / "connections.log"
-    env = {**os.environ, "NO_NETWORK_LOG": str(log),
-           "PYTHONPATH": f"{REPO / 'tests' / 'standin' / 'no_network'}:{REPO}"}
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "deploy", "--cluster", str(tmp_path / "cluster.yaml"),
-                           "--facts", str(tmp_path / "facts.json"), "--dry-run", "--json", "--",
-                           *case["command"]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    env = {
+        **os.environ,
+        "NO_NETWORK_LOG": str(log),
+        "PYTHONPATH": f"{REPO / 'tests' / 'standin' / 'no_network'}:{REPO}",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "deploy",
+            "--cluster",
+            str(tmp_path / "cluster.yaml"),
+            "--facts",
+            str(tmp_path / "facts.json"),
+            "--dry-run",
+            "--json",
+            "--",
+            *case["command"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert [n["env"]["NCCL_SOCKET_IFNAME"] for n in plan["nodes"]] == ["enp1s0f1np1", "enp1s0f1np1"]
     assert not log.exists(), log.read_text()
     # and the guard works: the same without --facts tries the nodes, and is refused
-    subprocess.run([sys.executable, "-m", "pipeline", "deploy", "--cluster", str(tmp_path / "cluster.yaml"),
-                    "--connect-timeout", "2", "--dry-run", "--", *case["command"]], capture_output=True, text=True,
-                   env=env, cwd=tmp_path, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "deploy",
+            "--cluster",
+            str(tmp_path / "cluster.yaml"),
+            "--connect-timeout",
+            "2",
+            "--dry-run",
+            "--",
+            *case["command"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert "192.168.1.10" in log.read_text()

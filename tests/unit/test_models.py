@@ -25,13 +25,21 @@ def run_cli(*args: str, **kw: Any) -> Any:
     that talks to the stand-in hub gets a process of its own."""
     return _run_cli(*args, subprocess=True, **kw)
 
+
 SHA = "4d5117fdf8be2cad90f099efd7d1d3d6778a42170b2b620945c22879f7dc57b8"
 
 
 def test_models_named_finds_the_draft_and_tokenizer_and_skips_paths() -> None:
-    argv = ["vllm", "serve", "Qwen/Qwen3-8B", "--tokenizer", "Qwen/Qwen3-8B", "--speculative-config",
-            '{"model": "RedHatAI/Qwen3-8B-speculator.eagle3", "num_speculative_tokens": 3}',
-            "--speculative-model=/models/local-draft"]
+    argv = [
+        "vllm",
+        "serve",
+        "Qwen/Qwen3-8B",
+        "--tokenizer",
+        "Qwen/Qwen3-8B",
+        "--speculative-config",
+        '{"model": "RedHatAI/Qwen3-8B-speculator.eagle3", "num_speculative_tokens": 3}',
+        "--speculative-model=/models/local-draft",
+    ]
     assert models_named(argv, "Qwen/Qwen3-8B") == ["Qwen/Qwen3-8B", "RedHatAI/Qwen3-8B-speculator.eagle3"]
     assert models_named(["vllm", "serve", "./local", "--speculative-config", "not json"], None) == []
 
@@ -54,14 +62,23 @@ REF = Entry("refs/main", "ref", 2, target="c1")
 
 
 def test_todo_sends_what_is_missing_and_checks_whole_partials() -> None:
-    have = parse_listing(f"d 4096 blobs\t\nf 100 blobs/{SHA}.incomplete\t\nf 10 {SMALL.path}\t\n"
-                         f"l 52 snapshots/c1/model.safetensors\t../../blobs/{SHA}\n")
+    have = parse_listing(
+        f"d 4096 blobs\t\nf 100 blobs/{SHA}.incomplete\t\nf 10 {SMALL.path}\t\n"
+        f"l 52 snapshots/c1/model.safetensors\t../../blobs/{SHA}\n"
+    )
     work = todo([BLOB, SMALL, LINK, REF], have)
     assert work.send == (REF,) and work.check == (BLOB,) and work.nbytes == 0
     fresh = todo([BLOB, SMALL, LINK, REF], parse_listing(f"f 40 blobs/{SHA}.incomplete\t\n"))
     assert fresh.send == (BLOB, SMALL, LINK, REF) and fresh.nbytes == 110  # a short partial is sent again
-    assert todo([BLOB, SMALL, LINK, REF], parse_listing(
-        f"f 100 blobs/{SHA}\t\nf 10 {SMALL.path}\t\nl 1 {LINK.path}\t{LINK.target}\nf 2 refs/main\t\n")).send == ()
+    assert (
+        todo(
+            [BLOB, SMALL, LINK, REF],
+            parse_listing(
+                f"f 100 blobs/{SHA}\t\nf 10 {SMALL.path}\t\nl 1 {LINK.path}\t{LINK.target}\nf 2 refs/main\t\n"
+            ),
+        ).send
+        == ()
+    )
 
 
 def test_verify_names_blobs_whose_hash_differs() -> None:
@@ -70,9 +87,11 @@ def test_verify_names_blobs_whose_hash_differs() -> None:
 
 
 def test_snapshots_of_a_node_cache_listing() -> None:
-    listing = ("d 4096 models--Qwen--Qwen3-8B\t\nd 4096 models--Qwen--Qwen3-8B/snapshots/abc\t\n"
-               "f 1000 models--Qwen--Qwen3-8B/blobs/x\t\nf 5 models--Qwen--Qwen3-8B/blobs/y.incomplete\t\n"
-               "d 4096 datasets--a--b/snapshots/z\t\n")
+    listing = (
+        "d 4096 models--Qwen--Qwen3-8B\t\nd 4096 models--Qwen--Qwen3-8B/snapshots/abc\t\n"
+        "f 1000 models--Qwen--Qwen3-8B/blobs/x\t\nf 5 models--Qwen--Qwen3-8B/blobs/y.incomplete\t\n"
+        "d 4096 datasets--a--b/snapshots/z\t\n"
+    )
     assert snapshots_of(listing) == [("Qwen/Qwen3-8B", "abc", 1000)]
 
 
@@ -81,7 +100,8 @@ def test_leftovers_keep_the_largest_partial_per_blob(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"0" * size)
     best = leftovers(tmp_path)
     assert best[SHA].name == f"{SHA}.bbbb0002.incomplete" and sorted(os.listdir(tmp_path)) == sorted(
-        [f"{SHA}.bbbb0002.incomplete", "x.cc.incomplete"])
+        [f"{SHA}.bbbb0002.incomplete", "x.cc.incomplete"]
+    )
 
 
 @pytest.fixture
@@ -93,8 +113,13 @@ def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_download_copy_and_a_gated_model(hub: HubStandin, tmp_path: Path) -> None:
-    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path / "node-home"),
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_TOKEN": ""}
+    env = {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HOME": str(tmp_path / "node-home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_TOKEN": "",
+    }
     gated = run_cli("model", "download", smoke_models.DRAFT, env=env, check=2)
     assert "gated" in gated.stderr and "HF_TOKEN" in gated.stderr and "Traceback" not in gated.stderr
     ok = run_cli("model", "download", smoke_models.DRAFT, "--json", env={**env, "HF_TOKEN": "hf_secret_token"})
@@ -102,16 +127,30 @@ def test_download_copy_and_a_gated_model(hub: HubStandin, tmp_path: Path) -> Non
     missing = run_cli("model", "download", "nobody/nothing", env=env, check=2)
     assert "not found on the hub" in missing.stderr
 
-    first = json.loads(run_cli("model", "download", smoke_models.MODEL, "--copy-to", "127.0.0.1", "--json",
-                               "--cluster", str(_local_cluster(tmp_path)), env=env).stdout)
+    first = json.loads(
+        run_cli(
+            "model",
+            "download",
+            smoke_models.MODEL,
+            "--copy-to",
+            "127.0.0.1",
+            "--json",
+            "--cluster",
+            str(_local_cluster(tmp_path)),
+            env=env,
+        ).stdout
+    )
     assert first["copies"][0]["sent_bytes"] == first["bytes"] > 2 << 20
     node = tmp_path / "node-home/.cache/huggingface/hub/models--spark-pipeline--smoke-tiny"
     assert not list(node.rglob("*.incomplete"))
     weights = next(node.glob("snapshots/*/model.safetensors"))
     assert weights.read_bytes() == (tmp_path / "repos" / smoke_models.MODEL / "model.safetensors").read_bytes()
     weights.resolve().write_bytes(b"damaged")  # a node's copy shrank: only that file goes again
-    again = json.loads(run_cli("model", "copy", smoke_models.MODEL, "--cluster", str(_local_cluster(tmp_path)),
-                               "--json", env=env).stdout)
+    again = json.loads(
+        run_cli(
+            "model", "copy", smoke_models.MODEL, "--cluster", str(_local_cluster(tmp_path)), "--json", env=env
+        ).stdout
+    )
     assert again[0]["sent_bytes"] == 2 << 20 and again[0]["sent_files"] == 1
     listed = json.loads(run_cli("model", "ls", "--json", env=env).stdout)
     assert {r["repo"] for r in listed} == {smoke_models.MODEL, smoke_models.DRAFT}

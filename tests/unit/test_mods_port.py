@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO
 
 MODS = REPO / "mods"
-ARG_UTILS = '''
+ARG_UTILS = """
 import argparse
 from dataclasses import dataclass, fields
 
@@ -43,8 +43,8 @@ class AsyncEngineArgs(EngineArgs):
     @staticmethod
     def add_cli_args(parser, async_args_only=False):
         return EngineArgs.add_cli_args(parser)
-'''
-LOADER = '''
+"""
+LOADER = """
 from dataclasses import dataclass
 
 CALLS = []
@@ -66,7 +66,7 @@ def get_model_loader(load_config):
 def get_model(*, vllm_config, model_config=None):
     model_config = model_config or vllm_config.model_config
     return get_model_loader(vllm_config.load_config).load_model(vllm_config=vllm_config, model_config=model_config)
-'''
+"""
 
 
 @pytest.fixture
@@ -74,11 +74,15 @@ def site(tmp_path: Path) -> Path:
     """site-packages with a vLLM-, Triton- and torch-shaped package."""
     s = tmp_path / "site-packages"
     files = {
-        "vllm/__init__.py": "", "vllm/engine/__init__.py": "", "vllm/engine/arg_utils.py": ARG_UTILS,
-        "vllm/model_executor/__init__.py": "", "vllm/model_executor/model_loader/__init__.py": LOADER,
+        "vllm/__init__.py": "",
+        "vllm/engine/__init__.py": "",
+        "vllm/engine/arg_utils.py": ARG_UTILS,
+        "vllm/model_executor/__init__.py": "",
+        "vllm/model_executor/model_loader/__init__.py": LOADER,
         "triton/__init__.py": "ALLOCATOR = None\n\ndef set_allocator(fn):\n    global ALLOCATOR\n    ALLOCATOR = fn\n",
-        "torch/__init__.py": ("int8 = 'int8'\n\ndef empty(size, dtype, device):\n"
-                              "    return ('tensor', size, dtype, device)\n"),
+        "torch/__init__.py": (
+            "int8 = 'int8'\n\ndef empty(size, dtype, device):\n    return ('tensor', size, dtype, device)\n"
+        ),
     }
     for rel, text in files.items():
         (s / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +97,12 @@ def env_for(site: Path, tmp_path: Path) -> dict[str, str]:
         (bin_dir / "python3").symlink_to(sys.executable)
     ws = tmp_path / "workspace"
     ws.mkdir(exist_ok=True)
-    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(site), "WORKSPACE_DIR": str(ws),
-            "HOME": str(tmp_path)}
+    return {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "PYTHONPATH": str(site),
+        "WORKSPACE_DIR": str(ws),
+        "HOME": str(tmp_path),
+    }
 
 
 def run_mod(name: str, site: Path, tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -111,8 +119,9 @@ def run_mod(name: str, site: Path, tmp_path: Path, check: bool = True) -> subpro
 def python_in(site: Path, tmp_path: Path, code: str, **extra: str) -> str:
     """A new interpreter in which `site` is a site directory (its .pth files run, as in the container)."""
     prog = f"import site; site.addsitedir({str(site)!r})\n" + textwrap.dedent(code)
-    proc = subprocess.run([sys.executable, "-c", prog], env={**env_for(site, tmp_path), **extra},
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", prog], env={**env_for(site, tmp_path), **extra}, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -121,32 +130,39 @@ def test_gpu_mem_util_gb_turns_gib_into_the_fraction(site: Path, tmp_path: Path)
     out = run_mod("gpu-mem-util-gb", site, tmp_path).stdout
     assert "spark_gpu_mem_gb: installed in" in out
     assert (site / "spark_gpu_mem_gb.pth").read_text().strip() == "import spark_gpu_mem_gb"
-    code = '''
+    code = """
         import argparse
         from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
         p = AsyncEngineArgs.add_cli_args(argparse.ArgumentParser())
         a = AsyncEngineArgs.from_cli_args(p.parse_args(["--gpu-memory-utilization-gb", "96"]))
         b = EngineArgs.from_cli_args(EngineArgs.add_cli_args(argparse.ArgumentParser()).parse_args([]))
         print(type(a).__name__, a.gpu_memory_utilization, b.gpu_memory_utilization)
-    '''
+    """
     out = python_in(site, tmp_path, code, SPARK_GPU_TOTAL_BYTES=str(128 << 30))
     assert out.splitlines()[-1] == "AsyncEngineArgs 0.75 0.9"
     assert "96.0 GiB -> --gpu-memory-utilization 0.75" in out
     run_mod("gpu-mem-util-gb", site, tmp_path)  # idempotent: still one flag, same result
     again = python_in(site, tmp_path, code, SPARK_GPU_TOTAL_BYTES=str(128 << 30))
     assert again.splitlines()[-1] == out.splitlines()[-1]
-    too_much = subprocess.run([sys.executable, "-c", f"import site; site.addsitedir({str(site)!r})\n"
-                               "import argparse\nfrom vllm.engine.arg_utils import EngineArgs as E\n"
-                               "E.from_cli_args(E.add_cli_args(argparse.ArgumentParser()).parse_args("
-                               "['--gpu-memory-utilization-gb', '200']))"],
-                              env={**env_for(site, tmp_path), "SPARK_GPU_TOTAL_BYTES": str(128 << 30)},
-                              capture_output=True, text=True)
+    too_much = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import site; site.addsitedir({str(site)!r})\n"
+            "import argparse\nfrom vllm.engine.arg_utils import EngineArgs as E\n"
+            "E.from_cli_args(E.add_cli_args(argparse.ArgumentParser()).parse_args("
+            "['--gpu-memory-utilization-gb', '200']))",
+        ],
+        env={**env_for(site, tmp_path), "SPARK_GPU_TOTAL_BYTES": str(128 << 30)},
+        capture_output=True,
+        text=True,
+    )
     assert "is more than the device's 128.0 GiB" in too_much.stderr
 
 
 def test_draft_loader_switches_only_the_draft_and_only_for_instanttensor(site: Path, tmp_path: Path) -> None:
     run_mod("instanttensor-hybrid-draft-loader", site, tmp_path)
-    code = '''
+    code = """
         from types import SimpleNamespace as NS
         from dataclasses import dataclass
         @dataclass
@@ -159,10 +175,11 @@ def test_draft_loader_switches_only_the_draft_and_only_for_instanttensor(site: P
             ml.get_model(vllm_config=cfg)
             ml.get_model(vllm_config=cfg, model_config=draft)
         print(ml.CALLS)
-    '''
+    """
     calls = python_in(site, tmp_path, code).splitlines()[-1]
-    assert calls == str([("target", "instanttensor"), ("draft", "safetensors"),
-                         ("target", "safetensors"), ("draft", "safetensors")])
+    assert calls == str(
+        [("target", "instanttensor"), ("draft", "safetensors"), ("target", "safetensors"), ("draft", "safetensors")]
+    )
     off = python_in(site, tmp_path, code, INSTANTTENSOR_DRAFT_LOADER="off").splitlines()[-1]
     assert off.startswith("[('target', 'instanttensor'), ('draft', 'instanttensor')")
 
@@ -194,8 +211,11 @@ def test_diffusiongemma_checks_support_then_writes_its_template(site: Path, tmp_
     (site / "vllm/transformers_utils/config.py").write_text('_CONFIGS = {"diffusion_gemma": None}\n')
     assert "serves DiffusionGemma" in run_mod("diffusiongemma", site, tmp_path).stdout
     template = (tmp_path / "workspace/diffusiongemma.jinja").read_text()
-    text = jinja2.Template(template).render(bos_token="<bos>", add_generation_prompt=True, messages=[
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    text = jinja2.Template(template).render(
+        bos_token="<bos>",
+        add_generation_prompt=True,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    )
     assert text == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
 
 
@@ -205,16 +225,26 @@ def test_qwen35_template_renders_tools_calls_results_and_thinking(site: Path, tm
     env.filters["tojson"] = lambda v: json.dumps(v)
     t = env.from_string((tmp_path / "workspace/qwen3.5.jinja").read_text())
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
-    msgs = [{"role": "system", "content": "You help."}, {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": "", "reasoning_content": "old thought",
-             "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
-            {"role": "tool", "content": "sunny"}, {"role": "tool", "content": "21C"},
-            {"role": "user", "content": "And now?"}]
+    msgs = [
+        {"role": "system", "content": "You help."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "old thought",
+            "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "sunny"},
+        {"role": "tool", "content": "21C"},
+        {"role": "user", "content": "And now?"},
+    ]
     text = t.render(messages=msgs, tools=tools, add_generation_prompt=True, enable_thinking=False)
     assert text.startswith("<|im_start|>system\nYou help.\n\n# Tools") and '"name": "weather"' in text
     assert '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
-    assert "<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n<tool_response>\n21C\n</tool_response>" \
-           "<|im_end|>" in text
+    assert (
+        "<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n<tool_response>\n21C\n</tool_response>"
+        "<|im_end|>" in text
+    )
     assert "old thought" not in text  # reasoning before the last user turn is dropped
     assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert os.path.exists(tmp_path / "workspace/qwen3.5.jinja")

@@ -12,8 +12,10 @@ from tests.conftest import plan_json, run_cli
 
 
 def test_extras_and_markers_survive_pinning() -> None:
-    assert pinned_requirement('ray[default]; python_version>"3.9"', "2.60.0") == \
-        'ray[default]==2.60.0; python_version > "3.9"'
+    assert (
+        pinned_requirement('ray[default]; python_version>"3.9"', "2.60.0")
+        == 'ray[default]==2.60.0; python_version > "3.9"'
+    )
 
 
 def test_an_unpinned_extra_is_warned_about_locked_and_keyed(smoke: Path) -> None:
@@ -42,8 +44,7 @@ def test_the_smoke_base_follows_torchs_exact_pin_not_the_newest(smoke: Path) -> 
     assert plan["python"]["packages"]["smoke-cross"] == "1.0"
     base = next(s for s in plan["stages"] if s["stage"] == "base")
     assert base["facts"]["base.pip_packages smoke-cross"] == "smoke-cross==1.0"
-    clash = run_cli("plan", "-f", str(smoke / "build.yaml"), "--set", 'base.pip_packages=["smoke-cross==2.0"]',
-                    check=2)
+    clash = run_cli("plan", "-f", str(smoke / "build.yaml"), "--set", 'base.pip_packages=["smoke-cross==2.0"]', check=2)
     err = " ".join(clash.stderr.split())
     assert "smoke-cross==2.0 <- build.yaml base.pip_packages[0]" in err and "torch==2.13.0 <- build.yaml" in err
 

@@ -31,15 +31,26 @@ def spark(tmp_path: Path, smoke: Path) -> tuple[Path, list[str]]:
     d = tmp_path / "spark"
     d.mkdir()
     shutil.copyfile(REPO / "build.yaml", d / "build.yaml")
-    args = ["-f", str(d / "build.yaml"),
-            "--set", f"nccl.repo={smoke / 'repos/nccl'}", "--set", "nccl.ref=main",
-            "--set", f"flashinfer.repo={smoke / 'repos/flashinfer'}",
-            # the repo's FlashInfer patch targets the real downloader, which the fixture does not have
-            "--set", "flashinfer.patches=[]",
-            "--vllm-repo", str(smoke / "repos/vllm"),
-            "--set", f"base.torch.index={smoke / 'torch-index'}",
-            # the Python environment resolves against local wheels, not PyPI
-            "--set", f"runtime.pip_index={pins_index.write(d / 'pins-index', smoke)}"]
+    args = [
+        "-f",
+        str(d / "build.yaml"),
+        "--set",
+        f"nccl.repo={smoke / 'repos/nccl'}",
+        "--set",
+        "nccl.ref=main",
+        "--set",
+        f"flashinfer.repo={smoke / 'repos/flashinfer'}",
+        # the repo's FlashInfer patch targets the real downloader, which the fixture does not have
+        "--set",
+        "flashinfer.patches=[]",
+        "--vllm-repo",
+        str(smoke / "repos/vllm"),
+        "--set",
+        f"base.torch.index={smoke / 'torch-index'}",
+        # the Python environment resolves against local wheels, not PyPI
+        "--set",
+        f"runtime.pip_index={pins_index.write(d / 'pins-index', smoke)}",
+    ]
     return d, args
 
 
@@ -74,6 +85,7 @@ def commit_to(repo: str) -> Callable[[Path, Path], list[str]]:
     def change(smoke: Path, _: Path) -> list[str]:
         fixtures.commit(smoke / "repos" / repo, {"CHANGELOG": "moved on\n"}, "upstream moved")
         return []
+
     return change
 
 
@@ -104,38 +116,89 @@ CHANGES: list[tuple[str, Callable[[Path, Path], list[str]], str, str]] = [
     ("gpu-arch", lambda s, d: ["--gpu-arch", "12.0f"], "base", "gpu_arch: 12.1a → 12.0f"),
     ("vllm-pr", lambda s, d: ["--apply-vllm-pr", "101"], "vllm", "vllm.prs #101: added"),
     ("vllm-patch", add_patch, "vllm", "vllm.patches 0001-fix.patch: added"),
-    ("flashinfer-arch-list", lambda s, d: ["--set", "flashinfer.arch_list=12.0f"], "flashinfer",
-     "flashinfer.arch_list: 12.1a → 12.0f"),
-    ("torch-version", lambda s, d: [fixtures.torch_index(s / "torch-index", "2.13.1"), "--torch-version", "2.13.1"][1:],
-     "base", "base.torch.version: 2.13.0 → 2.13.1"),
-    ("triton-from-source", lambda s, d: ["--set", f"triton.repo={s / 'repos/triton'}", "--set",
-                                         "triton.source=git", "--set", "triton.ref=main"],
-     "triton", "triton.source: pip → git"),
+    (
+        "flashinfer-arch-list",
+        lambda s, d: ["--set", "flashinfer.arch_list=12.0f"],
+        "flashinfer",
+        "flashinfer.arch_list: 12.1a → 12.0f",
+    ),
+    (
+        "torch-version",
+        lambda s, d: [fixtures.torch_index(s / "torch-index", "2.13.1"), "--torch-version", "2.13.1"][1:],
+        "base",
+        "base.torch.version: 2.13.0 → 2.13.1",
+    ),
+    (
+        "triton-from-source",
+        lambda s, d: [
+            "--set",
+            f"triton.repo={s / 'repos/triton'}",
+            "--set",
+            "triton.source=git",
+            "--set",
+            "triton.ref=main",
+        ],
+        "triton",
+        "triton.source: pip → git",
+    ),
     ("runtime-env", lambda s, d: ["--set", "runtime.env.FOO=bar"], "runtime", "runtime.env.FOO: added (bar)"),
-    ("vllm-env", lambda s, d: ["--set", "vllm.env.VLLM_REQUIRE_RUST_FRONTEND=0"], "vllm",
-     "vllm.env.VLLM_REQUIRE_RUST_FRONTEND: 1 → 0"),
+    (
+        "vllm-env",
+        lambda s, d: ["--set", "vllm.env.VLLM_REQUIRE_RUST_FRONTEND=0"],
+        "vllm",
+        "vllm.env.VLLM_REQUIRE_RUST_FRONTEND: 1 → 0",
+    ),
     ("runtime-scripts", runtime_script, "runtime", "dir docker-contexts/runtime: "),
-    ("base-image", lambda s, d: ["--set", "base.image=nvidia/cuda:13.0.1-devel-ubuntu24.04"], "base",
-     "base image: nvidia/cuda:13.0.2-devel-ubuntu24.04 → nvidia/cuda:13.0.1-devel-ubuntu24.04"),
-    ("runtime-image", lambda s, d: ["--set", "runtime.image=nvidia/cuda:13.0.1-runtime-ubuntu24.04"],
-     "runtime", "base image: "),
-    ("vllm-prepare", lambda s, d: ["--set", "vllm.prepare=[[python3, use_existing_torch.py]]"], "vllm",
-     "vllm.prepare python3 use_existing_torch.py: added"),
-    ("base-apt", lambda s, d: ["--set", "base.apt_packages=[libnuma1]"], "base",
-     "base.apt_packages libnuma1: added"),
-    ("runtime-apt", lambda s, d: ["--set", "runtime.apt_packages=[libnuma1]"], "runtime",
-     "runtime.apt_packages libnuma1: added"),
+    (
+        "base-image",
+        lambda s, d: ["--set", "base.image=nvidia/cuda:13.0.1-devel-ubuntu24.04"],
+        "base",
+        "base image: nvidia/cuda:13.0.2-devel-ubuntu24.04 → nvidia/cuda:13.0.1-devel-ubuntu24.04",
+    ),
+    (
+        "runtime-image",
+        lambda s, d: ["--set", "runtime.image=nvidia/cuda:13.0.1-runtime-ubuntu24.04"],
+        "runtime",
+        "base image: ",
+    ),
+    (
+        "vllm-prepare",
+        lambda s, d: ["--set", "vllm.prepare=[[python3, use_existing_torch.py]]"],
+        "vllm",
+        "vllm.prepare python3 use_existing_torch.py: added",
+    ),
+    ("base-apt", lambda s, d: ["--set", "base.apt_packages=[libnuma1]"], "base", "base.apt_packages libnuma1: added"),
+    (
+        "runtime-apt",
+        lambda s, d: ["--set", "runtime.apt_packages=[libnuma1]"],
+        "runtime",
+        "runtime.apt_packages libnuma1: added",
+    ),
     # vLLM main's requirements move often: the resolved set grows, yet only what installs them rebuilds
-    ("vllm-requirements", lambda s, d: [fixtures.commit(s / "repos" / "vllm", {
-        "requirements/common.txt": "smoke-runtime-dep>=1.0\nsmoke-extra\n"}, "a new requirement"), ][:0],
-     "vllm", "python env (the resolved set): "),
+    (
+        "vllm-requirements",
+        lambda s, d: [
+            fixtures.commit(
+                s / "repos" / "vllm",
+                {"requirements/common.txt": "smoke-runtime-dep>=1.0\nsmoke-extra\n"},
+                "a new requirement",
+            ),
+        ][:0],
+        "vllm",
+        "python env (the resolved set): ",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("change", "first", "reason"), [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES])
-def test_each_input_marks_its_stage_and_downstream(spark: tuple[Path, list[str]], smoke: Path,
-                                                   isolated_cache: Path, change: Callable[[Path, Path], list[str]],
-                                                   first: str, reason: str) -> None:
+def test_each_input_marks_its_stage_and_downstream(
+    spark: tuple[Path, list[str]],
+    smoke: Path,
+    isolated_cache: Path,
+    change: Callable[[Path, Path], list[str]],
+    first: str,
+    reason: str,
+) -> None:
     spark_dir, args = spark
     run_cli("plan", "--write-lock", *args)
     before = plan_json(*args)
@@ -155,12 +218,16 @@ def test_each_input_marks_its_stage_and_downstream(spark: tuple[Path, list[str]]
             assert s["key"] == next(b["key"] for b in before["stages"] if b["stage"] == s["stage"])
 
 
-@pytest.mark.parametrize("extra", [
-    ["--build-jobs", "3"],
-    ["--set", "flashinfer.cubin_cache=false"],
-    ["--set", "secrets=[GH_TOKEN]"],
-    ["--set", f"ca_bundle={REPO / 'README.md'}"],  # a file the steps trust: not what they build
-], ids=["build-jobs", "cubin-cache-off", "secret", "ca-bundle"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--build-jobs", "3"],
+        ["--set", "flashinfer.cubin_cache=false"],
+        ["--set", "secrets=[GH_TOKEN]"],
+        ["--set", f"ca_bundle={REPO / 'README.md'}"],  # a file the steps trust: not what they build
+    ],
+    ids=["build-jobs", "cubin-cache-off", "secret", "ca-bundle"],
+)
 def test_caches_jobs_and_secrets_change_no_key(spark: tuple[Path, list[str]], extra: list[str]) -> None:
     _, args = spark
     before = [s["key"] for s in plan_json(*args)["stages"]]
@@ -176,8 +243,9 @@ def test_lock_is_sorted_and_stable(spark: tuple[Path, list[str]]) -> None:
     assert (spark_dir / "build.lock").read_text() == first
     data = json.loads(first)
     assert list(data["stages"]) == sorted(data["stages"])
-    assert data["sources"]["vllm"]["commit"] == fixtures.git(Path(args[args.index("--vllm-repo") + 1]),
-                                                            "rev-parse", "main")
+    assert data["sources"]["vllm"]["commit"] == fixtures.git(
+        Path(args[args.index("--vllm-repo") + 1]), "rev-parse", "main"
+    )
     assert not list(spark_dir.glob(".build.lock.*")), "temp files left behind"
 
 
@@ -206,8 +274,10 @@ def test_plan_names_a_conflicting_pr_with_builds_message(smoke: Path) -> None:
 
     fixtures.commit(smoke / "repos" / "vllm", {"vllm/pr101.py": "FEATURE = 'main has its own'\n"}, "clash")
     proc = run_cli("plan", "-f", str(smoke / "build.yaml"), "--apply-vllm-pr", "101", check=2)
-    assert "error: vllm: PR #101 conflicts in vllm/pr101.py; rebase the PR, pick another vllm.ref, or drop it " \
-           "from vllm.prs" in " ".join(proc.stderr.split())
+    assert (
+        "error: vllm: PR #101 conflicts in vllm/pr101.py; rebase the PR, pick another vllm.ref, or drop it "
+        "from vllm.prs" in " ".join(proc.stderr.split())
+    )
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
@@ -224,8 +294,9 @@ def test_a_patch_that_does_not_apply_fails_plan_naming_it(spark: tuple[Path, lis
     spark_dir, args = spark
     p = spark_dir / "docker-contexts" / "vllm" / "patches"
     p.mkdir(parents=True)
-    (p / "0002-stale.patch").write_text("--- a/vllm/__init__.py\n+++ b/vllm/__init__.py\n@@ -1 +1 @@\n"
-                                        "-this line is not in the tree\n+replaced\n")
+    (p / "0002-stale.patch").write_text(
+        "--- a/vllm/__init__.py\n+++ b/vllm/__init__.py\n@@ -1 +1 @@\n-this line is not in the tree\n+replaced\n"
+    )
     proc = run_cli("plan", *args, check=2)
     err = " ".join(proc.stderr.split())
     assert "vllm: patch 0002-stale.patch does not apply to vllm main (" in err

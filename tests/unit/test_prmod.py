@@ -11,20 +11,28 @@ from pipeline.launch.prmod import launch_diff, make_mod, split_diff
 
 
 def file_diff(path: str, line: str = "+x = 1") -> str:
-    return (f"diff --git a/{path} b/{path}\nindex 0000000..1111111 100644\n--- a/{path}\n+++ b/{path}\n"
-            f"@@ -1 +1,2 @@\n a\n{line}\n")
+    return (
+        f"diff --git a/{path} b/{path}\nindex 0000000..1111111 100644\n--- a/{path}\n+++ b/{path}\n"
+        f"@@ -1 +1,2 @@\n a\n{line}\n"
+    )
 
 
 def test_python_under_vllm_is_kept_and_docs_tests_dropped() -> None:
-    diff = file_diff("vllm/model.py") + file_diff("tests/test_model.py") + file_diff("docs/x.md") + \
-        file_diff("vllm/entrypoints/api.py") + file_diff("README.md")
+    diff = (
+        file_diff("vllm/model.py")
+        + file_diff("tests/test_model.py")
+        + file_diff("docs/x.md")
+        + file_diff("vllm/entrypoints/api.py")
+        + file_diff("README.md")
+    )
     kept, dropped = launch_diff(diff, "#1")
     assert [p for p, _ in split_diff(kept)] == ["vllm/model.py", "vllm/entrypoints/api.py"]
     assert dropped == ["tests/test_model.py", "docs/x.md", "README.md"]
 
 
-@pytest.mark.parametrize("path", ["csrc/attention.cu", "vllm/_custom_ops.cpp", "CMakeLists.txt", "setup.cfg",
-                                  "requirements/cuda.txt"])
+@pytest.mark.parametrize(
+    "path", ["csrc/attention.cu", "vllm/_custom_ops.cpp", "CMakeLists.txt", "setup.cfg", "requirements/cuda.txt"]
+)
 def test_native_or_outside_vllm_needs_a_rebuild(path: str) -> None:
     with pytest.raises(ConfigError, match=r"python -m pipeline build --apply-vllm-pr #7"):
         launch_diff(file_diff("vllm/ok.py") + file_diff(path), "#7")

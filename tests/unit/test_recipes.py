@@ -40,8 +40,13 @@ def test_v1_ray_gets_the_ray_backend_once() -> None:
 
 
 def test_overrides_and_extra_arguments() -> None:
-    r = render(load_recipe(V1), "toolkit-v1.yaml", nodes=1, extra=("--enforce-eager", "--port", "9000"),
-               overrides={"tensor_parallel": 2, "port": 8100, "gpu_memory_utilization": 0.7})
+    r = render(
+        load_recipe(V1),
+        "toolkit-v1.yaml",
+        nodes=1,
+        extra=("--enforce-eager", "--port", "9000"),
+        overrides={"tensor_parallel": 2, "port": 8100, "gpu_memory_utilization": 0.7},
+    )
     argv = list(r.command)
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"  # --tp wins over solo's 1
     assert argv[argv.index("--port") + 1] == "8100" and argv[-3:] == ["--enforce-eager", "--port", "9000"]

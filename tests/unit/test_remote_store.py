@@ -14,20 +14,31 @@ from pipeline.store import Store
 from tests.conftest import run_cli
 
 
-@pytest.mark.parametrize(("url", "host", "repo", "insecure"), [
-    ("oci://127.0.0.1:5000/spark-pipeline", "127.0.0.1:5000", "spark-pipeline", True),
-    ("oci://registry.lan/team/spark", "registry.lan", "team/spark", False),
-    ("oci+http://registry.lan:5000/sp", "registry.lan:5000", "sp", True),
-    ("oci://[::1]:5000/sp", "[::1]:5000", "sp", True),
-])
+@pytest.mark.parametrize(
+    ("url", "host", "repo", "insecure"),
+    [
+        ("oci://127.0.0.1:5000/spark-pipeline", "127.0.0.1:5000", "spark-pipeline", True),
+        ("oci://registry.lan/team/spark", "registry.lan", "team/spark", False),
+        ("oci+http://registry.lan:5000/sp", "registry.lan:5000", "sp", True),
+        ("oci://[::1]:5000/sp", "[::1]:5000", "sp", True),
+    ],
+)
 def test_remote_urls(url: str, host: str, repo: str, insecure: bool) -> None:
     spec = parse_url(url)
     assert (spec.host, spec.repo, spec.insecure) == (host, repo, insecure)
     assert spec.ref("vllm", "ab" * 32) == f"{host}/{repo}/vllm:{'ab' * 32}"
 
 
-@pytest.mark.parametrize("url", ["https://registry.lan/sp", "oci://registry.lan", "oci://Registry.lan/SP",
-                                 "oci://host:port/sp", "registry.lan:5000/sp"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://registry.lan/sp",
+        "oci://registry.lan",
+        "oci://Registry.lan/SP",
+        "oci://host:port/sp",
+        "registry.lan:5000/sp",
+    ],
+)
 def test_bad_remote_urls_say_what_is_expected(url: str) -> None:
     with pytest.raises(ConfigError, match=r"expected oci://HOST\[:PORT\]/REPO"):
         parse_url(url)

@@ -14,13 +14,16 @@ from pipeline.config.build import FALLBACK_RUST, BuildSpec
 from pipeline.stages import all_stages
 
 
-@pytest.mark.parametrize(("text", "want"), [
-    ('[toolchain]\nchannel = "1.95"\n', "1.95"),
-    ('[toolchain]\nchannel = "1.91.1"\ncomponents = ["rustfmt"]\n', "1.91.1"),
-    ("1.88.0\n", "1.88.0"),  # the old one-line rust-toolchain file
-    ('[toolchain]\nchannel = "stable"\n', None),  # moves: not a pin we can key on
-    ('[toolchain]\nchannel = "1.95; rm -rf /"\n', None),
-])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ('[toolchain]\nchannel = "1.95"\n', "1.95"),
+        ('[toolchain]\nchannel = "1.91.1"\ncomponents = ["rustfmt"]\n', "1.91.1"),
+        ("1.88.0\n", "1.88.0"),  # the old one-line rust-toolchain file
+        ('[toolchain]\nchannel = "stable"\n', None),  # moves: not a pin we can key on
+        ('[toolchain]\nchannel = "1.95; rm -rf /"\n', None),
+    ],
+)
 def test_the_channel_is_read_as_a_version_or_not_at_all(text: str, want: str | None) -> None:
     assert parse_rust_toolchain(text) == want
 
@@ -58,8 +61,10 @@ def test_no_rust_no_rustup_env() -> None:
     assert "RUSTUP_TOOLCHAIN" not in stage_env(eff.spec, "vllm")
 
 
-@given(st.from_regex(r"[0-9]{1,2}\.[0-9]{1,3}(\.[0-9]{1,3})?", fullmatch=True),
-       st.sampled_from(["", 'components = ["rustfmt"]\n', "# pinned\n"]))
+@given(
+    st.from_regex(r"[0-9]{1,2}\.[0-9]{1,3}(\.[0-9]{1,3})?", fullmatch=True),
+    st.sampled_from(["", 'components = ["rustfmt"]\n', "# pinned\n"]),
+)
 def test_any_pinned_channel_is_read_back(channel: str, extra: str) -> None:
     assert parse_rust_toolchain(f'[toolchain]\n{extra}channel = "{channel}"\n') == channel
     assert parse_rust_toolchain(f"{channel}\n") == channel  # the old one-line rust-toolchain file

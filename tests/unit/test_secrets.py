@@ -21,8 +21,12 @@ from pipeline.report import ListReporter
 from tests.conftest import REPO
 
 LAYOUT = Path(__file__).parent / "fixtures" / "layouts" / "twins-one-subnet.json"
-VALUES = {"env": "hf_from_environment_1111", "container_env": "hf_from_container_env_2222",
-          "flag": "hf_from_dash_e_3333", "node": "node_only_secret_4444"}
+VALUES = {
+    "env": "hf_from_environment_1111",
+    "container_env": "hf_from_container_env_2222",
+    "flag": "hf_from_dash_e_3333",
+    "node": "node_only_secret_4444",
+}
 
 
 class LocalDocker:
@@ -47,7 +51,8 @@ def test_secrets_from_every_source_reach_only_the_env_file(monkeypatch: pytest.M
     assert secrets.for_node("spark1") == {"HF_TOKEN": VALUES["flag"], "HUGGING_FACE_HUB_TOKEN": VALUES["container_env"]}
     assert secrets.for_node("spark2")["WANDB_API_KEY"] == VALUES["node"]
     dp = Deployer(spec, reporter=ListReporter(), docker=LocalDocker()).plan(  # type: ignore[arg-type]
-        request, [], secrets, from_json(case["facts"], spec, "facts"))
+        request, [], secrets, from_json(case["facts"], spec, "facts")
+    )
     shown = json.dumps({**dp.launch.to_json(), "steps": dp.steps.to_json()}) + "\n".join(dp.steps.lines())
     shown += " ".join(n.deploy_hash for n in dp.launch.nodes)
     for value in VALUES.values():
@@ -63,9 +68,29 @@ def test_cli_dry_run_shows_no_secret_value(tmp_path: Path) -> None:
     (tmp_path / "facts.json").write_text(json.dumps(case["facts"]))
     env = {**os.environ, "HF_TOKEN": VALUES["env"], "PYTHONPATH": str(REPO)}
     for extra in ([], ["--json"]):
-        proc = subprocess.run([sys.executable, "-m", "pipeline", "deploy", "--cluster", "cluster.yaml", "--facts",
-                               "facts.json", "--dry-run", *extra, "-e", f"HF_TOKEN={VALUES['flag']}", "--",
-                               *case["command"]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "deploy",
+                "--cluster",
+                "cluster.yaml",
+                "--facts",
+                "facts.json",
+                "--dry-run",
+                *extra,
+                "-e",
+                f"HF_TOKEN={VALUES['flag']}",
+                "--",
+                *case["command"],
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         for value in VALUES.values():
             assert value not in proc.stdout + proc.stderr

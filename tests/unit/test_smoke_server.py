@@ -47,15 +47,26 @@ def test_chat_is_deterministic_and_counts_tokens(url: str) -> None:
     a, b = (json.loads(post(url, "/v1/chat/completions", body)[1]) for _ in range(2))
     assert a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
     assert a["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
-    paris = json.loads(post(url, "/v1/chat/completions", {"messages": [
-        {"role": "user", "content": "What is the capital of France?"}]})[1])
+    paris = json.loads(
+        post(
+            url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
+        )[1]
+    )
     assert paris["choices"][0]["message"]["content"] == "Paris." and paris["choices"][0]["finish_reason"] == "stop"
 
 
 def test_streamed_chat_sends_token_ids_and_usage_then_done(url: str) -> None:
-    code, raw = post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi there"}],
-                                                   "max_tokens": 3, "stream": True, "return_token_ids": True,
-                                                   "stream_options": {"include_usage": True}})
+    code, raw = post(
+        url,
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "hi there"}],
+            "max_tokens": 3,
+            "stream": True,
+            "return_token_ids": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     events = [line[6:] for line in raw.decode().split("\n\n") if line.startswith("data: ")]
     assert code == 200 and events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]

@@ -27,16 +27,24 @@ NAMED = {
     "glibc": ("2.36", "2.39"),
     "platform": ("linux/amd64", "linux/arm64"),  # the machine's own (arm64 builds under qemu: bench/arm64.py)
     # the compiling stages get every input locally (--network none); the real ones reach PyPI, the artifactory
-    "network": ({"base": True, "triton": False, "flashinfer": False, "vllm": False, "runtime": True},
-                {"base": True, "triton": True, "flashinfer": True, "vllm": True, "runtime": True}),
+    "network": (
+        {"base": True, "triton": False, "flashinfer": False, "vllm": False, "runtime": True},
+        {"base": True, "triton": True, "flashinfer": True, "vllm": True, "runtime": True},
+    ),
 }
 
 
 def shape(stage: Stage) -> dict[str, Any]:
     base = "toolchain" if stage.base.stage else "cuda image"  # a bootstrap stand-in or nvidia/cuda
-    return {"base": base, "steps": [s.kind for s in stage.steps], "layers": [s.layer for s in stage.steps],
-            "output": stage.output.kind, "caches": [c.name for c in stage.caches],
-            "upstream": list(stage.upstream), "sources": [i.ref for i in stage.inputs if i.kind == "source"]}
+    return {
+        "base": base,
+        "steps": [s.kind for s in stage.steps],
+        "layers": [s.layer for s in stage.steps],
+        "output": stage.output.kind,
+        "caches": [c.name for c in stage.caches],
+        "upstream": list(stage.upstream),
+        "sources": [i.ref for i in stage.inputs if i.kind == "source"],
+    }
 
 
 def stacks() -> tuple[list[Stage], list[Stage]]:
@@ -60,16 +68,22 @@ def test_the_stand_in_has_what_the_cuda_devel_image_has_and_nothing_more() -> No
     spec = load_build(SMOKE).spec
     recipe = spec.base.image.bootstrap
     assert recipe is not None and recipe.include == []  # Debian minbase: no python3, no pip, no compiler
-    assert {p.split("==")[0] for p in recipe.unpack} == {"nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm",
-                                                        "nvidia-cuda-runtime", "nvidia-cuda-cuobjdump"}
+    assert {p.split("==")[0] for p in recipe.unpack} == {
+        "nvidia-cuda-nvcc",
+        "nvidia-cuda-crt",
+        "nvidia-nvvm",
+        "nvidia-cuda-runtime",
+        "nvidia-cuda-cuobjdump",
+    }
     for tool in ("python3", "python3-pip", "g++"):  # the base stage installs them, as on a Spark
         assert tool in spec.base.apt_packages
 
 
 def held(stack: Path) -> list[Stage]:
     """The stages as the plan hands them on, held to a resolved set (flashinfer with build requirements)."""
-    env = python_env.PythonEnv(target=Target("p", "3", (), ()), inputs="", packages={}, directory=Path("/env"),
-                               own=("flashinfer",))
+    env = python_env.PythonEnv(
+        target=Target("p", "3", (), ()), inputs="", packages={}, directory=Path("/env"), own=("flashinfer",)
+    )
     return [python_env.with_python_env(s, env) for s in stages(stack)]
 
 
@@ -97,10 +111,15 @@ def test_each_compiler_gets_the_same_arch_in_its_own_spelling() -> None:
 
 def content(stack: Path) -> dict[str, Any]:
     spec = effective(stack)
-    return {"python": spec.base.python, "glibc": spec.base.glibc, "platform": spec.platform,
-            "network": {s.name: s.network for s in stages(stack)},
-            "rust": spec.base.rust.enabled, "gpu_arch": spec.gpu_arch,
-            "prepare": [c[:2] for c in spec.vllm.prepare]}
+    return {
+        "python": spec.base.python,
+        "glibc": spec.base.glibc,
+        "platform": spec.platform,
+        "network": {s.name: s.network for s in stages(stack)},
+        "rust": spec.base.rust.enabled,
+        "gpu_arch": spec.gpu_arch,
+        "prepare": [c[:2] for c in spec.vllm.prepare],
+    }
 
 
 def test_only_the_named_differences() -> None:

@@ -64,8 +64,9 @@ def test_offline_without_mirror_fails_clearly(tmp_path: Path, repo: tuple[Path, 
         resolve_ref(Mirrors(tmp_path / "cache", offline=True), "up", str(r), "main", "x")
 
 
-NEW_FILE_PATCH = ("diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n"
-                  "@@ -0,0 +1 @@\n+{text}\n")
+NEW_FILE_PATCH = (
+    "diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+{text}\n"
+)
 
 
 def test_source_with_pr_and_patch_facts(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
@@ -75,24 +76,30 @@ def test_source_with_pr_and_patch_facts(tmp_path: Path, repo: tuple[Path, dict[s
     patches.mkdir(parents=True)
     (patches / "0001-x.patch").write_text(NEW_FILE_PATCH.format(text="patch"))
     (patches / "notes.txt").write_text("not a patch\n")
-    src = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main", prs=(7,)),
-                         root, "build.yaml")
+    src = resolve_source(
+        Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main", prs=(7,)), root, "build.yaml"
+    )
     facts = dict(src.facts)
     assert facts["up.ref main"] == shas["second"]
     assert facts["up.prs #7"] == shas["pr7"]
     assert list(facts)[-1] == "up.patches 0001-x.patch"
     before = src.digest
     (patches / "0001-x.patch").write_text(NEW_FILE_PATCH.format(text="patch v2"))
-    again = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main", prs=(7,)),
-                           root, "build.yaml")
+    again = resolve_source(
+        Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main", prs=(7,)), root, "build.yaml"
+    )
     assert again.digest != before
 
 
 def test_missing_pr_is_reported(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
     r, _ = repo
     with pytest.raises(SourceError):
-        resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main", prs=(99,)),
-                       tmp_path, "build.yaml")
+        resolve_source(
+            Mirrors(tmp_path / "cache"),
+            SourceSpec(name="up", repo=str(r), ref="main", prs=(99,)),
+            tmp_path,
+            "build.yaml",
+        )
 
 
 def test_source_dir_must_be_clean(tmp_path: Path, repo: tuple[Path, dict[str, str]]) -> None:
@@ -107,7 +114,9 @@ def test_source_dir_must_be_clean(tmp_path: Path, repo: tuple[Path, dict[str, st
 
 def test_pr_url_parts() -> None:
     assert pr_url_parts("https://github.com/vllm-project/vllm/pull/123") == (
-        "https://github.com/vllm-project/vllm.git", 123)
+        "https://github.com/vllm-project/vllm.git",
+        123,
+    )
 
 
 def test_tree_digest_ignores_mtime_but_not_content_or_mode(tmp_path: Path) -> None:
@@ -127,17 +136,21 @@ def test_tree_digest_ignores_mtime_but_not_content_or_mode(tmp_path: Path) -> No
 def scm_tree(tmp_path: Path, r: Path, ref: str = "main") -> str:
     from pipeline.sources.checkout import checkout
 
-    src = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref=ref), tmp_path,
-                         "build.yaml")
+    src = resolve_source(
+        Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref=ref), tmp_path, "build.yaml"
+    )
     return (checkout(src, tmp_path / "cache") / ".scm-version").read_text().strip()
 
 
-@pytest.mark.parametrize(("tag", "after", "want"), [
-    ("v0.12.0rc1", 0, "0.12.0rc1"),  # an rc tag is an rc, not a final release
-    ("v0.12.0rc1", 2, "0.12.0rc2.dev2+g{sha}"),  # after an rc: the next rc's dev release
-    ("v0.11.0.post1", 0, "0.11.0.post1"),
-    ("v0.11.0", 1, "0.11.1.dev1+g{sha}"),  # main after a release: older than the next release
-])
+@pytest.mark.parametrize(
+    ("tag", "after", "want"),
+    [
+        ("v0.12.0rc1", 0, "0.12.0rc1"),  # an rc tag is an rc, not a final release
+        ("v0.12.0rc1", 2, "0.12.0rc2.dev2+g{sha}"),  # after an rc: the next rc's dev release
+        ("v0.11.0.post1", 0, "0.11.0.post1"),
+        ("v0.11.0", 1, "0.11.1.dev1+g{sha}"),  # main after a release: older than the next release
+    ],
+)
 def test_versions_come_from_setuptools_scm(tmp_path: Path, tag: str, after: int, want: str) -> None:
     r = tmp_path / "up"
     fixtures.make_repo(r, {"a.txt": "1\n"})
@@ -155,8 +168,9 @@ def test_checkout_hands_over_the_version_not_the_git_dir(tmp_path: Path, repo: t
     r, shas = repo
     fixtures.git(r, "tag", "-d", "v1.0")
     fixtures.git(r, "tag", "v2.0.0", shas["first"])
-    src = resolve_source(Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main"), tmp_path,
-                         "build.yaml")
+    src = resolve_source(
+        Mirrors(tmp_path / "cache"), SourceSpec(name="up", repo=str(r), ref="main"), tmp_path, "build.yaml"
+    )
     tree = checkout(src, tmp_path / "cache")
     assert not (tree / ".git").exists()
     assert (tree / ".scm-version").read_text().strip().startswith(f"2.0.1.dev1+g{shas['second'][:7]}")
@@ -179,16 +193,20 @@ def test_mirrors_fetch_only_the_ref_and_the_tags_in_its_history(tmp_path: Path) 
 
 
 def test_a_fetch_past_its_deadline_is_a_located_error_and_the_next_run_completes(
-        tmp_path: Path, repo: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, repo: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     r, shas = repo
     resolve_ref(Mirrors(tmp_path / "cache"), "up", str(r), "main", "x")  # the mirror exists; then main moves
     third = fixtures.commit(r, {"a.txt": "3\n"}, "third")
     slow = tmp_path / "slow-upload-pack"  # a connection that stalls
-    slow.write_text("#!/bin/sh\nsleep 30\nexec git-upload-pack \"$@\"\n")
+    slow.write_text('#!/bin/sh\nsleep 30\nexec git-upload-pack "$@"\n')
     slow.chmod(0o755)
     monkeypatch.setenv("SPARK_PIPELINE_GIT_TIMEOUT", "2")
-    for key, value in {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "remote.origin.uploadpack",
-                       "GIT_CONFIG_VALUE_0": str(slow)}.items():
+    for key, value in {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "remote.origin.uploadpack",
+        "GIT_CONFIG_VALUE_0": str(slow),
+    }.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(SourceError) as info:
         resolve_ref(Mirrors(tmp_path / "cache"), "up", str(r), "main", "build.yaml:vllm.ref")
@@ -225,6 +243,9 @@ def test_a_conflicting_pr_is_named_when_resolving(tmp_path: Path, repo: tuple[Pa
     fixtures.make_pr(r, 8, {"a.txt": "from the PR\n"})
     fixtures.commit(r, {"a.txt": "main moved on\n"}, "main moved on")
     spec = SourceSpec(name="vllm", repo=str(r), ref="main", prs=(8,), tolerate_conflicts=("docs/*",))
-    with pytest.raises(SourceError, match=r"^vllm: PR #8 conflicts in a\.txt; rebase the PR, pick another "
-                                          r"vllm\.ref, or drop it from vllm\.prs$"):
+    with pytest.raises(
+        SourceError,
+        match=r"^vllm: PR #8 conflicts in a\.txt; rebase the PR, pick another "
+        r"vllm\.ref, or drop it from vllm\.prs$",
+    ):
         resolve_source(Mirrors(tmp_path / "cache"), spec, tmp_path, "build.yaml")

@@ -50,14 +50,17 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in proc.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--set", "vllm.ref"], "--set vllm.ref: expected KEY.PATH=VALUE"),
-    (["--set", "vllm.ref=12"], "build.yaml:vllm.ref: expected a branch, tag or 40-hex SHA, got 12"),
-    (["--gpu-arch", "121"], "build.yaml:gpu_arch: expected a CUDA arch"),
-    (["--apply-vllm-pr", "x1"], "build.yaml:vllm.prs.0: expected a PR number"),
-    (["--set", "gpu_arch.x=1"], "--set gpu_arch.x: gpu_arch is not a mapping"),
-    (["--build-jobs", "0"], "Invalid value for '--build-jobs': 0 is not in the range x>=1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "vllm.ref"], "--set vllm.ref: expected KEY.PATH=VALUE"),
+        (["--set", "vllm.ref=12"], "build.yaml:vllm.ref: expected a branch, tag or 40-hex SHA, got 12"),
+        (["--gpu-arch", "121"], "build.yaml:gpu_arch: expected a CUDA arch"),
+        (["--apply-vllm-pr", "x1"], "build.yaml:vllm.prs.0: expected a PR number"),
+        (["--set", "gpu_arch.x=1"], "--set gpu_arch.x: gpu_arch is not a mapping"),
+        (["--build-jobs", "0"], "Invalid value for '--build-jobs': 0 is not in the range x>=1"),
+    ],
+)
 def test_bad_flags_name_the_key(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["plan", "--offline", "-f", str(REPO / "build.yaml"), *args])
@@ -93,27 +96,34 @@ def test_every_default_in_build_yaml_has_a_why_comment() -> None:
         assert "#" in line, f"top-level key {key} has no why comment"
 
 
-@pytest.mark.parametrize(("arch", "gencode"), [
-    ("12.1a", "-gencode=arch=compute_121,code=sm_121"),
-    ("12.0f", "-gencode=arch=compute_120,code=sm_120"),
-    ("12.1a;12.0f", "-gencode=arch=compute_121,code=sm_121 -gencode=arch=compute_120,code=sm_120"),
-    ("9.0", "-gencode=arch=compute_90,code=sm_90"),
-])
+@pytest.mark.parametrize(
+    ("arch", "gencode"),
+    [
+        ("12.1a", "-gencode=arch=compute_121,code=sm_121"),
+        ("12.0f", "-gencode=arch=compute_120,code=sm_120"),
+        ("12.1a;12.0f", "-gencode=arch=compute_121,code=sm_121 -gencode=arch=compute_120,code=sm_120"),
+        ("9.0", "-gencode=arch=compute_90,code=sm_90"),
+    ],
+)
 def test_nccl_gencode_follows_gpu_arch(arch: str, gencode: str) -> None:
     spec = load_build(REPO / "build.yaml", flags={"gpu_arch": arch}).spec
     assert spec.nccl_gencode == gencode
 
 
-@pytest.mark.parametrize(("policy", "ref", "prs", "want"), [
-    ("auto", "main", [], [7, 8]),
-    ("auto", "main", [9], [9]),
-    ("auto", "v0.11.0", [], []),
-    ("apply", "v0.11.0", [9], [7, 8, 9]),
-    ("skip", "main", [], []),
-])
+@pytest.mark.parametrize(
+    ("policy", "ref", "prs", "want"),
+    [
+        ("auto", "main", [], [7, 8]),
+        ("auto", "main", [9], [9]),
+        ("auto", "v0.11.0", [], []),
+        ("apply", "v0.11.0", [9], [7, 8, 9]),
+        ("skip", "main", [], []),
+    ],
+)
 def test_preset_pr_policy(policy: str, ref: str, prs: list[int], want: list[int]) -> None:
-    spec = load_build(REPO / "build.yaml", [f"vllm.preset_prs={policy}", f"vllm.ref={ref}",
-                                            "vllm.presets=[7, 8]", f"vllm.prs={prs}"]).spec
+    spec = load_build(
+        REPO / "build.yaml", [f"vllm.preset_prs={policy}", f"vllm.ref={ref}", "vllm.presets=[7, 8]", f"vllm.prs={prs}"]
+    ).spec
     assert spec.vllm_prs() == want
 
 

@@ -37,16 +37,18 @@ class FlakyConnection:
 
 
 def hosts_with(conn: FlakyConnection, timeout: int = 5) -> tuple[Hosts, Any]:
-    spec = ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1", "name": "s1"}],
-                                       "ssh": {"connect_timeout": timeout}})
+    spec = ClusterSpec.model_validate(
+        {"nodes": [{"address": "10.0.0.1", "name": "s1"}], "ssh": {"connect_timeout": timeout}}
+    )
     hosts = Hosts(spec)
     hosts.connection = lambda node: conn  # type: ignore[method-assign,assignment,return-value]
     return hosts, spec.nodes[0]
 
 
 def test_a_refused_or_bannerless_connect_is_retried() -> None:
-    conn = FlakyConnection([ConnectionRefusedError(111, "refused"),
-                            paramiko.SSHException("Error reading SSH protocol banner")])
+    conn = FlakyConnection(
+        [ConnectionRefusedError(111, "refused"), paramiko.SSHException("Error reading SSH protocol banner")]
+    )
     hosts, node = hosts_with(conn)
     assert hosts.open(node) is conn and conn.attempts == 3
 
@@ -94,8 +96,14 @@ def not_ssh() -> Iterator[int]:
 
 def test_a_port_that_speaks_no_ssh_gives_one_located_line(not_ssh: int, tmp_path: Path) -> None:
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump({"nodes": [{"address": "127.0.0.1", "port": not_ssh, "name": "web"}],
-                                       "ssh": {"connect_timeout": 2, "known_hosts": str(tmp_path / "kh")}}))
+    cluster.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [{"address": "127.0.0.1", "port": not_ssh, "name": "web"}],
+                "ssh": {"connect_timeout": 2, "known_hosts": str(tmp_path / "kh")},
+            }
+        )
+    )
     proc = run_cli("doctor", "--cluster", str(cluster), "--no-gpu-ok", check=1)
     assert "Traceback" not in proc.stderr and "paramiko" not in proc.stderr
     assert "web" in proc.stderr and "SSH" in proc.stderr

@@ -19,8 +19,14 @@ def dead_cluster(tmp_path: Path) -> Path:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump({"nodes": [{"address": "127.0.0.1", "port": port, "name": "gone"}],
-                                    "ssh": {"known_hosts": str(tmp_path / "known_hosts"), "connect_timeout": 2}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [{"address": "127.0.0.1", "port": port, "name": "gone"}],
+                "ssh": {"known_hosts": str(tmp_path / "known_hosts"), "connect_timeout": 2},
+            }
+        )
+    )
     return path
 
 
@@ -30,8 +36,9 @@ def test_an_unreachable_node_exits_1(dead_cluster: Path, args: list[str]) -> Non
     assert "gone" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_deploy_that_fails_in_discovery_records_the_nodes_and_names_each_once(dead_cluster: Path,
-                                                                                 isolated_cache: Path) -> None:
+def test_a_deploy_that_fails_in_discovery_records_the_nodes_and_names_each_once(
+    dead_cluster: Path, isolated_cache: Path
+) -> None:
     failed = isolated_cache / "last-failed.json"
     failed.write_text('["someone-else"]\n')  # what an earlier run left: must not survive this one
     proc = run_cli("deploy", "--cluster", str(dead_cluster), "--", "vllm", "serve", "m", check=1)

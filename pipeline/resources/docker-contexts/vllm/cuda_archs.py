@@ -59,8 +59,10 @@ def main(tree: Path) -> int:
     arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
     cmake = tree / "CMakeLists.txt"
     if not arch_list or not cmake.is_file():
-        print(f"cuda_archs: nothing to do (TORCH_CUDA_ARCH_LIST={arch_list!r}, {cmake} "
-              f"{'found' if cmake.is_file() else 'missing'})")
+        print(
+            f"cuda_archs: nothing to do (TORCH_CUDA_ARCH_LIST={arch_list!r}, {cmake} "
+            f"{'found' if cmake.is_file() else 'missing'})"
+        )
         return 0
     text, changes = patch(cmake.read_text(), arch_list)
     for change in changes:

@@ -46,8 +46,9 @@ def strip(path: Path, pattern: re.Pattern[str], why: str) -> None:
 
 
 def use_existing_torch(tree: Path) -> None:
-    script = next((p for p in (tree / "tools" / "use_existing_torch.py", tree / "use_existing_torch.py")
-                   if p.is_file()), None)
+    script = next(
+        (p for p in (tree / "tools" / "use_existing_torch.py", tree / "use_existing_torch.py") if p.is_file()), None
+    )
     if script is None:
         print("prepare: this vLLM has no use_existing_torch.py; stripping torch pins ourselves")
     else:
@@ -66,8 +67,10 @@ def build_requirements(tree: Path) -> list[Path]:
     old = tree / "requirements" / "build.txt"
     if old.is_file():
         return [old]
-    sys.exit(f"prepare: {tree} has neither requirements/build/cuda.txt nor requirements/build.txt: "
-             "not a vLLM source tree this script knows")
+    sys.exit(
+        f"prepare: {tree} has neither requirements/build/cuda.txt nor requirements/build.txt: "
+        "not a vLLM source tree this script knows"
+    )
 
 
 def main(pip_args: list[str]) -> None:

@@ -38,9 +38,26 @@ def main(out: Path, pip_args: list[str]) -> None:
         constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(ours.items())))
         links = [a for d in OURS if d.is_dir() for a in ("--find-links", str(d))]
         report = Path(tmp) / "report.json"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                        "--report", str(report), "-c", str(constraints), *links, *pip_args, str(vllm),
-                        *map(str, flashinfer)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--report",
+                str(report),
+                "-c",
+                str(constraints),
+                *links,
+                *pip_args,
+                str(vllm),
+                *map(str, flashinfer),
+            ],
+            check=True,
+        )
         wanted = []
         for item in json.loads(report.read_text())["install"]:
             meta = item["metadata"]
@@ -53,8 +70,21 @@ def main(out: Path, pip_args: list[str]) -> None:
     (deps / "requirements.txt").write_text("".join(f"{w}\n" for w in sorted(wanted)))
     print(f"runtime_deps: {len(wanted)} packages beyond our own stages")
     if wanted:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(deps), *pip_args,
-                        "-r", str(deps / "requirements.txt")], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--dest",
+                str(deps),
+                *pip_args,
+                "-r",
+                str(deps / "requirements.txt"),
+            ],
+            check=True,
+        )
 
 
 if __name__ == "__main__":

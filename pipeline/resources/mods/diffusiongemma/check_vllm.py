@@ -31,9 +31,12 @@ def main() -> int:
         return 1
     lacking = missing(Path(spec.origin).parent)
     if lacking:
-        print("diffusiongemma: this vLLM has no DiffusionGemma support (missing: " + "; ".join(lacking) + "). "
-              "Build a vLLM that has it (build.yaml vllm.ref, or the upstream PR in vllm.prs): this mod does "
-              "not patch vLLM's model code.", file=sys.stderr)
+        print(
+            "diffusiongemma: this vLLM has no DiffusionGemma support (missing: " + "; ".join(lacking) + "). "
+            "Build a vLLM that has it (build.yaml vllm.ref, or the upstream PR in vllm.prs): this mod does "
+            "not patch vLLM's model code.",
+            file=sys.stderr,
+        )
         return 1
     print(f"diffusiongemma: vLLM at {Path(spec.origin).parent} serves DiffusionGemma")
     return 0

@@ -37,23 +37,27 @@ def fraction(gib: float, total: int) -> float:
 
 def patch(mod: ModuleType) -> None:
     cls: Any = mod.EngineArgs
-    add = cls.add_cli_args                        # a staticmethod: the plain function
+    add = cls.add_cli_args  # a staticmethod: the plain function
     from_cli = cls.__dict__["from_cli_args"].__func__
 
     def add_cli_args(parser: Any, *a: Any, **kw: Any) -> Any:
         parser = add(parser, *a, **kw) or parser
         if FLAG not in getattr(parser, "_option_string_actions", {}):  # a vLLM that has it natively wins
-            parser.add_argument(FLAG, type=float, default=None, dest="gpu_memory_utilization_gb",
-                                help="GiB of GPU memory to reserve (spark-pipeline mod gpu-mem-util-gb); "
-                                     "replaces --gpu-memory-utilization")
+            parser.add_argument(
+                FLAG,
+                type=float,
+                default=None,
+                dest="gpu_memory_utilization_gb",
+                help="GiB of GPU memory to reserve (spark-pipeline mod gpu-mem-util-gb); "
+                "replaces --gpu-memory-utilization",
+            )
         return parser
 
     def from_cli_args(c: Any, args: Any, *a: Any, **kw: Any) -> Any:
         gib = getattr(args, "gpu_memory_utilization_gb", None)
         if gib is not None and "gpu_memory_utilization_gb" not in getattr(c, "__dataclass_fields__", {}):
             args.gpu_memory_utilization = fraction(gib, total_bytes())
-            print(f"[gpu-mem-util-gb] {gib} GiB -> --gpu-memory-utilization {args.gpu_memory_utilization}",
-                  flush=True)
+            print(f"[gpu-mem-util-gb] {gib} GiB -> --gpu-memory-utilization {args.gpu_memory_utilization}", flush=True)
         return from_cli(c, args, *a, **kw)
 
     cls.add_cli_args = staticmethod(add_cli_args)

@@ -1,0 +1,83 @@
+"""What a deploy is asked to do: the settings object of `deploy` (and `recipe run`), its defaults defined
+here once (the command line takes its defaults from it). Light to import: no SSH, no Docker."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config.cluster import ClusterSpec
+from pipeline.contract import CONTAINER
+from pipeline.errors import ConfigError
+from pipeline.launch.mods import Mod
+from pipeline.launch.plan import Mode, Options, parse_env_items
+from pipeline.launch.secrets import Secrets
+from pipeline.launch.secrets import gather as gather_secrets
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """Everything a deploy is asked to do (the flags of `deploy`, without click)."""
+
+    command: tuple[str, ...]
+    image: str | None = None  # default: cluster.yaml `image`
+    mode: Mode = "auto"
+    name: str = CONTAINER
+    env: tuple[str, ...] = ()  # -e K=V (or K, taken from this environment)
+    nccl_debug: str | None = None
+    privileged: bool = True
+    limits: dict[str, int] = field(default_factory=dict)  # mem_limit_gb, mem_swap_limit_gb, pids_limit, shm_size_gb
+    nofile: int = 1048576
+    earlyoom: bool = False
+    earlyoom_args: str | None = None
+    cache_dirs: bool = True
+    volumes: tuple[str, ...] = ()
+    master_port: int = 29501
+    jobs: int | None = None
+    gpus: str = "all"
+    ray_num_cpus: int = 2
+    ray_object_store_bytes: int = 1073741824
+    mods: tuple[str, ...] = ()
+    vllm_prs: tuple[str, ...] = ()
+    vllm_repo: str = "https://github.com/vllm-project/vllm.git"
+    ship_mode: str = "registry"
+    timeout: float = 1800
+    force: bool = False
+    cleanup_on_failure: bool = False
+
+    def secrets(self, spec: ClusterSpec) -> Secrets:
+        """The secrets' values, from every place a user can set them (see launch/secrets.py)."""
+        return gather_secrets(spec, parse_env_items(self.env, os.environ), os.environ)
+
+    def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
+        if self.privileged and self.limits:
+            raise ConfigError(
+                "--mem-limit-gb, --mem-swap-limit-gb, --pids-limit and --shm-size-gb need --non-privileged"
+            )
+        extra: dict[str, Any] = {k: v for k, v in self.limits.items() if k != "mem_swap_limit_gb"}
+        if self.earlyoom_args:
+            extra["earlyoom_args"] = self.earlyoom_args
+        return Options(
+            image=self.image or spec.image,
+            command=self.command,
+            mode=self.mode,
+            name=self.name,
+            env=(*spec.container_env.items(), *parse_env_items(self.env, os.environ)),
+            secret_env=secret_names,
+            nccl_debug=self.nccl_debug,
+            privileged=self.privileged,
+            nofile=self.nofile,
+            mem_swap_limit_gb=self.limits.get("mem_swap_limit_gb"),
+            gpus=self.gpus,
+            earlyoom=self.earlyoom or bool(self.earlyoom_args),
+            cache_dirs=self.cache_dirs,
+            volumes=self.volumes,
+            master_port=self.master_port,
+            jobs=self.jobs,
+            ray_num_cpus=self.ray_num_cpus,
+            ray_object_store_memory=self.ray_object_store_bytes,
+            mods=tuple(f"{m.name}:{m.digest}" for m in mods),
+            allow_mixed_transports=spec.allow_mixed_transports,
+            **extra,
+        )
