@@ -5,14 +5,18 @@ platform and Python, every stage's requirements together (pipeline/core/pyenv.py
 A set that cannot be installed is a ConfigError naming both sides of each conflict and where each comes
 from. After one conflict, build.yaml's requirements on the projects it names are taken back and the
 rest is resolved again, so one plan names every conflict build.yaml has with vLLM. Each plan resolves
-afresh: a new release of an unpinned project is a visible change of keys (and of build.lock), as with
-any other input; `--offline` reuses build.lock's set.
+afresh against URL indexes: a new release of an unpinned project is a visible change of keys (and of
+build.lock), as with any other input; `--offline` reuses build.lock's set. Against local wheel
+directories only, uv's answer is kept under the directories' content digest (a new wheel changes it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
+import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -23,8 +27,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from pipeline import paths
 from pipeline.core.pyenv import Pinned, Req, Target, explain, input_text, parse_compiled, relaxed
 from pipeline.errors import ConfigError, SourceError
+from pipeline.fsutil import tree_digest, write_atomic
 
 DEADLINE = 300.0  # seconds for one uv run (a cold cache fetches a few hundred metadata files)
 ROUNDS = 8  # conflicts named in one plan at most
@@ -99,6 +105,58 @@ class Attempt:
 
 
 def compile_once(reqs: list[Req], tgt: Target) -> Attempt:
+    """uv's answer for these requirements; when every index is a local directory the answer is a function
+    of their content, so it is kept under that content's digest and a warm plan asks uv nothing."""
+    key = memo_key(reqs, tgt)
+    memo = paths.cache_root() / "pyresolve" / f"{key}.json" if key else None
+    if memo is not None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            data = json.loads(memo.read_text())
+            pinned = (
+                {n: Pinned(v, tuple(h), tuple(b)) for n, (v, h, b) in data["pinned"].items()}
+                if data["pinned"] is not None
+                else None
+            )
+            return Attempt(pinned=pinned, message=str(data["message"]))
+    attempt = run_uv(reqs, tgt)
+    if memo is not None:
+        pinned_json = (
+            None
+            if attempt.pinned is None
+            else {n: [p.version, list(p.hashes), list(p.needed_by)] for n, p in attempt.pinned.items()}
+        )
+        with contextlib.suppress(OSError):
+            write_atomic(memo, json.dumps({"pinned": pinned_json, "message": attempt.message}))
+    return attempt
+
+
+def memo_key(reqs: list[Req], tgt: Target) -> str | None:
+    """The digest of everything uv's answer depends on, or None when an index is a URL (its answer
+    changes with time: a new release must show as a change)."""
+    if tgt.indexes:
+        return None
+    try:
+        dirs = [tree_digest(Path(d.removeprefix("file://"))) for d in tgt.find_links]
+    except FileNotFoundError:
+        return None
+    data = {
+        "reqs": input_text(reqs),
+        "platform": tgt.platform,
+        "python": tgt.python,
+        "dirs": dirs,
+        "uv": uv_version(),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def uv_version() -> str:
+    try:
+        return importlib.metadata.version("uv")
+    except importlib.metadata.PackageNotFoundError:
+        return uv_bin()
+
+
+def run_uv(reqs: list[Req], tgt: Target) -> Attempt:
     with tempfile.TemporaryDirectory(prefix="spark-pipeline-pyenv-") as tmp:
         src, out = Path(tmp) / "requirements.in", Path(tmp) / "requirements.txt"
         src.write_text(input_text(reqs))
