@@ -42,3 +42,11 @@ ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 def is_env_name(name: str) -> bool:
     return ENV_NAME.match(name) is not None
+
+
+STAGE_KEY = re.compile(r"[0-9a-f]{64}\Z")  # a stage's content key: the store's folder name, the remote tag
+
+
+def is_stage_key(key: str) -> bool:
+    """A stage key is an identifier (64 lowercase hex), never a path: `..`, `/x` or `a/b` are refused."""
+    return STAGE_KEY.match(key) is not None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.contract import LABEL
+from pipeline.contract import LABEL, is_stage_key
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import MANIFEST, Entry, Store
 
@@ -105,7 +105,7 @@ class RemoteStore:
 
     def keys(self, stage: str) -> list[str]:
         try:
-            return sorted(self.client.get_tags(self.spec.ref(stage)))
+            return sorted(t for t in self.client.get_tags(self.spec.ref(stage)) if is_stage_key(t))
         except ValueError:
             return []  # no such repository yet
 

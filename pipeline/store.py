@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fsutil
+from pipeline.contract import STAGES, is_stage_key
 from pipeline.errors import StoreError
 
 MANIFEST = "manifest.json"
@@ -43,11 +44,34 @@ class Entry:
         return float(self.manifest.get("created", 0))
 
 
+def manifest_shape_ok(manifest: Any) -> bool:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", []), list):
+        return False
+    return all(
+        isinstance(f, dict)
+        and isinstance(f.get("path"), str)
+        and isinstance(f.get("size"), int)
+        and isinstance(f.get("sha256"), str)
+        for f in manifest.get("files", [])
+    )
+
+
+def safe_relative(path: str) -> bool:
+    """A path inside a folder: relative, no `..` part, no NUL."""
+    return bool(path) and not path.startswith("/") and ".." not in path.split("/") and "\0" not in path
+
+
 class Store:
     def __init__(self, root: Path):
         self.root = root
 
     def entry_path(self, stage: str, key: str) -> Path:
+        """<store>/<stage>/<key>. Both parts are identifiers, checked here whatever handed them in (a
+        command line, a remote listing, a manifest): never a path that leaves the store."""
+        if stage not in STAGES or not is_stage_key(key):
+            raise StoreError(
+                f"not a store entry: stage {stage!r}, key {key!r} (stages: {', '.join(STAGES)}; a key is 64 hex digits)"
+            )
         return self.root / stage / key
 
     def has(self, stage: str, key: str) -> bool:
@@ -61,6 +85,11 @@ class Store:
             return None
         except (OSError, ValueError) as e:
             raise StoreError(f"store entry {stage}/{key[:12]} is unreadable: {e}") from None
+        if not manifest_shape_ok(manifest):
+            raise StoreError(
+                f"store entry {stage}/{key[:12]}: its manifest.json is not a store manifest "
+                "(expected files: [{path, size, sha256}])"
+            )
         return Entry(stage=stage, key=key, path=path, manifest=manifest)
 
     def verify(self, stage: str, key: str) -> tuple[Entry | None, str]:
@@ -71,6 +100,9 @@ class Store:
         if entry is None:
             return None, "not in the store"
         for f in entry.files:
+            if not safe_relative(str(f.get("path", ""))):
+                self._quarantine(entry.path)
+                return None, f"store entry {stage}/{key[:12]} is corrupt (its manifest names {f.get('path')!r})"
             p = entry.path / f["path"]
             if not p.is_file() or p.stat().st_size != f["size"] or fsutil.file_sha256(p) != f["sha256"]:
                 self._quarantine(entry.path)
@@ -155,11 +187,14 @@ class Store:
         out: list[Entry] = []
         if not self.root.is_dir():
             return out
-        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name in STAGES):
             for d in sorted(stage_dir.iterdir()):
-                if d.name.startswith("."):
-                    continue
-                e = self.get(stage_dir.name, d.name)
+                if not is_stage_key(d.name):
+                    continue  # temp dirs of running builds, quarantined entries, anything not ours
+                try:
+                    e = self.get(stage_dir.name, d.name)
+                except StoreError:
+                    continue  # unreadable or foreign: not an entry (verify quarantines it when asked)
                 if e is not None:
                     out.append(e)
         return out

@@ -8,6 +8,7 @@ A recipe's `benchmark` block (v2) and `-b KEY=VALUE` layer on top: profile < rec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,10 @@ FLAG_ARGS = (
     "adapt_prompt",
     "no_adapt_prompt",
 )
-STR_ARGS = ("latency_mode", "post_run_cmd")
+# Data options only, each value from a fixed list: llama-benchy's own post_run_cmd runs a shell command
+# (shell=True), and recipes are files people share, so nothing here may name a command.
+CHOICE_ARGS: dict[str, tuple[str, ...]] = {"latency_mode": ("api", "generation", "none")}
+STR_ARGS = tuple(CHOICE_ARGS)
 # Ours, not llama-benchy's: resolved to local files before it runs (it would otherwise download both).
 OWN_ARGS = ("tokenizer", "corpus")
 ALIASES = {"prefix_caching": "enable_prefix_caching"}
@@ -94,12 +98,16 @@ def coerce(key: str, value: Any, where: str) -> Any:
     if key in FLAG_ARGS:
         return _flag(key, value, where)
     if key in INT_ARGS:
-        if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
-            raise ConfigError(f"{where}: {key} expects a positive whole number (got {value!r})")
+        if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,6}", str(value)) or int(value) < 1:
+            raise ConfigError(f"{where}: {key} expects a whole number from 1 to 999999 (got {value!r})")
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value):
-        raise ConfigError(f"{where}: {key} expects a text value (got {value!r})")
-    return str(value)
+    if key in OWN_ARGS:
+        if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
+            raise ConfigError(f"{where}: {key} expects a path (got {value!r})")
+        return value
+    if value not in CHOICE_ARGS[key]:
+        raise ConfigError(f"{where}: {key} expects one of {', '.join(CHOICE_ARGS[key])} (got {value!r})")
+    return value
 
 
 def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
@@ -124,6 +132,11 @@ def resolve(
         raise ConfigError(f"profile {name!r}: unknown (expected one of {', '.join(PROFILES)})")
     values = dict(PROFILES[name])
     for k, v in recipe_args.items():
+        if k in OWN_ARGS:  # files on this machine: the person running bench names them, never a shared recipe
+            raise ConfigError(
+                f"{label}:benchmark.args.{k}: a recipe cannot name files on this machine; "
+                f"give it on the command line (-b {k}=PATH)"
+            )
         values[ALIASES.get(k, k)] = coerce(k, v, f"{label}:benchmark.args.{k}")
     values.update(sets)
     return BenchArgs(name, values)

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from pipeline.cli.console import console, emit_json, say
+from pipeline.cli.types import KeyPrefix, StageKey
 from pipeline.contract import STORED_STAGES
 from pipeline.paths import default_store
 from pipeline.store import Entry, Store
@@ -174,8 +175,8 @@ def _chosen(s: Store, stage: str | None, key: str | None) -> list[Entry]:
 @store.command("push")
 @store_option
 @remote_option
-@click.option("--stage", default=None, help="Only this stage's entries.")
-@click.option("--key", default=None, help="Only entries whose key starts with this.")
+@click.option("--stage", type=click.Choice(STORED_STAGES), default=None, help="Only this stage's entries.")
+@click.option("--key", type=KeyPrefix(), default=None, help="Only entries whose key starts with this.")
 def push(store_path: Path | None, remote_url: str, stage: str | None, key: str | None) -> None:
     """Push local entries (every wheel stage's, or --stage/--key) to the remote store; an entry it has
     already is skipped."""
@@ -196,8 +197,8 @@ def push(store_path: Path | None, remote_url: str, stage: str | None, key: str |
 @store.command("pull")
 @store_option
 @remote_option
-@click.argument("stage")
-@click.argument("key")
+@click.argument("stage", type=click.Choice(STORED_STAGES))
+@click.argument("key", type=StageKey())
 def pull(store_path: Path | None, remote_url: str, stage: str, key: str) -> None:
     """Pull STAGE's entry KEY (the full key) from the remote store into the local one, checked file by
     file against its manifest."""

@@ -59,3 +59,21 @@ class Tail(_Checked):
 
     def ok(self, value: str) -> bool:
         return value == "all" or value.isdigit()
+
+
+class StageKey(_Checked):
+    name = "KEY"
+    expected = "a stage key (64 hex digits, as `store ls` shows it)"
+
+    def ok(self, value: str) -> bool:
+        from pipeline.contract import is_stage_key
+
+        return is_stage_key(value)
+
+
+class KeyPrefix(_Checked):
+    name = "PREFIX"
+    expected = "the start of a stage key (1 to 64 hex digits)"
+
+    def ok(self, value: str) -> bool:
+        return re.fullmatch(r"[0-9a-f]{1,64}", value) is not None

@@ -65,7 +65,7 @@ def test_the_llama_benchy_command_line() -> None:
     [
         (("depth=a,b",), "-b depth=a,b: depth expects whole numbers"),
         (("pp=0",), "pp expects positive numbers"),
-        (("runs=0",), "runs expects a positive whole number"),
+        (("runs=0",), "runs expects a whole number from 1 to 999999"),
         (("no_cache=maybe",), "no_cache expects true or false"),
         (("colour=blue",), "unknown benchmark argument 'colour'"),
         (("depth",), "-b depth: expected KEY=VALUE"),
