@@ -50,6 +50,12 @@ class SourceError(UserError):
     """A source repository could not be fetched, or a ref, PR or patch could not be resolved."""
 
 
+class FileRefused(UserError, OSError):
+    """A path given (a flag, an env var, a file's key) that cannot be read or written as asked: a directory
+    where a file belongs, a FIFO, a device, no permission. Also what an OSError naming a file becomes at
+    the command line: the user's machine, not a bug."""
+
+
 class ToolMissing(UserError):
     """A program this step needs is not installed; the message names the command that installs it."""
 

@@ -3,6 +3,7 @@ PID that owns a temp directory."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -10,9 +11,18 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipeline.errors import FileRefused
+
 
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    """Write via a temp file in the same directory + rename: readers never see half a file."""
+    """Write via a temp file in the same directory + rename: readers never see half a file. Only a regular
+    file (or a link) is ever replaced: a rename over a FIFO, a device (/dev/null, as root) or a socket
+    would put a file where the system expects something else."""
+    with contextlib.suppress(FileNotFoundError):
+        st = path.lstat()
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+            raise FileRefused(f"{path}: is {kind}; refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -137,12 +137,28 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except OSError as e:  # a path that is a directory, a device, unwritable …: located, not a bug
+        if _debug() and not _is_pipeline_error(e):
+            raise
+        sys.exit(report_error(_located(e)))
     except Exception as e:  # every error reaches the user through report_error, with its exit code
         if _debug() and not _is_pipeline_error(e):
             raise
         sys.exit(report_error(e))
     except KeyboardInterrupt as e:
         sys.exit(report_error(e))
+
+
+def _located(e: OSError) -> BaseException:
+    """An OSError that names a file is the machine's answer about a path the user gave (a directory where a
+    file belongs, no permission, a full disk): said with the path, exit 2. Without a filename it is ours."""
+    from pipeline.errors import FileRefused
+
+    if e.filename is None or _is_pipeline_error(e):
+        return e
+    what = e.strerror or type(e).__name__
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+    return FileRefused(f"{where}: {what}")
 
 
 def _is_pipeline_error(e: Any) -> bool:

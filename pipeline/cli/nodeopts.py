@@ -85,17 +85,17 @@ def read_facts(path: Path, spec: ClusterSpec) -> list[NodeFacts]:
     """A facts file saved by `doctor --save-facts`, for the cluster's nodes (located errors, exit 2)."""
     import json
 
+    from pipeline.config.load import read_text
     from pipeline.errors import ConfigError
     from pipeline.nodes.factsfile import from_json
 
+    text = read_text(path, f"--facts {path}", limit=16 << 20)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as e:
-        raise ConfigError(f"--facts {path}: cannot read it: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"--facts {path}: not UTF-8 text (byte {e.start})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path.name}:{e.lineno}: not JSON: {e.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{path.name}: nested too deep to be saved facts") from None
     return from_json(data, spec, path.name)
 
 

@@ -7,6 +7,8 @@ Generic over the model, so build.yaml, cluster.yaml and recipes share one way of
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +27,10 @@ class _Loader(yaml.SafeLoader):
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain name, not a list or mapping", key_node.start_mark
+            )
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -35,39 +41,56 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _line_index(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+def _line_index(node: yaml.Node | None, prefix: tuple[str, ...] = (), label: str = "") -> dict[tuple[str, ...], int]:
     """Map every dotted key path in a composed YAML document to its 1-based line."""
     out: dict[tuple[str, ...], int] = {}
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                raise ConfigError(f"{label}:{k.start_mark.line + 1}: a key must be a plain name, not a list or mapping")
             path = (*prefix, str(k.value))
             out[path] = k.start_mark.line + 1
-            out.update(_line_index(v, path))
+            out.update(_line_index(v, path, label))
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             path = (*prefix, str(i))
             out[path] = v.start_mark.line + 1
-            out.update(_line_index(v, path))
+            out.update(_line_index(v, path, label))
     return out
 
 
 MAX_SPEC_BYTES = 1 << 20  # a spec file is a page of settings; megabytes are a mistake (and slow to parse)
 
 
-def read_text(path: Path, label: str, limit: int = MAX_SPEC_BYTES) -> str:
-    """A spec file's text: UTF-8, at most `limit` bytes, or a located error."""
+def read_bytes(path: Path, label: str, limit: int = MAX_SPEC_BYTES) -> bytes:
+    """A settings file's bytes: a regular file of at most `limit` bytes, or a located error. Opened without
+    blocking and checked before a byte is read, so a FIFO never hangs and /dev/zero never fills memory."""
     try:
-        if path.stat().st_size > limit:
-            raise ConfigError(
-                f"{label}: {path.stat().st_size / 1e6:.1f} MB; expected a settings file of at most {limit // 1024} KiB"
-            )
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise ConfigError(f"{label}: file not found ({path})") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{label}: is a directory, expected a file ({path})") from None
     except OSError as e:
         raise ConfigError(f"{label}: cannot read ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{label}: is a directory, expected a file ({path})")
+        raise ConfigError(f"{label}: not a regular file (a FIFO, device or socket): {path}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise ConfigError(f"{label}: cannot read ({e.strerror})") from None
+    if len(data) > limit:
+        size = f"{st.st_size / 1e6:.1f} MB" if st.st_size > limit else f"over {limit // 1024} KiB"
+        raise ConfigError(f"{label}: {size}; expected a settings file of at most {limit // 1024} KiB")
+    return data
+
+
+def read_text(path: Path, label: str, limit: int = MAX_SPEC_BYTES) -> str:
+    """A spec file's text: UTF-8, at most `limit` bytes, or a located error."""
+    data = read_bytes(path, label, limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -75,12 +98,46 @@ def read_text(path: Path, label: str, limit: int = MAX_SPEC_BYTES) -> str:
         raise ConfigError(f"{label}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
 
 
+MAX_DEPTH = 64  # settings nest a few levels; thousands of `[` would exhaust the composer's recursion
+MAX_ALIASES = 32  # anchors save typing; hundreds of aliases of aliases expand to gigabytes
+PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+
+
+def check_structure(text: str, label: str) -> None:
+    """Walk the document's events (linear in its size, nothing expanded) and refuse what no settings file
+    needs and what would hang or crash the loader: deep nesting, many aliases, explicit tags other than the
+    plain types (`!!set` loads in a different order on every run, so a key made from it would move)."""
+    depth = aliases = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            where = f"{label}:{event.start_mark.line + 1}" if event.start_mark else label
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError(f"{where}: nested over {MAX_DEPTH} levels deep; expected a settings file")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    raise ConfigError(f"{where}: over {MAX_ALIASES} aliases (*name); expected a settings file")
+            tag = getattr(event, "tag", None)
+            if tag and tag != "!" and tag not in PLAIN_TAGS:
+                raise ConfigError(
+                    f"{where}: the tag {tag} is not allowed here (plain strings, numbers, booleans, "
+                    "lists and mappings only)"
+                )
+    except yaml.YAMLError:
+        return  # the loader below reports it, located
+
+
 def read_yaml(path: Path, label: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     """Read a YAML mapping; returns the data and a key-path → line index."""
     text = read_text(path, label)
+    check_structure(text, label)
     try:
         data = yaml.load(text, Loader=_Loader)
-        lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
+        lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader), label=label)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label

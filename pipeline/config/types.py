@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict
 
-from pipeline.contract import is_env_name
+from pipeline.contract import is_env_name, is_one_line
 
 STRICT = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
 
@@ -150,8 +150,9 @@ EnvName = Annotated[
 EnvValue = Annotated[
     str,
     expect(
-        "a string, number or boolean value",
-        lambda v: isinstance(v, str | int | float | bool),
+        "a string, number or boolean value (one line: a line break would start a line of its own in an env file "
+        "or a Dockerfile)",
+        lambda v: isinstance(v, int | float | bool) or (isinstance(v, str) and is_one_line(v)),
         lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v),
     ),
 ]

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.contract import is_one_line
 from pipeline.core.ir import CA_BUNDLE, Stage, Step
 from pipeline.engines import EXCLUDED, StageRun, bootstrap, cache_id
 from pipeline.engines.docker import Docker, LocalImages, tail
@@ -30,7 +31,10 @@ METADATA_FILE = "meta/build-metadata.json"
 
 
 def _env_value(value: str) -> str:
-    """A Dockerfile ENV/LABEL value: double-quoted, with \\, " and $ escaped (no variable expansion)."""
+    """A Dockerfile ENV/LABEL value: double-quoted, with \\, " and $ escaped (no variable expansion). A line
+    break would end the instruction and start another (a RUN of its own): refused, whoever let it through."""
+    if not is_one_line(value):
+        raise ConfigError(f"a Dockerfile ENV or LABEL value holds a line break: {value[:60]!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from pipeline.config.cluster import NodeSpec
-from pipeline.contract import EXIT_FILE, is_env_name
+from pipeline.contract import EXIT_FILE, is_env_name, is_one_line
 from pipeline.errors import ConfigError, HostError, LaunchFailed
 from pipeline.launch.plan import LaunchPlan
 from pipeline.launch.secrets import Secrets
@@ -91,7 +91,7 @@ def env_file_text(values: dict[str, str]) -> str:
     """A docker --env-file: one NAME=VALUE a line. A name or value with a line break would start a line of
     its own (a second variable: LD_PRELOAD=…), so it is refused here, where the file is written."""
     for name, value in values.items():
-        if not is_env_name(name) or "\n" in value or "\r" in value or "\0" in value:
+        if not is_env_name(name) or not is_one_line(value):
             raise ConfigError(
                 f"secret {name!r}: names are letters, digits and _, and values are one line "
                 "(a line break would add a variable to the env file)"

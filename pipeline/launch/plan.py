@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pipeline.config.vllm_args import BACKEND, check_command, flag_value, is_vllm_serve, parallelism, without_flag
-from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, RANK_LABEL, ROLE_LABEL, is_env_name
+from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, RANK_LABEL, ROLE_LABEL, is_env_name, is_one_line
 from pipeline.errors import ConfigError, NodeProblem
 
 Mode = Literal["auto", "solo", "ray", "noray"]  # what was asked for
@@ -433,6 +433,8 @@ def parse_env_items(items: tuple[str, ...] | list[str], environ: Mapping[str, st
         key, sep, value = item.partition("=")
         if not is_env_name(key):
             raise ConfigError(f"-e {item}: expected NAME=VALUE with NAME made of letters, digits and _")
+        if not is_one_line(value) or (not sep and not is_one_line(environ.get(key, ""))):
+            raise ConfigError(f"-e {key}: its value holds a line break (it would add a line to the env file)")
         if not sep:
             if key not in environ:
                 raise ConfigError(f"-e {key}: not set in this environment")

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.config.cluster import ClusterSpec
+from pipeline.contract import is_one_line
+from pipeline.errors import ConfigError
 
 KNOWN = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
@@ -37,6 +39,12 @@ def gather(spec: ClusterSpec, env_items: list[tuple[str, str]], environ: Mapping
     node's env. `env_items` are the parsed `-e` values."""
     names = secret_names(spec)
     common = {n: environ[n] for n in names if environ.get(n)}
+    broken = sorted(n for n, v in common.items() if not is_one_line(v))
+    if broken:
+        raise ConfigError(
+            f"{broken[0]} (from this environment): its value holds a line break; it would add a line "
+            "to the env file the containers read"
+        )
     common.update({k: v for k, v in spec.container_env.items() if k in names})
     common.update({k: v for k, v in env_items if k in names})
     per_node = {n.label: {k: v for k, v in n.env.items() if k in names} for n in spec.nodes}

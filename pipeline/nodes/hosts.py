@@ -25,7 +25,7 @@ import tenacity
 from fabric import Config, Connection
 
 from pipeline.config.cluster import ClusterSpec, NodeSpec
-from pipeline.errors import HostError, NodesFailed, PipelineError
+from pipeline.errors import ConfigError, HostError, NodesFailed, PipelineError
 from pipeline.nodes.local import LocalTransport
 from pipeline.nodes.ssh import SshTransport
 from pipeline.nodes.transport import Ran, Transport
@@ -122,6 +122,8 @@ class Hosts:
     def __init__(self, cluster: ClusterSpec):
         self.cluster = cluster
         self.known_hosts = Path(os.path.expanduser(cluster.ssh.known_hosts))
+        if self.known_hosts.exists() and not self.known_hosts.is_file():  # a FIFO would hang paramiko's read
+            raise ConfigError(f"ssh.known_hosts: {self.known_hosts} is not a regular file")
         self._conns: dict[str, Connection] = {}
         self._transports: dict[str, Transport] = {}
 

@@ -16,7 +16,8 @@ PKG = REPO / "pipeline"
 DATA = PKG / "resources"  # the tool's shipped files (build.yaml, recipes, mods, docker-contexts): data, not code
 # Each unit (a subpackage or a top-level module of `pipeline`) may import only units of lower layers.
 LAYERS: list[set[str]] = [
-    {"pipeline", "errors", "paths", "fsutil", "report", "contract"},  # foundation; the names outsiders see
+    {"pipeline", "errors"},  # the error tree and its exit codes: everything may raise them
+    {"paths", "fsutil", "report", "contract"},  # where files live; atomic writes; the Reporter; outside names
     {"config"},  # build.yaml / cluster.yaml / recipes -> validated models; recipes rendered
     {"core"},  # pure: IR, keys, plan, build.lock
     {"sources", "stages", "store"},  # git mirrors and trees; spec -> Stage; the artifact store

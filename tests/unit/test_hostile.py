@@ -34,13 +34,14 @@ def test_the_store_refuses_entry_paths_outside_itself(tmp_path: Path) -> None:
     outside.write_text("keep")
     entry = tmp_path / "st" / "vllm" / ("a" * 64)
     entry.mkdir(parents=True)
-    (entry / "manifest.json").write_text(json.dumps({"files": [{"path": "../../../outside", "size": 4,
-                                                                 "sha256": "0" * 64}]}))
+    (entry / "manifest.json").write_text(
+        json.dumps({"files": [{"path": "../../../outside", "size": 4, "sha256": "0" * 64}]})
+    )
     assert s.verify("vllm", "a" * 64)[0] is None
     assert outside.read_text() == "keep"
 
 
-@pytest.mark.parametrize("manifest", ['[]', '{"files": 3}', '{"files": [1]}', '{"files": [{"path": 1}]}', '"x"'])
+@pytest.mark.parametrize("manifest", ["[]", '{"files": 3}', '{"files": [1]}', '{"files": [{"path": 1}]}', '"x"'])
 def test_a_manifest_of_the_wrong_shape_is_no_entry_and_no_traceback(tmp_path: Path, manifest: str) -> None:
     entry = tmp_path / "st" / "vllm" / ("b" * 64)
     entry.mkdir(parents=True)
@@ -85,8 +86,14 @@ def test_a_mod_name_never_climbs_out_of_the_mods_folders(tmp_path: Path, monkeyp
 
 @pytest.mark.parametrize(
     "args",
-    [{"post_run_cmd": "touch /tmp/pwned"}, {"latency_mode": "api; touch x"}, {"corpus": "/etc/shadow"},
-     {"tokenizer": "/root/.ssh"}, {"runs": "²"}, {"depth": "1;id"}],
+    [
+        {"post_run_cmd": "touch /tmp/pwned"},
+        {"latency_mode": "api; touch x"},
+        {"corpus": "/etc/shadow"},
+        {"tokenizer": "/root/.ssh"},
+        {"runs": "²"},
+        {"depth": "1;id"},
+    ],
 )
 def test_a_shared_recipe_passes_llama_benchy_data_options_only(args: dict[str, str]) -> None:
     from pipeline.benchmark.profiles import resolve
@@ -102,3 +109,82 @@ def test_bench_run_never_runs_a_recipes_command(tmp_path: Path) -> None:
     recipe.write_text(f"recipe_version: '2'\nmodel: org/m\nbenchmark:\n  args:\n    post_run_cmd: touch {marker}\n")
     proc = run_cli("bench", "run", str(recipe), "--url", "http://127.0.0.1:9/v1", check=2)
     assert "post_run_cmd" in proc.stderr and not marker.exists()
+
+
+def test_a_line_break_in_a_value_never_becomes_a_line_of_an_env_file_or_a_dockerfile(tmp_path: Path) -> None:
+    from pipeline.config.cluster import ClusterSpec
+    from pipeline.engines.buildkit import _env_value
+    from pipeline.errors import ConfigError
+    from pipeline.launch.plan import parse_env_items
+    from pipeline.launch.secrets import gather
+
+    evil = "tok\nLD_PRELOAD=/tmp/evil.so"
+    with pytest.raises(ConfigError):
+        parse_env_items([f"HF_TOKEN={evil}"], {})
+    with pytest.raises(ConfigError):
+        parse_env_items(["HF_TOKEN"], {"HF_TOKEN": evil})
+    with pytest.raises(ConfigError):
+        gather(ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1"}]}), [], {"HF_TOKEN": evil})
+    with pytest.raises(ConfigError):
+        _env_value("x\nRUN touch /pwned")
+    for bad in (
+        {"nodes": [{"address": "10.0.0.1", "env": {"HF_TOKEN": evil}}]},
+        {"nodes": [{"address": "h"}], "container_env": {"A": "x\ry"}},
+        {"nodes": [{"address": "h"}], "container_env": {"A\n": "x"}},
+    ):
+        with pytest.raises(ValueError):
+            ClusterSpec.model_validate(bad)
+    build = tmp_path / "build.yaml"
+    build.write_text('vllm:\n  env:\n    FOO: "a\\nRUN touch /pwned"\n')
+    proc = run_cli("plan", "-f", str(build), "--offline", check=2)
+    assert "build.yaml:vllm.env.FOO" in proc.stderr and "line break" in proc.stderr
+
+
+def test_a_path_that_is_not_a_regular_file_is_refused_never_replaced_or_read(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("CLUSTER_NODES=10.0.0.1,10.0.0.2\n")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(f"nodes: [{{address: 10.0.0.1}}]\nssh: {{known_hosts: {fifo}}}\n")
+    done = threading.Event()  # a hang would show as this test never ending: bound it
+    threading.Timer(60, lambda: None if done.is_set() else os._exit(3)).start()
+    try:
+        for args in (
+            ["plan", "-f", str(fifo)],
+            ["cluster", "import", str(dotenv), "-o", str(fifo), "--force"],
+            ["cluster", "import", str(fifo)],
+            ["deploy", "--dry-run", "--facts", str(fifo), "--solo", "--", "vllm", "serve", "m"],
+            ["status", "--cluster", str(cluster)],
+            ["plan", "-f", "/dev/zero"],
+        ):
+            proc = run_cli(*args, check=None)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+    finally:
+        done.set()
+    assert fifo.exists() and not fifo.is_file()  # still a FIFO: never replaced by a regular file
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)),
+        "a: " + "[" * 5000 + "]" * 5000 + "\n",
+        "vllm:\n  prs: !!set {1: null, 2: null}\n",
+        "? [a, b]\n: x\n",
+        "gpu_arch: !!python/name:os.system\n",
+    ],
+    ids=["alias-bomb", "deep", "set", "complex-key", "python-tag"],
+)
+def test_yaml_structure_no_settings_file_needs_is_refused_fast(tmp_path: Path, text: str) -> None:
+    import time
+
+    f = tmp_path / "build.yaml"
+    f.write_text(text)
+    start = time.monotonic()
+    proc = run_cli("plan", "-f", str(f), "--offline", check=2)
+    assert "Traceback" not in proc.stderr and "build.yaml" in proc.stderr and time.monotonic() - start < 10

@@ -44,7 +44,7 @@ def test_bad_remote_urls_say_what_is_expected(url: str) -> None:
         parse_url(url)
 
 
-def entry(tmp: Path, stage: str = "vllm", key: str = "k" * 64) -> Path:
+def entry(tmp: Path, stage: str = "vllm", key: str = "c" * 64) -> Path:
     d = Store(tmp / "store").staging_dir(stage)  # where a pull writes
     (d / "sub").mkdir(parents=True)
     (d / "sub" / "a.whl").write_bytes(b"wheel")
@@ -55,13 +55,13 @@ def entry(tmp: Path, stage: str = "vllm", key: str = "k" * 64) -> Path:
 
 def test_adopt_takes_an_entry_that_matches_its_manifest(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
-    got = store.adopt("vllm", "k" * 64, entry(tmp_path))
-    assert got.path == tmp_path / "store/vllm" / ("k" * 64) and store.verify("vllm", "k" * 64)[0] is not None
+    got = store.adopt("vllm", "c" * 64, entry(tmp_path))
+    assert got.path == tmp_path / "store/vllm" / ("c" * 64) and store.verify("vllm", "c" * 64)[0] is not None
 
 
 @pytest.mark.parametrize("damage", ["bytes", "extra", "missing", "other-key"])
 def test_adopt_refuses_what_does_not_match(tmp_path: Path, damage: str) -> None:
-    d = entry(tmp_path, key="o" * 64 if damage == "other-key" else "k" * 64)
+    d = entry(tmp_path, key="e" * 64 if damage == "other-key" else "c" * 64)
     if damage == "bytes":
         (d / "sub" / "a.whl").write_bytes(b"wheeL")
     elif damage == "extra":
@@ -69,8 +69,8 @@ def test_adopt_refuses_what_does_not_match(tmp_path: Path, damage: str) -> None:
     elif damage == "missing":
         (d / "sub" / "a.whl").unlink()
     with pytest.raises(StoreError, match="from the remote store"):
-        Store(tmp_path / "store").adopt("vllm", "k" * 64, d)
-    assert not (tmp_path / "store/vllm" / ("k" * 64)).exists()
+        Store(tmp_path / "store").adopt("vllm", "c" * 64, d)
+    assert not (tmp_path / "store/vllm" / ("c" * 64)).exists()
 
 
 def test_a_bad_remote_flag_is_located_and_nothing_is_contacted() -> None:
