@@ -99,7 +99,7 @@ def test_a_shared_recipe_passes_llama_benchy_data_options_only(args: dict[str, s
     from pipeline.benchmark.profiles import resolve
     from pipeline.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="recipe:benchmark.args"):
+    with pytest.raises(ConfigError, match=r"recipe:benchmark\.args"):
         resolve(None, None, args, {})
 
 
