@@ -49,6 +49,18 @@ def is_one_line(value: str) -> bool:
     return not any(c in value for c in "\n\r\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
+# Variables whose values are secrets wherever they appear: deploy puts them in a 0600 env file, never argv;
+# `recipe show` and plans print them masked. cluster.yaml `secrets:` adds names of one's own.
+KNOWN_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY")
+_SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|CREDENTIAL", re.IGNORECASE)
+MASK = "***"
+
+
+def looks_secret(name: str) -> bool:
+    """A known secret, or a name that says it is one (WANDB_API_KEY, GITHUB_TOKEN, …): never printed."""
+    return name in KNOWN_SECRETS or _SECRET_LOOKING.search(name) is not None
+
+
 STAGE_KEY = re.compile(r"[0-9a-f]{64}\Z")  # a stage's content key: the store's folder name, the remote tag
 
 

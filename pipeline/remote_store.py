@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.contract import LABEL, is_stage_key
+from pipeline.contract import LABEL, MASK, is_stage_key
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import MANIFEST, Entry, Store
 
 TITLE = "org.opencontainers.image.title"
 URL = re.compile(
-    r"(?P<scheme>oci|oci\+http)://(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
+    r"(?P<scheme>oci|oci\+http)://(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?"
     r"/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
 )
 
@@ -46,10 +46,16 @@ class RemoteSpec:
 
 def parse_url(url: str, where: str = "--remote-store") -> RemoteSpec:
     m = URL.fullmatch(url.strip())
-    if m is None:
+    shown = re.sub(r"//[^/@]*@", f"//{MASK}@", url)  # a password in the URL is never echoed
+    if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
         raise ConfigError(
-            f"{where} {url!r}: expected oci://HOST[:PORT]/REPO (a registry and a repository path, "
-            "lower case), e.g. oci://registry.lan:5000/spark-pipeline"
+            f"{where} {shown!r}: credentials do not belong in the URL (it ends up in logs and shell history); "
+            "use `docker login HOST` or SPARK_PIPELINE_REGISTRY_USER/_PASSWORD"
+        )
+    if m is None or (m["port"] and not 0 < int(m["port"]) < 65536):
+        raise ConfigError(
+            f"{where} {shown!r}: expected oci://HOST[:PORT]/REPO (a registry, a port 1-65535 and a repository "
+            "path, lower case), e.g. oci://registry.lan:5000/spark-pipeline"
         )
     host = m["host"] + (f":{m['port']}" if m["port"] else "")
     loopback = m["host"] in ("localhost", "127.0.0.1", "[::1]")

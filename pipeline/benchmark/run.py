@@ -87,10 +87,27 @@ def corpus_url(corpus: Path | None) -> Iterator[str]:
         srv.server_close()
 
 
+# llama-benchy takes its API key as --api-key only: this starts it with the key appended to its sys.argv
+# from the environment, so the key is in no process's command line (`ps` on a shared machine).
+WITH_KEY = (
+    "import os, runpy, sys; key = os.environ.pop('SPARK_PIPELINE_BENCH_KEY', ''); "
+    "sys.argv = ['llama-benchy', *sys.argv[1:], *(['--api-key', key] if key else [])]; "
+    "runpy.run_module('llama_benchy', run_name='__main__', alter_sys=True)"
+)
+
+
 def run_llama_benchy(argv: list[str], timeout: float, on_line: Callable[[str], None]) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    """llama-benchy with argv; the server's API key (VLLM_API_KEY in this environment, as deploy reads
+    it) goes with it, never on a command line."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "SPARK_PIPELINE_BENCH_KEY": os.environ.get("VLLM_API_KEY", ""),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_benchy", *argv],
+        [sys.executable, "-c", WITH_KEY, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -168,8 +168,9 @@ def show(name: str, image: str | None, as_json: bool, extra: tuple[str, ...], **
         f"[bold]{escape(r.name)}[/bold]: {escape(r.model or '')} on {r.nodes} node(s), image {escape(r.image)}",
         soft_wrap=True,
     )
-    say(f"command: {shlex.join(r.command)}")
-    for k, v in r.env.items():
+    shown = r.to_json()
+    say(f"command: {shlex.join(shown['command'])}")
+    for k, v in shown["env"].items():
         say(f"env: {k}={v}")
     if r.mods:
         say(f"mods: {', '.join(r.mods)}")

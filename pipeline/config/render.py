@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.recipe import RecipeSpec
-from pipeline.config.vllm_args import BACKEND, flag_value, without_flag
-from pipeline.contract import ENV_REFERENCE, IMAGE
+from pipeline.config.vllm_args import BACKEND, SECRET_FLAGS, flag_value, without_flag
+from pipeline.contract import ENV_REFERENCE, IMAGE, MASK, looks_secret
 from pipeline.errors import ConfigError
 
 # The toolkit's override flags -> the placeholder each fills.
@@ -47,12 +47,21 @@ class Rendered:
     warnings: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
+        """What `recipe show` prints: secret values (env names that are or look like secrets, vLLM's
+        --api-key and --hf-token) masked, whether the recipe wrote them or ${VAR} filled them in."""
+        command = list(self.command)
+        for i, arg in enumerate(command):
+            flag = arg.split("=", 1)[0]
+            if flag in SECRET_FLAGS:
+                command[i] = f"{flag}={MASK}" if "=" in arg else arg
+                if "=" not in arg and i + 1 < len(command):
+                    command[i + 1] = MASK
         return {
             "name": self.name,
             "model": self.model,
             "image": self.image,
-            "command": list(self.command),
-            "env": self.env,
+            "command": command,
+            "env": {k: MASK if looks_secret(k) else v for k, v in self.env.items()},
             "mods": list(self.mods),
             "nodes": self.nodes,
         }

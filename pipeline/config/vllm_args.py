@@ -78,3 +78,14 @@ def without_flag(argv: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ..
 
 def is_vllm_serve(command: tuple[str, ...]) -> bool:
     return len(command) >= 2 and command[0].endswith("vllm") and command[1] == "serve"
+
+
+# vLLM flags whose value is a secret, and the variable vLLM (or huggingface_hub) reads it from instead:
+# deploy moves them out of argv (visible in `ps` and `docker inspect` on every node) into the env file.
+SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}
+
+
+def secret_flags(argv: tuple[str, ...]) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """argv without its secret flags, and (variable, value) for each one it had (the last one wins)."""
+    found = [(var, v) for flag, var in SECRET_FLAGS.items() if (v := flag_value(argv, (flag,))) is not None]
+    return without_flag(argv, tuple(SECRET_FLAGS)), found

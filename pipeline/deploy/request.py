@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config.cluster import ClusterSpec
+from pipeline.config.vllm_args import secret_flags
 from pipeline.contract import CONTAINER
 from pipeline.errors import ConfigError
 from pipeline.launch.mods import Mod
@@ -47,8 +48,10 @@ class DeployRequest:
     cleanup_on_failure: bool = False
 
     def secrets(self, spec: ClusterSpec) -> Secrets:
-        """The secrets' values, from every place a user can set them (see launch/secrets.py)."""
-        return gather_secrets(spec, parse_env_items(self.env, os.environ), os.environ)
+        """The secrets' values, from every place a user can set them (see launch/secrets.py); vLLM's own
+        --api-key and --hf-token count as -e VLLM_API_KEY / -e HF_TOKEN."""
+        _, from_flags = secret_flags(self.command)
+        return gather_secrets(spec, [*parse_env_items(self.env, os.environ), *from_flags], os.environ)
 
     def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
         if self.privileged and self.limits:
@@ -60,7 +63,7 @@ class DeployRequest:
             extra["earlyoom_args"] = self.earlyoom_args
         return Options(
             image=self.image or spec.image,
-            command=self.command,
+            command=secret_flags(self.command)[0],
             mode=self.mode,
             name=self.name,
             env=(*spec.container_env.items(), *parse_env_items(self.env, os.environ)),

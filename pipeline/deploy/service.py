@@ -168,7 +168,8 @@ class Deployer:
         if launch.problems:
             raise LaunchFailed.from_problems("cannot launch", list(launch.problems))
         url = f"http://{launch.head.ip}:{launch.port}"
-        answers = saved is None and http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models")[0]
+        key = secrets.common.get("VLLM_API_KEY", "")
+        answers = saved is None and http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models", api_key=key)[0]
         todo = steps(
             launch,
             Inputs(

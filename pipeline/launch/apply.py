@@ -99,10 +99,12 @@ def env_file_text(values: dict[str, str]) -> str:
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def http_ok(url: str, timeout: float = 2) -> tuple[bool, str]:
+def http_ok(url: str, timeout: float = 2, api_key: str = "") -> tuple[bool, str]:
+    """GET url (no proxy); with an API key, as vLLM's --api-key wants it (a Bearer token)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     try:
-        with opener.open(url, timeout=timeout) as r:
+        with opener.open(request, timeout=timeout) as r:
             body = r.read(65536).decode(errors="replace")
             return r.status == 200, body
     except OSError as e:
@@ -277,7 +279,7 @@ class Applier:
         while True:
             ok, body = http_ok(f"{url}/health")
             if ok:
-                ok2, body2 = http_ok(f"{url}/v1/models")
+                ok2, body2 = http_ok(f"{url}/v1/models", api_key=self.secrets.common.get("VLLM_API_KEY", ""))
                 if ok2:
                     return time.monotonic()
                 last_error = f"/v1/models: {body2[:200]}"

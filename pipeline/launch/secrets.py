@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.config.cluster import ClusterSpec
-from pipeline.contract import is_one_line
+from pipeline.contract import KNOWN_SECRETS, is_one_line
 from pipeline.errors import ConfigError
 
-KNOWN = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+KNOWN = KNOWN_SECRETS
 
 
 @dataclass(frozen=True)

@@ -188,3 +188,29 @@ def test_yaml_structure_no_settings_file_needs_is_refused_fast(tmp_path: Path, t
     start = time.monotonic()
     proc = run_cli("plan", "-f", str(f), "--offline", check=2)
     assert "Traceback" not in proc.stderr and "build.yaml" in proc.stderr and time.monotonic() - start < 10
+
+
+def test_secrets_are_never_printed_nor_put_in_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config.cluster import ClusterSpec
+    from pipeline.deploy.request import DeployRequest
+
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env_secret")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("recipe_version: '2'\nmodel: org/m\nenv:\n  HF_TOKEN: ${HF_TOKEN}\n  WANDB_API_KEY: wb_secret\n"
+                      "  PLAIN: shown\ncommand: vllm serve org/m --api-key sk_secret_1 --hf-token=hf_secret_2\n")
+    for args in (["recipe", "show", str(recipe), "--solo"], ["recipe", "show", str(recipe), "--solo", "--json"]):
+        proc = run_cli(*args)
+        out = proc.stdout + proc.stderr
+        for secret in ("hf_from_env_secret", "wb_secret", "sk_secret_1", "hf_secret_2"):
+            assert secret not in out, (args, out)
+        assert "PLAIN" in out and "shown" in out
+    spec = ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1"}]})
+    request = DeployRequest(command=("vllm", "serve", "m", "--api-key", "sk_secret_1", "--hf-token=hf_secret_2"))
+    secrets = request.secrets(spec)
+    assert secrets.common["VLLM_API_KEY"] == "sk_secret_1" and secrets.common["HF_TOKEN"] == "hf_secret_2"
+    opts = request.options(spec, [], secrets.names())
+    assert "sk_secret_1" not in " ".join(opts.command) and "hf_secret_2" not in " ".join(opts.command)
+    proc = run_cli("store", "ls", "--remote", "oci://me:hunter2@registry.lan:5000/x", check=2)
+    assert "hunter2" not in proc.stderr and "credentials do not belong" in proc.stderr
+    proc = run_cli("store", "ls", "--remote", "oci://127.0.0.1:70000/x", check=2)
+    assert "port 1-65535" in proc.stderr
