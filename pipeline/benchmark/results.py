@@ -8,6 +8,7 @@ stage below it), the recipe and the node count. Its directory under the results 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -39,7 +40,14 @@ class Record(BaseModel):
         return f"{self.recipe} {self.nodes}n {self.build_key[:12]}"
 
     def dirname(self) -> str:
-        return f"{self.recipe.replace('/', '_')}/{self.nodes}n/{self.build_key[:12]}/{self.started}"
+        """<recipe>/<nodes>n/<key12>/<time>: each part one folder name, whatever the recipe is called."""
+        return "/".join(folder_name(p) for p in (self.recipe, f"{self.nodes}n", self.build_key[:12], self.started))
+
+
+def folder_name(text: str) -> str:
+    """One path component made from any text: `..`, `/` and control characters never climb or split."""
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", text)[:128]
+    return name if name.strip(".") else "_"
 
 
 def _mean(metric: Any) -> float | None:

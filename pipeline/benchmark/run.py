@@ -183,6 +183,8 @@ def benchmark(
     (work / "table.md").write_text(table_md(record))
     write_png(record, work / "chart.png")
     dest = results / record.dirname()
+    if not dest.resolve().is_relative_to(results.resolve()):
+        raise BenchFailed(f"results for {record.recipe!r} would land outside {results}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     work.replace(dest)
     return record, dest

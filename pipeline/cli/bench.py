@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pipeline.cli.types import KeyPrefix
 from pipeline.contract import KEY_LABEL
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ def _local(path: str | None, base: Path | None) -> Path | None:
 @click.option("--served-model-name", default=None, help="The name the endpoint serves [default: --model].")
 @click.option(
     "--build-key",
+    type=KeyPrefix(),
     default=None,
     help="File results under this build key [default: the runtime key label of the recipe's image on this machine].",
 )

@@ -19,7 +19,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from pipeline.config.types import STRICT, EnvName, EnvValue, Flag, ImageRef, NonEmptyStr, PositiveInt, expect
+from pipeline.config.types import (
+    STRICT,
+    EnvName,
+    EnvValue,
+    Flag,
+    ImageRef,
+    NonEmptyStr,
+    PositiveInt,
+    UserName,
+    expect,
+)
 from pipeline.contract import IMAGE
 
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9a-fA-F:]+\]?$")
@@ -56,7 +66,7 @@ class NodeSpec(BaseModel):
     model_config = STRICT
     address: Host
     name: NonEmptyStr | None = None
-    user: NonEmptyStr = "root"
+    user: UserName = "root"
     port: Port = 22
     key: NonEmptyStr | None = None
     head: Flag = False

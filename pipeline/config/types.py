@@ -197,3 +197,12 @@ GlibcVersion = Annotated[
         lambda v: _is_str(v) and bool(re.fullmatch(r"2\.\d{1,2}", v)),
     ),
 ]
+# A login name as POSIX and useradd take it: it becomes USER@HOST in ssh's and rsync's argv, where a name
+# starting with `-` would be read as an option (-oProxyCommand=…).
+UserName = Annotated[
+    str,
+    expect(
+        "a user name (letters, digits, _ . -; not starting with - or .; at most 32 characters)",
+        lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?", v) is not None,
+    ),
+]

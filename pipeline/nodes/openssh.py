@@ -39,4 +39,5 @@ def ssh_command(node: NodeSpec, ssh: SshSpec) -> list[str]:
 
 def run_argv(node: NodeSpec, ssh: SshSpec, argv: list[str], *options: str) -> list[str]:
     """`ssh [options] user@node 'argv'` with the node's argv quoted for its shell."""
-    return [*ssh_command(node, ssh), *options, f"{node.user}@{node.address}", shlex.join(argv)]
+    # `--`: whatever follows is the destination and the command, never an option of ssh's
+    return [*ssh_command(node, ssh), *options, "--", f"{node.user}@{node.address}", shlex.join(argv)]

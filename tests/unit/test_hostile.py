@@ -214,3 +214,20 @@ def test_secrets_are_never_printed_nor_put_in_argv(tmp_path: Path, monkeypatch: 
     assert "hunter2" not in proc.stderr and "credentials do not belong" in proc.stderr
     proc = run_cli("store", "ls", "--remote", "oci://127.0.0.1:70000/x", check=2)
     assert "port 1-65535" in proc.stderr
+
+
+def test_results_stay_in_their_folder_and_a_user_name_is_never_an_ssh_option(tmp_path: Path) -> None:
+    from pipeline.benchmark.results import Record
+    from pipeline.config.cluster import ClusterSpec
+
+    for recipe in ("..", "../../../etc", "a/b", ".", "x\n../y"):
+        rec = Record(build_key="a" * 64, recipe=recipe, nodes=1, model="m", profile="quick", endpoint="e",
+                     started="20261207T000000Z", seconds=1.0, llama_benchy="0", rows=[])
+        dest = (tmp_path / rec.dirname()).resolve()
+        assert dest.is_relative_to(tmp_path.resolve()) and len(Path(rec.dirname()).parts) == 4, recipe
+    proc = run_cli("bench", "run", "--model", "org/m", "--build-key", "../../../x", check=2)
+    assert "--build-key" in proc.stderr
+    for user in ("-oProxyCommand=touch x", "a b", "a@b", "", "x" * 40):
+        with pytest.raises(ValueError):
+            ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1", "user": user}]})
+    ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1", "user": "spark.user-1"}]})
