@@ -136,7 +136,16 @@ def test_bench_compare_and_ls_read_kept_results(tmp_path: Path) -> None:
 def test_bench_without_a_tokenizer_says_how_to_get_one(tmp_path: Path) -> None:
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     proc = run_cli(
-        "bench", "run", "--model", "Qwen/Qwen3-8B", "--build-key", "abc123", "--results", str(tmp_path), env=env, check=2
+        "bench",
+        "run",
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--build-key",
+        "abc123",
+        "--results",
+        str(tmp_path),
+        env=env,
+        check=2,
     )
     assert "model download Qwen/Qwen3-8B" in proc.stderr and "Traceback" not in proc.stderr
     assert run_cli("bench", "run", "-b", "depth=x", "--model", "a/b", env=env, check=2).stderr.count("depth") >= 1

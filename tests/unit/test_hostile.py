@@ -196,8 +196,10 @@ def test_secrets_are_never_printed_nor_put_in_argv(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setenv("HF_TOKEN", "hf_from_env_secret")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("recipe_version: '2'\nmodel: org/m\nenv:\n  HF_TOKEN: ${HF_TOKEN}\n  WANDB_API_KEY: wb_secret\n"
-                      "  PLAIN: shown\ncommand: vllm serve org/m --api-key sk_secret_1 --hf-token=hf_secret_2\n")
+    recipe.write_text(
+        "recipe_version: '2'\nmodel: org/m\nenv:\n  HF_TOKEN: ${HF_TOKEN}\n  WANDB_API_KEY: wb_secret\n"
+        "  PLAIN: shown\ncommand: vllm serve org/m --api-key sk_secret_1 --hf-token=hf_secret_2\n"
+    )
     for args in (["recipe", "show", str(recipe), "--solo"], ["recipe", "show", str(recipe), "--solo", "--json"]):
         proc = run_cli(*args)
         out = proc.stdout + proc.stderr
@@ -221,8 +223,18 @@ def test_results_stay_in_their_folder_and_a_user_name_is_never_an_ssh_option(tmp
     from pipeline.config.cluster import ClusterSpec
 
     for recipe in ("..", "../../../etc", "a/b", ".", "x\n../y"):
-        rec = Record(build_key="a" * 64, recipe=recipe, nodes=1, model="m", profile="quick", endpoint="e",
-                     started="20261207T000000Z", seconds=1.0, llama_benchy="0", rows=[])
+        rec = Record(
+            build_key="a" * 64,
+            recipe=recipe,
+            nodes=1,
+            model="m",
+            profile="quick",
+            endpoint="e",
+            started="20261207T000000Z",
+            seconds=1.0,
+            llama_benchy="0",
+            rows=[],
+        )
         dest = (tmp_path / rec.dirname()).resolve()
         assert dest.is_relative_to(tmp_path.resolve()) and len(Path(rec.dirname()).parts) == 4, recipe
     proc = run_cli("bench", "run", "--model", "org/m", "--build-key", "../../../x", check=2)
