@@ -129,3 +129,20 @@ def test_build_sh_refuses_a_pr_list_that_is_not_numbers(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "VLLM_PRS": "123; rm -rf /"},
     )
     assert proc.returncode == 2 and "expected PR numbers" in proc.stderr
+
+
+def test_every_action_is_pinned_by_commit_and_no_checkout_keeps_its_token() -> None:
+    """zizmor runs in .ci/run; this says the same in the suite: `uses:` names a 40-hex commit (the tag in a
+    comment), and checkout sets persist-credentials: false (self-hosted runners keep their workspace)."""
+    import re
+
+    import yaml
+
+    for wf in sorted((REPO / ".github" / "workflows").glob("*.yml")):
+        for job in yaml.safe_load(wf.read_text())["jobs"].values():
+            for step in job.get("steps", []):
+                uses = step.get("uses")
+                if uses:
+                    assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), f"{wf.name}: {uses}"
+                    if uses.startswith("actions/checkout@"):
+                        assert step.get("with", {}).get("persist-credentials") is False, wf.name
