@@ -21,20 +21,26 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class _Loader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys (YAML silently keeps the last one)."""
+    """A SafeLoader that refuses duplicate keys (YAML silently keeps the last one), or, where a format's
+    files in the wild have them (the toolkit's recipes), notes them in `duplicates` and keeps the last."""
+
+    duplicates: list[str] | None = None
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
+    seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             raise yaml.constructor.ConstructorError(
                 None, None, "a key must be a plain name, not a list or mapping", key_node.start_mark
             )
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        line = key_node.start_mark.line + 1
+        if key in seen and loader.duplicates is None:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
+        if key in seen and loader.duplicates is not None:
+            loader.duplicates.append(f"duplicate key {key!r} at lines {seen[key]} and {line}: the later one is used")
+        seen[key] = line
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -131,12 +137,23 @@ def check_structure(text: str, label: str) -> None:
         return  # the loader below reports it, located
 
 
-def read_yaml(path: Path, label: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    """Read a YAML mapping; returns the data and a key-path → line index."""
+def read_yaml(
+    path: Path, label: str, duplicates: list[str] | None = None
+) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """Read a YAML mapping; returns the data and a key-path → line index. A duplicate key is an error,
+    unless `duplicates` is given: then each is noted there (`label:line: …`) and the later one is used."""
     text = read_text(path, label)
     check_structure(text, label)
     try:
-        data = yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)
+        noted: list[str] | None = [] if duplicates is not None else None
+        loader.duplicates = noted
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+        if duplicates is not None and noted:
+            duplicates += [f"{label}: {d}" for d in noted]
         lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader), label=label)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from pipeline.config.load import read_yaml, validate
 from pipeline.config.types import STRICT, EnvName, EnvValue, Flag, ImageRef, NonEmptyStr, PositiveInt, expect
@@ -74,6 +74,19 @@ class RecipeSpec(BaseModel):
     max_nodes: PositiveInt | None = None
     metadata: dict[NonEmptyStr, Any] = Field(default_factory=dict)
     benchmark: BenchmarkSpec | None = None
+    _load_warnings: list[str] = PrivateAttr(default_factory=list)  # set by load_recipe, never by the file
+
+    @field_validator("env", "defaults", "metadata", "mods", "build_args", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any, info: ValidationInfo) -> Any:
+        """`env:` with nothing under it is YAML's null; the toolkit's loader reads it as empty, so do we."""
+        if v is not None:
+            return v
+        return [] if info.field_name in ("mods", "build_args") else {}
+
+    @property
+    def load_warnings(self) -> list[str]:
+        return self._load_warnings
 
     @model_validator(mode="after")
     def _shape(self) -> RecipeSpec:
@@ -99,10 +112,13 @@ class RecipeSpec(BaseModel):
 
 def load_recipe(path: Path, label: str | None = None) -> RecipeSpec:
     label = label or path.name
-    data, lines = read_yaml(path, label)
+    noted: list[str] = []  # the toolkit's loader takes a duplicate key (the later one): so do we, and say so
+    data, lines = read_yaml(path, label, duplicates=noted)
     if not data:
         raise ConfigError(f"{label}: empty recipe (expected at least model)")
-    return validate(RecipeSpec, data, label, lines)
+    spec = validate(RecipeSpec, data, label, lines)
+    spec._load_warnings.extend(noted)
+    return spec
 
 
 def all_recipes() -> list[tuple[str, Path]]:

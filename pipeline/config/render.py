@@ -174,7 +174,7 @@ def render(
         env=expand_env(recipe.env, environ or {}, label),
         mods=mods,
         nodes=nodes,
-        warnings=tuple(warnings),
+        warnings=(*recipe.load_warnings, *warnings),
     )
 
 

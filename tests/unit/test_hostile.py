@@ -243,3 +243,19 @@ def test_results_stay_in_their_folder_and_a_user_name_is_never_an_ssh_option(tmp
         with pytest.raises(ValueError):
             ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1", "user": user}]})
     ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1", "user": "spark.user-1"}]})
+
+
+def test_recipes_load_as_the_toolkit_loads_them(tmp_path: Path) -> None:
+    """Two of the toolkit's mainline recipes: one with an empty `env:`, one with a duplicate key. Its loader
+    takes both (the later duplicate wins): so does ours, naming both lines of the duplicate."""
+    empty = tmp_path / "empty-env.yaml"
+    empty.write_text("recipe_version: '1'\nname: a\ncontainer: vllm-node\ncommand: vllm serve org/m\nenv:\n")
+    run_cli("recipe", "show", str(empty), "--solo")
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("recipe_version: '2'\nmodel: org/m\ndefaults:\n  port: 8000\n  port: 8001\n")
+    proc = run_cli("recipe", "show", str(dup), "--solo", "--json")
+    assert "duplicate key 'port' at lines 4 and 5" in proc.stderr and "--port" in proc.stdout
+    assert "8001" in proc.stdout
+    build = tmp_path / "build.yaml"
+    build.write_text("gpu_arch: 12.1a\ngpu_arch: 12.0f\n")  # build.yaml keeps refusing: it is ours
+    assert "duplicate key" in run_cli("plan", "-f", str(build), "--offline", check=2).stderr
