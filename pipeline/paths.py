@@ -7,9 +7,12 @@ artifact store (`store/`, unless overridden), bootstrap base images' work files 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from platformdirs import user_cache_path
+
+from pipeline.errors import ConfigError
 
 
 def cache_root() -> Path:
@@ -79,3 +82,34 @@ def input_dir(root: Path, ref: str) -> Path | None:
         return path
     tool = TOOL_CONTEXTS / ref.removeprefix("docker-contexts/")
     return tool if tool.exists() else None
+
+
+# --- environment knobs (SPARK_PIPELINE_*): each read here, checked where it enters -------------------------
+def env_seconds(name: str, default: float, most: float = 7 * 86400) -> float:
+    """A number of seconds from $name: a wrong value is an error naming the variable, never ignored."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= most:  # NaN fails too
+        raise ConfigError(f"${name}: expected seconds, more than 0 and at most {most:.0f}, got {raw!r}")
+    return value
+
+
+def env_matching(name: str, pattern: str, expected: str) -> str:
+    """$name when it matches `pattern` whole ('' when unset); otherwise an error naming the variable."""
+    raw = os.environ.get(name, "")
+    if raw and re.fullmatch(pattern, raw) is None:
+        raise ConfigError(f"${name}: expected {expected}, got {raw[:80]!r}")
+    return raw
+
+
+def env_program(name: str) -> str:
+    """An executable named by $name ('' when unset): an absolute path to a program, or an error."""
+    raw = os.environ.get(name, "")
+    if raw and not (os.path.isabs(raw) and os.path.isfile(raw) and os.access(raw, os.X_OK)):
+        raise ConfigError(f"${name}: expected the absolute path of an executable program, got {raw[:200]!r}")
+    return raw

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pipeline import paths
 from pipeline.core.ir import Cache, Stage
 from pipeline.report import Reporter
 
@@ -77,7 +78,11 @@ def cache_id(stage: Stage, cache: Cache) -> str:
     objects never mix. Volumes are global to a Docker daemon or Dagger engine;
     $SPARK_PIPELINE_CACHE_NAMESPACE keeps sets apart (two checkouts, a test that must start cold).
     Never part of a key."""
-    ns = os.environ.get("SPARK_PIPELINE_CACHE_NAMESPACE", "")
+    ns = paths.env_matching(
+        "SPARK_PIPELINE_CACHE_NAMESPACE",
+        r"[a-z0-9][a-z0-9_.-]{0,63}",
+        "a volume-name part (lowercase letters, digits, _ . -)",
+    )
     arch = stage.platform.split("/")[-1]
     return "-".join(p for p in ("spark-pipeline", ns, arch, cache.name) if p)
 

@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.core.ir import Image
 from pipeline.engines.docker import Docker, tail
 from pipeline.errors import BootstrapFailed, DockerError, ToolMissing
@@ -38,7 +39,11 @@ UNPACKED = "/opt/pip-wheels"  # where a recipe's wheels are unpacked in the imag
 
 def debian_mirror() -> str:
     """The mirror apt already uses here (deb822 or one-line sources), or $SPARK_PIPELINE_DEBIAN_MIRROR."""
-    env = os.environ.get("SPARK_PIPELINE_DEBIAN_MIRROR")
+    env = paths.env_matching(
+        "SPARK_PIPELINE_DEBIAN_MIRROR",
+        r"https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?",
+        "an http(s) URL of a Debian mirror",
+    )
     if env:
         return env
     for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):

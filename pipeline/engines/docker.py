@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.errors import DockerError, EngineUnavailable, StageError
 
 
 def docker_binary() -> str:
-    env = os.environ.get("SPARK_PIPELINE_DOCKER")
+    env = paths.env_program("SPARK_PIPELINE_DOCKER")
     if env:
         return env
     if Path("/usr/bin/docker").exists():

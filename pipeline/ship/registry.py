@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import re
 import shutil
 import signal
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from pipeline import paths
 from pipeline.errors import ConfigError, RegistryError, ToolMissing
 
 CONFIG = """version: 0.1
@@ -41,7 +41,7 @@ http:
 def registry_binary(binary: str | None = None) -> str:
     return (
         binary
-        or os.environ.get("SPARK_PIPELINE_REGISTRY")
+        or paths.env_program("SPARK_PIPELINE_REGISTRY")
         or shutil.which("docker-registry")
         or "/usr/bin/docker-registry"
     )

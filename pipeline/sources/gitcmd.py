@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.errors import SourceError
 
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
@@ -45,10 +46,7 @@ def git(
 
 def git_timeout() -> float:
     """Seconds a fetch may take ($SPARK_PIPELINE_GIT_TIMEOUT, default 1800: vLLM's history is large)."""
-    try:
-        return float(os.environ.get("SPARK_PIPELINE_GIT_TIMEOUT", "1800"))
-    except ValueError:
-        return 1800.0
+    return paths.env_seconds("SPARK_PIPELINE_GIT_TIMEOUT", 1800.0)
 
 
 def fetch(

@@ -259,3 +259,34 @@ def test_recipes_load_as_the_toolkit_loads_them(tmp_path: Path) -> None:
     build = tmp_path / "build.yaml"
     build.write_text("gpu_arch: 12.1a\ngpu_arch: 12.0f\n")  # build.yaml keeps refusing: it is ours
     assert "duplicate key" in run_cli("plan", "-f", str(build), "--offline", check=2).stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SPARK_PIPELINE_GIT_TIMEOUT", "abc"),
+        ("SPARK_PIPELINE_GIT_TIMEOUT", "-5"),
+        ("SPARK_PIPELINE_GIT_TIMEOUT", "nan"),
+        ("SPARK_PIPELINE_GIT_TIMEOUT", "²"),
+        ("SPARK_PIPELINE_DOCKER", "docker; rm -rf /"),
+        ("SPARK_PIPELINE_CACHE_NAMESPACE", "../x"),
+        ("SPARK_PIPELINE_DEBIAN_MIRROR", "file:///etc"),
+    ],
+)
+def test_a_wrong_environment_knob_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    from pipeline import paths
+    from pipeline.engines import bootstrap, cache_id
+    from pipeline.engines.docker import docker_binary
+    from pipeline.errors import ConfigError
+    from pipeline.sources.gitcmd import git_timeout
+
+    monkeypatch.setenv(name, value)
+    read = {
+        "SPARK_PIPELINE_GIT_TIMEOUT": git_timeout,
+        "SPARK_PIPELINE_DOCKER": docker_binary,
+        "SPARK_PIPELINE_DEBIAN_MIRROR": bootstrap.debian_mirror,
+        "SPARK_PIPELINE_CACHE_NAMESPACE": lambda: paths.env_matching(name, r"[a-z0-9][a-z0-9_.-]{0,63}", "x"),
+    }
+    with pytest.raises(ConfigError, match=name):
+        read[name]()
+    assert cache_id  # the namespace is read through env_matching in cache_id
