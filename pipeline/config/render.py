@@ -105,17 +105,35 @@ def template_of(recipe: RecipeSpec, values: Mapping[str, Any]) -> str:
     return f"vllm serve {{model}} --host {{host}} --port {{port}} -tp {{tensor_parallel}} {flags}".strip()
 
 
+MAX_COMMAND = 16 << 10  # a vLLM command line is a few hundred characters; more is a mistake (or an attack)
+
+
 def fill(template: str, values: Mapping[str, Any], label: str) -> str:
+    """The toolkit's `str.format` placeholders, filled. Only plain `{name}` fields: a format spec
+    (`{port:>4000000000}` asks for 4 GB), a conversion or an attribute (`{port.__class__}`) is refused."""
+    if len(template) > MAX_COMMAND:
+        raise ConfigError(f"{label}:command: over {MAX_COMMAND // 1024} KiB; expected a vLLM command line")
     try:
-        used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-        missing = sorted(f for f in used if f and f not in values)
-        if missing:
-            raise ConfigError(f"{label}:command: uses {{{missing[0]}}}, which neither defaults nor an override sets")
-        return template.format_map({k: _text(v) for k, v in values.items()})
-    except (ValueError, IndexError, KeyError, AttributeError) as e:
-        if isinstance(e, ConfigError):
-            raise
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
         raise ConfigError(f"{label}:command: not a valid template ({e}); write literal braces as {{{{ }}}}") from None
+    out: list[str] = []
+    for literal, name, spec, conversion in parts:
+        out.append(literal)
+        if name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or spec or conversion:
+            raise ConfigError(
+                f"{label}:command: placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not a plain {{name}}"
+            )
+        if name not in values:
+            raise ConfigError(f"{label}:command: uses {{{name}}}, which neither defaults nor an override sets")
+        out.append(_text(values[name]))
+    filled = "".join(out)
+    if len(filled) > MAX_COMMAND:
+        raise ConfigError(f"{label}:command: over {MAX_COMMAND // 1024} KiB once filled; expected a vLLM command line")
+    return filled
 
 
 def _text(v: Any) -> str:
