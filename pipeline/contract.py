@@ -44,6 +44,11 @@ def is_env_name(name: str) -> bool:
     return ENV_NAME.match(name) is not None
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes ², ١ and other digits int() refuses."""
+    return re.fullmatch(r"[0-9]{1,18}", text) is not None
+
+
 def is_one_line(value: str) -> bool:
     """An env value, label or argument that cannot start a new line of whatever file it is written to."""
     return not any(c in value for c in "\n\r\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")

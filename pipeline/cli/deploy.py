@@ -137,6 +137,8 @@ def exec_(name: str, node_name: str | None, all_nodes: bool, command: tuple[str,
     from pipeline.errors import NodesFailed
 
     deployer = _deployer(o, name)
+    if all_nodes and node_name:
+        raise click.UsageError("--node and --all exclude each other")
     nodes = deployer.spec.ordered() if all_nodes else [deployer.spec.node(node_name)]
     try:
         results = deployer.exec(nodes, command)

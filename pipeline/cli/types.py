@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from pipeline.contract import is_decimal, is_stage_key
+
 PORT = click.IntRange(1, 65535)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")  # what `docker run --name` accepts
 
@@ -58,7 +60,7 @@ class Tail(_Checked):
     expected = "a number of lines or all"
 
     def ok(self, value: str) -> bool:
-        return value == "all" or value.isdigit()
+        return value == "all" or is_decimal(value)
 
 
 class StageKey(_Checked):
@@ -66,8 +68,6 @@ class StageKey(_Checked):
     expected = "a stage key (64 hex digits, as `store ls` shows it)"
 
     def ok(self, value: str) -> bool:
-        from pipeline.contract import is_stage_key
-
         return is_stage_key(value)
 
 

@@ -36,8 +36,17 @@ Version = Annotated[Literal["1", "2"], BeforeValidator(lambda v: str(v) if isins
 
 
 def is_model_id(v: object) -> bool:
-    """ORG/NAME, as the hub names models (also what `model download` takes)."""
-    return isinstance(v, str) and len(v.split("/")) == 2 and all(v.split("/")) and not any(c.isspace() for c in v)
+    """ORG/NAME, as the hub names models (also what `model download` takes): huggingface_hub's own rule
+    (no `..`, `--`, leading `-` or `.`, at most 96 characters), so the hub never refuses what we accept."""
+    if not isinstance(v, str) or len(v.split("/")) != 2:
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(v)
+    except HFValidationError:
+        return False
+    return not v.startswith(("-", ".")) and "/-" not in v and "/." not in v
 
 
 ModelId = Annotated[str, expect("a Hugging Face model id such as Qwen/Qwen3-8B", is_model_id)]

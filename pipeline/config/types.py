@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict
 
-from pipeline.contract import is_env_name, is_one_line
+from pipeline.contract import is_decimal, is_env_name, is_one_line
 
 STRICT = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
 
@@ -102,7 +102,8 @@ def _version_text(v: Any) -> bool:
 
 
 def is_image_ref(v: Any) -> bool:
-    return _is_str(v) and bool(_IMAGE_RE.match(v))
+    """A Docker image reference, at most 255 characters (Docker's own limit for a whole reference)."""
+    return _is_str(v) and len(v) <= 255 and bool(_IMAGE_RE.match(v))
 
 
 def image_digest(ref: str) -> str | None:
@@ -116,7 +117,7 @@ def parse_pr(v: Any) -> int | str:
         raise ValueError("expected a PR number or https://github.com/OWNER/REPO/pull/N, got " + describe(v))
     if isinstance(v, int) and v > 0:
         return v
-    if isinstance(v, str) and v.isdigit() and int(v) > 0:
+    if isinstance(v, str) and is_decimal(v) and int(v) > 0:
         return int(v)
     if isinstance(v, str) and _PR_URL_RE.match(v):
         return v.rstrip("/")

@@ -6,6 +6,8 @@ backend) with these helpers, so a recipe and a hand-typed `deploy -- vllm serve 
 
 from __future__ import annotations
 
+import re
+
 from pipeline.errors import ConfigError
 
 PARALLEL_FLAGS = {
@@ -39,10 +41,10 @@ def check_command(command: tuple[str, ...]) -> None:
             raise ConfigError(f"command: {a} expects a value after it")
     for flag in PARALLEL_FLAGS:
         v = flag_value(command, (flag,))
-        if v is not None and (not v.isdigit() or int(v) < 1):
+        if v is not None and (not re.fullmatch(r"[0-9]{1,6}", v) or int(v) < 1):
             raise ConfigError(f"command: {flag} expects a whole number ≥ 1, got {v!r}")
     port = flag_value(command, ("--port",))
-    if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
+    if port is not None and (not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536):
         raise ConfigError(f"command: --port expects a port number 1-65535, got {port!r}")
 
 

@@ -25,9 +25,18 @@ def read_failed(path: Path) -> list[str]:
 
 def limit_nodes(spec: ClusterSpec, limit: str | None, failed_file: Path) -> ClusterSpec:
     """`--limit @failed` (the hosts the last run failed on) or `--limit a,b`."""
-    if not limit:
+    if limit is None:
         return spec
+    if not limit.strip():
+        raise ConfigError("--limit '': names no node (give @failed or HOST,…; leave --limit out for every node)")
     names = read_failed(failed_file) if limit == "@failed" else [x.strip() for x in limit.split(",") if x.strip()]
+    known = {n.label for n in spec.nodes} | {n.address for n in spec.nodes}
+    unknown = [n for n in names if n not in known]
+    if unknown and limit != "@failed":
+        raise ConfigError(
+            f"--limit {limit}: {', '.join(unknown)} is not a node of the cluster "
+            f"(nodes: {', '.join(n.label for n in spec.nodes)})"
+        )
     chosen = [n for n in spec.nodes if n.label in names or n.address in names]
     if not chosen:
         raise ConfigError(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.config.cluster import ClusterSpec, NodeSpec, SshSpec
+from pipeline.contract import is_decimal
 from pipeline.errors import HostError, NodesFailed
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import INCOMPLETE, LIST_FORMAT, SHA256, Entry, Todo, parse_listing, todo, verify
@@ -130,7 +131,7 @@ def rsync_argv(node: NodeSpec, ssh: SshSpec, src: Path, dest: str) -> list[str]:
 def rsync_progress(line: str) -> int | None:
     """Bytes so far from an --info=progress2 line ("  1,234,567  12%  …")."""
     first = line.strip().split(" ", 1)[0].replace(",", "")
-    return int(first) if first.isdigit() else None
+    return int(first) if is_decimal(first) else None
 
 
 class Copier:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pipeline.contract import is_decimal
+
 SHA256 = re.compile(r"[0-9a-f]{64}")
 INCOMPLETE = ".incomplete"
 # `find DIR -printf` format the listing is read from: type, size, path relative to DIR, link target.
@@ -55,7 +57,7 @@ def parse_listing(text: str) -> Listing:
     for line in text.splitlines():
         head, _, target = line.partition("\t")
         kind, size, path = [*head.split(" ", 2), "", ""][:3]
-        if kind == "f" and size.isdigit():
+        if kind == "f" and is_decimal(size):
             files[path] = int(size)
         elif kind == "l":
             links[path] = target

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.config.cluster import NodeSpec
-from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE
+from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, is_decimal
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.netfacts import (
     Gpu,
@@ -114,7 +114,7 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     f.docker_version = "" if docker in ("", "ABSENT") or " " in docker else docker
     f.docker_root = s.get("root", "")
     parts = s.get("df", "").split()
-    if len(parts) >= 4 and parts[3].isdigit():
+    if len(parts) >= 4 and is_decimal(parts[3]):
         f.disk_free = int(parts[3]) * 1024
     image = s.get("image", "")
     f.image_id = image if image.startswith("sha256:") else ""

@@ -290,3 +290,27 @@ def test_a_wrong_environment_knob_is_an_error_naming_it(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match=name):
         read[name]()
     assert cache_id  # the namespace is read through env_matching in cache_id
+
+
+def test_selection_flags_say_what_they_select(tmp_path: Path) -> None:
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("nodes: [{address: 10.0.0.1, name: a}, {address: 10.0.0.2, name: b}]\n")
+    for args in (["stop", "--limit", ""], ["stop", "--limit", "a,zzz"], ["exec", "--node", "a", "--all", "--", "x"]):
+        proc = run_cli(*args[:1], "--cluster", str(cluster), *args[1:], check=2)
+        assert "Traceback" not in proc.stderr
+    assert "zzz is not a node" in run_cli("stop", "--cluster", str(cluster), "--limit", "a,zzz", check=2).stderr
+
+
+@pytest.mark.parametrize("argv", [["-tp", "²"], ["--port", "²"], ["--port", "99999"], ["-pp", "١"]])
+def test_unicode_digits_and_big_ports_are_refused_not_crashed_on(argv: list[str]) -> None:
+    from pipeline.config.vllm_args import check_command
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        check_command(("vllm", "serve", "m", *argv))
+
+
+@pytest.mark.parametrize("repo", ["../x", "org/..", "org/$(id)", "-x/y", "a/b/c", "org/" + "m" * 100, "org/-m"])
+def test_model_ids_the_hub_refuses_are_refused_here(repo: str) -> None:
+    proc = run_cli("model", "download", repo, check=2)
+    assert "Traceback" not in proc.stderr and "model" in proc.stderr
