@@ -94,9 +94,9 @@ def _run_in_process(
     from pipeline.cli.console import console
 
     out, err = io.StringIO(), io.StringIO()
-    saved_env, saved_cwd, saved_width = dict(os.environ), os.getcwd(), console._width
+    saved_env, saved_cwd, saved_size = dict(os.environ), os.getcwd(), (console._width, console._height)
     os.environ.update({**(env or {}), "COLUMNS": "200"})
-    console._width = 200
+    console._width, console._height = 200, 50  # both: rich ignores a width alone on a TERM=dumb terminal (CI)
     code = 0
     try:
         os.chdir(cwd or REPO)
@@ -112,7 +112,7 @@ def _run_in_process(
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
-        console._width = saved_width
+        console._width, console._height = saved_size
     return _subprocess.CompletedProcess(["python", "-m", "pipeline", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -12,6 +12,8 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -54,11 +56,23 @@ class LocalTransport:
         return ran
 
     def stream(self, argv: list[str]) -> int:
-        """Run argv with its output going straight to ours (logs -f); returns its exit status."""
+        """Run argv with its output passed on to ours as it comes (logs -f); returns its exit status. Through
+        sys.stdout/sys.stderr, as the SSH transport's output is, so a caller that captures them sees it."""
         try:
-            return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
             raise HostError(self.label, f"cannot run {argv[0]}: {e.strerror or e}", command=shlex.join(argv)) from None
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = threading.Thread(target=_pass_on, args=(proc.stderr, sys.stderr), daemon=True)
+        errors.start()
+        try:
+            _pass_on(proc.stdout, sys.stdout)
+            return proc.wait()
+        finally:
+            if proc.poll() is None:  # Ctrl-C during logs -f
+                proc.kill()
+                proc.wait()
+            errors.join(timeout=5)
 
     def feed(self, argv: list[str], write: Callable[[IO[bytes]], None]) -> Ran:
         """Run argv with `write` producing its standard input (a tar stream, say)."""
@@ -108,3 +122,9 @@ class LocalTransport:
 
     def local_argv(self, argv: list[str]) -> list[str] | None:
         return argv  # the node is this machine
+
+
+def _pass_on(src: IO[bytes], dest: IO[str]) -> None:
+    for chunk in iter(lambda: src.read1(65536), b""):  # type: ignore[attr-defined]
+        dest.write(chunk.decode(errors="replace"))
+        dest.flush()
