@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pipeline.config.cluster import NodeSpec
 from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, is_decimal
+from pipeline.errors import HostError
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.netfacts import (
     Gpu,
@@ -132,4 +133,14 @@ def gather(hosts: Hosts, image: str, container: str = CONTAINER) -> list[NodeFac
         ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image, container, node.address], timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 
-    return [o.value if o.value is not None else NodeFacts(node=o.node, error=o.reason) for o in hosts.each(one)]
+    return [
+        o.value if o.value is not None else NodeFacts(node=o.node, error=unlabelled(o.error)) for o in hosts.each(one)
+    ]
+
+
+def unlabelled(error: BaseException | None) -> str:
+    """What went wrong on a node, whole (a fix such as the ssh-keyscan line included), without the node's
+    name in front: the problem that carries it names the node once."""
+    if isinstance(error, HostError):
+        return error.message
+    return str(error or "")
