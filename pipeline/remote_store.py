@@ -19,6 +19,8 @@ import os
 import re
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,7 @@ class RemoteStore:
         oras_log.set_level(logging.CRITICAL)
 
         self.spec = spec
+        self._probed = False
         self.client = oras.client.OrasClient(hostname=spec.host, insecure=spec.insecure)
         user, password = (
             os.environ.get("SPARK_PIPELINE_REGISTRY_USER"),
@@ -95,8 +98,36 @@ class RemoteStore:
             text = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise StoreError(f"remote store {self.spec.host}/{self.spec.repo}: {what}: {text}") from None
 
+    def probe(self, timeout: float = 10) -> None:
+        """Ask the registry's /v2/ once, within `timeout`, before anything else: a closed port, a wrong host
+        or a web server that is no registry is one located error in seconds, not minutes of oras's retries
+        ending in a traceback, and never an empty store."""
+        if self._probed:
+            return
+        scheme = "http" if self.spec.insecure else "https"
+        url = f"{scheme}://{self.spec.host}/v2/"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        where = f"remote store {self.spec.host}"
+        try:
+            with opener.open(url, timeout=timeout) as r:
+                status, api = r.status, r.headers.get("Docker-Distribution-API-Version", "")
+        except urllib.error.HTTPError as e:
+            status, api = e.code, e.headers.get("Docker-Distribution-API-Version", "")
+            if e.code == 401 and e.headers.get("WWW-Authenticate"):
+                api = api or "registry/2.0"  # a registry that wants a login (docker login, or the env variables)
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise StoreError(f"{where}: cannot reach {url} within {timeout:.0f} s ({reason})") from None
+        if not api.startswith("registry/2"):
+            raise StoreError(
+                f"{where}: {url} answered HTTP {status} but is not an OCI registry "
+                "(no Docker-Distribution-API-Version header)"
+            )
+        self._probed = True
+
     def manifest(self, stage: str, key: str) -> dict[str, Any] | None:
         """The artifact's OCI manifest, or None when the registry has no such key."""
+        self.probe()
         try:
             return dict(self.client.get_manifest(self.spec.ref(stage, key)))
         except ValueError as e:
@@ -110,13 +141,20 @@ class RemoteStore:
         return self.manifest(stage, key) is not None
 
     def keys(self, stage: str) -> list[str]:
+        self.probe()
         try:
-            return sorted(t for t in self.client.get_tags(self.spec.ref(stage)) if is_stage_key(t))
-        except ValueError:
-            return []  # no such repository yet
+            tags = self.client.get_tags(self.spec.ref(stage))
+        except ValueError as e:
+            if "Not Found" in str(e) or "NAME_UNKNOWN" in str(e) or "404" in str(e):
+                return []  # no such repository yet
+            raise StoreError(f"remote store {self.spec.host}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        except Exception as e:
+            raise StoreError(f"remote store {self.spec.host}: {type(e).__name__}: {e}") from None
+        return sorted(t for t in tags if isinstance(t, str) and is_stage_key(t))
 
     def push(self, entry: Entry) -> str:
         """Push a local entry (its files, then its manifest.json) as one artifact; returns its reference."""
+        self.probe()
         files = [f["path"] for f in entry.files] + [MANIFEST]
         with tempfile.TemporaryDirectory() as tmp:
             ann = Path(tmp) / "annotations.json"

@@ -314,3 +314,25 @@ def test_unicode_digits_and_big_ports_are_refused_not_crashed_on(argv: list[str]
 def test_model_ids_the_hub_refuses_are_refused_here(repo: str) -> None:
     proc = run_cli("model", "download", repo, check=2)
     assert "Traceback" not in proc.stderr and "model" in proc.stderr
+
+
+def test_a_remote_store_that_is_down_or_no_registry_is_one_located_error_in_seconds(tmp_path: Path) -> None:
+    import http.server
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        for port, said in ((closed, "cannot reach"), (srv.server_address[1], "is not an OCI registry")):
+            start = time.monotonic()
+            proc = run_cli("store", "ls", "--remote", f"oci://127.0.0.1:{port}/x", check=1)
+            assert said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+            assert time.monotonic() - start < 15
+    finally:
+        srv.shutdown()
+        srv.server_close()
