@@ -45,15 +45,7 @@ class LocalTransport:
         except OSError as e:
             raise HostError(self.label, f"cannot run {argv[0]}: {e.strerror or e}", command=command) from None
         ran = Ran(status=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
-        if check and ran.status != 0:
-            raise HostError(
-                self.label,
-                "command failed",
-                command=command,
-                remote_status=ran.status,
-                tail=(ran.stderr or ran.stdout).strip(),
-            )
-        return ran
+        return ran.checked(self.label, command) if check else ran
 
     def stream(self, argv: list[str]) -> int:
         """Run argv with its output passed on to ours as it comes (logs -f); returns its exit status. Through

@@ -36,15 +36,7 @@ class SshTransport:
         except (CommandTimedOut, paramiko.SSHException, OSError, EOFError) as e:
             raise HostError(self.label, f"{type(e).__name__}: {e}".strip(), command=command) from None
         ran = Ran(status=res.exited, stdout=res.stdout, stderr=res.stderr)
-        if check and ran.status != 0:
-            raise HostError(
-                self.label,
-                "command failed",
-                command=command,
-                remote_status=ran.status,
-                tail=(ran.stderr or ran.stdout).strip(),
-            )
-        return ran
+        return ran.checked(self.label, command) if check else ran
 
     def stream(self, argv: list[str]) -> int:
         """Run argv with its output going straight to ours (logs -f); returns its exit status."""

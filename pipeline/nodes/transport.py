@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from pipeline.errors import HostError
+
 
 @dataclass(frozen=True)
 class Ran:
@@ -17,6 +19,18 @@ class Ran:
     status: int
     stdout: str
     stderr: str
+
+    def checked(self, label: str, command: str) -> Ran:
+        """Itself when the command succeeded; else the node's error, with the command and its last output."""
+        if self.status != 0:
+            raise HostError(
+                label,
+                "command failed",
+                command=command,
+                remote_status=self.status,
+                tail=(self.stderr or self.stdout).strip(),
+            )
+        return self
 
 
 class Transport(Protocol):
