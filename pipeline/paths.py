@@ -32,6 +32,11 @@ def stage_log(stage: str, key: str) -> Path:
     return cache_root() / "logs" / stage / key[:16] / "build.log"
 
 
+def api_key_file(container: str) -> Path:
+    """Where `deploy --api-key auto` keeps the key it made for a deployment (mode 0600)."""
+    return cache_root() / "api-keys" / f"{container}.key"
+
+
 def failed_hosts_file() -> Path:
     """The nodes the last deploy/ship/stop failed on (`--limit @failed`)."""
     return cache_root() / "last-failed.json"

@@ -22,9 +22,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.benchmark.chart import write_png
 from pipeline.benchmark.profiles import BenchArgs, llama_benchy_argv
 from pipeline.benchmark.results import Record, rows_of, table_md
+from pipeline.contract import CONTAINER
 from pipeline.errors import BenchFailed, ConfigError
 
 GUTENBERG = "https://www.gutenberg.org/files/1661/1661-0.txt"  # llama-benchy's own default book
@@ -96,6 +98,17 @@ WITH_KEY = (
 )
 
 
+def api_key() -> str:
+    """The server's API key: VLLM_API_KEY here, else the one `deploy --api-key auto` made for the default
+    deployment ('' when neither: a server without a key)."""
+    if os.environ.get("VLLM_API_KEY"):
+        return os.environ["VLLM_API_KEY"]
+    try:
+        return paths.api_key_file(CONTAINER).read_text().strip()
+    except OSError:
+        return ""
+
+
 def run_llama_benchy(argv: list[str], timeout: float, on_line: Callable[[str], None]) -> None:
     """llama-benchy with argv; the server's API key (VLLM_API_KEY in this environment, as deploy reads
     it) goes with it, never on a command line."""
@@ -104,7 +117,7 @@ def run_llama_benchy(argv: list[str], timeout: float, on_line: Callable[[str], N
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
-        "SPARK_PIPELINE_BENCH_KEY": os.environ.get("VLLM_API_KEY", ""),
+        "SPARK_PIPELINE_BENCH_KEY": api_key(),
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", WITH_KEY, *argv],

@@ -153,6 +153,14 @@ def deploy_options(f: F) -> F:
             click.option("--force", is_flag=True, help="Redeploy even when every node runs this exact deployment."),
             click.option("--cleanup-on-failure", is_flag=True, help="Remove the containers when the launch fails."),
             click.option(
+                "--api-key",
+                type=click.Choice(["auto"]),
+                default=None,
+                help="auto: the server wants an API key, made once per --name and kept 0600 in the cache "
+                "(its path is printed, never the key); deploy's wait and bench use it. A key of your "
+                "own: -e VLLM_API_KEY.",
+            ),
+            click.option(
                 "--ray-num-cpus", type=click.IntRange(min=1), default=DEFAULTS.ray_num_cpus, show_default=True
             ),
             click.option(
@@ -204,6 +212,7 @@ def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
         timeout=o["timeout"],
         force=o["force"],
         cleanup_on_failure=o["cleanup_on_failure"],
+        api_key=o["api_key"],
     )
 
 
@@ -228,6 +237,11 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
         dp = plan_recording_failures(deployer, request, mods, secrets, saved, o["dry_run"])
         for note in dp.launch.notes:
             say(f"note: {note}")
+        if request.api_key == "auto":
+            say(
+                f"API key: in {paths.api_key_file(request.name)} (mode 0600); clients send it as "
+                "`Authorization: Bearer KEY`, and bench reads it from there"
+            )
         for w in dp.warnings:
             say(w, "warn")
         if o["dry_run"]:

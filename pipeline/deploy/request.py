@@ -4,13 +4,16 @@ here once (the command line takes its defaults from it). Light to import: no SSH
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import paths
 from pipeline.config.cluster import ClusterSpec
 from pipeline.config.vllm_args import secret_flags
 from pipeline.contract import CONTAINER
 from pipeline.errors import ConfigError
+from pipeline.fsutil import write_atomic
 from pipeline.launch.mods import Mod
 from pipeline.launch.plan import Mode, Options, parse_env_items
 from pipeline.launch.secrets import Secrets
@@ -46,12 +49,14 @@ class DeployRequest:
     timeout: float = 1800
     force: bool = False
     cleanup_on_failure: bool = False
+    api_key: str | None = None  # "auto": a key made once per container name, kept 0600 (paths.api_key_file)
 
     def secrets(self, spec: ClusterSpec) -> Secrets:
         """The secrets' values, from every place a user can set them (see launch/secrets.py); vLLM's own
         --api-key and --hf-token count as -e VLLM_API_KEY / -e HF_TOKEN."""
         _, from_flags = secret_flags(self.command)
-        return gather_secrets(spec, [*parse_env_items(self.env, os.environ), *from_flags], os.environ)
+        made = [("VLLM_API_KEY", stored_api_key(self.name))] if self.api_key == "auto" else []
+        return gather_secrets(spec, [*made, *parse_env_items(self.env, os.environ), *from_flags], os.environ)
 
     def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
         if self.privileged and self.limits:
@@ -84,3 +89,17 @@ class DeployRequest:
             allow_mixed_transports=spec.allow_mixed_transports,
             **extra,
         )
+
+
+def stored_api_key(container: str) -> str:
+    """The API key of this deployment: made once (32 random bytes, URL-safe), kept in a 0600 file, the same
+    on every redeploy so clients keep working. `bench` and `status` read it from there."""
+    path = paths.api_key_file(container)
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if not key:
+        key = secrets.token_urlsafe(32)
+        write_atomic(path, key + "\n", mode=0o600)
+    return key

@@ -336,3 +336,22 @@ def test_a_remote_store_that_is_down_or_no_registry_is_one_located_error_in_seco
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_api_key_auto_is_made_once_kept_0600_and_never_in_argv(isolated_cache: Path) -> None:
+    import stat
+
+    from pipeline import paths
+    from pipeline.benchmark.run import api_key
+    from pipeline.config.cluster import ClusterSpec
+    from pipeline.deploy.request import DeployRequest
+
+    spec = ClusterSpec.model_validate({"nodes": [{"address": "10.0.0.1"}]})
+    request = DeployRequest(command=("vllm", "serve", "m"), api_key="auto")
+    first = request.secrets(spec).common["VLLM_API_KEY"]
+    assert len(first) >= 40 and request.secrets(spec).common["VLLM_API_KEY"] == first  # the same on redeploy
+    f = paths.api_key_file("vllm_node")
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600 and f.read_text().strip() == first
+    opts = request.options(spec, [], request.secrets(spec).names())
+    assert first not in " ".join(opts.command) and "VLLM_API_KEY" in opts.secret_env
+    assert api_key() == first  # bench finds it
