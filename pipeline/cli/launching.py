@@ -231,7 +231,7 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
     spec = cluster_from(o)
     saved = read_facts(o["facts_file"], spec) if o["facts_file"] is not None else None
     deployer = Deployer(spec, o["name"], ConsoleReporter())
-    secrets = request.secrets(spec)
+    secrets = request.secrets(spec, make_key=not o["dry_run"])
     mods = deployer.load_mods(request)
     try:
         dp = plan_recording_failures(deployer, request, mods, secrets, saved, o["dry_run"])

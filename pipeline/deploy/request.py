@@ -51,11 +51,11 @@ class DeployRequest:
     cleanup_on_failure: bool = False
     api_key: str | None = None  # "auto": a key made once per container name, kept 0600 (paths.api_key_file)
 
-    def secrets(self, spec: ClusterSpec) -> Secrets:
+    def secrets(self, spec: ClusterSpec, make_key: bool = True) -> Secrets:
         """The secrets' values, from every place a user can set them (see launch/secrets.py); vLLM's own
         --api-key and --hf-token count as -e VLLM_API_KEY / -e HF_TOKEN."""
         _, from_flags = secret_flags(self.command)
-        made = [("VLLM_API_KEY", stored_api_key(self.name))] if self.api_key == "auto" else []
+        made = [("VLLM_API_KEY", stored_api_key(self.name, make_key))] if self.api_key == "auto" else []
         return gather_secrets(spec, [*made, *parse_env_items(self.env, os.environ), *from_flags], os.environ)
 
     def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
@@ -91,14 +91,17 @@ class DeployRequest:
         )
 
 
-def stored_api_key(container: str) -> str:
+def stored_api_key(container: str, make: bool = True) -> str:
     """The API key of this deployment: made once (32 random bytes, URL-safe), kept in a 0600 file, the same
-    on every redeploy so clients keep working. `bench` and `status` read it from there."""
+    on every redeploy so clients keep working; `bench` reads it from there. A dry run (make=False) writes
+    nothing and stands in a placeholder (the plan holds secret names, never values)."""
     path = paths.api_key_file(container)
     try:
         key = path.read_text().strip()
     except FileNotFoundError:
         key = ""
+    if not key and not make:
+        return "(made by the deploy)"
     if not key:
         key = secrets.token_urlsafe(32)
         write_atomic(path, key + "\n", mode=0o600)
