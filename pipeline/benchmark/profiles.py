@@ -120,6 +120,17 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def beside_recipe(value: Any) -> bool:
+    """A path a shared recipe may name: relative, inside the recipe's folder (its corpus, its tokenizer)."""
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and not value.startswith(("/", "~"))
+        and "\0" not in value
+        and ".." not in value.replace("\\", "/").split("/")
+    )
+
+
 def resolve(
     profile: str | None,
     recipe_profile: str | None,
@@ -132,10 +143,10 @@ def resolve(
         raise ConfigError(f"profile {name!r}: unknown (expected one of {', '.join(PROFILES)})")
     values = dict(PROFILES[name])
     for k, v in recipe_args.items():
-        if k in OWN_ARGS:  # files on this machine: the person running bench names them, never a shared recipe
+        if k in OWN_ARGS and not beside_recipe(v):  # a recipe may bring its own files, nothing else here
             raise ConfigError(
-                f"{label}:benchmark.args.{k}: a recipe cannot name files on this machine; "
-                f"give it on the command line (-b {k}=PATH)"
+                f"{label}:benchmark.args.{k}: a recipe names files beside it only (a relative path without "
+                f"`..`), got {v!r}; for another file give it on the command line (-b {k}=PATH)"
             )
         values[ALIASES.get(k, k)] = coerce(k, v, f"{label}:benchmark.args.{k}")
     values.update(sets)

@@ -67,10 +67,18 @@ def _build_key(given: str | None, image: str | None) -> str:
 
 
 def _local(path: str | None, base: Path | None) -> Path | None:
+    """A path from -b (as given) or from the recipe (`base`: the recipe's folder, which it must not leave,
+    through a link either)."""
     if path is None:
         return None
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or base is None else base / p
+    if base is None:
+        return Path(path).expanduser()
+    p = base / path
+    if not p.resolve().is_relative_to(base.resolve()):
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"benchmark.args: {path} leads out of the recipe's folder {base}")
+    return p
 
 
 @bench.command("run")

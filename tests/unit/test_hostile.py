@@ -91,6 +91,8 @@ def test_a_mod_name_never_climbs_out_of_the_mods_folders(tmp_path: Path, monkeyp
         {"latency_mode": "api; touch x"},
         {"corpus": "/etc/shadow"},
         {"tokenizer": "/root/.ssh"},
+        {"corpus": "../../etc/shadow"},
+        {"corpus": "~/.ssh/id_ed25519"},
         {"runs": "²"},
         {"depth": "1;id"},
     ],
