@@ -35,13 +35,29 @@ STATE_DIR = ".spark-pipeline"  # under the SSH user's home on each node: env fil
 
 # An environment variable's name, as POSIX shells take it. \Z, not $: `$` also matches before a final
 # newline, and a name with a newline in it would start a new line of an env file.
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+ENV_NAME = re.compile(_NAME + r"\Z")
 # `${NAME}` in a recipe value: filled from the environment of the machine that renders it.
-ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_REFERENCE = re.compile(r"\$\{(" + _NAME + r")\}")
 
 
 def is_env_name(name: str) -> bool:
     return ENV_NAME.match(name) is not None
+
+
+def is_inner_path(path: str) -> bool:
+    """A relative path that stays inside the folder it is taken from: not absolute, no `~`, no `..` part,
+    no drive (`C:`), no backslash, no NUL. One rule for zip members, store manifests, registry titles and
+    the files a recipe names beside itself."""
+    parts = path.split("/")
+    return (
+        bool(path)
+        and not path.startswith(("/", "~"))
+        and "\\" not in path
+        and "\0" not in path
+        and ":" not in parts[0]
+        and ".." not in parts
+    )
 
 
 def is_decimal(text: str) -> bool:

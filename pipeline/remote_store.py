@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.contract import LABEL, MASK, is_stage_key
+from pipeline.contract import LABEL, MASK, is_inner_path, is_stage_key
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import MANIFEST, Entry, Store
 
@@ -62,10 +62,6 @@ def parse_url(url: str, where: str = "--remote-store") -> RemoteSpec:
     host = m["host"] + (f":{m['port']}" if m["port"] else "")
     loopback = m["host"] in ("localhost", "127.0.0.1", "[::1]")
     return RemoteSpec(host=host, repo=m["repo"], insecure=m["scheme"] == "oci+http" or loopback)
-
-
-def _safe(title: str) -> bool:
-    return bool(title) and not title.startswith("/") and ".." not in title.split("/")
 
 
 class RemoteStore:
@@ -186,7 +182,7 @@ class RemoteStore:
         if manifest is None:
             return None
         titles = [layer.get("annotations", {}).get(TITLE, "") for layer in manifest.get("layers", [])]
-        if not all(_safe(t) for t in titles) or MANIFEST not in titles:
+        if not all(is_inner_path(t) for t in titles) or MANIFEST not in titles:
             raise StoreError(f"remote store: {self.spec.ref(stage, key)} is not a spark-pipeline store entry")
         staging = store.staging_dir(stage)
         try:

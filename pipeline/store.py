@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fsutil
-from pipeline.contract import STAGES, is_stage_key
+from pipeline.contract import STAGES, is_inner_path, is_stage_key
 from pipeline.errors import StoreError
 
 MANIFEST = "manifest.json"
@@ -54,11 +54,6 @@ def manifest_shape_ok(manifest: Any) -> bool:
         and isinstance(f.get("sha256"), str)
         for f in manifest.get("files", [])
     )
-
-
-def safe_relative(path: str) -> bool:
-    """A path inside a folder: relative, no `..` part, no NUL."""
-    return bool(path) and not path.startswith("/") and ".." not in path.split("/") and "\0" not in path
 
 
 class Store:
@@ -100,7 +95,7 @@ class Store:
         if entry is None:
             return None, "not in the store"
         for f in entry.files:
-            if not safe_relative(str(f.get("path", ""))):
+            if not is_inner_path(str(f.get("path", ""))):
                 self._quarantine(entry.path)
                 return None, f"store entry {stage}/{key[:12]} is corrupt (its manifest names {f.get('path')!r})"
             p = entry.path / f["path"]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.contract import is_inner_path
 from pipeline.errors import ConfigError
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -120,17 +121,6 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def beside_recipe(value: Any) -> bool:
-    """A path a shared recipe may name: relative, inside the recipe's folder (its corpus, its tokenizer)."""
-    return (
-        isinstance(value, str)
-        and bool(value)
-        and not value.startswith(("/", "~"))
-        and "\0" not in value
-        and ".." not in value.replace("\\", "/").split("/")
-    )
-
-
 def resolve(
     profile: str | None,
     recipe_profile: str | None,
@@ -143,7 +133,8 @@ def resolve(
         raise ConfigError(f"profile {name!r}: unknown (expected one of {', '.join(PROFILES)})")
     values = dict(PROFILES[name])
     for k, v in recipe_args.items():
-        if k in OWN_ARGS and not beside_recipe(v):  # a recipe may bring its own files, nothing else here
+        # a recipe may bring its own files (beside it), nothing else of this machine
+        if k in OWN_ARGS and not (isinstance(v, str) and is_inner_path(v)):
             raise ConfigError(
                 f"{label}:benchmark.args.{k}: a recipe names files beside it only (a relative path without "
                 f"`..`), got {v!r}; for another file give it on the command line (-b {k}=PATH)"

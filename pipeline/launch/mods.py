@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.contract import is_inner_path
 from pipeline.errors import ConfigError
 from pipeline.launch.steps import ModRef
 
@@ -44,18 +45,6 @@ MAX_ZIP_MEMBERS = 10_000
 _MOD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
-def safe_member(name: str) -> bool:
-    """A zip member that stays inside the folder it is unpacked into."""
-    return (
-        bool(name)
-        and not name.startswith("/")
-        and "\\" not in name
-        and "\0" not in name
-        and ":" not in name.split("/")[0]
-        and ".." not in name.split("/")
-    )
-
-
 def unpack(path: Path, spec: str, workdir: Path) -> Path:
     """The zip's mod folder, unpacked into a fresh folder under workdir. Every member is checked before
     anything is written: an absolute path, `..`, a drive or a size past the limits refuses the whole zip."""
@@ -65,7 +54,7 @@ def unpack(path: Path, spec: str, workdir: Path) -> Path:
         raise ConfigError(f"--apply-mod {spec}: not a readable zip ({e})") from None
     with z:
         infos = z.infolist()
-        bad = [i.filename for i in infos if not safe_member(i.filename)]
+        bad = [i.filename for i in infos if not is_inner_path(i.filename)]
         if bad:
             raise ConfigError(f"--apply-mod {spec}: member {bad[0]!r} would land outside the mod's folder")
         if len(infos) > MAX_ZIP_MEMBERS or sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
