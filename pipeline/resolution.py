@@ -15,6 +15,7 @@ from typing import Any
 from pipeline import fsutil, paths, python_env
 from pipeline.config import LoadedBuild, auto, pins
 from pipeline.config.build import BuildSpec
+from pipeline.config.load import read_text
 from pipeline.core.ir import SourceSpec, Stage
 from pipeline.core.keys import Resolved
 from pipeline.core.lockfile import Lock, parse_lock
@@ -133,12 +134,14 @@ def resolve(build: LoadedBuild, mirrors: Mirrors, lock: Lock | None = None) -> R
     )
 
 
+LOCK_LIMIT = 64 << 20  # a lock with every wheel's hashes is a few MiB; past this it is not ours
+
+
 def read_lock(path: Path) -> Lock | None:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    """build.lock, through the reader every settings file goes through (a regular file, read to a cap)."""
+    if not path.exists() and not path.is_symlink():
         return None
-    return parse_lock(text, path.name)
+    return parse_lock(read_text(path, path.name, limit=LOCK_LIMIT), path.name)
 
 
 def write_lock(path: Path, lock: Lock) -> None:

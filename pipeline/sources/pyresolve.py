@@ -104,10 +104,11 @@ class Attempt:
     message: str  # uv's explanation when there is none
 
 
-def compile_once(reqs: list[Req], tgt: Target) -> Attempt:
-    """uv's answer for these requirements; when every index is a local directory the answer is a function
-    of their content, so it is kept under that content's digest and a warm plan asks uv nothing."""
-    key = memo_key(reqs, tgt)
+def compile_once(reqs: list[Req], tgt: Target, dirs: list[str] | None) -> Attempt:
+    """uv's answer for these requirements; when every index is a local directory (`dirs`: their content
+    digests) the answer is a function of their content, so it is kept under that content's digest and a
+    warm plan asks uv nothing."""
+    key = memo_key(reqs, tgt, dirs)
     memo = paths.cache_root() / "pyresolve" / f"{key}.json" if key else None
     if memo is not None:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -130,14 +131,20 @@ def compile_once(reqs: list[Req], tgt: Target) -> Attempt:
     return attempt
 
 
-def memo_key(reqs: list[Req], tgt: Target) -> str | None:
-    """The digest of everything uv's answer depends on, or None when an index is a URL (its answer
-    changes with time: a new release must show as a change)."""
+def local_digests(tgt: Target) -> list[str] | None:
+    """The content digests of the target's wheel directories when they are its only indexes; None when an
+    index is a URL (its answer changes with time: a new release must show as a change)."""
     if tgt.indexes:
         return None
     try:
-        dirs = [tree_digest(Path(d.removeprefix("file://"))) for d in tgt.find_links]
+        return [tree_digest(Path(d.removeprefix("file://"))) for d in tgt.find_links]
     except FileNotFoundError:
+        return None
+
+
+def memo_key(reqs: list[Req], tgt: Target, dirs: list[str] | None) -> str | None:
+    """The digest of everything uv's answer depends on, or None when it is not kept (`dirs` None)."""
+    if dirs is None:
         return None
     data = {
         "reqs": input_text(reqs),
@@ -185,10 +192,11 @@ def resolve(reqs: list[Req], tgt: Target) -> dict[str, Pinned]:
     """name -> version and hashes of the whole environment; ConfigError naming every conflict."""
     conflicts: list[str] = []
     todo: list[Req] | None = reqs
+    dirs = local_digests(tgt)  # once: every round asks about the same directories
     for _ in range(ROUNDS):
         if todo is None:
             break
-        attempt = compile_once(todo, tgt)
+        attempt = compile_once(todo, tgt, dirs)
         if attempt.pinned is not None:
             if not conflicts:
                 return attempt.pinned

@@ -357,3 +357,19 @@ def test_api_key_auto_is_made_once_kept_0600_and_never_in_argv(isolated_cache: P
     opts = request.options(spec, [], request.secrets(spec).names())
     assert first not in " ".join(opts.command) and "VLLM_API_KEY" in opts.secret_env
     assert api_key() == first  # bench finds it
+
+
+def test_build_lock_goes_through_the_one_settings_reader(tmp_path: Path) -> None:
+    import os
+
+    from pipeline.errors import ConfigError
+    from pipeline.resolution import read_lock
+
+    assert read_lock(tmp_path / "build.lock") is None  # none yet: a first plan
+    os.mkfifo(tmp_path / "build.lock")  # would hang a plain read
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_lock(tmp_path / "build.lock")
+    os.unlink(tmp_path / "build.lock")
+    (tmp_path / "build.lock").mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        read_lock(tmp_path / "build.lock")
