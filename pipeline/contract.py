@@ -72,7 +72,7 @@ def is_one_line(value: str) -> bool:
 
 # Variables whose values are secrets wherever they appear: deploy puts them in a 0600 env file, never argv;
 # `recipe show` and plans print them masked. cluster.yaml `secrets:` adds names of one's own.
-KNOWN_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY")
+KNOWN_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY", "RAY_AUTH_TOKEN")
 _SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|CREDENTIAL", re.IGNORECASE)
 MASK = "***"
 

@@ -37,6 +37,11 @@ def api_key_file(container: str) -> Path:
     return cache_root() / "api-keys" / f"{container}.key"
 
 
+def ray_token_file(container: str) -> Path:
+    """Where `deploy --ray` keeps the Ray auth token it made for a deployment (mode 0600)."""
+    return cache_root() / "ray-tokens" / f"{container}.token"
+
+
 def failed_hosts_file() -> Path:
     """The nodes the last deploy/ship/stop failed on (`--limit @failed`)."""
     return cache_root() / "last-failed.json"

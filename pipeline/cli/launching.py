@@ -161,6 +161,22 @@ def deploy_options(f: F) -> F:
                 "own: -e VLLM_API_KEY.",
             ),
             click.option(
+                "--expose",
+                type=click.Choice(["local", "cluster", "all"]),
+                default=None,
+                help="Who reaches the API: local = the head itself (127.0.0.1), cluster = the head's "
+                "cluster-link address, all = every interface of the head (0.0.0.0). Sets `vllm serve "
+                "--host`, over a recipe's. Default: as the command says (vLLM binds every interface).",
+            ),
+            click.option(
+                "--ray-auth/--no-ray-auth",
+                default=DEFAULTS.ray_auth,
+                show_default=True,
+                help="With --ray: Ray's token auth (RAY_AUTH_MODE=token; the token is made once per --name, "
+                "kept 0600, and reaches the containers through the env file). Ray's ports listen on every "
+                "interface and run code for whoever reaches them.",
+            ),
+            click.option(
                 "--ray-num-cpus", type=click.IntRange(min=1), default=DEFAULTS.ray_num_cpus, show_default=True
             ),
             click.option(
@@ -213,6 +229,8 @@ def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
         force=o["force"],
         cleanup_on_failure=o["cleanup_on_failure"],
         api_key=o["api_key"],
+        expose=o["expose"],
+        ray_auth=o["ray_auth"],
     )
 
 
@@ -259,7 +277,8 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
             say(f"nothing to do: {dp.steps.nothing}")
         else:
             console.print(result_table(result.dep.rows()))
-            say(f"ready in {time.monotonic() - started:.1f} s: http://{dp.launch.head.ip}:{dp.launch.port}/v1")
+            where = f" (on {dp.launch.head.name} only)" if dp.launch.expose == "local" else ""
+            say(f"ready in {time.monotonic() - started:.1f} s: {dp.launch.url}/v1{where}")
         named = f" --name {o['name']}" if o["name"] != CONTAINER else ""
         say(f"useful: python -m pipeline status{named} | logs{named} -f | exec{named} -- CMD | stop{named}")
     finally:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pipeline.cli.launching import name_option
 from pipeline.cli.nodeopts import cluster_from, cluster_options, facts_option, limit_option, limited, read_facts
 from pipeline.cli.tables import ship_table
 from pipeline.contract import GPU_ARCH_LABEL
@@ -27,11 +28,14 @@ def doctor_table(facts: list[NodeFacts], choices: list[Choice], image: str) -> T
     from rich.table import Table
 
     table = Table(title="doctor", title_justify="left")
-    for col in ("node", "reachable", "docker", "free disk", "GPU", "RoCE links up", "eth_if", "ib_if", image):
+    from pipeline.launch.doctor import exposure
+
+    columns = ("node", "reachable", "docker", "free disk", "GPU", "RoCE links up", "eth_if", "ib_if", image, "listens")
+    for col in columns:
         table.add_column(escape(col))
     for f, choice in zip(facts, choices, strict=True):
         if not f.reachable:
-            table.add_row(escape(f.node.label), "[red]no[/red]", "", "", "", "", "", "", "")
+            table.add_row(escape(f.node.label), "[red]no[/red]", *[""] * (len(columns) - 2))
             continue
         gpu = ", ".join(f"{g.name} (cc {g.compute_cap})" for g in f.gpus) or "none"
         links = ", ".join(lk.netdev for lk in f.links if lk.up) or ("-" if f.ib_note else "none")
@@ -45,6 +49,7 @@ def doctor_table(facts: list[NodeFacts], choices: list[Choice], image: str) -> T
             choice.eth_if or "?",
             ",".join(choice.ib_if) or "-",
             f.image_id[7:19] if f.image_id else "absent",
+            "\n".join(f"{x.port} on {x.address} ({x.scope})" for x in exposure(f, choice)) or "-",
         ]
         table.add_row(*(escape(c) for c in cells))
     return table
@@ -71,6 +76,7 @@ def image_arch(image: str) -> str:
     help="Free disk under Docker's root below which a node is not fit to deploy [40].",
 )
 @click.option("--no-gpu-ok", is_flag=True, help="A node without a GPU is a warning, not a failure (tests).")
+@name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the facts and problems as JSON on stdout.")
 @click.option(
     "--save-facts",
@@ -86,9 +92,12 @@ def doctor(
     as_json: bool,
     save_facts: Path | None,
     facts_file: Path | None,
+    name: str,
     **opts: Any,
 ) -> None:
-    """Check every node: reachable, Docker, free disk, GPU, RoCE links, chosen interfaces, image.
+    """Check every node: reachable, Docker, free disk, GPU, RoCE links, chosen interfaces, image, and
+    which ports the running deploy (--name) listens on, for whom: local (loopback), cluster (the cluster
+    link's subnet), all (every interface) or beyond (another network); the last two are warned about.
 
     Exits 1 when something blocks a deploy; each problem comes with its fix."""
     import json
@@ -107,7 +116,7 @@ def doctor(
     else:
         hosts = Hosts(spec)
         try:
-            facts = gather(hosts, image)
+            facts = gather(hosts, image, name)
         finally:
             hosts.close()
     if save_facts is not None:
@@ -136,6 +145,7 @@ def doctor(
                         "ib_if": list(c.ib_if),
                         "mode": c.mode,
                         "image_id": f.image_id,
+                        "listening": [x.__dict__ for x in rules.exposure(f, c)],
                     }
                     for f, c in zip(facts, choices, strict=True)
                 ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline import paths
@@ -15,7 +16,7 @@ from pipeline.contract import CONTAINER
 from pipeline.errors import ConfigError
 from pipeline.fsutil import write_atomic
 from pipeline.launch.mods import Mod
-from pipeline.launch.plan import Mode, Options, parse_env_items
+from pipeline.launch.plan import Expose, Mode, Options, parse_env_items
 from pipeline.launch.secrets import Secrets
 from pipeline.launch.secrets import gather as gather_secrets
 
@@ -50,13 +51,25 @@ class DeployRequest:
     force: bool = False
     cleanup_on_failure: bool = False
     api_key: str | None = None  # "auto": a key made once per container name, kept 0600 (paths.api_key_file)
+    expose: Expose | None = None  # who reaches the API (vLLM's --host); None: as the command says
+    ray_auth: bool = True  # Ray mode: RAY_AUTH_MODE=token, the token made once per container name
 
     def secrets(self, spec: ClusterSpec, make_key: bool = True) -> Secrets:
         """The secrets' values, from every place a user can set them (see launch/secrets.py); vLLM's own
         --api-key and --hf-token count as -e VLLM_API_KEY / -e HF_TOKEN."""
         _, from_flags = secret_flags(self.command)
-        made = [("VLLM_API_KEY", stored_api_key(self.name, make_key))] if self.api_key == "auto" else []
+        made = []
+        if self.api_key == "auto":
+            made.append(("VLLM_API_KEY", stored_secret(paths.api_key_file(self.name), make_key)))
+        if self.ray_token:
+            made.append(("RAY_AUTH_TOKEN", stored_secret(paths.ray_token_file(self.name), make_key)))
         return gather_secrets(spec, [*made, *parse_env_items(self.env, os.environ), *from_flags], os.environ)
+
+    @property
+    def ray_token(self) -> bool:
+        """Ray's token auth (Ray ≥ 2.52 enforces it on the GCS, the nodes and the client server; older Ray
+        ignores RAY_AUTH_MODE)."""
+        return self.mode == "ray" and self.ray_auth
 
     def options(self, spec: ClusterSpec, mods: list[Mod], secret_names: tuple[str, ...]) -> Options:
         if self.privileged and self.limits:
@@ -71,7 +84,11 @@ class DeployRequest:
             command=secret_flags(self.command)[0],
             mode=self.mode,
             name=self.name,
-            env=(*spec.container_env.items(), *parse_env_items(self.env, os.environ)),
+            env=(
+                *(("RAY_AUTH_MODE", "token"),) * self.ray_token,
+                *spec.container_env.items(),
+                *parse_env_items(self.env, os.environ),
+            ),
             secret_env=secret_names,
             nccl_debug=self.nccl_debug,
             privileged=self.privileged,
@@ -87,15 +104,16 @@ class DeployRequest:
             ray_object_store_memory=self.ray_object_store_bytes,
             mods=tuple(f"{m.name}:{m.digest}" for m in mods),
             allow_mixed_transports=spec.allow_mixed_transports,
+            expose=self.expose,
             **extra,
         )
 
 
-def stored_api_key(container: str, make: bool = True) -> str:
-    """The API key of this deployment: made once (32 random bytes, URL-safe), kept in a 0600 file, the same
-    on every redeploy so clients keep working; `bench` reads it from there. A dry run (make=False) writes
-    nothing and stands in a placeholder (the plan holds secret names, never values)."""
-    path = paths.api_key_file(container)
+def stored_secret(path: Path, make: bool = True) -> str:
+    """A secret this tool makes for a deployment (its API key, Ray's token): made once (32 random bytes,
+    URL-safe), kept in a 0600 file, the same on every redeploy so clients keep working; `bench` reads the
+    API key from there. A dry run (make=False) writes nothing and stands in a placeholder (the plan holds
+    secret names, never values)."""
     try:
         key = path.read_text().strip()
     except FileNotFoundError:

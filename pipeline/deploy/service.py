@@ -21,7 +21,15 @@ from pipeline.contract import CONTAINER, ROLE_LABEL
 from pipeline.deploy.request import DeployRequest
 from pipeline.engines.docker import Docker
 from pipeline.errors import ConfigError, HostError, LaunchFailed, NodeProblem, PipelineError
-from pipeline.launch.apply import Applier, Deployment, NodeState, container_state, http_ok, ray_alive_nodes
+from pipeline.launch.apply import (
+    Applier,
+    Deployment,
+    NodeState,
+    container_state,
+    http_ok,
+    node_answers,
+    ray_alive_nodes,
+)
 from pipeline.launch.interfaces import interfaces
 from pipeline.launch.mods import Mod, cleanup, load_mod
 from pipeline.launch.plan import LaunchPlan, NodeInput, Options, plan
@@ -85,6 +93,22 @@ def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[NodeProbl
             )
         )
     return out, problems, warnings
+
+
+def exposure_warnings(launch: LaunchPlan, secrets: Secrets) -> list[str]:
+    """Who can reach what this deploy starts, when that is more than the user may think."""
+    out = []
+    if launch.expose == "all" and "VLLM_API_KEY" not in secrets.names():
+        out.append(
+            f"{launch.head.name}: the API answers on every interface of the node (LAN, Wi-Fi, QSFP) without "
+            "an API key: --api-key auto asks for one, --expose cluster|local narrows who reaches it"
+        )
+    if launch.mode == "ray" and "RAY_AUTH_TOKEN" not in secrets.names():
+        out.append(
+            "Ray listens on every interface of each node (its GCS and worker ports cannot be bound to one "
+            "address), and runs code for whoever reaches it: keep token auth on (drop --no-ray-auth)"
+        )
+    return out
 
 
 def step_facts(facts: list[NodeFacts]) -> dict[str, StepFacts]:
@@ -167,9 +191,8 @@ class Deployer:
         launch = plan(nodes, Options(**{**opts.__dict__, "image_id": local_id}))
         if launch.problems:
             raise LaunchFailed.from_problems("cannot launch", list(launch.problems))
-        url = f"http://{launch.head.ip}:{launch.port}"
-        key = secrets.common.get("VLLM_API_KEY", "")
-        answers = saved is None and http_ok(f"{url}/health")[0] and http_ok(f"{url}/v1/models", api_key=key)[0]
+        warnings += exposure_warnings(launch, secrets)
+        answers = saved is None and self._answers(launch, secrets)
         todo = steps(
             launch,
             Inputs(
@@ -187,6 +210,14 @@ class Deployer:
             ),
         )
         return DeployPlan(launch=launch, steps=todo, options=opts, mods=mods, warnings=warnings)
+
+    def _answers(self, launch: LaunchPlan, secrets: Secrets) -> bool:
+        """Whether the server answers now: from here, or on the head when it listens on loopback only."""
+        if launch.expose == "local":
+            head = next(n for n in self.spec.nodes if n.label == launch.head.name)
+            return node_answers(self.hosts, head, self.name, launch.port)[0]
+        key = secrets.common.get("VLLM_API_KEY", "")
+        return http_ok(f"{launch.url}/health")[0] and http_ok(f"{launch.url}/v1/models", api_key=key)[0]
 
     def _local_image_id(self, image: str, offline: bool) -> str:
         """The image's ID in this machine's Docker; offline, a machine without Docker plans with none."""
@@ -264,7 +295,8 @@ class Deployer:
                 if ray.status == 0:
                     row["ray_nodes"] = str(ray_alive_nodes(ray.stdout))
                 if port:
-                    row["health"] = "ok" if http_ok(f"http://{node.address}:{port}/health")[0] else "no answer"
+                    ok, why = node_answers(self.hosts, node, self.name, port)
+                    row["health"] = "ok" if ok else f"no answer ({why[-160:]})"
             return row
 
         return self.hosts.each(one)

@@ -21,6 +21,7 @@ from pipeline.config.cluster import NodeSpec
 from pipeline.contract import EXIT_FILE, is_env_name, is_one_line
 from pipeline.errors import ConfigError, HostError, LaunchFailed
 from pipeline.launch.plan import LaunchPlan
+from pipeline.launch.scripts import probe_argv
 from pipeline.launch.secrets import Secrets
 from pipeline.launch.steps import (
     WAITS,
@@ -109,6 +110,13 @@ def http_ok(url: str, timeout: float = 2, api_key: str = "") -> tuple[bool, str]
             return r.status == 200, body
     except OSError as e:
         return False, str(e)
+
+
+def node_answers(hosts: Transport, node: NodeSpec, container: str, port: int) -> tuple[bool, str]:
+    """Whether the server answers on its own node (scripts.PROBE: whichever address it listens on, with the
+    container's own API key), and why not."""
+    ran = hosts.run(node, probe_argv(container, port), check=False, timeout=20)
+    return ran.status == 0, (ran.stdout + ran.stderr).strip()
 
 
 def ray_alive_nodes(status_text: str) -> int:
@@ -242,7 +250,7 @@ class Applier:
                 self.wait_ray(dep, c.count, deadline)
                 return 0.0
             case WaitReady():
-                return self.wait_ready(dep, c.url, deadline)
+                return self.wait_ready(dep, c, deadline)
         raise ValueError(f"{c.kind} is not a wait")
 
     def ended_nodes(self, nodes: list[NodeSpec]) -> dict[str, str]:
@@ -271,27 +279,32 @@ class Applier:
             dep.states[name] = NodeState("failed", why, tail)
         raise LaunchFailed(f"{what}{', '.join(dead)}: {'; '.join(dead.values())}", dead, dep)
 
-    def wait_ready(self, dep: Deployment, url: str, deadline: float) -> float:
-        """Until /health and /v1/models answer; fails at once when any node's process or container
-        ends or its Docker stops answering. Returns when the server answered (monotonic)."""
+    def wait_ready(self, dep: Deployment, c: WaitReady, deadline: float) -> float:
+        """Until /health and /v1/models answer (from here, or on the head when the server listens on its
+        loopback only); fails at once when any node's process or container ends or its Docker stops
+        answering. Returns when the server answered (monotonic)."""
         last_error = "no answer yet"
         next_watch = 0.0
+        head = dep.by_name[dep.plan.head.name]
         while True:
-            ok, body = http_ok(f"{url}/health")
+            ok, why = node_answers(self.hosts, head, self.container, c.port) if c.on_node else self._answers_here(c.url)
             if ok:
-                ok2, body2 = http_ok(f"{url}/v1/models", api_key=self.secrets.common.get("VLLM_API_KEY", ""))
-                if ok2:
-                    return time.monotonic()
-                last_error = f"/v1/models: {body2[:200]}"
-            else:
-                last_error = f"/health: {body[:200]}"
+                return time.monotonic()
+            last_error = why
             now = time.monotonic()
             if now >= next_watch:
                 next_watch = now + self.poll
                 self._fail_if_ended(dep, "")
             if now > deadline:
                 self._timed_out(dep, last_error)
-            time.sleep(0.2)
+            time.sleep(self.poll if c.on_node else 0.2)
+
+    def _answers_here(self, url: str) -> tuple[bool, str]:
+        ok, body = http_ok(f"{url}/health")
+        if not ok:
+            return False, f"/health: {body[:200]}"
+        ok, body = http_ok(f"{url}/v1/models", api_key=self.secrets.common.get("VLLM_API_KEY", ""))
+        return ok, "" if ok else f"/v1/models: {body[:200]}"
 
     def _timed_out(self, dep: Deployment, last_error: str) -> None:
         for n in dep.plan.nodes:

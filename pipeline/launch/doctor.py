@@ -8,8 +8,10 @@ any 12.x GPU, one built for 12.1a only on 12.1.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from pipeline.launch.interfaces import Choice
 from pipeline.nodes.discover import NodeFacts
@@ -46,6 +48,52 @@ def runs_on(gpu_arch: str, compute_cap: str) -> bool:
         ):
             return True
     return False
+
+
+Scope = Literal["local", "cluster", "all", "beyond"]
+
+
+@dataclass(frozen=True)
+class Listening:
+    """A port the deploy container listens on, and who can reach it."""
+
+    address: str
+    port: int
+    scope: Scope  # local: loopback; cluster: an address in the cluster link's subnet; all: every interface
+
+
+def scope_of(address: str, cluster_nets: tuple[str, ...]) -> Scope:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "local"
+    if ip.is_unspecified:
+        return "all"
+    nets = [ipaddress.ip_network(n, strict=False) for n in cluster_nets]
+    return "cluster" if any(ip in n for n in nets if n.version == ip.version) else "beyond"
+
+
+def exposure(f: NodeFacts, choice: Choice) -> list[Listening]:
+    return [Listening(a, p, scope_of(a, choice.nets)) for a, p in f.listening]
+
+
+def exposure_problems(f: NodeFacts, choice: Choice) -> list[Problem]:
+    """A warning for each port of the deploy container that answers beyond the cluster link's subnet."""
+    out = []
+    for lst in exposure(f, choice):
+        if lst.scope in ("all", "beyond"):
+            where = "every interface" if lst.scope == "all" else f"{lst.address}, outside the cluster subnet"
+            out.append(
+                Problem(
+                    f.node.label,
+                    f"port {lst.port} listens on {where} ({', '.join(choice.nets) or 'cluster subnet unknown'}"
+                    " is the cluster's): the API narrows with deploy --expose cluster|local; Ray's own ports "
+                    "cannot, keep its token auth on",
+                    False,
+                )
+            )
+    return out
 
 
 def node_problems(
@@ -100,6 +148,7 @@ def node_problems(
         )
     out += [Problem(n, p, True) for p in choice.problems]
     out += [Problem(n, w, False) for w in choice.warnings]
+    out += exposure_problems(f, choice)
     if not f.image_id:
         out.append(Problem(n, f"{image} is not on this node: `python -m pipeline ship` puts it there", False))
     return out

@@ -26,6 +26,10 @@ from pipeline.errors import ConfigError, NodeProblem
 Mode = Literal["auto", "solo", "ray", "noray"]  # what was asked for
 RunMode = Literal["solo", "ray", "noray"]  # what the plan runs
 Role = Literal["head", "worker"]
+# Who can reach vLLM's API: this node only (loopback), the cluster link's address, or every interface of
+# the node (LAN, Wi-Fi, QSFP: the containers run with --network host).
+Expose = Literal["local", "cluster", "all"]
+EXPOSE_HOSTS: dict[str, str] = {"local": "127.0.0.1", "all": "0.0.0.0"}  # cluster: the head's cluster address
 
 # Constant wrapper: the command arrives as "$@" (never pasted into the script); its output goes to the
 # container's log and its exit status to EXIT_FILE, which the watcher reads.
@@ -74,6 +78,7 @@ class Options:
     ray_object_store_memory: int = 1073741824
     mods: tuple[str, ...] = ()  # names, in order (content hashes are added by the caller)
     allow_mixed_transports: bool = False  # cluster.yaml: some ranks on RoCE, others on TCP, knowingly
+    expose: Expose | None = None  # vLLM's --host by scope; None: as the command says
 
 
 @dataclass(frozen=True)
@@ -114,17 +119,25 @@ class LaunchPlan:
     port: int
     notes: tuple[str, ...] = field(default=())
     problems: tuple[NodeProblem, ...] = field(default=())  # layouts that cannot launch
+    expose: Expose = "all"  # who reaches the API, from the command's --host
 
     @property
     def head(self) -> NodePlan:
         return self.nodes[0]
 
+    @property
+    def url(self) -> str:
+        """Where the API answers: on the head itself when it listens on loopback only."""
+        host = EXPOSE_HOSTS["local"] if self.expose == "local" else self.head.ip
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "port": self.port,
+            "expose": self.expose,
             "notes": list(self.notes),
-            "health": f"http://{self.head.ip}:{self.port}/health",
+            "health": f"{self.url}/health",
             "nodes": [n.to_json() for n in self.nodes],
         }
 
@@ -369,6 +382,32 @@ def layout_problems(used: list[NodeInput], allow_mixed: bool) -> list[NodeProble
     return problems
 
 
+def api_scope(command: tuple[str, ...]) -> Expose:
+    """Who reaches the API the command serves: vLLM binds every interface without --host."""
+    host = (flag_value(command, ("--host",)) or "").strip("[]")
+    if not host:
+        return "all"
+    if host == "localhost":
+        return "local"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "cluster"  # a name: one address of the node
+    return "all" if ip.is_unspecified else "local" if ip.is_loopback else "cluster"
+
+
+def exposed(command: tuple[str, ...], expose: Expose | None, head_ip: str) -> tuple[str, ...]:
+    """The command with --host set for the scope asked for (--expose wins over a recipe's --host)."""
+    if expose is None:
+        return command
+    if not is_vllm_serve(command):
+        raise ConfigError(
+            f"--expose {expose} sets `vllm serve`'s --host; {shlex.join(command[:2])} is not `vllm serve`: "
+            "give its listen address in the command instead"
+        )
+    return (*without_flag(command, ("--host",)), "--host", EXPOSE_HOSTS.get(expose, head_ip))
+
+
 def plan(nodes: list[NodeInput], opts: Options) -> LaunchPlan:
     """Nodes are in rank order, head first."""
     if not opts.command:
@@ -382,6 +421,7 @@ def plan(nodes: list[NodeInput], opts: Options) -> LaunchPlan:
         )
     port = int(flag_value(opts.command, ("--port",)) or 8000)
     head_ip = used[0].ip or used[0].address
+    opts = replace(opts, command=exposed(opts.command, opts.expose, head_ip))
     out: list[NodePlan] = []
     for rank, n in enumerate(used):
         role: Role = "head" if rank == 0 else "worker"
@@ -418,6 +458,7 @@ def plan(nodes: list[NodeInput], opts: Options) -> LaunchPlan:
         port=port,
         notes=tuple(notes),
         problems=tuple(layout_problems(used, opts.allow_mixed_transports)),
+        expose=api_scope(without_flag(opts.command, BACKEND)),
     )
 
 

@@ -15,45 +15,11 @@ from typing import Any, ClassVar
 
 from pipeline.contract import CONTAINER, EXIT_FILE, STATE_DIR
 from pipeline.launch.plan import WRAPPER, LaunchPlan
-
-# Constant scripts for the reach check (values arrive as arguments): the head listens on the master
-# address and port until every worker has connected (or its time is up), each worker connects to it.
-LISTEN = (
-    "import socket,sys,time\n"
-    "host,port,want,secs=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4])\n"
-    "s=socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)\n"
-    "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-    "s.bind((host,port));s.listen(64);end=time.monotonic()+secs;n=0\n"
-    "while n<want and time.monotonic()<end:\n"
-    " s.settimeout(max(0.1,end-time.monotonic()))\n"
-    " try:\n  c,_=s.accept();c.settimeout(5);c.recv(1);c.close();n+=1\n"
-    " except OSError:\n  pass\n"
-)
-CONNECT = (
-    "import socket,sys,time\n"
-    "host,port,secs=sys.argv[1],int(sys.argv[2]),float(sys.argv[3]);end=time.monotonic()+secs;err=''\n"
-    "while time.monotonic()<end:\n"
-    " try:\n  socket.create_connection((host,port),timeout=3).close();sys.exit(0)\n"
-    " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3)\n"
-    "print(f'cannot reach {host}:{port}: {err}',file=sys.stderr);sys.exit(1)\n"
-)
-# The served port must be free on the head: another server there would answer the health check for ours.
-FREE = (
-    "import socket,sys\nport=int(sys.argv[1])\ns=socket.socket()\n"
-    "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-    "try:\n s.bind(('0.0.0.0',port))\nexcept OSError as e:\n"
-    " print(f'port {port} is taken on this node: {e.strerror}',file=sys.stderr);sys.exit(1)\n"
-)
+from pipeline.launch.scripts import CONNECT, FREE, LISTEN, shown
 
 
 def _show_argv(argv: tuple[str, ...]) -> str:
-    return (
-        shlex.join(argv)
-        .replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>")
-        .replace(shlex.quote(LISTEN), "<listen: host port workers seconds>")
-        .replace(shlex.quote(CONNECT), "<connect: host port seconds>")
-        .replace(shlex.quote(FREE), "<port-free: port>")
-    )
+    return shown(shlex.join(argv).replace(shlex.quote(WRAPPER), "<log+exit-status wrapper>"))
 
 
 @dataclass(frozen=True)
@@ -134,11 +100,14 @@ class WaitReady:
 
     why: str
     url: str
+    port: int = 8000
+    on_node: bool = False  # asked on the head itself (the server listens on its loopback only)
     always: bool = False
     kind: ClassVar[str] = "wait-ready"
 
     def show(self) -> str:
-        return f"wait until {self.url}/health and {self.url}/v1/models answer (watching every node)"
+        where = " on the head" if self.on_node else ""
+        return f"wait until {self.url}/health and {self.url}/v1/models answer{where} (watching every node)"
 
 
 # One kind of step per class; the applier dispatches on the class with `match`.
@@ -243,7 +212,7 @@ def is_current(plan: LaunchPlan, inp: Inputs) -> str:
             return ""
     return (
         f"every node runs this deployment ({', '.join(sorted({n.deploy_hash for n in plan.nodes}))}) and "
-        f"http://{plan.head.ip}:{plan.port} answers (--force redeploys)"
+        f"{plan.url} answers (--force redeploys)"
     )
 
 
@@ -361,7 +330,7 @@ def reach_phase(plan: LaunchPlan, inp: Inputs, port: int) -> Phase:
     """Before any rank starts: every worker connects to the master address from inside its container
     (the head listens there), so a worker that cannot reach it fails the launch in seconds, named."""
     head, c = plan.nodes[0], inp.container
-    workers = len(plan.nodes) - 1
+    workers = tuple(x for w in plan.nodes[1:] for x in (w.name, w.ip))
     master = f"{head.ip}:{port}"
     out = [
         NodeSteps(
@@ -369,9 +338,10 @@ def reach_phase(plan: LaunchPlan, inp: Inputs, port: int) -> Phase:
             (
                 Run(
                     f"the workers check that they reach {master} before any rank starts",
-                    ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), str(workers), "20"),
+                    ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), "20", *workers),
                     timeout=40,
-                    failure=f"cannot listen on the master address {master} (taken, or not this node's)",
+                    failure=f"the master address {master}: cannot listen there (taken, or not this node's), or "
+                    "a worker did not connect from its own address",
                 ),
             ),
         )
@@ -384,7 +354,7 @@ def reach_phase(plan: LaunchPlan, inp: Inputs, port: int) -> Phase:
                 (
                     Run(
                         f"the master address {master} must be reachable from here over {route}",
-                        ("docker", "exec", c, "python3", "-c", CONNECT, head.ip, str(port), "12"),
+                        ("docker", "exec", c, "python3", "-c", CONNECT, head.ip, str(port), "12", w.ip),
                         timeout=40,
                         failure=f"cannot reach the master address {master} over {w.eth_if or 'its route'}",
                     ),
@@ -477,11 +447,12 @@ def steps(plan: LaunchPlan, inp: Inputs) -> DeploySteps:
     current = is_current(plan, inp)
     if current:
         return DeploySteps(nothing=current)
-    url = f"http://{plan.head.ip}:{plan.port}"
+    url, local = plan.url, plan.expose == "local"
+    why = "deploy returns when the server answers" + (" (it listens on the head's loopback only)" if local else "")
     wait = Phase(
         "wait",
         f"wait for {url}/health",
-        (NodeSteps(plan.head.name, (WaitReady("deploy returns when the server answers", url=url),)),),
+        (NodeSteps(plan.head.name, (WaitReady(why, url=url, port=plan.port, on_node=local),)),),
     )
     reach = [reach_phase(plan, inp, inp.master_port)] if plan.mode != "solo" else []
     return DeploySteps(

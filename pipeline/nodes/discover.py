@@ -20,11 +20,26 @@ from pipeline.nodes.netfacts import (
     parse_ibdev2netdev,
     parse_ip_addr,
     parse_nvidia_smi,
+    parse_proc_net_tcp,
 )
 
 MARK = "@@spark-pipeline@@"
-# One fixed script; the image name arrives as $1, the container name as $2 and the node's address as
-# cluster.yaml names it as $3 (quoted by shlex.join), never pasted into it.
+# Run in the deploy container (--network host: its /proc/net is the node's): the TCP sockets its own
+# processes listen on, as /proc/net/tcp{,6} writes them (hex address:port). No ss, no root on the node.
+LISTENING = (
+    "import os\nmine=set()\n"
+    "for p in filter(str.isdigit,os.listdir('/proc')):\n"
+    " try:\n  fds=os.listdir(f'/proc/{p}/fd')\n except OSError:\n  continue\n"
+    " for fd in fds:\n"
+    "  try:\n   mine.add(os.readlink(f'/proc/{p}/fd/{fd}'))\n  except OSError:\n   pass\n"
+    "for t in ('/proc/net/tcp','/proc/net/tcp6'):\n"
+    " try:\n  rows=open(t).read().splitlines()[1:]\n except OSError:\n  continue\n"
+    " for r in rows:\n"
+    "  w=r.split()\n"
+    "  if len(w)>9 and w[3]=='0A' and f'socket:[{w[9]}]' in mine:\n   print(w[1])\n"
+)
+# One fixed script; the image name arrives as $1, the container name as $2, the node's address as
+# cluster.yaml names it as $3 and the LISTENING script as $4 (quoted by shlex.join), never pasted into it.
 SCRIPT = f"""
 sec() {{ echo "{MARK} $1"; }}
 sec hostname; hostname
@@ -42,6 +57,7 @@ sec image; docker image inspect --format '{{{{.Id}}}}' "$1" 2>/dev/null
 sec container; docker inspect -f '{{{{.State.Running}}}} {{{{index .Config.Labels "{DEPLOY_LABEL}"}}}}' "$2" \
   2>/dev/null || echo missing
 sec exit; docker exec "$2" cat {EXIT_FILE} 2>/dev/null
+sec listen; docker exec "$2" python3 -c "$4" 2>/dev/null
 sec end
 """
 
@@ -66,6 +82,7 @@ class NodeFacts:
     container_running: str = "missing"  # true | false | missing
     container_hash: str = ""
     exit_status: str = ""
+    listening: tuple[tuple[str, int], ...] = ()  # (address, port) the deploy container's processes listen on
     answers: dict[str, str] = field(default_factory=dict)  # the script's raw sections (doctor --save-facts)
 
     @property
@@ -123,6 +140,7 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     f.container_running = running if running in ("true", "false") else "missing"
     f.container_hash = digest.strip() if f.container_running != "missing" else ""
     f.exit_status = s.get("exit", "") if f.container_running == "true" else ""
+    f.listening = parse_proc_net_tcp(s.get("listen", "")) if f.container_running == "true" else ()
     if "end" not in s:
         f.error = "discovery output was cut short"
     return f
@@ -130,7 +148,8 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
 
 def gather(hosts: Hosts, image: str, container: str = CONTAINER) -> list[NodeFacts]:
     def one(node: NodeSpec) -> NodeFacts:
-        ran = hosts.run(node, ["sh", "-c", SCRIPT, "sh", image, container, node.address], timeout=60, check=False)
+        argv = ["sh", "-c", SCRIPT, "sh", image, container, node.address, LISTENING]
+        ran = hosts.run(node, argv, timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 
     return [

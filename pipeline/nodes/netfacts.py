@@ -107,3 +107,21 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
 def twin_key(netdev: str) -> str:
     """enP2p1s0f1np1 and enp1s0f1np1 are the same physical port (PCIe domain prefix dropped)."""
     return re.sub(r"P\d+(?=p\d)", "", netdev)
+
+
+def parse_proc_net_tcp(text: str) -> tuple[tuple[str, int], ...]:
+    """`/proc/net/tcp{,6}` local addresses (`0100007F:1F40`, one a line: each 32-bit word of the address
+    in host byte order, little-endian on aarch64 and x86_64) -> sorted, distinct (address, port)."""
+    out = set()
+    for word in text.split():
+        addr, sep, port = word.partition(":")
+        try:
+            raw = bytes.fromhex(addr)
+            number = int(port, 16)
+        except ValueError:
+            continue
+        if not sep or len(raw) not in (4, 16) or not 0 < number < 65536:
+            continue
+        flipped = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        out.add((str(ipaddress.ip_address(flipped)), number))
+    return tuple(sorted(out, key=lambda a: (a[1], a[0])))

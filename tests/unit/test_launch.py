@@ -93,7 +93,7 @@ hostile = st.text(
 
 
 @settings(max_examples=200, deadline=None)
-@given(model=hostile, value=hostile)
+@given(model=hostile.filter(lambda m: not m.startswith("-")), value=hostile)  # "-dp" is a flag, refused
 def test_hostile_values_survive_shlex_quoting(model: str, value: str) -> None:
     """What reaches the remote shell is shlex.join(argv): splitting it back gives the same argv."""
     nodes = [NodeInput(name="a", address="10.0.0.1", eth_if="eth0")]
