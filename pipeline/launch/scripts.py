@@ -7,9 +7,10 @@ from __future__ import annotations
 import shlex
 
 # The reach check: the head listens on the master address until every expected worker has connected
-# from its own address (the one NCCL and Gloo will use); a connection from anywhere else is refused and
-# named, and a worker that never arrived fails the check. Arguments: host port seconds, then pairs of
-# worker label and address.
+# from its own address (the one NCCL and Gloo will use), answering 1 to each; a connection from any other
+# address is answered 0 and named, and counts for nothing. A worker connects from its address and waits
+# for the answer, so a failure is reported by the worker it concerns. Arguments: host port seconds, then
+# pairs of worker label and address.
 LISTEN = (
     "import socket,sys,time\n"
     "host,port,secs=sys.argv[1],int(sys.argv[2]),float(sys.argv[3]);pairs=sys.argv[4:]\n"
@@ -20,26 +21,31 @@ LISTEN = (
     "s=socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)\n"
     "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
     "s.bind((host,port));s.listen(64);end=time.monotonic()+secs;seen=set()\n"
-    "while len(seen)<len(names) and time.monotonic()<end:\n"
+    "while len(seen)<len(set(names.values())) and time.monotonic()<end:\n"
     " s.settimeout(max(0.1,end-time.monotonic()))\n"
     " try:\n  c,peer=s.accept()\n except OSError:\n  continue\n"
-    " c.close();name=want.get(peer[0])\n"
+    " name=want.get(peer[0])\n"
+    " try:\n  c.sendall(b'0' if name is None else b'1')\n except OSError:\n  pass\n"
+    " c.close()\n"
     " if name is None:\n  print(f'refused a connection from {peer[0]}: not an expected worker',file=sys.stderr)\n"
     " else:\n  seen.add(name)\n"
-    "missing=sorted(set(names.values())-seen)\n"
-    "if missing:\n"
-    " print(f'no connection within {secs:g} s from '+', '.join(missing),file=sys.stderr);sys.exit(1)\n"
 )
-# A worker connects to the master address from its own address (bound, so the head sees which worker it
-# is). Arguments: host port seconds source.
+# A worker connects to the master address from its own address (bound: the head sees which worker it is)
+# and waits for the head's answer. Arguments: host port seconds source.
 CONNECT = (
     "import socket,sys,time\n"
     "host,port,secs,src=sys.argv[1],int(sys.argv[2]),float(sys.argv[3]),sys.argv[4]\n"
     "end=time.monotonic()+secs;err=''\n"
     "while time.monotonic()<end:\n"
-    " try:\n  socket.create_connection((host,port),timeout=3,source_address=(src,0) if src else None).close()\n"
-    "  sys.exit(0)\n"
-    " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3)\n"
+    " try:\n"
+    "  c=socket.create_connection((host,port),timeout=3,source_address=(src,0) if src else None)\n"
+    "  answer=c.recv(1);c.close()\n"
+    " except OSError as e:\n  err=str(e) or type(e).__name__;time.sleep(0.3);continue\n"
+    " if answer==b'1':\n  sys.exit(0)\n"
+    " if answer==b'0':\n"
+    "  print(f'{host}:{port} saw this connection come from another address than {src}',file=sys.stderr)\n"
+    "  sys.exit(1)\n"
+    " err='the connection closed without an answer';time.sleep(0.3)\n"
     "print(f'cannot reach {host}:{port} from {src or \"any address\"}: {err}',file=sys.stderr);sys.exit(1)\n"
 )
 # The served port must be free on the head: another server there would answer the health check for ours.

@@ -340,8 +340,7 @@ def reach_phase(plan: LaunchPlan, inp: Inputs, port: int) -> Phase:
                     f"the workers check that they reach {master} before any rank starts",
                     ("docker", "exec", c, "python3", "-c", LISTEN, head.ip, str(port), "20", *workers),
                     timeout=40,
-                    failure=f"the master address {master}: cannot listen there (taken, or not this node's), or "
-                    "a worker did not connect from its own address",
+                    failure=f"cannot listen on the master address {master} (taken, or not this node's)",
                 ),
             ),
         )

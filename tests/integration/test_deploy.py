@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from tests.conftest import REPO, run_cli
 from tests.integration.conftest import SmokeBuild
 from tests.standin import image as test_image
-from tests.testbed.testbed import Testbed
+from tests.testbed.testbed import Node, Testbed
 
 pytestmark = pytest.mark.docker
 IMAGE = "vllm-node-test"
@@ -101,6 +102,56 @@ def test_ray_on_three_nodes(testbed: Testbed, cluster_yaml: Path) -> None:
     assert [r["container"] for r in rows] == ["true"] * 3
     log = run_cli("logs", "--cluster", str(cluster_yaml)).stdout
     assert "Ray task per node" in log and "h3" in log
+    head = testbed.nodes[0]
+    assert "RAY_AUTH_MODE=token" in head.docker("inspect", "-f", "{{json .Config.Env}}", "vllm_node").stdout
+    wrong = head.docker("exec", "-e", "RAY_AUTH_TOKEN=" + "x" * 43, "vllm_node", "ray", "status", check=False)
+    assert wrong.returncode != 0 and "InvalidAuthToken" in wrong.stdout + wrong.stderr  # Ray checks the token
+    # Ray's GCS cannot be bound to one address: doctor names it (measured with ss, as the user would see it)
+    assert f"{('0.0.0.0', 29501)}" in str(sorted(listening(head, 29501)))
+    found = doctor_json(cluster_yaml)
+    h1 = next(n for n in found["nodes"] if n["node"] == "h1")
+    assert {"address": "0.0.0.0", "port": 29501, "scope": "all"} in h1["listening"]
+    assert any("port 29501 listens on every interface" in p["problem"] for p in found["problems"])
+
+
+def listening(node: Node, port: int) -> set[tuple[str, int]]:
+    """What `ss` in the node's network namespace says listens on `port` (TCP), as (address, port)."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", node.netns, "ss", "-ltnH"], capture_output=True, text=True, check=True
+    ).stdout
+    found = set()
+    for line in out.splitlines():
+        address, _, p = line.split()[3].rpartition(":")
+        if p == str(port):
+            found.add((address.strip("[]").replace("*", "0.0.0.0"), port))
+    return found
+
+
+def doctor_json(cf: Path) -> dict[str, Any]:
+    return json.loads(run_cli("doctor", "--cluster", str(cf), "--no-gpu-ok", "--json", check=None).stdout)
+
+
+def test_api_key_and_expose_on_the_test_hosts(testbed: Testbed, cluster_yaml: Path) -> None:
+    """With a key the deploy waits, status reports and only the key opens /v1; --expose local and cluster
+    bind the API where asked and nowhere else (ss in the head's namespace), over the command's 0.0.0.0."""
+    from pipeline import paths
+    from pipeline.launch.apply import http_ok
+
+    head = testbed.nodes[0]
+    cmd = ["--", "vllm", "serve", "m", "--host", "0.0.0.0", "--port", "8027", "-pp", "2"]
+    deploy(cluster_yaml, "--api-key", "auto", "--expose", "local", *cmd)
+    assert listening(head, 8027) == {("127.0.0.1", 8027)}
+    rows = json.loads(run_cli("status", "--cluster", str(cluster_yaml), "--port", "8027", "--json").stdout)
+    assert rows[0]["health"] == "ok"  # asked on the head, with the container's own key
+    h1 = next(n for n in doctor_json(cluster_yaml)["nodes"] if n["node"] == "h1")
+    assert {"address": "127.0.0.1", "port": 8027, "scope": "local"} in h1["listening"]
+    proc = deploy(cluster_yaml, "--api-key", "auto", "--expose", "cluster", *cmd)  # a new --host: a redeploy
+    assert "ready in" in proc.stderr
+    assert listening(head, 8027) == {(head.address, 8027)}
+    key = paths.api_key_file("vllm_node").read_text().strip()
+    url = f"http://{head.address}:8027/v1/models"
+    assert http_ok(url, api_key=key)[0] and not http_ok(url)[0]
+    assert key not in proc.stdout + proc.stderr
 
 
 def test_wrong_interface_on_one_node_fails_fast_naming_it(testbed: Testbed, cluster_yaml: Path) -> None:
