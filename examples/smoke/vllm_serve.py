@@ -82,6 +82,7 @@ class Server:
         self.model = args.model
         self.name = args.served_model_name or args.model
         self.max_model_len = args.max_model_len
+        self.api_key = args.api_key or os.environ.get("VLLM_API_KEY", "")
         self.prefill = float(os.environ.get("SMOKE_PREFILL_TPS", "20000"))
         self.decode = float(os.environ.get("SMOKE_DECODE_TPS", "400"))
 
@@ -192,11 +193,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
+    def refused(self) -> bool:
+        """As vLLM: with an API key (--api-key or VLLM_API_KEY), every /v1 route wants it as a Bearer token."""
+        key = self.server_state.api_key
+        if key and self.headers.get("Authorization") != f"Bearer {key}":
+            self.send_json(401, {"error": "Unauthorized"})
+            return True
+        return False
+
     def do_GET(self) -> None:
         if self.path == "/health":
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.refused():
+            return
         elif self.path in ("/v1/models", "/models"):
             self.send_json(200, self.server_state.models())
         else:
@@ -207,6 +218,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         except ValueError:
             self.send_json(400, {"object": "error", "type": "BadRequestError", "message": "body is not JSON"})
+            return
+        if self.refused():
             return
         if self.path.rstrip("/") in ("/v1/chat/completions", "/v1/completions"):
             self.server_state.complete(self, body, chat="chat" in self.path)
@@ -227,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", default=None)
     p.add_argument("--max-model-len", type=int, default=32768)
+    p.add_argument("--api-key", default="")
     args, ignored = p.parse_known_args(argv[1:])
     snap = snapshot_of(args.model)
     log(

@@ -122,6 +122,7 @@ def parse_proc_net_tcp(text: str) -> tuple[tuple[str, int], ...]:
             continue
         if not sep or len(raw) not in (4, 16) or not 0 < number < 65536:
             continue
-        flipped = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-        out.add((str(ipaddress.ip_address(flipped)), number))
+        ip = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None  # ::ffff:127.0.0.1
+        out.add((str(mapped or ip), number))
     return tuple(sorted(out, key=lambda a: (a[1], a[0])))

@@ -15,11 +15,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 
 from examples.smoke import models as smoke_models
+from pipeline import paths
+from pipeline.launch.apply import http_ok
 from tests.conftest import REPO, run_cli
 from tests.integration.conftest import SmokeBuild
 from tests.standin.hf_hub import HubStandin
@@ -133,7 +136,7 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     cluster: Path,
     tmp_path: Path,
 ) -> None:
-    argv = setup_argv(recipe, cluster, smoke_build)
+    argv = setup_argv(recipe, cluster, smoke_build, "--api-key", "auto")  # the server wants a key: all use it
     dry = run_cli(*argv, "--dry-run", env=setup_env)
     assert "would build" in dry.stderr and f"model {MODEL}: not in this machine's cache: would download" in dry.stderr
     assert f"model {DRAFT}: not in this machine's cache" in dry.stderr  # named only in --speculative-config
@@ -158,7 +161,11 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     assert "ready in" in first.stderr
 
     head = testbed.nodes[0].address
-    models = json.loads(urllib.request.urlopen(f"http://{head}:8000/v1/models", timeout=10).read())
+    with mock.patch.dict(os.environ, setup_env):
+        key = paths.api_key_file("vllm_node").read_text().strip()
+    assert not http_ok(f"http://{head}:8000/v1/models")[0]  # without the key: refused
+    request = urllib.request.Request(f"http://{head}:8000/v1/models", headers={"Authorization": f"Bearer {key}"})
+    models = json.loads(urllib.request.urlopen(request, timeout=10).read())
     assert models["data"][0]["id"] == MODEL
     log = run_cli("logs", "--cluster", str(cluster), "--node", "h2").stdout
     assert "model files: /root/.cache/huggingface/hub/models--spark-pipeline--smoke-tiny/snapshots/" in log

@@ -27,6 +27,8 @@ def commands(group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = (
 
 
 ROOT = click.Context(cli, info_name="pipeline")
+
+
 def command_of(path: tuple[str, ...]) -> click.Command:
     cmd: click.Command = cli
     ctx = ROOT

@@ -207,9 +207,13 @@ def test_the_listening_script_finds_this_processs_socket_and_its_address() -> No
 def test_proc_net_tcp_words_parse_to_addresses_and_junk_is_skipped() -> None:
     from pipeline.nodes.netfacts import parse_proc_net_tcp
 
-    text = "020011AC:2711 0100007F:2711 00000000:733D 00000000000000000000000000000000:1F40 zz:1 0100007F:0 x"
+    text = (
+        "020011AC:2711 0100007F:2711 00000000:733D 00000000000000000000000000000000:1F40 zz:1 0100007F:0 x "
+        "0000000000000000FFFF00000100007F:1F41"
+    )
     assert parse_proc_net_tcp(text) == (
         ("::", 8000),
+        ("127.0.0.1", 8001),  # an IPv4-mapped address, as IPv4
         ("127.0.0.1", 10001),
         ("172.17.0.2", 10001),
         ("0.0.0.0", 29501),
