@@ -177,6 +177,12 @@ def deploy_options(f: F) -> F:
                 "interface and run code for whoever reaches them.",
             ),
             click.option(
+                "--ray-client",
+                is_flag=True,
+                help="With --ray: start Ray's client server on the head (port 10001, off by default: "
+                "whoever reaches it runs code; token auth guards it too).",
+            ),
+            click.option(
                 "--ray-num-cpus", type=click.IntRange(min=1), default=DEFAULTS.ray_num_cpus, show_default=True
             ),
             click.option(
@@ -231,6 +237,7 @@ def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
         api_key=o["api_key"],
         expose=o["expose"],
         ray_auth=o["ray_auth"],
+        ray_client=o["ray_client"],
     )
 
 
@@ -333,12 +340,13 @@ def plan_table(p: LaunchPlan) -> Table:
     from rich.table import Table
 
     from pipeline.launch.plan import command_of
+    from pipeline.launch.scripts import shown
 
     table = Table(title=f"deploy plan ({p.mode})", title_justify="left")
     for col in ("node", "role", "ip", "eth_if", "ib_if", "starts"):
         table.add_column(col)
     for n in p.nodes:
-        starts = "\n".join(shlex.join(command_of(s)) for s in n.start)
+        starts = "\n".join(shown(shlex.join(command_of(s))) for s in n.start)
         table.add_row(
             escape(n.name),
             f"{n.role} (rank {n.rank})",

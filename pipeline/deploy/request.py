@@ -53,6 +53,7 @@ class DeployRequest:
     api_key: str | None = None  # "auto": a key made once per container name, kept 0600 (paths.api_key_file)
     expose: Expose | None = None  # who reaches the API (vLLM's --host); None: as the command says
     ray_auth: bool = True  # Ray mode: RAY_AUTH_MODE=token, the token made once per container name
+    ray_client: bool = False  # Ray mode: Ray's client server on the head (off: whoever reaches it runs code)
 
     def secrets(self, spec: ClusterSpec, make_key: bool = True) -> Secrets:
         """The secrets' values, from every place a user can set them (see launch/secrets.py); vLLM's own
@@ -105,6 +106,7 @@ class DeployRequest:
             mods=tuple(f"{m.name}:{m.digest}" for m in mods),
             allow_mixed_transports=spec.allow_mixed_transports,
             expose=self.expose,
+            ray_client=self.ray_client,
             **extra,
         )
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pipeline.config.vllm_args import BACKEND, check_command, flag_value, is_vllm_serve, parallelism, without_flag
 from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, RANK_LABEL, ROLE_LABEL, is_env_name, is_one_line
 from pipeline.errors import ConfigError, NodeProblem
+from pipeline.launch.scripts import RAY_START
 
 Mode = Literal["auto", "solo", "ray", "noray"]  # what was asked for
 RunMode = Literal["solo", "ray", "noray"]  # what the plan runs
@@ -79,6 +80,7 @@ class Options:
     mods: tuple[str, ...] = ()  # names, in order (content hashes are added by the caller)
     allow_mixed_transports: bool = False  # cluster.yaml: some ranks on RoCE, others on TCP, knowingly
     expose: Expose | None = None  # vLLM's --host by scope; None: as the command says
+    ray_client: bool = False  # Ray's client server (10001) on the head
 
 
 @dataclass(frozen=True)
@@ -300,11 +302,12 @@ def start_commands(
             n.ip or n.address,
         )
         if role == "head":
+            ray = ("ray",) if opts.ray_client else ("python3", "-c", RAY_START)
             return [
                 exec_argv(
                     opts,
                     (
-                        "ray",
+                        *ray,
                         "start",
                         "--block",
                         "--head",

@@ -73,11 +73,22 @@ PROBE = (
     " except Exception as e:\n  err=u+p+': '+str(e)\n"
     "print(err);sys.exit(1)\n"
 )
+# `ray start` without its client server (port 10001: whoever reaches it runs code). `ray start` has no
+# switch for it and refuses port 0, so this runs Ray's own entry point (`ray = ray.scripts.scripts:main`)
+# with its client-dependency probe answering "absent", the state in which `ray start` leaves the server
+# out; a Ray without that probe starts as it always does (doctor then lists 10001). Arguments: ray's.
+RAY_START = (
+    "import sys\nimport ray.scripts.scripts as s\n"
+    "if hasattr(s,'get_ray_client_dependency_error'):\n"
+    " s.get_ray_client_dependency_error=lambda:ImportError('off: deploy --ray-client turns it on')\n"
+    "sys.argv[0]='ray'\ns.main()\n"
+)
 _SHOWN = {
     LISTEN: "<listen: host port seconds worker address…>",
     CONNECT: "<connect: host port seconds source>",
     FREE: "<port-free: port>",
     PROBE: "<answers: port>",
+    RAY_START: "<ray without its client server>",
 }
 
 

@@ -106,6 +106,7 @@ def test_ray_on_three_nodes(testbed: Testbed, cluster_yaml: Path) -> None:
     assert "RAY_AUTH_MODE=token" in head.docker("inspect", "-f", "{{json .Config.Env}}", "vllm_node").stdout
     wrong = head.docker("exec", "-e", "RAY_AUTH_TOKEN=" + "x" * 43, "vllm_node", "ray", "status", check=False)
     assert wrong.returncode != 0 and "InvalidAuthToken" in wrong.stdout + wrong.stderr  # Ray checks the token
+    assert listening(head, 10001) == set()  # Ray's client server is off unless asked (--ray-client)
     # Ray's GCS cannot be bound to one address (ss says so); doctor names it
     assert {a for a, _ in listening(head, 29501)} <= {"0.0.0.0", "::"}
     found = doctor_json(cluster_yaml)

@@ -243,3 +243,31 @@ def test_doctor_warns_about_each_port_beyond_the_cluster_subnet() -> None:
     warned = [p.text for p in exposure_problems(facts, choice)]
     assert len(warned) == 2 and "port 29501 listens on every interface" in warned[0]
     assert "192.168.1.5, outside the cluster subnet" in warned[1]
+
+
+def test_ray_starts_without_its_client_server_unless_asked() -> None:
+    from pipeline.launch.plan import command_of
+    from pipeline.launch.scripts import RAY_START
+
+    for client, want in ((False, ("python3", "-c", RAY_START, "start")), (True, ("ray", "start"))):
+        p = plan(NODES, Options(image="i", command=RECIPE_COMMAND, mode="ray", ray_client=client))
+        assert command_of(p.head.start[0])[: len(want)] == want
+        assert command_of(p.nodes[1].start[0])[:2] == ("ray", "start")  # workers have no client server
+
+
+def test_the_ray_start_shim_leaves_the_client_server_out(tmp_path: Path) -> None:
+    """Against a module shaped like Ray's entry point: the probe answers "absent", then main() runs."""
+    from pipeline.launch.scripts import RAY_START
+
+    pkg = tmp_path / "ray" / "scripts"
+    pkg.mkdir(parents=True)
+    (tmp_path / "ray" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "scripts.py").write_text(
+        "import sys\n"
+        "def get_ray_client_dependency_error():\n    return None\n"
+        "def main():\n"
+        "    print('client' if get_ray_client_dependency_error() is None else 'no client', sys.argv)\n"
+    )
+    ran = run_script(RAY_START, "start", "--head", env={"PYTHONPATH": str(tmp_path), "PATH": os.environ["PATH"]})
+    assert ran.stdout.strip() == "no client ['ray', 'start', '--head']"

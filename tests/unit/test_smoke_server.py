@@ -15,16 +15,37 @@ import pytest
 from examples.smoke import vllm_serve
 
 
-@pytest.fixture
-def url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("SMOKE_DECODE_TPS", "100000")
-    args = vllm_serve.argparse.Namespace(model="spark-pipeline/smoke-tiny", served_model_name=None, max_model_len=64)
+def serve(api_key: str = "") -> tuple[http.server.ThreadingHTTPServer, str]:
+    args = vllm_serve.argparse.Namespace(
+        model="spark-pipeline/smoke-tiny", served_model_name=None, max_model_len=64, api_key=api_key
+    )
     vllm_serve.Handler.server_state = vllm_serve.Server(args)
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), vllm_serve.Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+@pytest.fixture
+def url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("SMOKE_DECODE_TPS", "100000")
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    srv, base = serve()
+    yield base
     srv.shutdown()
     srv.server_close()
+
+
+def test_with_a_key_every_v1_route_wants_it_and_health_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_API_KEY", "k3y")  # as vLLM, from the environment when --api-key is not given
+    srv, url = serve()
+    try:
+        assert urllib.request.urlopen(url + "/health", timeout=5).status == 200
+        assert post(url, "/v1/completions", {"prompt": "a", "max_tokens": 1})[0] == 401
+        req = urllib.request.Request(url + "/v1/models", headers={"Authorization": "Bearer k3y"})
+        assert urllib.request.urlopen(req, timeout=5).status == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def post(url: str, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
