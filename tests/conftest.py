@@ -24,9 +24,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--keep-testbed", action="store_true", help="Keep docker daemons/test hosts of a failed run.")
 
 
+@pytest.fixture(scope="session")
+def uv_answers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """uv's answers over local wheel directories, kept under their content's digest (pipeline/sources/
+    pyresolve.py): a function of that content only, so one test's answer serves every test asking the same."""
+    return tmp_path_factory.mktemp("pyresolve")
+
+
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, uv_answers: Path) -> Path:
     cache = tmp_path_factory.mktemp("cache")
+    (cache / "pyresolve").symlink_to(uv_answers)
     monkeypatch.setenv("SPARK_PIPELINE_CACHE", str(cache))
     monkeypatch.delenv("SPARK_PIPELINE_STORE", raising=False)
     monkeypatch.delenv("SPARK_PIPELINE_DEBUG", raising=False)

@@ -195,8 +195,9 @@ def step_error(stage: str, e: dagger.ExecError, log: Path | None) -> StageError:
 class DaggerEngine(LocalImages):
     name = "dagger"
 
-    def __init__(self, cache: Path, client: dagger.Client | None = None):
+    def __init__(self, cache: Path, client: dagger.Client | None = None, retry: dagger.Retry | None = None):
         self.cache = cache
+        self.retry = retry or dagger.Retry()  # dagger-io's own retries of a lost connection, by default
         self.client = client or dagger.dag
         self._portal: Any = None
         self._portal_cm: Any = None
@@ -217,7 +218,7 @@ class DaggerEngine(LocalImages):
         logs.mkdir(parents=True, exist_ok=True)
         self._log = (logs / "dagger-engine.log").open("a")
         # Under `dagger run` the session's port/token are in the environment and are used as they are.
-        config = dagger.Config(log_output=None if dagger_session() else self._log)
+        config = dagger.Config(log_output=None if dagger_session() else self._log, retry=self.retry)
         self._conn_cm = self._portal.wrap_async_context_manager(dagger.connection(config))
         try:
             self._conn_cm.__enter__()

@@ -50,6 +50,8 @@ def spark(tmp_path: Path, smoke: Path) -> tuple[Path, list[str]]:
         # the Python environment resolves against local wheels, not PyPI
         "--set",
         f"runtime.pip_index={pins_index.write(d / 'pins-index', smoke)}",
+        "--set",
+        f"vllm.deps_index={d / 'pins-index'}",
     ]
     return d, args
 

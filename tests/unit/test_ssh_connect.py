@@ -100,7 +100,7 @@ def test_a_port_that_speaks_no_ssh_gives_one_located_line(not_ssh: int, tmp_path
         yaml.safe_dump(
             {
                 "nodes": [{"address": "127.0.0.1", "port": not_ssh, "name": "web"}],
-                "ssh": {"connect_timeout": 2, "known_hosts": str(tmp_path / "kh")},
+                "ssh": {"connect_timeout": 1, "known_hosts": str(tmp_path / "kh")},
             }
         )
     )

@@ -23,7 +23,7 @@ def dead_cluster(tmp_path: Path) -> Path:
         yaml.safe_dump(
             {
                 "nodes": [{"address": "127.0.0.1", "port": port, "name": "gone"}],
-                "ssh": {"known_hosts": str(tmp_path / "known_hosts"), "connect_timeout": 2},
+                "ssh": {"known_hosts": str(tmp_path / "known_hosts"), "connect_timeout": 1},
             }
         )
     )
