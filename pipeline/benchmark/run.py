@@ -80,7 +80,9 @@ def corpus_url(corpus: Path | None) -> Iterator[str]:
             pass
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), One)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(
+        target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )  # shutdown waits one poll
     t.start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}{path}"

@@ -15,7 +15,7 @@ from tests.doubles import Health
 def server() -> Iterator[int]:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
     Health.ready_after = 0.0
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield httpd.server_address[1]
     httpd.shutdown()

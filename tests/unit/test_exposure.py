@@ -133,7 +133,7 @@ def keyed_server() -> Iterator[int]:
             pass
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield int(srv.server_address[1])
     srv.shutdown()
     srv.server_close()

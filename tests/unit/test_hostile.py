@@ -328,7 +328,7 @@ def test_a_remote_store_that_is_down_or_no_registry_is_one_located_error_in_seco
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         for port, said in ((closed, "cannot reach"), (srv.server_address[1], "is not an OCI registry")):
             start = time.monotonic()

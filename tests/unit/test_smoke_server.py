@@ -21,7 +21,7 @@ def serve(api_key: str = "") -> tuple[http.server.ThreadingHTTPServer, str]:
     )
     vllm_serve.Handler.server_state = vllm_serve.Server(args)
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), vllm_serve.Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return srv, f"http://127.0.0.1:{srv.server_address[1]}"
 
 
