@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -217,9 +218,29 @@ class BuildKitEngine(LocalImages):
         pass
 
 
+# How BuildKit names a failed step in plain progress, in every Docker we run on: the step in the error
+# summary (` > [runtime 3/5] RUN pip install …:`, 20.10 and 28 alike), then why it failed: 20.10's
+# `executor failed running [...]: exit code: N` or 28's (buildx) `process "…" did not complete
+# successfully: exit code: N`.
+_STEP_RE = re.compile(r"^ > \[(?P<step>[^\]]+)\] (?P<what>.+):$")
+_WHY_RE = re.compile(
+    r"(executor failed running \[.*\]|process \".*\" did not complete successfully): (?P<code>exit code: \d+)"
+)
+
+
+def failed_step(text: str) -> str:
+    """`[2/3] RUN echo hi (exit code: 3)` from a failed build's plain-progress output; '' when it names
+    none (a failure before any step ran, e.g. a missing base image)."""
+    lines = text.splitlines()
+    step = next((m for line in reversed(lines) if (m := _STEP_RE.match(line))), None)
+    why = next((m for line in reversed(lines) if (m := _WHY_RE.search(line))), None)
+    code = why["code"] if why else ""
+    if step is not None:
+        return f"[{step['step']}] {step['what']}"[:300] + (f" ({code})" if code else "")
+    if why is not None:
+        return why[0][:300]
+    return next((ln.strip()[:300] for ln in reversed(lines) if "failed to solve" in ln), "")
+
+
 def _failed_step(log: Path) -> str:
-    """The RUN line BuildKit reports as failed, from a plain-progress log."""
-    for line in reversed(tail(log, 200).splitlines()):
-        if "ERROR [" in line or line.startswith("error: failed to solve") or "executor failed running" in line:
-            return line.strip()[:300]
-    return ""
+    return failed_step(tail(log, 200))

@@ -129,3 +129,21 @@ def test_dockerfile_snapshots(stack: str, name: str) -> None:
         path.write_text(text)
     assert path.exists(), f"{path} is missing; run with UPDATE_SNAPSHOTS=1 and check it in"
     assert path.read_text() == text, f"{path} differs; UPDATE_SNAPSHOTS=1 after checking the change"
+
+
+@pytest.mark.parametrize("docker", ["20", "28"])
+def test_a_failed_step_is_named_on_each_docker(docker: str) -> None:
+    """Real plain-progress output of one failing RUN, from Docker 20.10 (BuildKit built in) and from
+    Docker 28.5 (buildx), whose failure lines read differently."""
+    from pipeline.engines.buildkit import failed_step
+
+    text = (Path(__file__).parent / "fixtures" / "buildkit" / f"failed-step-docker{docker}.txt").read_text()
+    assert failed_step(text) == "[2/3] RUN echo step one (exit code: 1)"
+
+
+def test_a_failure_before_any_step_says_what_failed() -> None:
+    from pipeline.engines.buildkit import failed_step
+
+    text = "#2 ERROR: docker.io/library/nope:1: not found\nERROR: failed to build: failed to solve: nope:1: not found\n"
+    assert failed_step(text) == "ERROR: failed to build: failed to solve: nope:1: not found"
+    assert failed_step("") == ""
