@@ -42,7 +42,7 @@ def doctor_table(facts: list[NodeFacts], choices: list[Choice], image: str) -> T
         cells = [
             f.node.label,
             "yes",
-            f.docker_version or "no",
+            " ".join(x for x in (f.docker_version or "no", f.image_store, f"buildx {f.buildx}" * bool(f.buildx)) if x),
             f"{f.disk_free / 1e9:.1f} GB",
             gpu,
             links,
@@ -138,6 +138,8 @@ def doctor(
                         "hostname": f.hostname,
                         "docker": f.docker_version,
                         "docker_root": f.docker_root,
+                        "image_store": f.image_store,
+                        "buildx": f.buildx,
                         "disk_free": f.disk_free,
                         "gpus": [g.__dict__ for g in f.gpus],
                         "links_up": [lk.netdev for lk in f.links if lk.up],

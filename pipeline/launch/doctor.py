@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.contract import is_decimal
 from pipeline.launch.interfaces import Choice
 from pipeline.nodes.discover import NodeFacts
 
@@ -96,6 +97,33 @@ def exposure_problems(f: NodeFacts, choice: Choice) -> list[Problem]:
     return out
 
 
+def docker_notes(f: NodeFacts) -> list[Problem]:
+    """What the node's Docker means for shipping and building (measured on Docker 28.5, issue #23)."""
+    out = []
+    if f.image_store == "containerd":
+        out.append(
+            Problem(
+                f.node.label,
+                "Docker's containerd image store: image IDs are manifest digests there and `docker save` "
+                "writes compressed layers, so the registry ship from a classic-store machine fails its ID "
+                "check on this node; ship between machines of one store, or switch this one to the "
+                'classic store ("features": {"containerd-snapshotter": false} in daemon.json)',
+                False,
+            )
+        )
+    major = f.docker_version.split(".", 1)[0]
+    if is_decimal(major) and int(major) >= 23 and not f.buildx:
+        out.append(
+            Problem(
+                f.node.label,
+                f'Docker {f.docker_version} without the buildx plugin: BuildKit builds fail there ("BuildKit '
+                'is enabled but the buildx component is missing"); install docker-buildx to build on this node',
+                False,
+            )
+        )
+    return out
+
+
 def node_problems(
     f: NodeFacts, choice: Choice, image: str, image_arch: str, min_free_gb: float, gpu_required: bool, multi: bool
 ) -> list[Problem]:
@@ -111,6 +139,7 @@ def node_problems(
                 True,
             )
         )
+    out += docker_notes(f)
     if f.disk_free and f.disk_free < min_free_gb * 1e9:
         out.append(
             Problem(

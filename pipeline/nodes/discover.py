@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.config.cluster import NodeSpec
-from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, is_decimal
+from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, is_decimal, is_one_line
 from pipeline.errors import HostError
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.netfacts import (
@@ -52,6 +52,8 @@ sec ip; ip -j addr 2>/dev/null || echo '[]'
 sec resolve; getent ahosts "$3" 2>/dev/null | cut -d' ' -f1 | sort -u
 sec docker; docker version --format '{{{{.Server.Version}}}}' 2>&1 || echo ABSENT
 sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
+sec store; docker info --format '{{{{json .DriverStatus}}}}' 2>/dev/null
+sec buildx; docker buildx version 2>/dev/null | head -1
 sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
 sec image; docker image inspect --format '{{{{.Id}}}}' "$1" 2>/dev/null
 sec container; docker inspect -f '{{{{.State.Running}}}} {{{{index .Config.Labels "{DEPLOY_LABEL}"}}}}' "$2" \
@@ -77,6 +79,8 @@ class NodeFacts:
     resolved: tuple[str, ...] = ()  # what the node's address (a hostname) resolves to on the node
     docker_version: str = ""
     docker_root: str = ""
+    image_store: str = ""  # classic | containerd ('' when Docker did not answer)
+    buildx: str = ""  # the buildx plugin's version, '' when the node has none
     disk_free: int = 0
     image_id: str = ""
     container_running: str = "missing"  # true | false | missing
@@ -131,6 +135,11 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     docker = s.get("docker", "")
     f.docker_version = "" if docker in ("", "ABSENT") or " " in docker else docker
     f.docker_root = s.get("root", "")
+    if f.docker_version and "store" in s:  # facts saved by an older version lack it: unknown, not classic
+        # Docker's containerd image store reports its snapshotter as the driver type (docker info's docs)
+        f.image_store = "containerd" if "io.containerd.snapshotter" in s.get("store", "") else "classic"
+    words = s.get("buildx", "").split()
+    f.buildx = words[1] if len(words) >= 2 and words[0].endswith("buildx") and is_one_line(words[1]) else ""
     parts = s.get("df", "").split()
     if len(parts) >= 4 and is_decimal(parts[3]):
         f.disk_free = int(parts[3]) * 1024
