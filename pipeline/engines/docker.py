@@ -1,13 +1,16 @@
 """The local Docker, driven through its CLI (the BuildKit engine and the bootstrap images use it).
 
-Debian's `/usr/bin/docker` (20.10) has BuildKit built in; a newer client without the buildx plugin
-fails on `DOCKER_BUILDKIT=1 docker build`, so /usr/bin/docker is preferred when it exists.
-`SPARK_PIPELINE_DOCKER` names another client.
+Which client: `SPARK_PIPELINE_DOCKER` when set; else the first of `docker` on PATH and /usr/bin/docker
+that can run BuildKit builds, judged by what it is, not where it lies: a client before 23 has BuildKit
+built in (Debian's 20.10), a newer one needs the buildx plugin (docker-ce 28 on a Spark has it; a bare
+28 client fails `DOCKER_BUILDKIT=1 docker build` with "the buildx component is missing").
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -17,19 +20,49 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.errors import DockerError, EngineUnavailable, StageError
 
+DEBIAN_DOCKER = "/usr/bin/docker"  # also tried when PATH's docker cannot build (a bare newer client first on PATH)
+# Where the docker CLI looks for its plugins (docs.docker.com, "CLI plugins"), after $DOCKER_CONFIG's.
+PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
 
-def docker_binary() -> str:
-    env = paths.env_program("SPARK_PIPELINE_DOCKER")
-    if env:
-        return env
-    if Path("/usr/bin/docker").exists():
-        return "/usr/bin/docker"
-    found = shutil.which("docker")
-    if not found:
+
+def has_buildx() -> bool:
+    config = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    return any(os.access(Path(d) / "docker-buildx", os.X_OK) for d in (f"{config}/cli-plugins", *PLUGIN_DIRS))
+
+
+def client_major(binary: str) -> int | None:
+    """The client's major version from `docker --version` (no daemon asked), None when it does not say."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.match(r"Docker version (\d+)\.", out)
+    return int(m[1]) if m else None
+
+
+def can_build(binary: str) -> bool:
+    major = client_major(binary)
+    return major is not None and (major < 23 or has_buildx())
+
+
+@functools.cache
+def _detected(path: str) -> str:
+    candidates = list(dict.fromkeys(c for c in (shutil.which("docker", path=path), DEBIAN_DOCKER) if c))
+    candidates = [c for c in candidates if os.access(c, os.X_OK)]
+    if not candidates:
         raise EngineUnavailable(
             "no docker client found: install Docker (Debian: apt-get install docker.io) or set SPARK_PIPELINE_DOCKER"
         )
-    return found
+    return next((c for c in candidates if can_build(c)), candidates[0])
+
+
+def docker_binary() -> str:
+    return paths.env_program("SPARK_PIPELINE_DOCKER") or _detected(os.environ.get("PATH", os.defpath))
 
 
 class Docker:

@@ -147,3 +147,41 @@ def test_a_failure_before_any_step_says_what_failed() -> None:
     text = "#2 ERROR: docker.io/library/nope:1: not found\nERROR: failed to build: failed to solve: nope:1: not found\n"
     assert failed_step(text) == "ERROR: failed to build: failed to solve: nope:1: not found"
     assert failed_step("") == ""
+
+
+def fake_docker(where: Path, version: str) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / "docker"
+    path.write_text(f"#!/bin/sh\necho 'Docker version {version}, build 1234567'\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("path_version", "buildx", "chosen"),
+    [
+        ("28.5.2", False, "debian"),  # a bare 28 client first on PATH cannot run BuildKit builds
+        ("28.5.2", True, "path"),  # docker-ce 28 with buildx, as on a Spark
+        ("20.10.24+dfsg1", False, "path"),  # BuildKit built in
+    ],
+)
+def test_the_docker_client_is_chosen_by_what_it_can_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path_version: str, buildx: bool, chosen: str
+) -> None:
+    from pipeline.engines import docker
+
+    on_path = fake_docker(tmp_path / "path", path_version)
+    debian = fake_docker(tmp_path / "usr-bin", "20.10.24+dfsg1")
+    config = tmp_path / "docker-config"
+    if buildx:
+        fake_docker(config / "cli-plugins", "0").rename(config / "cli-plugins" / "docker-buildx")
+    monkeypatch.setenv("PATH", f"{on_path.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.delenv("SPARK_PIPELINE_DOCKER", raising=False)
+    monkeypatch.setattr(docker, "DEBIAN_DOCKER", str(debian))
+    monkeypatch.setattr(docker, "PLUGIN_DIRS", ())
+    docker._detected.cache_clear()
+    assert docker.docker_binary() == str(on_path if chosen == "path" else debian)
+    monkeypatch.setenv("SPARK_PIPELINE_DOCKER", str(debian))
+    assert docker.docker_binary() == str(debian)  # the user's choice wins
+    docker._detected.cache_clear()
