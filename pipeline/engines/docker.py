@@ -58,6 +58,8 @@ def _detected(path: str) -> str:
         raise EngineUnavailable(
             "no docker client found: install Docker (Debian: apt-get install docker.io) or set SPARK_PIPELINE_DOCKER"
         )
+    if has_buildx():  # every client can build then (before 23 BuildKit is built in): no need to ask one
+        return candidates[0]
     return next((c for c in candidates if can_build(c)), candidates[0])
 
 
