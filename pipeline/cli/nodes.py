@@ -42,7 +42,7 @@ def doctor_table(facts: list[NodeFacts], choices: list[Choice], image: str) -> T
         cells = [
             f.node.label,
             "yes",
-            " ".join(x for x in (f.docker_version or "no", f.image_store, f"buildx {f.buildx}" * bool(f.buildx)) if x),
+            " ".join(x for x in (f.docker_version or "no", f.image_store, f.buildx and f"buildx {f.buildx}") if x),
             f"{f.disk_free / 1e9:.1f} GB",
             gpu,
             links,

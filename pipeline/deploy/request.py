@@ -78,6 +78,7 @@ class DeployRequest:
                 "--mem-limit-gb, --mem-swap-limit-gb, --pids-limit and --shm-size-gb need --non-privileged"
             )
         extra: dict[str, Any] = {k: v for k, v in self.limits.items() if k != "mem_swap_limit_gb"}
+        ray_env = (("RAY_AUTH_MODE", "token"),) if self.ray_token else ()
         if self.earlyoom_args:
             extra["earlyoom_args"] = self.earlyoom_args
         return Options(
@@ -85,11 +86,7 @@ class DeployRequest:
             command=secret_flags(self.command)[0],
             mode=self.mode,
             name=self.name,
-            env=(
-                *(("RAY_AUTH_MODE", "token"),) * self.ray_token,
-                *spec.container_env.items(),
-                *parse_env_items(self.env, os.environ),
-            ),
+            env=(*ray_env, *spec.container_env.items(), *parse_env_items(self.env, os.environ)),
             secret_env=secret_names,
             nccl_debug=self.nccl_debug,
             privileged=self.privileged,
