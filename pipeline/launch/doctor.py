@@ -80,20 +80,20 @@ def exposure(f: NodeFacts, choice: Choice) -> list[Listening]:
 
 
 def exposure_problems(f: NodeFacts, choice: Choice) -> list[Problem]:
-    """A warning for each port of the deploy container that answers beyond the cluster link's subnet."""
+    """One warning per node for the deploy container's ports that answer on every interface, one for those
+    on an address outside the cluster link's subnet (Ray alone opens a dozen: one line, not twelve)."""
+    found = exposure(f, choice)
+    nets = ", ".join(choice.nets) or "unknown"
+    fix = "the API narrows with deploy --expose cluster|local; Ray's own ports cannot, keep its token auth on"
     out = []
-    for lst in exposure(f, choice):
-        if lst.scope in ("all", "beyond"):
-            where = "every interface" if lst.scope == "all" else f"{lst.address}, outside the cluster subnet"
-            out.append(
-                Problem(
-                    f.node.label,
-                    f"port {lst.port} listens on {where} ({', '.join(choice.nets) or 'cluster subnet unknown'}"
-                    " is the cluster's): the API narrows with deploy --expose cluster|local; Ray's own ports "
-                    "cannot, keep its token auth on",
-                    False,
-                )
-            )
+    everywhere = [str(x.port) for x in found if x.scope == "all"]
+    if everywhere:
+        out.append(Problem(f.node.label, f"ports on every interface: {', '.join(everywhere)} ({fix})", False))
+    beyond = [f"{x.port} on {x.address}" for x in found if x.scope == "beyond"]
+    if beyond:
+        out.append(
+            Problem(f.node.label, f"ports outside the cluster subnet ({nets}): {', '.join(beyond)} ({fix})", False)
+        )
     return out
 
 
