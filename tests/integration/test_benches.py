@@ -13,12 +13,10 @@ import pytest
 from tests.conftest import REPO
 from tests.integration.dockerd import Daemon
 
-pytestmark = pytest.mark.docker
 
-
-def test_bench_build_runs_and_prints_both_ways(docker_daemon: Daemon) -> None:
+def run_bench(*argv: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "bench/build.py", "--small"],
+        [sys.executable, *argv],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -28,7 +26,25 @@ def test_bench_build_runs_and_prints_both_ways(docker_daemon: Daemon) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     print(proc.stdout)
-    rows = {line[:28].strip(): line[28:].split() for line in proc.stdout.splitlines() if line.endswith("×")}
-    assert set(rows) == {"cold build", "warm, nothing changed", "vLLM changed"}, proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.docker
+def test_bench_build_runs_and_prints_both_ways(docker_daemon: Daemon) -> None:
+    out = run_bench("bench/build.py", "--small")
+    rows = {line[:28].strip(): line[28:].split() for line in out.splitlines() if line.endswith("×")}
+    assert set(rows) == {"cold build", "warm, nothing changed", "vLLM changed"}, out
     for ours, _, toolkit, _, speedup in rows.values():
         assert float(ours) > 0 and float(toolkit) > 0 and speedup.endswith("×")
+
+
+def test_bench_plan_runs_and_prints_the_toolkits_way_beside() -> None:
+    out = run_bench("bench/plan.py", "--runs", "1")
+    assert "plan, warm mirror, whole CLI process" in out and "toolkit: git ls-remote" in out
+    assert "git clone --filter=blob:none" in out  # the cold plan next to blob-less clones
+
+
+def test_bench_cli_runs_and_prints_each_command_next_to_import_click() -> None:
+    out = run_bench("bench/cli.py", "--runs", "1")
+    for command in ("--help", "plan --help", "deploy --help"):
+        assert f"python -m pipeline {command} " in out
