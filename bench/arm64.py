@@ -35,6 +35,9 @@ def build(build_yaml: Path, cache: Path, *extra: str) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0]).parse_args()  # --help, before any work
     why = why_not()
     if why:
         sys.exit(why)

@@ -45,6 +45,9 @@ def served_at(tb: Testbed, node: int = 0) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help, before any work
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         daemon = Daemon(root / "dockerd")

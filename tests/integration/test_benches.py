@@ -48,3 +48,26 @@ def test_bench_cli_runs_and_prints_each_command_next_to_import_click() -> None:
     out = run_bench("bench/cli.py", "--runs", "1")
     for command in ("--help", "plan --help", "deploy --help"):
         assert f"python -m pipeline {command} " in out
+
+
+@pytest.mark.docker
+def test_bench_ship_runs_with_one_node_and_small_layers(docker_daemon: Daemon) -> None:
+    out = run_bench("bench/ship.py", "--nodes", "1", "--base-mb", "8", "--top-mb", "1")
+    assert "toolkit" in out and "delta (top layer)" in out and "current" in out
+
+
+@pytest.mark.docker
+def test_bench_models_runs_with_a_small_model(docker_daemon: Daemon) -> None:
+    out = run_bench("bench/models.py", "--mb", "4")
+    assert "ours (rsync)" in out and "ours (tar)" in out and "toolkit" in out
+
+
+def test_bench_store_pull_runs_with_one_runner() -> None:
+    out = run_bench("bench/store_pull.py", "--mb", "4", "--runners", "1")
+    assert "runners" in out and "MB/s" in out
+
+
+def test_benches_that_the_suite_does_not_run_still_answer_help() -> None:
+    """bench/deploy.py (about 2 min: its own image and 3 test hosts) and bench/arm64.py (qemu builds)."""
+    for bench in ("bench/deploy.py", "bench/arm64.py"):
+        assert "usage:" in run_bench(bench, "--help")
