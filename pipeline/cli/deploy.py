@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.launching import deploy_options, name_option, run_deploy
-from pipeline.cli.nodeopts import cluster_from, cluster_options, limit_option, limited
+from pipeline.cli.launching import deploy_options, run_deploy
+from pipeline.cli.nodeopts import cluster_from, cluster_options, limit_option, limited, name_option
 from pipeline.cli.types import PORT, Tail
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.nodeopts import cluster_from, cluster_options, facts_option, read_facts
-from pipeline.cli.types import PORT, ContainerName, ImageRef, Volume
+from pipeline.cli.nodeopts import cluster_from, cluster_options, facts_option, name_option, read_facts
+from pipeline.cli.types import PORT, ImageRef, Volume
 from pipeline.contract import CONTAINER
 from pipeline.deploy.request import DeployRequest
 
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 F = Callable[..., Any]
 DEFAULTS = DeployRequest(command=())
-name_option = click.option(
-    "--name", type=ContainerName(), default=CONTAINER, show_default=True, help="Container name on every node."
-)
 
 
 def deploy_options(f: F) -> F:

@@ -9,11 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pipeline.cli.types import ContainerName
+from pipeline.contract import CONTAINER
+
 if TYPE_CHECKING:
     from pipeline.config.cluster import ClusterSpec
     from pipeline.nodes.discover import NodeFacts
 
 F = Callable[..., Any]
+name_option = click.option(
+    "--name", type=ContainerName(), default=CONTAINER, show_default=True, help="Container name on every node."
+)
 
 
 def cluster_options(f: F) -> F:

@@ -9,8 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.launching import name_option
-from pipeline.cli.nodeopts import cluster_from, cluster_options, facts_option, limit_option, limited, read_facts
+from pipeline.cli.nodeopts import (
+    cluster_from,
+    cluster_options,
+    facts_option,
+    limit_option,
+    limited,
+    name_option,
+    read_facts,
+)
 from pipeline.cli.tables import ship_table
 from pipeline.contract import GPU_ARCH_LABEL
 
@@ -27,9 +34,9 @@ def doctor_table(facts: list[NodeFacts], choices: list[Choice], image: str) -> T
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="doctor", title_justify="left")
     from pipeline.launch.doctor import exposure
 
+    table = Table(title="doctor", title_justify="left")
     columns = ("node", "reachable", "docker", "free disk", "GPU", "RoCE links up", "eth_if", "ib_if", image, "listens")
     for col in columns:
         table.add_column(escape(col))
