@@ -102,6 +102,14 @@ def node_blobs(testbed: Testbed, repo: str) -> dict[str, list[str]]:
     return out
 
 
+def size(path: Path) -> int:
+    """A partial file's size; 0 when it is gone (a small file finished and was renamed since the glob)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def kill_during_download(argv: list[str], env: dict[str, str]) -> None:
     """Start the setup and SIGKILL it once the weights are partly downloaded."""
     blobs = Path(env["HF_HOME"]) / "hub" / f"models--{MODEL.replace('/', '--')}" / "blobs"
@@ -115,7 +123,7 @@ def kill_during_download(argv: list[str], env: dict[str, str]) -> None:
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            part = [p for p in blobs.glob("*.incomplete") if p.stat().st_size >= 10 << 20] if blobs.is_dir() else []
+            part = [p for p in blobs.glob("*.incomplete") if size(p) >= 10 << 20] if blobs.is_dir() else []
             if part:
                 break
             assert proc.poll() is None, "the setup ended before its download could be interrupted"
