@@ -25,8 +25,8 @@ from pipeline.launch.apply import (
     Applier,
     Deployment,
     NodeState,
+    answers_here,
     container_state,
-    http_ok,
     node_answers,
     ray_alive_nodes,
 )
@@ -216,8 +216,7 @@ class Deployer:
         if launch.expose == "local":
             head = next(n for n in self.spec.nodes if n.label == launch.head.name)
             return node_answers(self.hosts, head, self.name, launch.port)[0]
-        key = secrets.common.get("VLLM_API_KEY", "")
-        return http_ok(f"{launch.url}/health")[0] and http_ok(f"{launch.url}/v1/models", api_key=key)[0]
+        return answers_here(launch.url, secrets.common.get("VLLM_API_KEY", ""))[0]
 
     def _local_image_id(self, image: str, offline: bool) -> str:
         """The image's ID in this machine's Docker; offline, a machine without Docker plans with none."""

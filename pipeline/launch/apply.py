@@ -112,6 +112,16 @@ def http_ok(url: str, timeout: float = 2, api_key: str = "") -> tuple[bool, str]
         return False, str(e)
 
 
+def answers_here(url: str, api_key: str = "") -> tuple[bool, str]:
+    """Whether the server at url answers from this machine: /health, then /v1/models with the key; and why
+    not."""
+    ok, body = http_ok(f"{url}/health")
+    if not ok:
+        return False, f"/health: {body[:200]}"
+    ok, body = http_ok(f"{url}/v1/models", api_key=api_key)
+    return ok, "" if ok else f"/v1/models: {body[:200]}"
+
+
 def node_answers(hosts: Transport, node: NodeSpec, container: str, port: int) -> tuple[bool, str]:
     """Whether the server answers on its own node (scripts.PROBE: whichever address it listens on, with the
     container's own API key), and why not."""
@@ -287,7 +297,11 @@ class Applier:
         next_watch = 0.0
         head = dep.by_name[dep.plan.head.name]
         while True:
-            ok, why = node_answers(self.hosts, head, self.container, c.port) if c.on_node else self._answers_here(c.url)
+            ok, why = (
+                node_answers(self.hosts, head, self.container, c.port)
+                if c.on_node
+                else answers_here(c.url, self.secrets.common.get("VLLM_API_KEY", ""))
+            )
             if ok:
                 return time.monotonic()
             last_error = why
@@ -298,13 +312,6 @@ class Applier:
             if now > deadline:
                 self._timed_out(dep, last_error)
             time.sleep(self.poll if c.on_node else 0.2)
-
-    def _answers_here(self, url: str) -> tuple[bool, str]:
-        ok, body = http_ok(f"{url}/health")
-        if not ok:
-            return False, f"/health: {body[:200]}"
-        ok, body = http_ok(f"{url}/v1/models", api_key=self.secrets.common.get("VLLM_API_KEY", ""))
-        return ok, "" if ok else f"/v1/models: {body[:200]}"
 
     def _timed_out(self, dep: Deployment, last_error: str) -> None:
         for n in dep.plan.nodes:

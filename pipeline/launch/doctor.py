@@ -64,9 +64,7 @@ class Listening:
 
 
 def scope_of(address: str, cluster_nets: tuple[str, ...]) -> Scope:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = ipaddress.ip_address(address)  # IPv4-mapped addresses arrive as IPv4 (netfacts.parse_proc_net_tcp)
     if ip.is_loopback:
         return "local"
     if ip.is_unspecified:
