@@ -14,7 +14,7 @@ import pytest
 
 from examples.smoke import fixtures
 from tests.conftest import run_cli
-from tests.integration.dockerd import Daemon
+from tests.integration.dockerd import Daemon, make_room
 from tests.testbed.testbed import Testbed
 
 
@@ -25,6 +25,7 @@ def docker_daemon(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     if why:
         pytest.skip(why)
     daemon.start()
+    print(f"\ndisk: {make_room(Path(str(tmp_path_factory.getbasetemp())))}")
     yield daemon
     if not (request.config.getoption("--keep-testbed") and request.session.testsfailed):
         daemon.stop()

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -84,3 +85,31 @@ class Daemon:
                 return
             time.sleep(0.3)
         os.kill(self.pid, signal.SIGKILL)
+
+
+def data_root() -> Path:
+    proc = subprocess.run(
+        [DOCKER, "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True, timeout=20, check=False
+    )
+    return Path(proc.stdout.strip() or "/var/lib/docker")
+
+
+def make_room(tmp: Path, min_free_gib: float = 30, keep_cache: str = "8GB") -> str:
+    """The suite writes about 10 GiB (images, build cache, fixtures) and BuildKit keeps what every earlier
+    run built: a CI machine that ran the suite often fills up, and every later test then errors with
+    ENOSPC. Under CI (a machine the suite owns) old build cache and dangling images are dropped when
+    space is short; elsewhere the suite only says so, since the cache may be the user's."""
+
+    def free() -> float:
+        return min(shutil.disk_usage(p).free for p in (tmp, data_root()) if p.exists()) / 2**30
+
+    before = free()
+    if before >= min_free_gib:
+        return f"{before:.0f} GiB free"
+    if not os.environ.get("CI"):
+        msg = f"only {before:.1f} GiB free for Docker and temp files; the suite needs about 10 (docker builder prune)"
+        print(f"\nwarning: {msg}", file=sys.stderr)
+        return msg
+    for argv in (["builder", "prune", "-f", "--keep-storage", keep_cache], ["image", "prune", "-f"]):
+        subprocess.run([DOCKER, *argv], capture_output=True, timeout=600, check=False)
+    return f"{before:.1f} GiB free; after pruning old build cache: {free():.1f} GiB"

@@ -222,7 +222,8 @@ def test_two_concurrent_builds_both_succeed_with_identical_content(smoke_build: 
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     k = [keys(json.loads(out)) for out, _ in outs]
-    assert k[0] == k[1]
+    # both logs on a mismatch: a race shows only under load, and the next run may not repeat it
+    assert k[0] == k[1], "\n---\n".join(err[-4000:] for _out, err in outs)
     entry = cache / "store" / "vllm" / k[0]["vllm"]
     manifest = json.loads((entry / "manifest.json").read_text())
     assert [p.name for p in entries(cache / "store", "vllm")].count(k[0]["vllm"]) == 1
