@@ -219,9 +219,10 @@ class Deployer:
         return answers_here(launch.url, secrets.common.get("VLLM_API_KEY", ""))[0]
 
     def _local_image_id(self, image: str, offline: bool) -> str:
-        """The image's ID in this machine's Docker; offline, a machine without Docker plans with none."""
+        """The image's content ID in this machine's Docker (as the nodes' are read: engines/identity.py);
+        offline, a machine without Docker plans with none."""
         try:
-            return self.docker.image_id(image) or ""
+            return self.docker.content_id(image) or ""
         except (PipelineError, OSError):
             if offline:
                 return ""

@@ -108,6 +108,13 @@ class Docker:
         out = proc.stdout.strip()
         return out if proc.returncode == 0 and out else None
 
+    def content_id(self, ref: str) -> str | None:
+        """The image's ID as nodes are compared with it, the same on either image store (engines/identity.py)."""
+        from pipeline.engines.identity import FORMAT, content_id
+
+        proc = self.run("image", "inspect", "--format", FORMAT, ref, check=False, timeout=60)
+        return (content_id(proc.stdout) or None) if proc.returncode == 0 else None
+
     def image_labels(self, ref: str) -> dict[str, str]:
         import json
 

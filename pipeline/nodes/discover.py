@@ -7,10 +7,13 @@ made up (our test hosts have no GPU and no RoCE: doctor says so).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pipeline.config.cluster import NodeSpec
 from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, is_decimal, is_one_line
+from pipeline.engines.identity import FORMAT as IMAGE_FORMAT
+from pipeline.engines.identity import content_id
 from pipeline.errors import HostError
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.netfacts import (
@@ -39,7 +42,8 @@ LISTENING = (
     "  if len(w)>9 and w[3]=='0A' and f'socket:[{w[9]}]' in mine:\n   print(w[1])\n"
 )
 # One fixed script; the image name arrives as $1, the container name as $2, the node's address as
-# cluster.yaml names it as $3 and the LISTENING script as $4 (quoted by shlex.join), never pasted into it.
+# cluster.yaml names it as $3, the LISTENING script as $4 and the image's content-ID format as $5 (quoted
+# by shlex.join), never pasted into it.
 SCRIPT = f"""
 sec() {{ echo "{MARK} $1"; }}
 sec hostname; hostname
@@ -55,7 +59,7 @@ sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
 sec store; docker info --format '{{{{json .DriverStatus}}}}' 2>/dev/null
 sec buildx; docker buildx version 2>/dev/null | head -1
 sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
-sec image; docker image inspect --format '{{{{.Id}}}}' "$1" 2>/dev/null
+sec image; docker image inspect --format "$5" "$1" 2>/dev/null
 sec container; docker inspect -f '{{{{.State.Running}}}} {{{{index .Config.Labels "{DEPLOY_LABEL}"}}}}' "$2" \
   2>/dev/null || echo missing
 sec exit; docker exec "$2" cat {EXIT_FILE} 2>/dev/null
@@ -82,7 +86,7 @@ class NodeFacts:
     image_store: str = ""  # classic | containerd ('' when Docker did not answer)
     buildx: str = ""  # the buildx plugin's version, '' when the node has none
     disk_free: int = 0
-    image_id: str = ""
+    image_id: str = ""  # the deploy image's content ID (engines/identity.py), the same on either image store
     container_running: str = "missing"  # true | false | missing
     container_hash: str = ""
     exit_status: str = ""
@@ -143,8 +147,10 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     parts = s.get("df", "").split()
     if len(parts) >= 4 and is_decimal(parts[3]):
         f.disk_free = int(parts[3]) * 1024
-    image = s.get("image", "")
-    f.image_id = image if image.startswith("sha256:") else ""
+    image = s.get("image", "").strip()
+    # facts saved before content IDs hold Docker's `.Id`: kept, so an offline plan still sees the image
+    # (it then differs from this build's content ID, and the deploy pulls, which moves no layer it has)
+    f.image_id = image if re.fullmatch(r"sha256:[0-9a-f]{64}", image) else content_id(image)
     running, _, digest = s.get("container", "missing").partition(" ")
     f.container_running = running if running in ("true", "false") else "missing"
     f.container_hash = digest.strip() if f.container_running != "missing" else ""
@@ -157,7 +163,7 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
 
 def gather(hosts: Hosts, image: str, container: str = CONTAINER) -> list[NodeFacts]:
     def one(node: NodeSpec) -> NodeFacts:
-        argv = ["sh", "-c", SCRIPT, "sh", image, container, node.address, LISTENING]
+        argv = ["sh", "-c", SCRIPT, "sh", image, container, node.address, LISTENING, IMAGE_FORMAT]
         ran = hosts.run(node, argv, timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 

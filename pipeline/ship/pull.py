@@ -17,23 +17,24 @@ import threading
 from collections.abc import Callable
 
 from pipeline.config.cluster import NodeSpec
+from pipeline.engines.identity import FORMAT
 from pipeline.errors import HostError
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.openssh import run_argv
 from pipeline.nodes.tunnel import RemoteForward
 
 # On the node, one command: pull through the tunnel ($1), name the image as the deploy knows it ($2), drop
-# the registry's name, and print the image ID (the last line) for the caller to check.
+# the registry's name, and print what the image's content ID is made of (the last line, engines/identity.py)
+# for the caller to check.
 PULL = (
-    'docker pull "$1" && docker tag "$1" "$2" && docker rmi "$1" >/dev/null && '
-    'docker image inspect --format "{{.Id}}" "$2"'
+    'docker pull "$1" && docker tag "$1" "$2" && docker rmi "$1" >/dev/null && docker image inspect --format "$3" "$2"'
 )
 
 
 def pull_argv(ref: str, image: str, wait: bool = False) -> list[str]:
-    """The node's command; the names are arguments, never part of the script. With `wait`, it first
-    reads one line (the go-ahead) from stdin and does nothing if stdin closes instead."""
-    return ["sh", "-c", ("read -r go && " if wait else "") + PULL, "sh", ref, image]
+    """The node's command; the names and the format are arguments, never part of the script. With
+    `wait`, it first reads one line (the go-ahead) from stdin and does nothing if stdin closes instead."""
+    return ["sh", "-c", ("read -r go && " if wait else "") + PULL, "sh", ref, image, FORMAT]
 
 
 class OpenSshPull:

@@ -34,6 +34,7 @@ from typing import Literal
 
 from pipeline.config.cluster import NodeSpec
 from pipeline.engines.docker import Docker
+from pipeline.engines.identity import FORMAT, content_id
 from pipeline.errors import ConfigError, HostError
 from pipeline.nodes.hosts import HostResults, Hosts, Outcome
 from pipeline.ship.oci_layout import push_form
@@ -79,8 +80,10 @@ def registry_name(image: str, port: int) -> str:
 
 
 def remote_image_id(hosts: Hosts, node: NodeSpec, image: str) -> str:
-    ran = hosts.run(node, ["docker", "image", "inspect", "--format", "{{.Id}}", image], check=False, timeout=60)
-    return ran.stdout.strip() if ran.status == 0 else ""
+    """The node's image by content ID (engines/identity.py): a node on the other image store has another
+    `.Id` for the same image."""
+    ran = hosts.run(node, ["docker", "image", "inspect", "--format", FORMAT, image], check=False, timeout=60)
+    return content_id(ran.stdout) if ran.status == 0 else ""
 
 
 class Shipper:
@@ -151,7 +154,7 @@ class Shipper:
         )
 
     def _local_id(self, image: str) -> str:
-        local_id = self.docker.image_id(image)
+        local_id = self.docker.content_id(image)
         if not local_id:
             raise ConfigError(f"image {image} is not in the local Docker; build it first (python -m pipeline build)")
         return local_id
@@ -236,7 +239,7 @@ class Shipper:
             received, out = tunnel.follow(sizes, self.pull_timeout, progress)
         else:
             received, out = paramiko_pull(self.hosts, node, self.port, ref, image, self.pull_timeout, progress)
-        got = out.strip().rsplit("\n", 1)[-1].strip()
+        got = content_id(out.strip().rsplit("\n", 1)[-1])
         if got != local_id:
             raise HostError(node.label, f"after the pull, {image} is {got[:19] or 'missing'}, expected {local_id[:19]}")
         self.progress(node.label, received)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.engines.docker import Docker
+from pipeline.engines.identity import FORMAT, content_id
 from tests.conftest import run_cli
 from tests.integration.dockerd import DOCKER
 from tests.testbed.testbed import Testbed
@@ -39,15 +41,7 @@ def images(docker_daemon: object, tmp_path_factory: pytest.TempPathFactory) -> d
         check=True,
         env={**os.environ, "DOCKER_BUILDKIT": "1"},
     )
-    ids = {}
-    for v in ("v1", "v2"):
-        ids[v] = subprocess.run(
-            [DOCKER, "image", "inspect", "--format", "{{.Id}}", f"sp-ship-test:{v}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    return ids
+    return {v: Docker().content_id(f"sp-ship-test:{v}") or "" for v in ("v1", "v2")}
 
 
 def cluster_file(tb: Testbed, tmp_path: Path, **extra: object) -> Path:
@@ -57,7 +51,8 @@ def cluster_file(tb: Testbed, tmp_path: Path, **extra: object) -> Path:
 
 
 def node_ids(tb: Testbed, image: str) -> list[str]:
-    return [n.docker("image", "inspect", "--format", "{{.Id}}", image, check=False).stdout.strip() for n in tb.nodes]
+    """Each node's image by content ID (engines/identity.py): a node's store may differ from this machine's."""
+    return [content_id(n.docker("image", "inspect", "--format", FORMAT, image, check=False).stdout) for n in tb.nodes]
 
 
 def ship(tb: Testbed, tmp_path: Path, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
@@ -136,7 +131,7 @@ def test_without_a_system_ssh_the_pull_goes_through_paramiko(
     assert [r.status for r in results] == ["shipped"] * 3
     for r in results:  # the relay counts what crossed it: the new layer (the nodes have v1's) and HTTP
         assert TOP_LAYER < r.bytes < 1.1 * TOP_LAYER, r
-    assert node_ids(testbed, "sp-ship-test:paramiko") == [Docker().image_id("sp-ship-test:paramiko")] * 3
+    assert node_ids(testbed, "sp-ship-test:paramiko") == [Docker().content_id("sp-ship-test:paramiko")] * 3
 
 
 def test_changed_host_key_is_refused_while_the_others_complete(

@@ -42,6 +42,7 @@ PURE = [
     "config/render.py",
     "config/vllm_args.py",
     "ship/oci_layout.py",
+    "engines/identity.py",
     "model/manifest.py",
     "benchmark/profiles.py",
     "benchmark/results.py",

@@ -20,7 +20,7 @@ CASES = sorted((Path(__file__).parent / "fixtures" / "layouts").glob("*.json"))
 
 
 class LocalDocker:
-    def image_id(self, ref: str) -> str:
+    def content_id(self, ref: str) -> str:
         return "sha256:" + "a" * 64
 
 

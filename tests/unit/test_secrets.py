@@ -30,7 +30,7 @@ VALUES = {
 
 
 class LocalDocker:
-    def image_id(self, ref: str) -> str:
+    def content_id(self, ref: str) -> str:
         return "sha256:" + "a" * 64
 
 
