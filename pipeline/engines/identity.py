@@ -5,7 +5,7 @@ on), but the manifest's or OCI index's digest on the containerd image store (the
 installs of Docker 29). So the same image has two IDs as soon as head and node use different stores, and
 even on the same store after a push that changes the manifest (compression). What does not change is
 what the config blob says: platform, creation time, the uncompressed layers (diff_ids) and the
-container config. `docker image inspect` prints those the same way on 20.10 and 28, on both stores
+run config (CONFIG_KEYS). `docker image inspect` prints those the same way on 20.10 and 28, on both stores
 (measured on one image loaded into all three); the content ID is their digest.
 """
 
@@ -28,11 +28,34 @@ FORMAT = '{{"\\t"}}'.join(
 )
 
 
+# The image config's `config` as the OCI spec has it, plus Docker's own keys that change what runs. Not
+# "Image" (the parent's store-specific ID, which the legacy builder records and the containerd store
+# drops) nor the container-only keys (Hostname, Attach*, Tty…) the classic store prints.
+CONFIG_KEYS = frozenset(
+    {
+        "User",
+        "ExposedPorts",
+        "Env",
+        "Entrypoint",
+        "Cmd",
+        "Volumes",
+        "WorkingDir",
+        "Labels",
+        "StopSignal",
+        "ArgsEscaped",
+        "Healthcheck",
+        "OnBuild",
+        "Shell",
+    }
+)
+
+
 def _pruned(value: object) -> object:
-    """Empty values dropped: one Docker prints `"Volumes": null` where another leaves the key out."""
+    """Empty and false values dropped: one Docker prints `"Volumes": null, "Tty": false` where another leaves
+    the keys out."""
     if isinstance(value, dict):
         kept = {k: _pruned(v) for k, v in value.items()}
-        return {k: v for k, v in kept.items() if v not in (None, "", [], {})}
+        return {k: v for k, v in kept.items() if v is not False and v not in (None, "", [], {})}
     if isinstance(value, list):
         return [_pruned(v) for v in value]
     return value
@@ -52,6 +75,7 @@ def content_id(line: str) -> str:
         return ""
     if not (isinstance(arch, str) and isinstance(os_, str) and isinstance(config, dict | None)):
         return ""
-    canon = [arch, variant or "", os_, created or "", layers, _pruned(config or {})]
+    kept = {k: v for k, v in (config or {}).items() if k in CONFIG_KEYS}
+    canon = [arch, variant or "", os_, created or "", layers, _pruned(kept)]
     data = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(data.encode()).hexdigest()

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.docker28 import daemon_config, private_run_script
+
 SSHD_CONFIG = """Port 22
 ListenAddress {addr}
 HostKey {dir}/ssh_host_ed25519_key
@@ -157,6 +159,9 @@ class Testbed:
     tag: str = field(default_factory=lambda: f"{_RNG.randrange(16**4):04x}")
     subnet: str = ""
     nodes: list[Node] = field(default_factory=list)
+    # Docker 28 on the nodes (tests/docker28.py: its bin/) with this image store; None: the host's dockerd
+    docker28: Path | None = None
+    store: str = "classic"
 
     def __post_init__(self) -> None:
         if not self.subnet:
@@ -263,10 +268,12 @@ class Testbed:
     def _start_dockerd(self, n: Node) -> None:
         for d in ("data", "exec", "fs/root", "fs/opt", "fs/srv"):
             (n.dir / d).mkdir(parents=True, exist_ok=True)
-        (n.dir / "daemon.json").write_text("{}\n")
+        (n.dir / "daemon.json").write_text(daemon_config(self.store) if self.docker28 else "{}\n")
         for f in ("docker.pid", "sshd.pid", "docker.sock"):
             (n.dir / f).unlink(missing_ok=True)
         binds = " && ".join(f"mount --bind {n.dir}/fs{d} {d}" for d in ("/root", "/opt", "/srv"))
+        if self.docker28:  # its containerd, shims and runc state in the node's own folders
+            binds += f" && {private_run_script(n.dir / 'private')} && export PATH={self.docker28}:$PATH"
         script = (
             f"hostname {n.name} && mount -t tmpfs -o size=6g sp{self.tag}-{n.name} {n.dir}/data && {binds} && "
             f"exec dockerd --config-file {n.dir}/daemon.json --data-root {n.dir}/data --exec-root {n.dir}/exec "
@@ -308,6 +315,8 @@ class Testbed:
         cfg = n.dir / "sshd_config"
         # PATH puts Debian's docker client (/usr/bin, 20.10) before any newer one in /usr/local/bin.
         path = "/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin"
+        if self.docker28:  # the node's own client is then 28.5 too
+            path = f"{self.docker28}:{path}"
         cfg.write_text(SSHD_CONFIG.format(addr=n.address, dir=n.dir, keys=self.keys, name=n.name, path=path))
         sh("/usr/sbin/sshd", "-t", "-f", str(cfg))
         pid = read_pid(n.dir / "docker.pid")

@@ -37,6 +37,10 @@ def test_what_the_image_is_changes_the_id_and_empty_config_keys_do_not() -> None
     same = content_id(line(base))
     config = dict(base[5])  # type: ignore[call-overload]
     assert content_id(line([*base[:5], {**config, "Volumes": None, "OnBuild": [], "User": ""}])) == same
+    # what the classic store adds (measured: an image built FROM another by the legacy builder, pulled
+    # onto 28.5's containerd store, has neither the parent's "Image" ID nor the container-only keys)
+    classic = {**config, "Image": "sha256:" + "b" * 64, "Hostname": "", "AttachStdin": False, "Tty": False}
+    assert content_id(line([*base[:5], classic])) == same
     assert content_id(line([*base[:4], base[4][:-1], config])) != same  # type: ignore[index]
     assert content_id(line([*base[:5], {**config, "Env": ["X=1"]}])) != same
     assert content_id(line(["arm64", *base[1:]])) != same

@@ -1,0 +1,147 @@
+"""Shipping on current Docker: three test hosts run Docker Engine 28.5 with the containerd image store
+(the default of new Docker 29 installs), and the head is either the host's Docker 20.10 (classic store:
+the uncompressed push) or Docker 28.5 with the containerd store (`docker push` of its stored blobs).
+Each case ships cold, then a changed top layer (each node's own interface counter must show only that
+layer), then nothing (every node already holds the same image, under another `.Id` than the head's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.engines.identity import FORMAT, content_id
+from tests import docker28
+from tests.conftest import run_cli
+from tests.integration.dockerd import DOCKER
+from tests.testbed.testbed import Testbed
+
+pytestmark = [pytest.mark.docker, pytest.mark.docker28]
+BASE_LAYER = 24 * 1024 * 1024
+TOP_LAYER = 4 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def docker28_bin() -> Path:
+    why = docker28.why_not() or Testbed.why_not()
+    if why:
+        pytest.skip(why)
+    return docker28.install()
+
+
+@pytest.fixture(scope="module")
+def nodes28(docker_daemon: object, docker28_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    tb = Testbed(tmp_path_factory.mktemp("testbed28"), count=3, docker28=docker28_bin, store="containerd").setup()
+    yield tb
+    left = tb.teardown()
+    assert not left, f"testbed teardown left {left}"
+
+
+@pytest.fixture(scope="module")
+def heads28(docker28_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, docker28.Daemon28]]:
+    """Docker 28.5 on this machine, one daemon per image store."""
+    started: dict[str, docker28.Daemon28] = {}
+    try:
+        for store in ("classic", "containerd"):
+            started[store] = docker28.Daemon28(tmp_path_factory.mktemp(f"head28-{store}"), store, docker28_bin).start()
+        yield started
+    finally:
+        for d in started.values():
+            d.stop()
+
+
+@pytest.fixture(scope="module")
+def layers(docker_daemon: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tarball with two images: v1 (one 24 MB layer), v2 (v1 plus a 4 MB layer of random bytes)."""
+    d = tmp_path_factory.mktemp("images28")
+    for name, size in (("base.bin", BASE_LAYER), ("top.bin", TOP_LAYER)):
+        (d / name).write_bytes(os.urandom(size))
+    (d / "Dockerfile").write_text("FROM scratch\nCOPY base.bin /data/\n")
+    subprocess.run([DOCKER, "build", "-q", "-t", "sp28:v1", str(d)], check=True, capture_output=True)
+    (d / "Dockerfile").write_text("FROM sp28:v1\nCOPY top.bin /data/\n")
+    subprocess.run([DOCKER, "build", "-q", "-t", "sp28:v2", str(d)], check=True, capture_output=True)
+    subprocess.run([DOCKER, "save", "-o", str(d / "images.tar"), "sp28:v1", "sp28:v2"], check=True)
+    return d / "images.tar"
+
+
+def ids(tb: Testbed, image: str) -> list[str]:
+    return [content_id(n.docker("image", "inspect", "--format", FORMAT, image, check=False).stdout) for n in tb.nodes]
+
+
+def ship_cold_delta_current(tb: Testbed, tmp_path: Path, retag: list[str], env: dict[str, str]) -> None:
+    """`retag` is the head's docker client; each step points sp28:current at another version there."""
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(tb.cluster(registry_port=5078)))
+
+    def ship(version: str) -> tuple[list[dict], list[int], str]:
+        subprocess.run([*retag, "tag", f"sp28:{version}", "sp28:current"], check=True, env={**os.environ, **env})
+        before = [n.rx_bytes() for n in tb.nodes]
+        proc = run_cli("ship", "--json", "--cluster", str(cluster), "sp28:current", env=env)
+        return json.loads(proc.stdout), [n.rx_bytes() - b for n, b in zip(tb.nodes, before, strict=True)], proc.stderr
+
+    want = {v: _head_id(retag, env, f"sp28:{v}") for v in ("v1", "v2")}
+    cold, _, _ = ship("v1")
+    assert [r["status"] for r in cold] == ["shipped"] * 3, cold
+    assert ids(tb, "sp28:current") == [want["v1"]] * 3
+
+    delta, received, _ = ship("v2")
+    assert [r["status"] for r in delta] == ["shipped"] * 3, delta
+    assert ids(tb, "sp28:current") == [want["v2"]] * 3
+    for r, on_wire in zip(delta, received, strict=True):
+        assert on_wire <= 1.1 * TOP_LAYER + 256 * 1024, (r["node"], on_wire)  # the node's own counter
+
+    again, received, err = ship("v2")
+    assert [(r["status"], r["bytes"]) for r in again] == [("skipped", 0)] * 3
+    assert "skipped (same image)" in err
+    assert all(b < 64 * 1024 for b in received)  # SSH only
+
+
+def _head_id(docker: list[str], env: dict[str, str], image: str) -> str:
+    out = subprocess.run(
+        [*docker, "image", "inspect", "--format", FORMAT, image],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    ).stdout
+    return content_id(out)
+
+
+def test_head_on_docker_20_classic_ships_to_containerd_nodes(nodes28: Testbed, layers: Path, tmp_path: Path) -> None:
+    subprocess.run([DOCKER, "load", "-q", "-i", str(layers)], check=True, capture_output=True)
+    ship_cold_delta_current(nodes28, tmp_path, [DOCKER], {})
+    forget(nodes28)
+
+
+@pytest.mark.parametrize("store", ["containerd", "classic"])
+def test_head_on_docker_28_ships_to_containerd_nodes(
+    nodes28: Testbed, heads28: dict[str, docker28.Daemon28], layers: Path, tmp_path: Path, store: str
+) -> None:
+    head = heads28[store]
+    head.docker("load", "-q", "-i", str(layers))
+    on_containerd = "io.containerd.snapshotter" in head.docker("info", "--format", "{{json .DriverStatus}}").stdout
+    assert on_containerd == (store == "containerd")
+    ship_cold_delta_current(nodes28, tmp_path, [str(head.bin / "docker")], head.env())
+    forget(nodes28)
+
+
+@pytest.mark.parametrize("store", ["containerd", "classic"])
+def test_head_on_docker_28_ships_to_docker_20_nodes(
+    testbed: Testbed, heads28: dict[str, docker28.Daemon28], layers: Path, tmp_path: Path, store: str
+) -> None:
+    head = heads28[store]
+    head.docker("load", "-q", "-i", str(layers))
+    ship_cold_delta_current(testbed, tmp_path, [str(head.bin / "docker")], head.env())
+    forget(testbed)
+
+
+def forget(tb: Testbed) -> None:
+    """The next case starts cold on the nodes: the images and their layers go."""
+    for n in tb.nodes:
+        n.docker("rmi", "sp28:current", "sp28:v1", "sp28:v2", check=False)
+        n.docker("image", "prune", "-af", check=False)
