@@ -23,6 +23,7 @@ from pipeline.contract import GPU_ARCH_LABEL, GPU_CODE_LABEL, key_label, source_
 from pipeline.core.ir import Stage, toolchain_tag, with_toolchain
 from pipeline.core.plan import Plan, lock_of
 from pipeline.engines import Engine, StageRun
+from pipeline.engines.identity import key_tag
 from pipeline.errors import ConfigError, StageError, StoreError
 from pipeline.remote_store import RemoteStore
 from pipeline.report import NullReporter, Reporter
@@ -286,7 +287,7 @@ class Builder:
         entry = self.store.get(stage.name, key)
         if entry is not None:
             image_id = str(entry.manifest.get("image_id", ""))
-            if image_id and self.engine.reuse_image(image_id, tag):
+            if image_id and self.engine.reuse_image(image_id, tag, key_tag(tag, key)):
                 self.report.stage(index, total, stage.name, key, "cached", f"{tag} = {image_id[7:19]}")
                 self.results.append(StageResult(stage.name, key, "cached", 0.0, tag))
                 return
@@ -301,6 +302,7 @@ class Builder:
         labels, metadata = image_labels(self.build, plan, res, code)
         try:
             image_id = self.engine.build_image(run, labels, metadata, tag)
+            self.engine.reuse_image(image_id, tag, key_tag(tag, key))  # the name by key beside the moving tag
         except BaseException:
             self.results.append(StageResult(stage.name, key, "failed", time.monotonic() - started))
             raise

@@ -60,8 +60,9 @@ class Engine(Protocol):
     def has_image(self, ref: str) -> bool:
         """Whether the local Docker has `ref`."""
 
-    def reuse_image(self, image_id: str, tag: str) -> bool:
-        """If the local Docker still has `image_id`, point `tag` at it and return True."""
+    def reuse_image(self, image_id: str, tag: str, kept: str = "") -> bool:
+        """If the local Docker still has `image_id` (by that ID, or as `kept`: the build's name by key),
+        point `tag` and `kept` at it and return True."""
 
     def export_image(self, tag: str, dest: Path) -> None:
         """Write the image `tag` as a tarball to `dest` (atomically)."""

@@ -189,13 +189,16 @@ class LocalImages:
     def has_image(self, ref: str) -> bool:
         return self.docker.image_id(ref) is not None
 
-    def reuse_image(self, image_id: str, tag: str) -> bool:
-        """If the local Docker still has `image_id`, point `tag` at it and return True."""
-        if self.docker.image_id(tag) == image_id:
-            return True
-        if self.docker.image_id(image_id) != image_id:
+    def reuse_image(self, image_id: str, tag: str, kept: str = "") -> bool:
+        """If the local Docker still has `image_id`, point `tag` (and `kept`) at it and return True. On the
+        containerd image store an image no name points to is deleted, so a moved `tag` takes the old
+        image with it: `kept`, the build's name by key, is what still holds it there."""
+        source = next((ref for ref in (tag, kept, image_id) if ref and self.docker.image_id(ref) == image_id), None)
+        if source is None:
             return False
-        self.docker.run("tag", image_id, tag)
+        for name in (tag, kept):
+            if name and name != source:
+                self.docker.run("tag", source, name)
         return True
 
     def export_image(self, tag: str, dest: Path) -> None:

@@ -79,3 +79,11 @@ def content_id(line: str) -> str:
     canon = [arch, variant or "", os_, created or "", layers, _pruned(kept)]
     data = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+def key_tag(tag: str, key: str) -> str:
+    """The build's name by key beside its moving tag: `vllm-node` -> `vllm-node:<key12>`,
+    `host:5000/team/vllm:v1` -> `host:5000/team/vllm:<key12>`."""
+    last = tag.rsplit("/", 1)[-1]
+    repo = tag.rsplit(":", 1)[0] if ":" in last else tag
+    return f"{repo.split('@', 1)[0]}:{key[:12]}"

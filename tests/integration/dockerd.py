@@ -110,6 +110,10 @@ def make_room(tmp: Path, min_free_gib: float = 30, keep_cache: str = "8GB") -> s
         msg = f"only {before:.1f} GiB free for Docker and temp files; the suite needs about 10 (docker builder prune)"
         print(f"\nwarning: {msg}", file=sys.stderr)
         return msg
-    for argv in (["builder", "prune", "-f", "--keep-storage", keep_cache], ["image", "prune", "-f"]):
+    # images too: every build keeps a name by key (engines/identity.py key_tag), so none is dangling
+    for argv in (
+        ["builder", "prune", "-f", "--keep-storage", keep_cache],
+        ["image", "prune", "-af", "--filter", "until=48h"],
+    ):
         subprocess.run([DOCKER, *argv], capture_output=True, timeout=600, check=False)
     return f"{before:.1f} GiB free; after pruning old build cache: {free():.1f} GiB"

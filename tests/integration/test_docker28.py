@@ -145,3 +145,28 @@ def forget(tb: Testbed) -> None:
     for n in tb.nodes:
         n.docker("rmi", "sp28:current", "sp28:v1", "sp28:v2", check=False)
         n.docker("image", "prune", "-af", check=False)
+
+
+def test_a_moved_tag_leaves_the_previous_build_reusable_by_its_name_by_key(
+    heads28: dict[str, docker28.Daemon28], layers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the containerd store an image no name points to is deleted: moving `sp28:current` from v1 to
+    v2 takes v1 with it unless the build's name by key still holds it (a rebuild otherwise)."""
+    from pipeline.engines.docker import LocalImages
+
+    head = heads28["containerd"]
+    head.docker("load", "-q", "-i", str(layers))
+    for k, v in head.env().items():
+        monkeypatch.setenv(k, v)
+    local = LocalImages()
+    head.docker("tag", "sp28:v1", "sp28:current")
+    v1 = local.docker.image_id("sp28:current")
+    assert v1 and local.reuse_image(v1, "sp28:current", "sp28:k1")  # what a build leaves: both names
+    head.docker("rmi", "sp28:v1")
+    head.docker("tag", "sp28:v2", "sp28:current")  # the next build moved the tag
+    assert local.reuse_image(v1, "sp28:current", "sp28:k1")
+    assert local.docker.image_id("sp28:current") == v1
+    # without the name by key, the same move loses the image on this store
+    head.docker("tag", "sp28:v2", "sp28:current")
+    head.docker("rmi", "sp28:k1")
+    assert not local.reuse_image(v1, "sp28:current")

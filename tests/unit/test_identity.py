@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.config.cluster import NodeSpec
-from pipeline.engines.identity import FORMAT, content_id
+from pipeline.engines.identity import FORMAT, content_id, key_tag
 from pipeline.nodes.discover import parse_facts, script_output
 
 FIXTURES = Path(__file__).parent / "fixtures" / "identity"
@@ -66,3 +66,11 @@ def test_facts_read_the_content_id_and_keep_an_old_facts_files_docker_id() -> No
     assert image_id(raw) == content_id(raw)
     assert image_id("sha256:" + "a" * 64) == "sha256:" + "a" * 64
     assert image_id("Error: no such image") == ""
+
+
+def test_a_builds_name_by_key_sits_beside_its_tag() -> None:
+    key = "0123456789ab" + "c" * 52
+    assert key_tag("vllm-node", key) == "vllm-node:0123456789ab"
+    assert key_tag("vllm-node:latest", key) == "vllm-node:0123456789ab"
+    assert key_tag("host:5000/team/vllm:v1", key) == "host:5000/team/vllm:0123456789ab"
+    assert key_tag("host:5000/vllm", key) == "host:5000/vllm:0123456789ab"
