@@ -29,7 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CACHE = Path(os.environ.get("SPARK_PIPELINE_TEST_CACHE", Path.home() / ".cache" / "spark-pipeline-tests")) / "docker28"
+# Not under /root: a test host's mount namespace covers /root, /opt and /srv with its own folders, and
+# its dockerd, containerd and runc must still be found there.
+CACHE = Path(os.environ.get("SPARK_PIPELINE_TEST_DOCKER28", "/var/cache/spark-pipeline-tests/docker28"))
 SUITE = "forky"
 PACKAGES = ("docker.io", "docker-cli", "containerd", "runc", "docker-buildx", "iptables", "patchelf")
 # the daemon side, then the clients; all are links into the rootfs except runc (a patched copy)

@@ -90,6 +90,7 @@ def node_inputs(facts: list[NodeFacts]) -> tuple[list[NodeInput], list[NodeProbl
                 home=f.home or "/root",
                 env=tuple(f.node.env.items()),
                 nets=c.nets,
+                gpu_access=f.gpu_access.flag,
             )
         )
     return out, problems, warnings

@@ -98,15 +98,15 @@ def exposure_problems(f: NodeFacts, choice: Choice) -> list[Problem]:
 def docker_notes(f: NodeFacts) -> list[Problem]:
     """What the node's Docker means for shipping and building (measured on Docker 28.5, issue #23)."""
     out = []
-    if f.image_store == "containerd":
+    if f.gpus and f.docker_version and not f.gpu_access.ready:
+        dirs = ", ".join(f.gpu_access.cdi_dirs) or "none: Docker before 25, or CDI off"
         out.append(
             Problem(
                 f.node.label,
-                "Docker's containerd image store: image IDs are manifest digests there and `docker save` "
-                "writes compressed layers, so the registry ship from a classic-store machine fails its ID "
-                "check on this node; ship between machines of one store, or switch this one to the "
-                'classic store ("features": {"containerd-snapshotter": false} in daemon.json)',
-                False,
+                "Docker cannot hand a container this node's GPU: no NVIDIA CDI spec in its CDI spec dirs "
+                f"({dirs}) and no nvidia-container-runtime-hook; install the NVIDIA container toolkit and run "
+                "`nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`",
+                True,
             )
         )
     major = f.docker_version.split(".", 1)[0]

@@ -50,6 +50,7 @@ class NodeInput:
     home: str = "/root"
     env: tuple[tuple[str, str], ...] = ()  # this node's own container env (cluster.yaml nodes[].env)
     nets: tuple[str, ...] = ()  # eth_if's networks (CIDR); empty when unknown
+    gpu_access: str = "gpus"  # cdi: the node's Docker has an NVIDIA CDI spec (nodes/netfacts.py GpuAccess)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def run_argv(n: NodeInput, opts: Options, env: list[tuple[str, str]], role: str,
         f"{RANK_LABEL}={rank}",
     ]
     if opts.gpus != "none":
-        argv += ["--gpus", opts.gpus]
+        # --gpus all and CDI's nvidia.com/gpu=all hand the container the same devices, each its own way
+        argv += ["--device", "nvidia.com/gpu=all"] if n.gpu_access == "cdi" else ["--gpus", opts.gpus]
     if opts.privileged:
         argv += ["--privileged", "--ulimit", f"nofile={opts.nofile}:{opts.nofile}", "--ipc=host"]
     else:

@@ -18,8 +18,10 @@ from pipeline.errors import HostError
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.netfacts import (
     Gpu,
+    GpuAccess,
     Iface,
     Link,
+    parse_gpu_access,
     parse_ibdev2netdev,
     parse_ip_addr,
     parse_nvidia_smi,
@@ -59,6 +61,11 @@ sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
 sec store; docker info --format '{{{{json .DriverStatus}}}}' 2>/dev/null
 sec buildx; docker buildx version 2>/dev/null | head -1
 sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
+sec gpu-access; command -v nvidia-container-runtime-hook >/dev/null 2>&1 && echo hook
+docker info --format '{{{{range $k, $v := .Runtimes}}}}runtime {{{{$k}}}}{{{{println}}}}{{{{end}}}}' 2>/dev/null
+for d in $(docker info --format '{{{{range .CDISpecDirs}}}}{{{{.}}}} {{{{end}}}}' 2>/dev/null); do
+  echo "cdi-dir $d"; grep -ls 'nvidia.com/gpu' "$d"/*.yaml "$d"/*.yml "$d"/*.json 2>/dev/null | sed 's/^/cdi-gpu /'
+done
 sec image; docker image inspect --format "$5" "$1" 2>/dev/null
 sec container; docker inspect -f '{{{{.State.Running}}}} {{{{index .Config.Labels "{DEPLOY_LABEL}"}}}}' "$2" \
   2>/dev/null || echo missing
@@ -86,6 +93,7 @@ class NodeFacts:
     image_store: str = ""  # classic | containerd ('' when Docker did not answer)
     buildx: str = ""  # the buildx plugin's version, '' when the node has none
     disk_free: int = 0
+    gpu_access: GpuAccess = field(default_factory=GpuAccess)
     image_id: str = ""  # the deploy image's content ID (engines/identity.py), the same on either image store
     container_running: str = "missing"  # true | false | missing
     container_hash: str = ""
@@ -147,6 +155,7 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     parts = s.get("df", "").split()
     if len(parts) >= 4 and is_decimal(parts[3]):
         f.disk_free = int(parts[3]) * 1024
+    f.gpu_access = parse_gpu_access(s.get("gpu-access", ""))
     image = s.get("image", "").strip()
     # facts saved before content IDs hold Docker's `.Id`: kept, so an offline plan still sees the image
     # (it then differs from this build's content ID, and the deploy pulls, which moves no layer it has)

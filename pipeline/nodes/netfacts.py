@@ -126,3 +126,38 @@ def parse_proc_net_tcp(text: str) -> tuple[tuple[str, int], ...]:
         mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None  # ::ffff:127.0.0.1
         out.add((str(mapped or ip), number))
     return tuple(sorted(out, key=lambda a: (a[1], a[0])))
+
+
+@dataclass(frozen=True)
+class GpuAccess:
+    """How the node's Docker can hand a container its GPUs. Docker 28 reads Container Device Interface
+    specs from its CDI spec dirs (`--device nvidia.com/gpu=all`, what the NVIDIA container toolkit now
+    generates and prefers); `--gpus` goes through the toolkit's runtime hook instead."""
+
+    hook: bool = False  # nvidia-container-runtime-hook on the node's PATH (`--gpus`)
+    runtimes: tuple[str, ...] = ()  # docker info's runtimes
+    cdi_dirs: tuple[str, ...] = ()  # docker info's CDI spec dirs (none before Docker 25, or CDI off)
+    cdi_gpu: tuple[str, ...] = ()  # spec files there that declare nvidia.com/gpu
+
+    @property
+    def flag(self) -> str:
+        """cdi when the node's Docker has an NVIDIA CDI spec, else gpus (the toolkit's hook)."""
+        return "cdi" if self.cdi_gpu else "gpus"
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.cdi_gpu) or self.hook or "nvidia" in self.runtimes
+
+
+def parse_gpu_access(text: str, most: int = 32) -> GpuAccess:
+    """The discovery script's `gpu-access` lines (`hook`, `runtime NAME`, `cdi-dir DIR`, `cdi-gpu FILE`);
+    anything else, and anything past `most` entries of a kind, is ignored (a node's answer is untrusted)."""
+    found: dict[str, list[str]] = {"runtime": [], "cdi-dir": [], "cdi-gpu": []}
+    hook = False
+    for line in text.splitlines()[: 4 * most]:
+        kind, _, value = line.strip().partition(" ")
+        if kind == "hook" and not value:
+            hook = True
+        elif kind in found and value and len(value) <= 4096 and len(found[kind]) < most:
+            found[kind].append(value)
+    return GpuAccess(hook, tuple(found["runtime"]), tuple(found["cdi-dir"]), tuple(found["cdi-gpu"]))

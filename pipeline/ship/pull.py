@@ -31,10 +31,17 @@ PULL = (
 )
 
 
+# The last line the node prints: the pull's exit status. ssh itself ends only when every forwarded
+# connection has closed, and Docker 28 on the containerd store keeps its idle keep-alive connections to
+# the registry open for about 30 s after the pull (measured): the status line ends the wait instead.
+DONE = "@@spark-pipeline-pull@@"
+
+
 def pull_argv(ref: str, image: str, wait: bool = False) -> list[str]:
     """The node's command; the names and the format are arguments, never part of the script. With
     `wait`, it first reads one line (the go-ahead) from stdin and does nothing if stdin closes instead."""
-    return ["sh", "-c", ("read -r go && " if wait else "") + PULL, "sh", ref, image, FORMAT]
+    script = f'{"read -r go && " if wait else ""}{{ {PULL}; }}; echo "{DONE} $?"'
+    return ["sh", "-c", script, "sh", ref, image, FORMAT]
 
 
 class OpenSshPull:
@@ -80,8 +87,13 @@ class OpenSshPull:
         timer = threading.Timer(timeout, expire)
         timer.start()
         received, tail = 0, collections.deque[str](maxlen=20)
+        code: int | None = None
         try:
             for line in self.proc.stdout:  # type: ignore[union-attr]
+                if line.startswith(DONE):
+                    word = line[len(DONE) :].strip()
+                    code = int(word) if word.isdecimal() else 1
+                    break
                 tail.append(line)
                 short, _, status = line.partition(": ")
                 if status.strip() == "Pull complete":
@@ -89,7 +101,10 @@ class OpenSshPull:
                     progress(received)
         finally:
             timer.cancel()
-            code = self.proc.wait()
+            if code is not None:  # the pull has ended: only idle forwarded connections keep ssh open
+                self.proc.terminate()
+            ended = self.proc.wait()
+            code = ended if code is None else code
         if code != 0:
             why = f"no end within {timeout:.0f} s" if expired.is_set() else f"exit {code}"
             raise HostError(
@@ -124,6 +139,14 @@ def paramiko_pull(
             finally:
                 done.set()
                 reporter.join()
-            return fwd.bytes_to_node, ran.stdout
+            out, _, status = ran.stdout.rpartition(DONE)
+            if status.strip() != "0":
+                raise HostError(
+                    node.label,
+                    f"docker pull through the SSH tunnel failed (exit {status.strip() or 'unknown'})",
+                    command=shlex.join(pull_argv(ref, image)),
+                    tail=(out + ran.stderr).strip()[-2000:],
+                )
+            return fwd.bytes_to_node, out
     except OSError as e:
         raise HostError(node.label, str(e)) from None

@@ -170,3 +170,50 @@ def test_a_moved_tag_leaves_the_previous_build_reusable_by_its_name_by_key(
     head.docker("tag", "sp28:v2", "sp28:current")
     head.docker("rmi", "sp28:k1")
     assert not local.reuse_image(v1, "sp28:current")
+
+
+CDI_SPEC = """cdiVersion: "0.5.0"
+kind: nvidia.com/gpu
+devices:
+  - name: all
+    containerEdits:
+      env: ["SP_CDI_GPU=all"]
+"""
+
+
+def test_a_node_whose_docker_has_an_nvidia_cdi_spec_gets_the_gpu_by_cdi(nodes28: Testbed, tmp_path: Path) -> None:
+    """A stand-in NVIDIA CDI spec (kind nvidia.com/gpu; its only edit is an env var, no device) in one
+    node's CDI spec dir: discovery reads it from Docker 28 itself, the plan hands that node
+    `--device nvidia.com/gpu=all`, and Docker 28 applies the spec when that argv runs."""
+    from pipeline.config.cluster import ClusterSpec
+    from pipeline.launch.plan import NodeInput, Options, plan
+    from pipeline.nodes.discover import gather
+    from pipeline.nodes.hosts import Hosts
+
+    h1 = nodes28.nodes[0]
+    (h1.dir / "cdi").mkdir(exist_ok=True)
+    (h1.dir / "cdi" / "nvidia.yaml").write_text(CDI_SPEC)
+    spec = ClusterSpec.model_validate(nodes28.cluster())
+    hosts = Hosts(spec)
+    try:
+        facts = {f.node.label: f for f in gather(hosts, "sp28-sh")}
+    finally:
+        hosts.close()
+    assert facts["h1"].gpu_access.cdi_gpu == (str(h1.dir / "cdi" / "nvidia.yaml"),)
+    assert [facts[n].gpu_access.flag for n in ("h1", "h2", "h3")] == ["cdi", "gpus", "gpus"]
+    assert facts["h2"].gpu_access.cdi_dirs == (str(nodes28.nodes[1].dir / "cdi"),)
+
+    # a two-file image: dash and the libc it needs
+    files = ["/usr/bin/dash", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+    tar = subprocess.run(["tar", "-chf", "-", *files], capture_output=True, check=True).stdout
+    ran = subprocess.run([*nodes28.ssh_argv(h1, "docker", "import", "-", "sp28-sh")], input=tar, capture_output=True)
+    assert ran.returncode == 0, ran.stderr
+    node = NodeInput("h1", h1.address, "eth0", gpu_access=facts["h1"].gpu_access.flag)
+    argv = list(plan([node], Options(image="sp28-sh", command=("x",), mode="solo")).head.run_argv)
+    gpu = argv[argv.index("--device") : argv.index("--device") + 2]
+    out = subprocess.run(
+        nodes28.ssh_argv(h1, "docker", "run", "--rm", *gpu, "sp28-sh", "/usr/bin/dash", "-c", "'echo $SP_CDI_GPU'"),
+        capture_output=True,
+        text=True,
+    )
+    assert (out.returncode, out.stdout.strip()) == (0, "all"), out.stderr

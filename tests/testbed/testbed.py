@@ -279,6 +279,8 @@ class Testbed:
             f"exec dockerd --config-file {n.dir}/daemon.json --data-root {n.dir}/data --exec-root {n.dir}/exec "
             f"--pidfile {n.dir}/docker.pid -H {n.sock} --bridge=none --iptables=false --ip6tables=false "
             f"--ip-masq=false --cgroup-parent=/sp{self.tag}-{n.name}"
+            # Docker 28 reads CDI specs (GPUs by --device) from the node's own folder, not the host's /etc/cdi
+            + (f" --cdi-spec-dir {n.dir}/cdi" if self.docker28 else "")
         )
         log = (n.dir / "dockerd.log").open("ab")
         # nsenter --net only (ip netns exec would remount /sys and hide the cgroup mounts dockerd needs)

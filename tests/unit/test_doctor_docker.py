@@ -39,5 +39,5 @@ def test_what_a_nodes_docker_means_is_said() -> None:
     assert docker_notes(facts("28.5.2+dfsg4", CLASSIC, BUILDX)) == []
     no_buildx = [p.text for p in docker_notes(facts("28.5.2+dfsg4", CLASSIC, ""))]
     assert len(no_buildx) == 1 and "install docker-buildx" in no_buildx[0]
-    store = [p for p in docker_notes(facts("28.5.2+dfsg4", CONTAINERD, BUILDX))]
-    assert len(store) == 1 and not store[0].blocking and "containerd-snapshotter" in store[0].text
+    # either store ships and deploys (images are compared by content ID: engines/identity.py)
+    assert docker_notes(facts("28.5.2+dfsg4", CONTAINERD, BUILDX)) == []
