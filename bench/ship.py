@@ -4,6 +4,7 @@ pulling only what it lacks through an OpenSSH tunnel) next to the toolkit's (`do
 load` to each node in parallel; since 2026 it skips nodes whose image ID matches).
 
     python bench/ship.py [--nodes 3] [--base-mb 200] [--top-mb 20]   # root; starts test hosts, tears them down
+    python bench/ship.py --docker 28 --store containerd              # head and nodes on Docker 28.5, that store
 
 Bytes: what each node's network interface received, and what left the head towards all of them (the
 test bridge's transmit counter: the head's uplink). Targets: delta bytes ≤ 1.1 × the changed layer;
@@ -29,6 +30,7 @@ from pipeline.config.cluster import ClusterSpec  # noqa: E402
 from pipeline.engines.docker import Docker  # noqa: E402
 from pipeline.nodes.hosts import Hosts  # noqa: E402
 from pipeline.ship.shipper import Shipper  # noqa: E402
+from tests import docker28  # noqa: E402
 from tests.integration.dockerd import DOCKER, Daemon  # noqa: E402
 from tests.testbed.testbed import Node, Testbed  # noqa: E402
 
@@ -122,13 +124,21 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=3, choices=(1, 2, 3))
     ap.add_argument("--base-mb", type=int, default=200)
     ap.add_argument("--top-mb", type=int, default=20)
+    ap.add_argument("--docker", choices=("host", "28"), default="host", help="host: this machine's Docker (20.10)")
+    ap.add_argument("--store", choices=("classic", "containerd"), default="classic", help="image store, with 28")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        daemon = Daemon(root / "dockerd")
+        bin28 = docker28.install() if args.docker == "28" else None
+        # the head: the host's daemon, or Docker 28 beside it (every docker call below then goes there)
+        daemon: Daemon | docker28.Daemon28 = (
+            docker28.Daemon28(root / "head28", args.store, bin28) if bin28 else Daemon(root / "dockerd")
+        )
         daemon.start()
+        if isinstance(daemon, docker28.Daemon28):
+            os.environ.update(daemon.env())
         make_images(root / "img", args.base_mb, args.top_mb)
-        tb = Testbed(root / "tb", count=args.nodes).setup()
+        tb = Testbed(root / "tb", count=args.nodes, docker28=bin28, store=args.store).setup()
         rows = []
         try:
             cl = ClusterSpec.model_validate(tb.cluster(registry_port=5099))
@@ -163,7 +173,8 @@ def main() -> None:
             subprocess.run([DOCKER, "rmi", "-f", IMAGE, "bench-ship:v1", "bench-ship:v2"], capture_output=True)
     print(
         f"image: {args.base_mb} MB base layer + {args.top_mb} MB top layer (random bytes), "
-        f"{args.nodes} node(s) in parallel"
+        f"{args.nodes} node(s) in parallel; Docker {'20.10 (host)' if args.docker == 'host' else '28.5'}, "
+        f"{args.store} image store on head and nodes"
     )
     print(f"{'way':20}{'case':20}{'wall':>9}{'MB received per node':>26}{'head uplink MB':>16}")
     for who, case, secs, rx, up in rows:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests import docker28
 from tests.conftest import REPO
 from tests.integration.dockerd import Daemon
 
@@ -51,9 +52,13 @@ def test_bench_cli_runs_and_prints_each_command_next_to_import_click() -> None:
 
 
 @pytest.mark.docker
-def test_bench_ship_runs_with_one_node_and_small_layers(docker_daemon: Daemon) -> None:
-    out = run_bench("bench/ship.py", "--nodes", "1", "--base-mb", "8", "--top-mb", "1")
+@pytest.mark.parametrize("docker", [[], ["--docker", "28", "--store", "containerd"]], ids=["host", "28-containerd"])
+def test_bench_ship_runs_with_one_node_and_small_layers(docker_daemon: Daemon, docker: list[str]) -> None:
+    if docker and docker28.why_not():
+        pytest.skip(docker28.why_not())
+    out = run_bench("bench/ship.py", "--nodes", "1", "--base-mb", "8", "--top-mb", "1", *docker)
     assert "toolkit" in out and "delta (top layer)" in out and "current" in out
+    assert ("28.5, containerd image store" in out) == bool(docker)
 
 
 @pytest.mark.docker
