@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,12 @@ def toolkit_streamed(tb: Testbed) -> None:
     assert save.wait() == 0
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def uplink_bytes(tb: Testbed) -> int:
     return int(Path(f"/sys/class/net/{tb.bridge}/statistics/tx_bytes").read_text())
 
@@ -141,9 +148,10 @@ def main() -> None:
         tb = Testbed(root / "tb", count=args.nodes, docker28=bin28, store=args.store).setup()
         rows = []
         try:
-            cl = ClusterSpec.model_validate(tb.cluster(registry_port=5099))
+            port = free_port()  # not a fixed one: a registry or another run may hold it
+            cl = ClusterSpec.model_validate(tb.cluster(registry_port=port))
             hosts = Hosts(cl)
-            shipper = Shipper(hosts, Docker(), root / "ship", 5099)
+            shipper = Shipper(hosts, Docker(), root / "ship", port)
 
             def ours() -> None:
                 bad = [r for r in shipper.ship(IMAGE, cl.ordered()) if r.status == "failed"]
