@@ -22,12 +22,15 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from pipeline.engines.bootstrap import debian_mirror
+from tests.aptproxy import AptProxy
 
 # Not under /root: a test host's mount namespace covers /root, /opt and /srv with its own folders, and
 # its dockerd, containerd and runc must still be found there.
@@ -47,29 +50,12 @@ BINARIES = (
 PRIVATE_RUN = ("/run/docker/plugins", "/run/containerd", "/run/runc")
 
 
-def apt_mirror() -> str | None:
-    """The Debian mirror apt already uses (the only one this network reaches)."""
-    for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for stanza in f.read_text().split("\n\n"):
-            if re.search(r"^Suites:.*\bbookworm\b", stanza, re.M) and (m := re.search(r"^URIs:\s*(\S+)", stanza, re.M)):
-                return m.group(1)
-    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]:
-        with contextlib.suppress(OSError):
-            for line in f.read_text().splitlines():
-                words = re.sub(r"\[[^]]*\]", "", line).split()
-                if len(words) >= 3 and words[0] == "deb" and words[2] == "bookworm":
-                    return words[1]
-    return None
-
-
 def why_not() -> str | None:
     if os.geteuid() != 0:
         return "Docker 28 beside the host's needs root"
     for tool in ("debootstrap", "unshare", "chroot", "ip"):
         if not shutil.which(tool):
             return f"Docker 28 beside the host's needs {tool}"
-    if apt_mirror() is None:
-        return "no bookworm mirror in the apt sources to install Docker 28 from"
     return None
 
 
@@ -91,7 +77,7 @@ def install(root: Path = CACHE, timeout: float = 900) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if all((rootfs / "var/lib/dpkg/info" / f"{p}.list").exists() for p in PACKAGES) and _runs(bin_dir / "runc"):
             return bin_dir
-        mirror = apt_mirror()
+        mirror = debian_mirror()  # the one apt uses here: the only one this network reaches
         if not (rootfs / "usr/bin/apt-get").exists():
             script = (
                 []
@@ -153,7 +139,9 @@ class Daemon28:
     dir: Path
     store: str  # classic | containerd
     bin: Path
+    apt: bool = False  # builds reach Debian's mirror through an AptProxy on its bridge (and nothing else)
     pid: int | None = None
+    proxy: AptProxy | None = None
 
     @property
     def sock(self) -> str:
@@ -189,12 +177,17 @@ class Daemon28:
         plugin = self.dir / "config/cli-plugins/docker-buildx"
         if not plugin.exists():
             plugin.symlink_to(self.bin.parent / "rootfs/usr/libexec/docker/cli-plugins/docker-buildx")
-        (self.dir / "config/config.json").write_text("{}\n")
         bridge, address = self.bridge
         if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
             subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
             subprocess.run(["ip", "addr", "add", f"{address}/24", "dev", bridge], check=True)
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        config: dict[str, object] = {}
+        if self.apt:
+            self.proxy = AptProxy(address, {urlsplit(debian_mirror()).hostname or ""}, cache=CACHE.parent / "debs")
+            # the client hands config.json's proxies to builds as build args (apt honours http_proxy)
+            config["proxies"] = {"default": {"httpProxy": self.proxy.url, "noProxy": "127.0.0.1,localhost"}}
+        (self.dir / "config/config.json").write_text(json.dumps(config) + "\n")
         (self.dir / "daemon.json").write_text(
             daemon_config(
                 self.store,
@@ -240,6 +233,8 @@ class Daemon28:
                     if f"{self.dir}/exec".encode() in (proc / "cmdline").read_bytes():
                         ours.append(int(proc.name))
         stop_pids(ours, deadline)
+        if self.proxy is not None:
+            self.proxy.close()
         bridge, _ = self.bridge
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         for cg in Path("/sys/fs/cgroup").glob(f"*/d28t-{bridge}"):

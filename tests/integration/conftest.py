@@ -49,6 +49,9 @@ def testbed(
     assert not left, f"testbed teardown left {left}"
 
 
+DEPLOY_IMAGE = "vllm-node-test"
+
+
 @dataclass
 class SmokeBuild:
     root: Path  # fixture sources + build.yaml
@@ -83,6 +86,17 @@ def smoke_build(docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory)
     sb = SmokeBuild(root=root, cache=tmp_path_factory.mktemp("smoke-cache"), results=[])
     sb.results = sb.build()
     return sb
+
+
+@pytest.fixture(scope="session")
+def deploy_image(smoke_build: SmokeBuild, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The smoke runtime plus (for tests only) Ray from PyPI and the stand-in `vllm serve`."""
+    from tests.standin import image as test_image
+
+    root = smoke_build.copy(tmp_path_factory.mktemp("deploy") / "src")
+    wheels = test_image.download_ray(tmp_path_factory.mktemp("ray-wheels"))
+    smoke_build.build(root, *test_image.extra_args(root, wheels, DEPLOY_IMAGE))
+    return DEPLOY_IMAGE
 
 
 def statuses(results: list[dict]) -> dict[str, str]:

@@ -20,21 +20,12 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO, run_cli
 from tests.integration.conftest import SmokeBuild
-from tests.standin import image as test_image
 from tests.testbed.testbed import Node, Testbed
 
 pytestmark = pytest.mark.docker
 IMAGE = "vllm-node-test"
 # This sandbox allows neither --privileged nor a nofile limit above 20000; a Spark allows both.
 LIMITS = ["--gpus", "none", "--non-privileged", "--nofile", "16384", "--mem-limit-gb", "4", "--shm-size-gb", "1"]
-
-
-@pytest.fixture(scope="session")
-def deploy_image(smoke_build: SmokeBuild, tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = smoke_build.copy(tmp_path_factory.mktemp("deploy") / "src")
-    wheels = test_image.download_ray(tmp_path_factory.mktemp("ray-wheels"))
-    smoke_build.build(root, *test_image.extra_args(root, wheels, IMAGE))
-    return IMAGE
 
 
 @pytest.fixture

@@ -18,12 +18,15 @@ import yaml
 from pipeline.engines.identity import FORMAT, content_id
 from tests import docker28
 from tests.conftest import run_cli
+from tests.integration.conftest import SmokeBuild
 from tests.integration.dockerd import DOCKER
+from tests.integration.test_deploy import deploy
 from tests.testbed.testbed import Testbed
 
 pytestmark = [pytest.mark.docker, pytest.mark.docker28]
 BASE_LAYER = 24 * 1024 * 1024
 TOP_LAYER = 4 * 1024 * 1024
+TAG = "vllm-node-smoke"  # the smoke build.yaml's runtime tag
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +220,48 @@ def test_a_node_whose_docker_has_an_nvidia_cdi_spec_gets_the_gpu_by_cdi(nodes28:
         text=True,
     )
     assert (out.returncode, out.stdout.strip()) == (0, "all"), out.stderr
+
+
+@pytest.mark.parametrize("store", ["containerd", "classic"])
+def test_the_smoke_stack_builds_on_docker_28_with_the_same_keys(
+    smoke_build: SmokeBuild, docker28_bin: Path, tmp_path: Path, store: str
+) -> None:
+    """The smoke stack built cold on Docker 28.5 (its buildx client; apt through the proxy on its bridge):
+    the bootstrap images, cache mounts, `--network none`, `--output type=local` and the runtime's
+    import check all run there, and every key equals the one Docker 20.10 gave. A second build is a
+    look-up, the runtime found by its name by key."""
+    daemon = docker28.Daemon28(tmp_path / "d28", store, docker28_bin, apt=True).start()
+    try:
+        root = smoke_build.copy(tmp_path / "src")
+        env = {**smoke_build.env(), **daemon.env(), "SPARK_PIPELINE_CACHE": str(tmp_path / "cache")}
+        argv = ["build", "--json", "-f", str(root / "build.yaml")]
+        cold = {r["stage"]: r for r in json.loads(run_cli(*argv, env=env).stdout)}
+        assert {s: r["status"] for s, r in cold.items()} == dict.fromkeys(cold, "built")
+        assert {s: r["key"] for s, r in cold.items()} == {r["stage"]: r["key"] for r in smoke_build.results}
+        labels = json.loads(daemon.docker("image", "inspect", "--format", "{{json .Config.Labels}}", TAG).stdout)
+        assert labels["io.spark-pipeline.key.runtime"] == cold["runtime"]["key"]
+        assert daemon.docker("image", "inspect", f"{TAG}:{cold['runtime']['key'][:12]}", check=False).returncode == 0
+        warm = {r["stage"]: r["status"] for r in json.loads(run_cli(*argv, env=env).stdout)}
+        assert warm == dict.fromkeys(cold, "cached")
+    finally:
+        daemon.stop()
+
+
+def test_deploy_from_docker_20_to_containerd_nodes_then_nothing_to_do(
+    nodes28: Testbed, deploy_image: str, tmp_path: Path
+) -> None:
+    """The whole deploy onto Docker 28.5 test hosts on the containerd store, from this machine's 20.10:
+    shipped, started on all three, answering; the same deploy again sees the same image on every node
+    (by content ID, where `.Id` differs between the stores) and does nothing."""
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(nodes28.cluster(registry_port=5076, image=deploy_image)))
+    cmd = ["--", "vllm", "serve", "test/model", "--port", "8031", "-pp", "3"]
+    try:
+        assert "ready in" in deploy(cluster, *cmd).stderr
+        running = [n.docker("ps", "-q", "--filter", "name=vllm_node").stdout.strip() for n in nodes28.nodes]
+        assert all(running)
+        again = deploy(cluster, *cmd)
+        assert "nothing to do" in again.stderr
+        assert [n.docker("ps", "-q", "--filter", "name=vllm_node").stdout.strip() for n in nodes28.nodes] == running
+    finally:
+        run_cli("stop", "--cluster", str(cluster), check=None)
