@@ -27,6 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 from pipeline.engines.bootstrap import debian_mirror
@@ -161,15 +162,24 @@ class Daemon28:
             "SPARK_PIPELINE_DOCKER": str(self.bin / "docker"),
         }
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 120, input_stream: IO[bytes] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Its own client (28.5, buildx); `input_stream` feeds its stdin (a `docker save` piped in)."""
+        proc = subprocess.run(
             [str(self.bin / "docker"), *args],
             env={**os.environ, **self.env()},
+            stdin=input_stream,
             capture_output=True,
-            text=True,
-            check=check,
+            check=False,
             timeout=timeout,
         )
+        out = subprocess.CompletedProcess(
+            proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        )
+        if check and proc.returncode:
+            raise RuntimeError(f"docker {' '.join(args)}: exit {proc.returncode}: {out.stderr.strip()[-2000:]}")
+        return out
 
     def start(self, deadline: float = 60) -> Daemon28:
         for d in ("data", "exec", "config/cli-plugins"):

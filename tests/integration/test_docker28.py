@@ -20,7 +20,7 @@ from tests import docker28
 from tests.conftest import run_cli
 from tests.integration.conftest import SmokeBuild
 from tests.integration.dockerd import DOCKER
-from tests.integration.test_deploy import deploy
+from tests.integration.test_deploy import LIMITS, deploy
 from tests.testbed.testbed import Testbed
 
 pytestmark = [pytest.mark.docker, pytest.mark.docker28]
@@ -40,6 +40,16 @@ def docker28_bin() -> Path:
 @pytest.fixture(scope="module")
 def nodes28(docker_daemon: object, docker28_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     tb = Testbed(tmp_path_factory.mktemp("testbed28"), count=3, docker28=docker28_bin, store="containerd").setup()
+    yield tb
+    left = tb.teardown()
+    assert not left, f"testbed teardown left {left}"
+
+
+@pytest.fixture(scope="module")
+def nodes28_classic(
+    docker_daemon: object, docker28_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Testbed]:
+    tb = Testbed(tmp_path_factory.mktemp("testbed28k"), count=2, docker28=docker28_bin, store="classic").setup()
     yield tb
     left = tb.teardown()
     assert not left, f"testbed teardown left {left}"
@@ -89,17 +99,17 @@ def ship_cold_delta_current(tb: Testbed, tmp_path: Path, retag: list[str], env: 
 
     want = {v: _head_id(retag, env, f"sp28:{v}") for v in ("v1", "v2")}
     cold, _, _ = ship("v1")
-    assert [r["status"] for r in cold] == ["shipped"] * 3, cold
-    assert ids(tb, "sp28:current") == [want["v1"]] * 3
+    assert [r["status"] for r in cold] == ["shipped"] * len(tb.nodes), cold
+    assert ids(tb, "sp28:current") == [want["v1"]] * len(tb.nodes)
 
     delta, received, _ = ship("v2")
-    assert [r["status"] for r in delta] == ["shipped"] * 3, delta
-    assert ids(tb, "sp28:current") == [want["v2"]] * 3
+    assert [r["status"] for r in delta] == ["shipped"] * len(tb.nodes), delta
+    assert ids(tb, "sp28:current") == [want["v2"]] * len(tb.nodes)
     for r, on_wire in zip(delta, received, strict=True):
         assert on_wire <= 1.1 * TOP_LAYER + 256 * 1024, (r["node"], on_wire)  # the node's own counter
 
     again, received, err = ship("v2")
-    assert [(r["status"], r["bytes"]) for r in again] == [("skipped", 0)] * 3
+    assert [(r["status"], r["bytes"]) for r in again] == [("skipped", 0)] * len(tb.nodes)
     assert "skipped (same image)" in err
     assert all(b < 64 * 1024 for b in received)  # SSH only
 
@@ -131,6 +141,16 @@ def test_head_on_docker_28_ships_to_containerd_nodes(
     assert on_containerd == (store == "containerd")
     ship_cold_delta_current(nodes28, tmp_path, [str(head.bin / "docker")], head.env())
     forget(nodes28)
+
+
+def test_head_on_docker_28_containerd_ships_to_docker_28_classic_nodes(
+    nodes28_classic: Testbed, heads28: dict[str, docker28.Daemon28], layers: Path, tmp_path: Path
+) -> None:
+    head = heads28["containerd"]
+    head.docker("load", "-q", "-i", str(layers))
+    for n in nodes28_classic.nodes:
+        assert "io.containerd.snapshotter" not in n.docker("info", "--format", "{{json .DriverStatus}}").stdout
+    ship_cold_delta_current(nodes28_classic, tmp_path, [str(head.bin / "docker")], head.env())
 
 
 @pytest.mark.parametrize("store", ["containerd", "classic"])
@@ -265,3 +285,29 @@ def test_deploy_from_docker_20_to_containerd_nodes_then_nothing_to_do(
         assert [n.docker("ps", "-q", "--filter", "name=vllm_node").stdout.strip() for n in nodes28.nodes] == running
     finally:
         run_cli("stop", "--cluster", str(cluster), check=None)
+
+
+def test_solo_deploy_on_this_machine_when_its_docker_is_28_with_the_containerd_store(
+    heads28: dict[str, docker28.Daemon28], deploy_image: str, tmp_path: Path
+) -> None:
+    """`deploy --solo` where this machine's own Docker is 28.5 on the containerd store: started, answering,
+    then nothing to do (the image's content ID read here, as a remote node's would be)."""
+    head = heads28["containerd"]
+    save = subprocess.Popen([DOCKER, "save", deploy_image], stdout=subprocess.PIPE)
+    head.docker("load", "-q", input_stream=save.stdout)
+    assert save.wait() == 0
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**head.env(), "HOME": str(home)}
+    name = ["--name", "spark_pipeline_local28"]
+    argv = ["deploy", "--solo", "--image", deploy_image, *name, *LIMITS, "--timeout", "120"]
+    cmd = ["--", "vllm", "serve", "test/model", "--port", "8033"]
+    try:
+        proc = run_cli(*argv, *cmd, cwd=tmp_path, env=env)
+        assert "ready in" in proc.stderr and "http://127.0.0.1:8033/v1" in proc.stderr
+        [row] = json.loads(run_cli("status", *name, "--port", "8033", "--json", cwd=tmp_path, env=env).stdout)
+        assert row["container"] == "true" and row["health"].startswith("ok")
+        assert head.docker("ps", "-q", "--filter", "name=spark_pipeline_local28").stdout.strip()
+        assert "nothing to do" in run_cli(*argv, *cmd, cwd=tmp_path, env=env).stderr
+    finally:
+        run_cli("stop", *name, cwd=tmp_path, env=env, check=None)
