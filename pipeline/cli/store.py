@@ -122,6 +122,7 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
         for e in doomed:
             console.print(f"would remove {e.stage}/{e.key[:12]} ({_size(e.size)})")
         console.print(f"{len(doomed)} entries would be removed")
+        _untag(doomed, dry_run=True)
         _collect_registry(dry_run=True)
         return
     removed = s.gc(keep_keys, keep)
@@ -132,7 +133,46 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
         f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"
         + (f"; {cleaned} stale temp dirs" if cleaned else "")
     )
+    _untag(removed, dry_run=False)
     _collect_registry(dry_run=False)
+
+
+def image_names(entries: list[Entry]) -> list[str]:
+    """The local Docker names removed entries kept their images by: a runtime build's name by key, a
+    toolchain's tag (itself by key). Never the moving tag, which a newer build may hold."""
+    from pipeline.engines.identity import key_tag
+
+    names = []
+    for e in entries:
+        tag, toolchain = e.manifest.get("tag"), e.manifest.get("toolchain")
+        if isinstance(tag, str) and tag and e.manifest.get("image_id"):
+            names.append(key_tag(tag, e.key))
+        if isinstance(toolchain, str) and toolchain:
+            names.append(toolchain)
+    return names
+
+
+def _untag(entries: list[Entry], dry_run: bool) -> None:
+    """Those names go from the local Docker with their entries (the image too, when no other name holds
+    it), so that the store's keep policy also bounds what the builds leave in Docker."""
+    from pipeline.engines.docker import Docker
+    from pipeline.errors import PipelineError
+
+    names = image_names(entries)
+    if not names:
+        return
+    try:
+        docker = Docker()
+        held = [n for n in names if docker.image_id(n)]
+        for name in held:
+            if dry_run:
+                console.print(f"would untag {name} in the local Docker")
+            elif docker.run("rmi", name, check=False, timeout=120).returncode == 0:
+                console.print(f"untagged {name} in the local Docker")
+            else:
+                say(f"{name} stays in the local Docker (a container uses it)", "warn")
+    except (PipelineError, OSError) as e:
+        say(f"the local Docker was not asked to drop {len(names)} image name(s): {e}", "warn")
 
 
 def _collect_registry(dry_run: bool) -> None:
