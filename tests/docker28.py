@@ -182,6 +182,8 @@ class Daemon28:
         return out
 
     def start(self, deadline: float = 60) -> Daemon28:
+        if len(f"{self.dir}/exec/containerd/containerd-debug.sock") > 100:
+            raise ValueError(f"{self.dir}: too long for containerd's unix sockets (104 bytes); use a shorter folder")
         for d in ("data", "exec", "config/cli-plugins"):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
         plugin = self.dir / "config/cli-plugins/docker-buildx"
@@ -223,9 +225,10 @@ class Daemon28:
             )
         end = time.monotonic() + deadline
         while time.monotonic() < end:
-            if pidfile.exists() and self.docker("version", check=False, timeout=10).returncode == 0:
-                self.pid = int(pidfile.read_text().strip())
-                return self
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a daemon still starting may not answer yet
+                if pidfile.exists() and self.docker("version", check=False, timeout=10).returncode == 0:
+                    self.pid = int(pidfile.read_text().strip())
+                    return self
             time.sleep(0.3)
         raise RuntimeError(f"Docker 28 did not answer within {deadline:.0f} s; see {self.dir / 'dockerd.log'}")
 

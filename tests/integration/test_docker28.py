@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -242,29 +245,38 @@ def test_a_node_whose_docker_has_an_nvidia_cdi_spec_gets_the_gpu_by_cdi(nodes28:
     assert (out.returncode, out.stdout.strip()) == (0, "all"), out.stderr
 
 
-@pytest.mark.parametrize("store", ["containerd", "classic"])
 def test_the_smoke_stack_builds_on_docker_28_with_the_same_keys(
-    smoke_build: SmokeBuild, docker28_bin: Path, tmp_path: Path, store: str
+    smoke_build: SmokeBuild, docker28_bin: Path, tmp_path: Path
 ) -> None:
-    """The smoke stack built cold on Docker 28.5 (its buildx client; apt through the proxy on its bridge):
-    the bootstrap images, cache mounts, `--network none`, `--output type=local` and the runtime's
-    import check all run there, and every key equals the one Docker 20.10 gave. A second build is a
-    look-up, the runtime found by its name by key."""
-    daemon = docker28.Daemon28(tmp_path / "d28", store, docker28_bin, apt=True).start()
-    try:
-        root = smoke_build.copy(tmp_path / "src")
-        env = {**smoke_build.env(), **daemon.env(), "SPARK_PIPELINE_CACHE": str(tmp_path / "cache")}
-        argv = ["build", "--json", "-f", str(root / "build.yaml")]
-        cold = {r["stage"]: r for r in json.loads(run_cli(*argv, env=env).stdout)}
-        assert {s: r["status"] for s, r in cold.items()} == dict.fromkeys(cold, "built")
-        assert {s: r["key"] for s, r in cold.items()} == {r["stage"]: r["key"] for r in smoke_build.results}
-        labels = json.loads(daemon.docker("image", "inspect", "--format", "{{json .Config.Labels}}", TAG).stdout)
-        assert labels["io.spark-pipeline.key.runtime"] == cold["runtime"]["key"]
-        assert daemon.docker("image", "inspect", f"{TAG}:{cold['runtime']['key'][:12]}", check=False).returncode == 0
-        warm = {r["stage"]: r["status"] for r in json.loads(run_cli(*argv, env=env).stdout)}
-        assert warm == dict.fromkeys(cold, "cached")
-    finally:
-        daemon.stop()
+    """The smoke stack built cold on Docker 28.5 with each image store (its buildx client; apt through the
+    proxy on its bridge): the bootstrap images, cache mounts, `--network none`, `--output type=local` and
+    the runtime's import check all run there, and every key equals the one Docker 20.10 gave. A second
+    build is a look-up, the runtime found by its name by key. Both stores build at once (two daemons, two
+    processes): the builds wait on downloads as much as on the CPU."""
+
+    def build(store: str) -> None:
+        work = tmp_path / store
+        # a short folder: containerd's sockets under it must stay within 104 bytes
+        daemon = docker28.Daemon28(Path(tempfile.mkdtemp(prefix="sp28-")), store, docker28_bin, apt=True).start()
+        try:
+            root = smoke_build.copy(work / "src")
+            env = {**smoke_build.env(), **daemon.env(), "SPARK_PIPELINE_CACHE": str(work / "cache")}
+            argv = ["build", "--json", "-f", str(root / "build.yaml")]
+            cold = {r["stage"]: r for r in json.loads(run_cli(*argv, env=env, subprocess=True).stdout)}
+            assert {s: r["status"] for s, r in cold.items()} == dict.fromkeys(cold, "built"), store
+            assert {s: r["key"] for s, r in cold.items()} == {r["stage"]: r["key"] for r in smoke_build.results}
+            labels = json.loads(daemon.docker("image", "inspect", "--format", "{{json .Config.Labels}}", TAG).stdout)
+            assert labels["io.spark-pipeline.key.runtime"] == cold["runtime"]["key"]
+            by_key = f"{TAG}:{cold['runtime']['key'][:12]}"
+            assert daemon.docker("image", "inspect", by_key, check=False).returncode == 0
+            warm = {r["stage"]: r["status"] for r in json.loads(run_cli(*argv, env=env, subprocess=True).stdout)}
+            assert warm == dict.fromkeys(cold, "cached"), store
+        finally:
+            daemon.stop()
+            shutil.rmtree(daemon.dir, ignore_errors=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(build, ["containerd", "classic"]))  # re-raises the first failure
 
 
 def test_deploy_from_docker_20_to_containerd_nodes_then_nothing_to_do(
