@@ -139,13 +139,13 @@ def paramiko_pull(
             finally:
                 done.set()
                 reporter.join()
-            out, _, status = ran.stdout.rpartition(DONE)
-            if status.strip() != "0":
+            out, found, status = ran.stdout.rpartition(DONE)
+            if not found or status.strip() != "0":
                 raise HostError(
                     node.label,
-                    f"docker pull through the SSH tunnel failed (exit {status.strip() or 'unknown'})",
+                    f"docker pull through the SSH tunnel failed (exit {status.strip() if found else 'unknown'})",
                     command=shlex.join(pull_argv(ref, image)),
-                    tail=(out + ran.stderr).strip()[-2000:],
+                    tail=(ran.stdout + ran.stderr).strip()[-2000:],
                 )
             return fwd.bytes_to_node, out
     except OSError as e:
