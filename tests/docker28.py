@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ BINARIES = (
     "usr/sbin/docker-proxy",
     "usr/bin/docker",
 )
+_BRIDGES = threading.Lock()
 PRIVATE_RUN = ("/run/docker/plugins", "/run/containerd", "/run/runc")
 
 
@@ -149,10 +151,23 @@ class Daemon28:
         return f"unix://{self.dir}/docker.sock"
 
     @property
-    def bridge(self) -> tuple[str, str]:
-        """Its own bridge and address, named after its folder (two runs never share one)."""
-        h = int(hashlib.sha256(str(self.dir).encode()).hexdigest()[:8], 16)
-        return f"d28t{h:08x}"[:15], f"10.229.{h % 200 + 20}.1"
+    def bridge(self) -> str:
+        """Its own bridge, named after its folder (two runs never share one)."""
+        return f"d28t{hashlib.sha256(str(self.dir).encode()).hexdigest()[:8]}"
+
+    def _add_bridge(self) -> str:
+        """Create the bridge on a 10.229.N.0/24 no interface here uses (a subnet on two bridges sends
+        replies out of the wrong one); returns its address."""
+        with _BRIDGES:  # two daemons may start at once (threads)
+            if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode != 0:
+                used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+                start = int(self.bridge[4:], 16)
+                octet = next(n for i in range(200) if f"inet 10.229.{(n := (start + i) % 200 + 20)}." not in used)
+                subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
+                subprocess.run(["ip", "addr", "add", f"10.229.{octet}.1/24", "dev", self.bridge], check=True)
+            subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
+            out = subprocess.run(["ip", "-o", "-4", "addr", "show", self.bridge], capture_output=True, text=True).stdout
+            return out.split("inet ", 1)[1].split("/", 1)[0]
 
     def env(self) -> dict[str, str]:
         """What a test sets to make the tool use this daemon with its own client (28.5, buildx)."""
@@ -182,6 +197,14 @@ class Daemon28:
         return out
 
     def start(self, deadline: float = 60) -> Daemon28:
+        """Start it; whatever a failed start made (bridge, proxy, daemon) is undone before the error."""
+        try:
+            return self._start(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, deadline: float) -> Daemon28:
         if len(f"{self.dir}/exec/containerd/containerd-debug.sock") > 100:
             raise ValueError(f"{self.dir}: too long for containerd's unix sockets (104 bytes); use a shorter folder")
         for d in ("data", "exec", "config/cli-plugins"):
@@ -189,11 +212,7 @@ class Daemon28:
         plugin = self.dir / "config/cli-plugins/docker-buildx"
         if not plugin.exists():
             plugin.symlink_to(self.bin.parent / "rootfs/usr/libexec/docker/cli-plugins/docker-buildx")
-        bridge, address = self.bridge
-        if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
-            subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
-            subprocess.run(["ip", "addr", "add", f"{address}/24", "dev", bridge], check=True)
-        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        bridge, address = self.bridge, self._add_bridge()
         config: dict[str, object] = {}
         if self.apt:
             self.proxy = AptProxy(address, {urlsplit(debian_mirror()).hostname or ""}, cache=CACHE.parent / "debs")
@@ -248,7 +267,7 @@ class Daemon28:
         stop_pids(ours, deadline)
         if self.proxy is not None:
             self.proxy.close()
-        bridge, _ = self.bridge
+        bridge = self.bridge
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         for cg in Path("/sys/fs/cgroup").glob(f"*/d28t-{bridge}"):
             for sub in sorted((p for p in cg.rglob("*") if p.is_dir()), reverse=True):
