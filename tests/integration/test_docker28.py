@@ -1,8 +1,13 @@
-"""Shipping on current Docker: three test hosts run Docker Engine 28.5 with the containerd image store
-(the default of new Docker 29 installs), and the head is either the host's Docker 20.10 (classic store:
-the uncompressed push) or Docker 28.5 with the containerd store (`docker push` of its stored blobs).
-Each case ships cold, then a changed top layer (each node's own interface counter must show only that
-layer), then nothing (every node already holds the same image, under another `.Id` than the head's)."""
+"""The Docker-facing tests on current Docker: Docker Engine 28.5 (tests/docker28.py) with the classic and
+the containerd image store (the default of new Docker 29 installs), beside the host's 20.10.
+
+- Shipping in every mix of head and nodes (20.10 classic, 28.5 classic, 28.5 containerd): cold, then a
+  changed top layer (each node's own interface counter must show only that layer), then nothing (every
+  node holds the same image, under another `.Id` than the head's when the stores differ).
+- A moved tag on the containerd store, and the build's name by key that keeps the old build reusable.
+- GPUs by CDI where the node's Docker has an NVIDIA CDI spec.
+- The smoke stack built cold on 28.5 with each store; a deploy onto 28.5 test hosts and onto this machine.
+"""
 
 from __future__ import annotations
 
