@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 from pipeline.engines.bootstrap import debian_mirror
 from tests.aptproxy import AptProxy
+from tests.integration.dockerd import launch
 
 # Not under /root: a test host's mount namespace covers /root, /opt and /srv with its own folders, and
 # its dockerd, containerd and runc must still be found there.
@@ -228,28 +228,20 @@ class Daemon28:
             )
         )
         pidfile = self.dir / "dockerd.pid"
-        pidfile.unlink(missing_ok=True)
         script = (
             f"{private_run_script(self.dir / 'private')} && exec env -i PATH={self.bin}:/usr/sbin:/usr/bin:/sbin:/bin "
             f"HOME=/root dockerd --config-file {self.dir}/daemon.json --data-root {self.dir}/data "
             f"--exec-root {self.dir}/exec --pidfile {pidfile} -H {self.sock} --cgroup-parent /d28t-{bridge}"
         )
-        with (self.dir / "dockerd.log").open("ab") as log:
-            subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            with contextlib.suppress(subprocess.TimeoutExpired):  # a daemon still starting may not answer yet
-                if pidfile.exists() and self.docker("version", check=False, timeout=10).returncode == 0:
-                    self.pid = int(pidfile.read_text().strip())
-                    return self
-            time.sleep(0.3)
-        raise RuntimeError(f"Docker 28 did not answer within {deadline:.0f} s; see {self.dir / 'dockerd.log'}")
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        _, self.pid = launch(argv, self.dir / "dockerd.log", pidfile, self._answers, deadline, "Docker 28")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return self.docker("version", check=False, timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:  # a daemon still starting may not answer yet
+            return False
 
     def stop(self, deadline: float = 30) -> None:
         """Stop it by its PID, then what only it started (its containerd, shims: their command lines name

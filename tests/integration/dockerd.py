@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
@@ -24,6 +25,24 @@ def answering() -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def launch(
+    argv: list[str], log: Path, pidfile: Path, answers: Callable[[], bool], deadline: float, what: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a daemon in its own session, its output appended to `log`, and wait until it has written
+    `pidfile` and `answers()`; returns the process and the PID it wrote."""
+    pidfile.unlink(missing_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if pidfile.exists() and answers():
+            return proc, int(pidfile.read_text().strip())
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer within {deadline:.0f} s; see {log}")
 
 
 class Daemon:
@@ -46,22 +65,8 @@ class Daemon:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         pidfile = self.workdir / "dockerd.pid"
-        pidfile.unlink(missing_ok=True)
-        log = (self.workdir / "dockerd.log").open("ab")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--pidfile", str(pidfile)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            if pidfile.exists() and answering():
-                self.pid = int(pidfile.read_text().strip())
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"dockerd did not answer within {deadline:.0f} s; see {self.workdir / 'dockerd.log'}")
+        argv = ["dockerd", "--pidfile", str(pidfile)]
+        self.proc, self.pid = launch(argv, self.workdir / "dockerd.log", pidfile, answering, deadline, "dockerd")
 
     def stop(self, deadline: float = 30) -> None:
         if self.pid is None:

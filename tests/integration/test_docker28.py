@@ -144,31 +144,32 @@ def test_head_on_docker_28_ships_to_containerd_nodes(
     nodes28: Testbed, heads28: dict[str, docker28.Daemon28], layers: Path, tmp_path: Path, store: str
 ) -> None:
     head = heads28[store]
-    head.docker("load", "-q", "-i", str(layers))
     on_containerd = "io.containerd.snapshotter" in head.docker("info", "--format", "{{json .DriverStatus}}").stdout
     assert on_containerd == (store == "containerd")
-    ship_cold_delta_current(nodes28, tmp_path, [str(head.bin / "docker")], head.env())
+    ship_from(head, layers, nodes28, tmp_path)
     forget(nodes28)
 
 
 def test_head_on_docker_28_containerd_ships_to_docker_28_classic_nodes(
     nodes28_classic: Testbed, heads28: dict[str, docker28.Daemon28], layers: Path, tmp_path: Path
 ) -> None:
-    head = heads28["containerd"]
-    head.docker("load", "-q", "-i", str(layers))
     for n in nodes28_classic.nodes:
         assert "io.containerd.snapshotter" not in n.docker("info", "--format", "{{json .DriverStatus}}").stdout
-    ship_cold_delta_current(nodes28_classic, tmp_path, [str(head.bin / "docker")], head.env())
+    ship_from(heads28["containerd"], layers, nodes28_classic, tmp_path)
 
 
 @pytest.mark.parametrize("store", ["containerd", "classic"])
 def test_head_on_docker_28_ships_to_docker_20_nodes(
     testbed: Testbed, heads28: dict[str, docker28.Daemon28], layers: Path, tmp_path: Path, store: str
 ) -> None:
-    head = heads28[store]
-    head.docker("load", "-q", "-i", str(layers))
-    ship_cold_delta_current(testbed, tmp_path, [str(head.bin / "docker")], head.env())
+    ship_from(heads28[store], layers, testbed, tmp_path)
     forget(testbed)
+
+
+def ship_from(head: docker28.Daemon28, layers: Path, tb: Testbed, tmp_path: Path) -> None:
+    """Cold, delta and current from a Docker 28 head, with its own client."""
+    head.docker("load", "-q", "-i", str(layers))
+    ship_cold_delta_current(tb, tmp_path, [str(head.bin / "docker")], head.env())
 
 
 def forget(tb: Testbed) -> None:
