@@ -368,6 +368,9 @@ def make_sources(root: Path) -> dict[str, str]:
                 '"""smoke-stack stand-in for vLLM"""\n__version__ = "0.16.1"\nimport smoke_runtime_dep\n'
             ),
             "csrc/kernel.cu": KERNEL,
+            # vLLM's tree has a .dockerignore of its own (dist, vllm/*.so, vllm/vllm_flash_attn/*, lib/, ...). A
+            # buildx named build context would apply it to the source; ours must not (engines/buildkit.py).
+            ".dockerignore": "# smoke stand-in: a build context that honoured this would hold nothing\n*\n",
             # vLLM 0.33/0.34's list for CUDA >= 13: without docker-contexts/vllm/cuda_archs.py, 12.1a -> 12.0
             "CMakeLists.txt": 'set(CUDA_SUPPORTED_ARCHS "7.5;8.0;8.6;8.7;8.9;9.0;10.0;11.0;12.0")\n',
             # The newest layout (2026-10): the script under tools/, build requirements under requirements/build/.

@@ -1,11 +1,16 @@
 """The BuildKit engine: a Stage -> a generated Dockerfile + one assembled build context, run by
 `DOCKER_BUILDKIT=1 docker build`.
 
-One assembled context (rather than named build contexts) because Docker 20.10's built-in BuildKit has
-no `--build-context` (that needs buildx). Source trees are COPY'd (builds write into them); upstream
-wheels and local directories are bind-mounted into the steps that use them (`RUN --mount=type=bind`),
-so they never become layers. Caches are `RUN --mount=type=cache`. Wheels leave through
-`--output type=local`. Never a `# syntax=` line or `--pull`: both would contact a registry.
+One assembled context, on every Docker, rather than buildx's named build contexts (`--build-context`,
+Docker 23+): buildx applies a named context's own root `.dockerignore`, and source trees carry one (vLLM's
+drops `dist`, `lib/`, `vllm/*.so`, `vllm/vllm_flash_attn/*`, ...; measured on 28.5 with buildx 0.29), so the
+same key would build other content there. Nested in the assembled context, a tree's `.dockerignore` is
+inert (the smoke vLLM's ignores everything, so a switch fails its build).
+
+Source trees are COPY'd (builds write into them); upstream wheels and local directories are bind-mounted
+into the steps that use them (`RUN --mount=type=bind`), so they never become layers. Caches are `RUN
+--mount=type=cache`. Wheels leave through `--output type=local`. Never a `# syntax=` line or `--pull`: both
+would contact a registry.
 """
 
 from __future__ import annotations
