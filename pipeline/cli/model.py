@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.cli.nodeopts import cluster_options
-from pipeline.cli.tables import copy_table
+from pipeline.cli.tables import copy_table, size_text
 
 if TYPE_CHECKING:
     from pipeline.model.copy import CopyResult
+    from pipeline.model.selection import Choice, Record
 
 
 @click.group()
@@ -39,29 +40,48 @@ def _copy_opts(o: dict[str, Any]) -> bool:
     metavar="HOST[,HOST…]",
     help="Then copy it to these nodes (only what each lacks). --cluster FILE copies to a cluster's nodes.",
 )
+@click.option(
+    "--load-format",
+    default="auto",
+    show_default=True,
+    metavar="FORMAT",
+    help="vLLM's --load-format the model is served with: it decides which weight set is fetched "
+    "(auto/safetensors: the safetensors shards; pt: the .bin set; mistral: consolidated*.safetensors).",
+)
+@click.option("--gguf", default=None, metavar="FILE", help="The GGUF file vLLM serves (a GGUF repository).")
+@click.option("--all-files", is_flag=True, help="Every file of the repository, not only what vLLM loads.")
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="What was downloaded and copied, as JSON on stdout.")
 def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool, **o: Any) -> None:
-    """Download REPO (a Hugging Face model id) into this machine's cache; files it has are not fetched
-    again, and a download that was interrupted resumes.
+    """Download REPO (a Hugging Face model id) into this machine's cache: only the files vLLM loads (one
+    weight set, with config, tokenizer, templates and code; never original/, a .bin set beside
+    safetensors, consolidated.* beside shards, or other frameworks' weights). Files it has are not
+    fetched again, and a download that was interrupted resumes.
 
     \b
     Examples:
       python -m pipeline model download Qwen/Qwen3-8B
       python -m pipeline model download Qwen/Qwen3-8B --copy-to 192.168.100.11,192.168.100.12
+      python -m pipeline model download unsloth/Qwen3-8B-GGUF --gguf Qwen3-8B-Q4_K_M.gguf
     """
     from pipeline.cli.console import console, emit_json, say, transfer_progress
     from pipeline.cli.nodeopts import cluster_from
     from pipeline.model.copy import copy_all
     from pipeline.model.hub import download as fetch
     from pipeline.model.hub import resumed_note
+    from pipeline.model.selection import load_selection
 
-    snap = fetch(check_repo(repo), revision, resumed_note(repo, say))
+    choice = choice_from(o)
+    snap = fetch(check_repo(repo), revision, resumed_note(repo, say), choice)
+    rec = None if choice.all_files else load_selection(repo, snap.commit)
     say(f"{repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB at {snap.commit[:12]} in {snap.repo_dir}", "ok")
+    if rec is not None:
+        say(f"{repo}: weights: {rec.selection.weights}; {left_out_line(rec)}")
     results: list[CopyResult] = []
     if copy_to or _copy_opts(o):
         with transfer_progress() as reporter:
-            results = copy_all(cluster_from({**o, "nodes": copy_to or o.get("nodes")}), [snap], reporter.transfer)
+            nodes = cluster_from({**o, "nodes": copy_to or o.get("nodes")})
+            results = copy_all(nodes, [snap], reporter.transfer, choice=choice)
         if not as_json:
             console.print(copy_table(results))
     if as_json:
@@ -72,9 +92,31 @@ def download(repo: str, revision: str | None, copy_to: str | None, as_json: bool
                 "path": str(snap.path),
                 "files": snap.files,
                 "bytes": snap.size,
+                "weights": rec.selection.weights if rec else "every file",
+                "left_out": [{"path": p, "why": why} for p, why in rec.selection.left_out] if rec else [],
+                "left_out_bytes": rec.left_out_bytes if rec else 0,
                 "copies": [r.__dict__ for r in results],
             }
         )
+
+
+def choice_from(o: dict[str, Any]) -> Choice:
+    from pipeline.model.selection import Choice
+
+    return Choice(o.pop("load_format", "auto"), o.pop("gguf", None), bool(o.pop("all_files", False)))
+
+
+def left_out_line(rec: Record) -> str:
+    """`left out 5 file(s), 7.0 MB: original/ ×2, another weight set ×2, ...`, grouped by folder or why."""
+    left = rec.selection.left_out
+    if not left:
+        return "nothing left out"
+    groups: dict[str, int] = {}
+    for path, why in left:
+        key = path.split("/")[0] + "/" if "/" in path else why
+        groups[key] = groups.get(key, 0) + 1
+    parts = ", ".join(f"{k} ×{n}" for k, n in groups.items())
+    return f"left out {len(left)} file(s), {size_text(rec.left_out_bytes)}: {parts}"[:300]
 
 
 def check_repo(repo: str) -> str:
@@ -97,10 +139,12 @@ def check_repo(repo: str) -> str:
     help="auto: rsync where this machine and the node have it (a partial file continues), else a tar "
     "stream over the SSH channel.",
 )
+@click.option("--all-files", is_flag=True, help="Every file the cache holds, not only what vLLM loads.")
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Per-node results as JSON on stdout.")
 def copy(repo: str, revision: str | None, via: str, as_json: bool, **o: Any) -> None:
-    """Copy REPO from this machine's cache to the nodes (only what each lacks; checked by sha256).
+    """Copy REPO from this machine's cache to the nodes: the files `model download` chose (what vLLM
+    loads), only what each node lacks, checked by sha256.
 
     \b
     Examples:
@@ -115,8 +159,9 @@ def copy(repo: str, revision: str | None, via: str, as_json: bool, **o: Any) -> 
     snap = local_snapshot(check_repo(repo), revision)
     if snap is None:
         raise ConfigError(f"model {repo}: not in this machine's cache; `model download {repo}` first")
+    choice = choice_from(o)
     with transfer_progress() as reporter:
-        results = copy_all(cluster_from(o), [snap], reporter.transfer, via)
+        results = copy_all(cluster_from(o), [snap], reporter.transfer, via, choice)
     if as_json:
         emit_json([r.__dict__ for r in results])
         return
@@ -139,19 +184,40 @@ def ls(as_json: bool, **o: Any) -> None:
 
     from pipeline.cli.console import console, emit_json
     from pipeline.model.hub import cached_models
+    from pipeline.model.selection import load_selection
 
     rows = [("this machine", s.repo, s.commit, s.size) for s in cached_models()]
+    records = {(r, c): load_selection(r, c) for m, r, c, _ in rows}
     if _copy_opts(o):
         rows += node_models(o)
     if as_json:
-        emit_json([{"machine": m, "repo": r, "commit": c, "bytes": b} for m, r, c, b in rows])
+        emit_json(
+            [
+                {
+                    "machine": m,
+                    "repo": r,
+                    "commit": c,
+                    "bytes": b,
+                    "left_out_bytes": rec.left_out_bytes
+                    if (rec := records.get((r, c))) and m == "this machine"
+                    else None,
+                }
+                for m, r, c, b in rows
+            ]
+        )
         return
     t = Table()
-    for col in ("machine", "model", "commit", "size"):
+    for col in ("machine", "model", "commit", "size", "left out"):
         t.add_column(col)
     for m, r, c, b in rows:
-        t.add_row(escape(m), escape(r), c[:12], f"{b / 1e6:.1f} MB")
+        rec = _record(records, m, r, c)
+        t.add_row(escape(m), escape(r), c[:12], f"{b / 1e6:.1f} MB", escape(left_out_line(rec)) if rec else "")
     console.print(t)
+
+
+def _record(records: dict[tuple[str, str], Record | None], machine: str, repo: str, commit: str) -> Record | None:
+    """What this machine's download of repo@commit left out; nodes hold what was copied, so none."""
+    return records.get((repo, commit)) if machine == "this machine" else None
 
 
 def node_models(o: dict[str, Any]) -> list[tuple[str, str, str, int]]:

@@ -15,7 +15,7 @@ def setup(r: Rendered, spec: RecipeSpec, label: str, o: dict[str, Any]) -> None:
     from pipeline.cli.nodeopts import cluster_from
     from pipeline.cli.options import mirrors_from, store_from
     from pipeline.cli.tables import copy_table, results_table
-    from pipeline.config.render import models_named, profiles_for
+    from pipeline.config.render import flag_value, models_named, profiles_for
     from pipeline.deploy.setup import Setup, SetupRequest
     from pipeline.paths import default_build_file
 
@@ -26,6 +26,7 @@ def setup(r: Rendered, spec: RecipeSpec, label: str, o: dict[str, Any]) -> None:
         tag=r.image,
         models=tuple((m, spec.model_revision if m == r.model else None) for m in names),
         cluster=cluster_from(o),
+        load_format=flag_value(r.command, ("--load-format",)) or "auto",
     )
     with transfer_progress() as reporter:
         use = Setup(store_from({}), mirrors_from({}), reporter)

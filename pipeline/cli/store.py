@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from pipeline.cli.console import console, emit_json, say
+from pipeline.cli.tables import size_text
 from pipeline.cli.types import KeyPrefix, StageKey
 from pipeline.contract import STORED_STAGES
 from pipeline.paths import default_store
@@ -21,14 +22,6 @@ if TYPE_CHECKING:
 
 def _store(path: Path | None) -> Store:
     return Store(path or default_store())
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 @click.group()
@@ -83,9 +76,11 @@ def ls(store_path: Path | None, remote_url: str | None, as_json: bool) -> None:
         table.add_column(col)
     for e in entries:
         when = datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M") if e.created else "?"
-        table.add_row(e.stage, e.key[:12], str(len(e.files)), _size(e.size), str(e.manifest.get("engine", "")), when)
+        table.add_row(
+            e.stage, e.key[:12], str(len(e.files)), size_text(e.size), str(e.manifest.get("engine", "")), when
+        )
     console.print(table)
-    console.print(f"{len(entries)} entries, {_size(sum(e.size for e in entries))}")
+    console.print(f"{len(entries)} entries, {size_text(sum(e.size for e in entries))}")
 
 
 @store.command("gc")
@@ -120,7 +115,7 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
     if dry_run:
         doomed = s.gc(keep_keys, keep, dry_run=True)
         for e in doomed:
-            console.print(f"would remove {e.stage}/{e.key[:12]} ({_size(e.size)})")
+            console.print(f"would remove {e.stage}/{e.key[:12]} ({size_text(e.size)})")
         console.print(f"{len(doomed)} entries would be removed")
         _untag(doomed, dry_run=True)
         _collect_registry(dry_run=True)
@@ -128,9 +123,9 @@ def gc(store_path: Path | None, build_file: Path, keep: int, dry_run: bool) -> N
     removed = s.gc(keep_keys, keep)
     cleaned = s.clean_staging()  # temp dirs of killed builds
     for e in removed:
-        console.print(f"removed {e.stage}/{e.key[:12]} ({_size(e.size)})")
+        console.print(f"removed {e.stage}/{e.key[:12]} ({size_text(e.size)})")
     console.print(
-        f"{len(removed)} entries removed, {_size(sum(e.size for e in removed))} freed"
+        f"{len(removed)} entries removed, {size_text(sum(e.size for e in removed))} freed"
         + (f"; {cleaned} stale temp dirs" if cleaned else "")
     )
     _untag(removed, dry_run=False)
@@ -185,7 +180,7 @@ def _collect_registry(dry_run: bool) -> None:
         what = f"{done.blobs} blobs and {done.manifests} manifests no tag uses"
         console.print(
             f"image registry {where}: "
-            + (f"would remove {what}" if dry_run else f"removed {what}, {_size(done.freed)} freed")
+            + (f"would remove {what}" if dry_run else f"removed {what}, {size_text(done.freed)} freed")
         )
 
 
@@ -229,7 +224,7 @@ def push(store_path: Path | None, remote_url: str, stage: str | None, key: str |
         elif remote.has(e.stage, e.key):
             say(f"{e.stage}/{e.key[:12]}: the remote store has it", "note")
         else:
-            say(f"pushed {remote.push(checked)} ({_size(checked.size)})")
+            say(f"pushed {remote.push(checked)} ({size_text(checked.size)})")
             pushed += 1
     say(f"{pushed} entr{'y' if pushed == 1 else 'ies'} pushed to {remote_url}", "ok")
 
@@ -251,7 +246,7 @@ def pull(store_path: Path | None, remote_url: str, stage: str, key: str) -> None
         from pipeline.errors import StoreError
 
         raise StoreError(f"{stage}/{key[:12]}: the remote store {remote_url} does not have it")
-    say(f"pulled {stage}/{key[:12]} ({_size(entry.size)}) into {s.root}", "ok")
+    say(f"pulled {stage}/{key[:12]} ({size_text(entry.size)}) into {s.root}", "ok")
 
 
 def ls_remote(remote_url: str, as_json: bool) -> None:

@@ -74,3 +74,13 @@ def copy_table(results: list[CopyResult]) -> Any:
             escape(r.note),
         )
     return t
+
+
+def size_text(n: int) -> str:
+    """Bytes for a person: 512 B, 3.1 MB, 65.2 GB (binary units)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)

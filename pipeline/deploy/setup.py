@@ -27,6 +27,7 @@ from pipeline.engines import make_engine
 from pipeline.engines.docker import Docker
 from pipeline.model.copy import CopyResult, copy_all
 from pipeline.model.hub import Snapshot, download, local_snapshot, resumed_note
+from pipeline.model.selection import Choice
 from pipeline.paths import cache_root
 from pipeline.report import Reporter
 from pipeline.resolution import plan_build
@@ -41,6 +42,7 @@ class SetupRequest:
     tag: str  # the recipe's image
     models: tuple[tuple[str, str | None], ...]  # (repo, revision) of every model the command loads
     cluster: ClusterSpec
+    load_format: str = "auto"  # the command's --load-format: which weight set of the served (first) model
 
 
 @dataclass
@@ -122,11 +124,12 @@ class Setup:
                 sp.loaded, make_engine(sp.loaded.spec.engine, cache_root()), self.store, self.mirrors, self.report
             )
             _, result.built = builder.run(tag=sp.request.tag)
-        for repo, revision in sp.request.models:
+        for i, (repo, revision) in enumerate(sp.request.models):
             snap = sp.cached.get(repo)
             if snap is None:
                 self.report.say(f"[setup 2/3] model {repo}: downloading")
-                snap = download(repo, revision, resumed_note(repo, self.report.say, "[setup 2/3] "))
+                choice = Choice(sp.request.load_format if i == 0 else "auto")
+                snap = download(repo, revision, resumed_note(repo, self.report.say, "[setup 2/3] "), choice)
                 self.report.say(f"[setup 2/3] model {repo}: {snap.files} file(s), {snap.size / 1e6:.1f} MB", "ok")
             else:
                 self.report.say(f"[setup 2/3] model {repo}: in this machine's cache")

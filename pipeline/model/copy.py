@@ -27,6 +27,7 @@ from pipeline.contract import is_decimal
 from pipeline.errors import HostError, NodesFailed
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import INCOMPLETE, LIST_FORMAT, SHA256, Entry, Todo, parse_listing, todo, verify
+from pipeline.model.selection import Choice, chosen_files
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.local import LocalTransport
 from pipeline.nodes.openssh import ssh_command
@@ -46,12 +47,15 @@ class CopyResult:
     note: str = ""
 
 
-def entries_of(snap: Snapshot) -> list[Entry]:
-    """The snapshot as cache entries: its blobs (with sha256), its links, the refs naming its commit."""
+def entries_of(snap: Snapshot, keep: set[str] | None = None) -> list[Entry]:
+    """The snapshot as cache entries: its blobs (with sha256), its links, the refs naming its commit.
+    `keep`: only these files of the snapshot (select.py's choice), None for all."""
     repo_dir = snap.repo_dir
     out: list[Entry] = []
     blobs: dict[str, Entry] = {}
     for link in sorted(p for p in snap.path.rglob("*") if p.is_symlink() or p.is_file()):
+        if keep is not None and link.relative_to(snap.path).as_posix() not in keep:
+            continue
         rel = link.relative_to(repo_dir).as_posix()
         real = link.resolve()
         blob = real.relative_to(repo_dir).as_posix()
@@ -299,16 +303,21 @@ class Copier:
 
 
 def copy_all(
-    spec: ClusterSpec, snaps: list[Snapshot], progress: Callable[[str, int], None], via: str = "auto"
+    spec: ClusterSpec,
+    snaps: list[Snapshot],
+    progress: Callable[[str, int], None],
+    via: str = "auto",
+    choice: Choice | None = None,
 ) -> list[CopyResult]:
-    """Every snapshot to every node of spec (nodes in parallel); a node that fails is reported, the
-    others finish, then NodesFailed names the failed ones."""
+    """Every snapshot to every node of spec (nodes in parallel), only the files vLLM loads (selection.py)
+    unless `choice.all_files`; a node that fails is reported, the others finish, then NodesFailed names
+    the failed ones."""
     hosts = Hosts(spec)
     results: list[CopyResult] = []
     try:
         copier = Copier(hosts, progress, via)
         for snap in snaps:
-            entries = entries_of(snap)
+            entries = entries_of(snap, chosen_files(snap.repo, snap.commit, snap.path, choice or Choice()))
             outcome = hosts.each(lambda node, s=snap, e=entries: copier.copy(node, s, e))  # type: ignore[misc]
             results += list(outcome.values.values())
             failed = outcome.failed

@@ -5,11 +5,18 @@ cache holds. HF_TOKEN is read by huggingface_hub from the environment; it is nev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import glob
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.contract import is_inner_path
 from pipeline.errors import ConfigError, RemoteError
+from pipeline.model.select import select
+from pipeline.model.selection import Choice, save_selection
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,77 @@ def local_snapshot(repo: str, revision: str | None = None) -> Snapshot | None:
         return None
 
 
-def download(repo: str, revision: str | None = None, on_resume: Callable[[int], None] | None = None) -> Snapshot:
-    """Download what the cache lacks: files it has are not fetched again, the partial files an
-    interrupted download left are continued (resume.py); `on_resume` hears how many bytes were kept."""
+def download(
+    repo: str,
+    revision: str | None = None,
+    on_resume: Callable[[int], None] | None = None,
+    choice: Choice | None = None,
+) -> Snapshot:
+    """Download what the cache lacks of the files vLLM will load (select.py; `choice.all_files`: every
+    file): files it has are not fetched again, the partial files an interrupted download left are
+    continued (resume.py); `on_resume` hears how many bytes were kept. Unreachable hub: the cache's
+    snapshot, as huggingface_hub answers it."""
     from huggingface_hub import snapshot_download
+
+    from pipeline.model.resume import resume_partials
+
+    choice, asked = choice or Choice(), revision
+    with _hub_errors(repo, revision):
+        listing = None if choice.all_files else remote_files(repo, revision)
+        allow = None
+        if listing is not None:
+            commit, files = listing
+            sel = select(files, _index_reader(repo, commit), choice.load_format, choice.gguf)
+            save_selection(repo, commit, sel, files)
+            revision, allow = commit, [glob.escape(p) for p in sel.chosen]
+        kept = resume_partials(repo, hub_cache() / repo_folder(repo), revision)
+        if kept and on_resume is not None:
+            on_resume(kept)
+        snap = _snapshot(repo, snapshot_download(repo, revision=revision, allow_patterns=allow))
+        if listing is not None:
+            _name_commit(snap.repo_dir, asked or "main", snap.commit)
+        return snap
+
+
+def _name_commit(repo_dir: Path, revision: str, commit: str) -> None:
+    """refs/<branch or tag> -> commit, as huggingface_hub writes it when it resolves a name itself (we
+    download by the commit our listing named, so the files chosen are that commit's)."""
+    if revision == commit or not is_inner_path(revision):
+        return
+    ref = repo_dir / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(f".{ref.name}.tmp{os.getpid()}")
+    tmp.write_text(commit)
+    os.replace(tmp, ref)
+
+
+def remote_files(repo: str, revision: str | None) -> tuple[str, dict[str, int]] | None:
+    """(commit, path -> size) from the hub's file listing (metadata only), None when the hub cannot be
+    reached (the download then answers from the cache). The hub's own refusals are raised."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
+    except HfHubHTTPError:
+        raise
+    except Exception:  # httpx's connect and timeout errors, offline mode: snapshot_download decides
+        return None
+    if not isinstance(info.sha, str) or not re.fullmatch(r"[0-9a-f]{40}", info.sha):
+        raise RemoteError(f"model {repo}: the hub answered no commit for {revision or 'main'}")
+    # names that would leave the snapshot folder are never chosen (huggingface_hub refuses them too)
+    return info.sha, {s.rfilename: max(0, s.size or 0) for s in info.siblings or [] if is_inner_path(s.rfilename)}
+
+
+def _index_reader(repo: str, commit: str) -> Callable[[str], str]:
+    """Reads a weight index from the hub (into the cache: it is one of the files chosen)."""
+    from huggingface_hub import hf_hub_download
+
+    return lambda name: Path(hf_hub_download(repo, name, revision=commit)).read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def _hub_errors(repo: str, revision: str | None) -> Iterator[None]:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -64,13 +138,8 @@ def download(repo: str, revision: str | None = None, on_resume: Callable[[int], 
         RevisionNotFoundError,
     )
 
-    from pipeline.model.resume import resume_partials
-
     try:
-        kept = resume_partials(repo, hub_cache() / repo_folder(repo), revision)
-        if kept and on_resume is not None:
-            on_resume(kept)
-        return _snapshot(repo, snapshot_download(repo, revision=revision))
+        yield
     except GatedRepoError:
         raise ConfigError(
             f"model {repo}: gated. Accept its terms on its Hugging Face page, then set HF_TOKEN "

@@ -2,11 +2,12 @@
 
 It serves model repositories from a directory (`root/<org>/<name>/…`, such as the smoke fixture's
 models) through the routes huggingface_hub's `snapshot_download` uses: repo info
-(/api/models/ORG/NAME/revision/REV), the tree listing (/api/models/ORG/NAME/tree/REV), and file
-downloads (/ORG/NAME/resolve/REV/PATH, HEAD and GET, with Range) with the hub's headers (X-Repo-Commit,
-ETag, X-Linked-Etag/X-Linked-Size for LFS files). Files over 1 MiB are "LFS" (their ETag is the
-sha256), as on the hub. A gated repository answers 401 with X-Error-Code: GatedRepo unless the request
-carries the right token. Every request is logged (method, path, Range, bytes sent) for the tests;
+(/api/models/ORG/NAME/revision/REV; with `?blobs=true`, sizes and LFS sha256), the tree listing
+(/api/models/ORG/NAME/tree/REV), and file downloads (/ORG/NAME/resolve/REV/PATH, HEAD and GET, with
+Range) with the hub's headers (X-Repo-Commit, ETag, X-Linked-Etag/X-Linked-Size for LFS files). Files
+over 1 MiB are "LFS" (their ETag is the sha256), as on the hub. A gated repository answers 401 with
+X-Error-Code: GatedRepo unless the request carries the right token.
+Every request is logged (method, path, Range, bytes sent) for the tests;
 `rate` (bytes/s) slows downloads so a test can kill one half-way.
 """
 
@@ -129,9 +130,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "sha": self.state.commit(repo),
                 "private": False,
                 "gated": "manual" if repo in self.state.gated else False,
-                "siblings": [{"rfilename": n} for n in files],
+                "siblings": [self._sibling(n, d) for n, d in files.items()],
             },
         )
+
+    def _sibling(self, name: str, data: bytes) -> dict[str, Any]:
+        """A file as repo info lists it; with `?blobs=true` (files_metadata) its size, blob ID and LFS
+        sha256, as the hub gives them."""
+        if "blobs=true" not in self.path.partition("?")[2].lower():
+            return {"rfilename": name}
+        e = self.state.entry(name, data)
+        out: dict[str, Any] = {"rfilename": name, "size": len(data), "blobId": e["oid"]}
+        if "lfs" in e:
+            out["lfs"] = {"sha256": e["lfs"]["oid"], "size": len(data), "pointerSize": 134}
+        return out
 
     def _file(self, repo: str, name: str) -> None:
         files = self.state.files(repo)

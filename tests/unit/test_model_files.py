@@ -1,0 +1,122 @@
+"""`model download` fetches, and `model copy` sends, only the files vLLM loads (pipeline/model/select.py),
+against the stand-in hub on loopback: a repository with safetensors shards and their index, Meta's
+`original/` checkpoint and a `.bin` set beside them, as many hub repositories hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_cli as _run_cli
+from tests.standin.hf_hub import HubStandin
+
+REPO = "spark-pipeline/layered"
+MiB = 1 << 20
+SHARDS = {f"model-0000{i}-of-00003.safetensors": (i + 1) * MiB for i in range(1, 4)}
+SMALL = {
+    "config.json": '{"architectures": ["LlamaForCausalLM"]}',
+    "tokenizer.json": "{}",
+    "modeling_layered.py": "# trust_remote_code imports this\n",
+}
+LEFT = {
+    "original/consolidated.00.pth": 3 * MiB,
+    "pytorch_model-00001-of-00002.bin": 2 * MiB,
+    "pytorch_model-00002-of-00002.bin": 2 * MiB,
+}
+
+
+def run_cli(*args: str, **kw: Any) -> Any:
+    return _run_cli(*args, subprocess=True, **kw)  # huggingface_hub reads HF_* once, at import
+
+
+def write_repo(root: Path) -> None:
+    d = root / REPO
+    for name, size in {**SHARDS, **LEFT}.items():
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(name.encode().ljust(size, b"\0"))
+    for name, text in SMALL.items():
+        (d / name).write_text(text)
+    (d / "original/params.json").write_text('{"dim": 4096}')
+    index = {"metadata": {}, "weight_map": {f"layer.{i}": n for i, n in enumerate(SHARDS)}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    bins = [n for n in LEFT if n.endswith(".bin")]
+    (d / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"a": bins[0], "b": bins[1]}}))
+
+
+@pytest.fixture
+def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
+    write_repo(tmp_path / "repos")
+    with HubStandin(tmp_path / "repos") as h:
+        yield h
+
+
+def env_for(hub: HubStandin, tmp_path: Path) -> dict[str, str]:
+    return {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HOME": str(tmp_path / "node-home"),
+        "SPARK_PIPELINE_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_TOKEN": "",
+    }
+
+
+def test_download_and_copy_move_only_the_shards_and_the_small_files(hub: HubStandin, tmp_path: Path) -> None:
+    env = env_for(hub, tmp_path)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("nodes:\n  - address: 127.0.0.1\n    name: here\n    transport: local\n")
+    got = json.loads(run_cli("model", "download", REPO, "--cluster", str(cluster), "--json", env=env).stdout)
+    left = {e["path"] for e in got["left_out"]}
+    assert left == {*LEFT, "original/params.json", "pytorch_model.bin.index.json"}
+    assert got["weights"] == "safetensors by model.safetensors.index.json (3 files)"
+    assert (
+        got["left_out_bytes"]
+        == sum(LEFT.values())
+        + len('{"dim": 4096}')
+        + (tmp_path / "repos" / REPO / "pytorch_model.bin.index.json").stat().st_size
+    )
+    shards = sum(SHARDS.values())
+    # the hub sent the shards and the small files, nothing of original/ or the .bin set
+    assert shards <= hub.state.sent_bytes() < shards + 64 * 1024
+    assert not [h.path for h in hub.state.hits if "/resolve/" in h.path and ("original" in h.path or ".bin" in h.path)]
+    snap = Path(got["path"])
+    assert sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()) == sorted(
+        [*SHARDS, *SMALL, "model.safetensors.index.json"]
+    )
+    assert got["copies"][0]["sent_bytes"] == got["bytes"] and shards <= got["bytes"] < shards + 64 * 1024
+    listed = json.loads(run_cli("model", "ls", "--json", env=env).stdout)
+    assert [r["left_out_bytes"] for r in listed if r["repo"] == REPO] == [got["left_out_bytes"]]
+    ls = run_cli("model", "ls", env={**env, "COLUMNS": "200"})
+    text = ls.stdout + ls.stderr
+    assert "left out 5 file(s)" in text and "original/" in text
+
+    # --all-files fetches the rest; a later copy still sends only what vLLM loads
+    every = json.loads(run_cli("model", "download", REPO, "--all-files", "--json", env=env).stdout)
+    assert every["files"] == len(SHARDS) + len(SMALL) + len(LEFT) + 3 and every["left_out"] == []
+    again = json.loads(run_cli("model", "copy", REPO, "--cluster", str(cluster), "--json", env=env).stdout)
+    assert again[0]["sent_bytes"] == 0
+    node = tmp_path / "node-home/.cache/huggingface/hub" / f"models--{REPO.replace('/', '--')}"
+    assert not list(node.glob("snapshots/*/original")) and not list(node.glob("snapshots/*/*.bin"))
+    full = json.loads(
+        run_cli("model", "copy", REPO, "--all-files", "--cluster", str(cluster), "--json", env=env).stdout
+    )
+    assert full[0]["sent_bytes"] >= sum(LEFT.values())
+
+
+def test_a_gguf_repository_needs_the_file_named(hub: HubStandin, tmp_path: Path) -> None:
+    d = tmp_path / "repos" / "spark-pipeline/gguf"
+    d.mkdir(parents=True)
+    for q in ("Q4_K_M", "Q8_0"):
+        (d / f"tiny-{q}.gguf").write_bytes(q.encode() * 1000)
+    env = env_for(hub, tmp_path)
+    refused = run_cli("model", "download", "spark-pipeline/gguf", env=env, check=2)
+    assert "--gguf" in refused.stderr and "tiny-Q4_K_M.gguf" in refused.stderr and "Traceback" not in refused.stderr
+    got = json.loads(
+        run_cli("model", "download", "spark-pipeline/gguf", "--gguf", "tiny-Q8_0.gguf", "--json", env=env).stdout
+    )
+    assert got["files"] == 1 and [e["path"] for e in got["left_out"]] == ["tiny-Q4_K_M.gguf"]
+    missing = run_cli("model", "download", "spark-pipeline/gguf", "--gguf", "nope.gguf", env=env, check=2)
+    assert "no such file" in missing.stderr
