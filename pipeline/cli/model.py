@@ -12,7 +12,9 @@ from pipeline.cli.tables import copy_table, size_text
 
 if TYPE_CHECKING:
     from pipeline.model.copy import CopyResult
+    from pipeline.model.hub import Snapshot
     from pipeline.model.selection import Choice, Record
+    from pipeline.model.verify import VerifyResult
 
 
 @click.group()
@@ -140,32 +142,106 @@ def check_repo(repo: str) -> str:
     "stream over the SSH channel.",
 )
 @click.option("--all-files", is_flag=True, help="Every file the cache holds, not only what vLLM loads.")
+@click.option(
+    "--verify",
+    "repair",
+    is_flag=True,
+    help="First read every file the node holds (sha256) and send the damaged ones again (`model verify` names them).",
+)
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Per-node results as JSON on stdout.")
-def copy(repo: str, revision: str | None, via: str, as_json: bool, **o: Any) -> None:
+def copy(repo: str, revision: str | None, via: str, repair: bool, as_json: bool, **o: Any) -> None:
     """Copy REPO from this machine's cache to the nodes: the files `model download` chose (what vLLM
     loads), only what each node lacks, checked by sha256.
 
     \b
     Examples:
       python -m pipeline model copy Qwen/Qwen3-8B -n 192.168.100.11,192.168.100.12
+      python -m pipeline model copy Qwen/Qwen3-8B --cluster cluster.yaml --verify    # repairs damaged files
     """
     from pipeline.cli.console import console, emit_json, transfer_progress
     from pipeline.cli.nodeopts import cluster_from
-    from pipeline.errors import ConfigError
     from pipeline.model.copy import copy_all
+
+    snap = cached(repo, revision)
+    choice = choice_from(o)
+    with transfer_progress() as reporter:
+        results = copy_all(cluster_from(o), [snap], reporter.transfer, via, choice, repair)
+    if as_json:
+        emit_json([r.__dict__ for r in results])
+        return
+    console.print(copy_table(results))
+
+
+def cached(repo: str, revision: str | None) -> Snapshot:
+    from pipeline.errors import ConfigError
     from pipeline.model.hub import local_snapshot
 
     snap = local_snapshot(check_repo(repo), revision)
     if snap is None:
         raise ConfigError(f"model {repo}: not in this machine's cache; `model download {repo}` first")
+    return snap
+
+
+@model.command()
+@click.argument("repo")
+@click.option("--revision", default=None, help="Branch, tag or commit [default: main].")
+@click.option("--all-files", is_flag=True, help="Every file the cache holds, not only what vLLM loads.")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Per-node results as JSON on stdout.")
+def verify(repo: str, revision: str | None, as_json: bool, **o: Any) -> None:
+    """Check each node's copy of REPO against this machine's, all nodes at once: the files it lacks (or
+    holds partly, or of another revision) and those whose sha256 differs (every byte is read). Exits 1
+    naming the nodes and files when one is not whole; `model copy --verify` repairs them.
+
+    \b
+    Examples:
+      python -m pipeline model verify Qwen/Qwen3-8B --cluster cluster.yaml
+    """
+    from pipeline.cli.console import console, emit_json
+    from pipeline.cli.nodeopts import cluster_from
+    from pipeline.errors import NodesFailed
+    from pipeline.model.verify import verify_all
+
+    snap = cached(repo, revision)
     choice = choice_from(o)
-    with transfer_progress() as reporter:
-        results = copy_all(cluster_from(o), [snap], reporter.transfer, via, choice)
+    results = verify_all(cluster_from(o), snap, choice)
     if as_json:
         emit_json([r.__dict__ for r in results])
-        return
-    console.print(copy_table(results))
+    else:
+        console.print(verify_table(results))
+    bad = {r.node: r for r in results if not r.ok}
+    if bad:
+        raise NodesFailed(
+            f"model {repo}: not whole on "
+            + "; ".join(f"{n} ({verify_line(r)})" for n, r in bad.items())
+            + f". `model copy {repo} --verify` repairs it",
+            {n: verify_line(r) for n, r in bad.items()},
+        )
+
+
+def verify_line(r: VerifyResult) -> str:
+    if r.error:
+        return f"cannot check: {r.error}"
+    parts = [
+        f"{what}: {', '.join(files[:4])}{' …' if len(files) > 4 else ''}"
+        for what, files in (("missing", r.missing), ("damaged", r.damaged))
+        if files
+    ]
+    return "; ".join(parts) or f"{r.files} file(s) whole"
+
+
+def verify_table(results: list[VerifyResult]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table()
+    for col in ("node", "model", "commit", "files", "state", "seconds"):
+        t.add_column(col)
+    for r in results:
+        state = "[green]whole[/]" if r.ok else f"[red]{escape(verify_line(r))}[/]"
+        t.add_row(escape(r.node), escape(r.repo), r.commit[:12], str(r.files), state, f"{r.seconds:.1f}")
+    return t
 
 
 @model.command("ls")

@@ -26,7 +26,17 @@ from pipeline.config.cluster import ClusterSpec, NodeSpec, SshSpec
 from pipeline.contract import is_decimal
 from pipeline.errors import HostError, NodesFailed
 from pipeline.model.hub import Snapshot, repo_folder
-from pipeline.model.manifest import INCOMPLETE, LIST_FORMAT, SHA256, Entry, Todo, parse_listing, todo, verify
+from pipeline.model.manifest import (
+    INCOMPLETE,
+    LIST_FORMAT,
+    SHA256,
+    Entry,
+    Listing,
+    Todo,
+    parse_listing,
+    todo,
+    verify,
+)
 from pipeline.model.selection import Choice, chosen_files
 from pipeline.nodes.hosts import Hosts
 from pipeline.nodes.local import LocalTransport
@@ -45,6 +55,7 @@ class CopyResult:
     resumed: int  # .incomplete files found whole on the node and kept (verified, not re-sent)
     seconds: float
     note: str = ""
+    repaired: int = 0  # blobs the node held whole but damaged (`--verify`): removed, then sent again
 
 
 def entries_of(snap: Snapshot, keep: set[str] | None = None) -> list[Entry]:
@@ -139,12 +150,14 @@ def rsync_progress(line: str) -> int | None:
 
 
 class Copier:
-    """via: auto (rsync where both ends have it, else tar), rsync, or tar."""
+    """via: auto (rsync where both ends have it, else tar), rsync, or tar. repair: first read every blob
+    the node holds (sha256) and send the damaged ones again."""
 
-    def __init__(self, hosts: Hosts, progress: Progress | None = None, via: str = "auto"):
+    def __init__(self, hosts: Hosts, progress: Progress | None = None, via: str = "auto", repair: bool = False):
         self.hosts = hosts
         self.progress = progress or (lambda node, n: None)
         self.via = via
+        self.repair = repair
 
     def node_dir(self, node: NodeSpec, repo: str) -> str:
         return f"{self.hosts.home(node)}/.cache/huggingface/hub/{repo_folder(repo)}"
@@ -179,6 +192,11 @@ class Copier:
         start = time.monotonic()
         if node.transport == "local" and Path(self.node_dir(node, snap.repo)).resolve() == snap.repo_dir.resolve():
             return CopyResult(node.label, snap.repo, 0, 0, 0, 0.0, "this machine's own cache")
+        bad = []
+        if self.repair:
+            d = self.node_dir(node, snap.repo)
+            bad = self.damaged(node, d, entries, self.listing(node, d))
+            self.remove(node, d, bad)
         d, work, rsync = self.plan(node, snap, entries)
         sent = [0]
 
@@ -207,6 +225,7 @@ class Copier:
             len(work.check),
             round(time.monotonic() - start, 2),
             "rsync" if rsync and blobs else "",
+            len(bad),
         )
 
     def rsync(self, node: NodeSpec, d: str, repo_dir: Path, blobs: tuple[Entry, ...]) -> int:
@@ -251,11 +270,10 @@ class Copier:
                 node.label, "tar -x failed", command=f"tar -x -C {d}", remote_status=ran.status, tail=ran.stderr.strip()
             )
 
-    def check(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...], suffix: str) -> None:
-        """Check each blob's sha256 on the node (at its name + suffix); a bad one is removed (the next
-        copy sends it again) and the node fails."""
+    def mismatches(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...], suffix: str) -> list[str]:
+        """The blobs whose file on the node (name + suffix) has another sha256 than ours, or none."""
         if not blobs:
-            return
+            return []
         timeout = max(300.0, sum(e.size for e in blobs) / 200e6)
         out = self.hosts.run(
             node,
@@ -271,18 +289,40 @@ class Copier:
             timeout=timeout,
             check=False,
         ).stdout
-        bad = verify(blobs, out, suffix)
+        return verify(blobs, out, suffix)
+
+    def remove(self, node: NodeSpec, d: str, paths: list[str], suffix: str = "") -> None:
+        self.hosts.run(
+            node,
+            ["sh", "-c", 'cd "$1" && s=$2 && shift 2 && for f; do rm -f "$f$s"; done', "sh", d, suffix, *paths],
+            check=False,
+        )
+
+    def check(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...], suffix: str) -> None:
+        """Check each blob's sha256 on the node (at its name + suffix); a bad one is removed (the next
+        copy sends it again) and the node fails."""
+        bad = self.mismatches(node, d, blobs, suffix)
         if bad:
-            self.hosts.run(
-                node,
-                ["sh", "-c", 'cd "$1" && s=$2 && shift 2 && for f; do rm -f "$f$s"; done', "sh", d, suffix, *bad],
-                check=False,
-            )
+            self.remove(node, d, bad, suffix)
             raise HostError(
                 node.label,
                 f"{len(bad)} file(s) arrived damaged (sha256 differs): {', '.join(bad[:3])};"
                 " removed, run the copy again",
             )
+
+    def listing(self, node: NodeSpec, d: str) -> Listing:
+        """The node's copy of a repository (nothing when it has none); changes nothing there."""
+        out = self.hosts.run(
+            node,
+            ["sh", "-c", 'test -d "$1" || exit 0; find "$1" -printf "$2"', "sh", d, LIST_FORMAT],
+            timeout=300,
+        ).stdout
+        return parse_listing(out)
+
+    def damaged(self, node: NodeSpec, d: str, entries: list[Entry], have: Listing) -> list[str]:
+        """Blobs the node holds whole (our size) whose sha256 is not ours: every byte on the node is read."""
+        whole = tuple(e for e in entries if e.kind == "blob" and have.files.get(e.path) == e.size)
+        return self.mismatches(node, d, whole, "")
 
     def finish(self, node: NodeSpec, d: str, blobs: tuple[Entry, ...]) -> None:
         """Blobs that arrived as .incomplete: checked, then renamed into place."""
@@ -308,6 +348,7 @@ def copy_all(
     progress: Callable[[str, int], None],
     via: str = "auto",
     choice: Choice | None = None,
+    repair: bool = False,
 ) -> list[CopyResult]:
     """Every snapshot to every node of spec (nodes in parallel), only the files vLLM loads (selection.py)
     unless `choice.all_files`; a node that fails is reported, the others finish, then NodesFailed names
@@ -315,7 +356,7 @@ def copy_all(
     hosts = Hosts(spec)
     results: list[CopyResult] = []
     try:
-        copier = Copier(hosts, progress, via)
+        copier = Copier(hosts, progress, via, repair)
         for snap in snaps:
             entries = entries_of(snap, chosen_files(snap.repo, snap.commit, snap.path, choice or Choice()))
             outcome = hosts.each(lambda node, s=snap, e=entries: copier.copy(node, s, e))  # type: ignore[misc]

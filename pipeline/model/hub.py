@@ -18,6 +18,8 @@ from pipeline.errors import ConfigError, RemoteError
 from pipeline.model.select import select
 from pipeline.model.selection import Choice, save_selection
 
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -49,14 +51,22 @@ def _snapshot(repo: str, path: str) -> Snapshot:
 
 
 def local_snapshot(repo: str, revision: str | None = None) -> Snapshot | None:
-    """The cached snapshot of repo at revision (a branch, tag or commit), without any network."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return _snapshot(repo, snapshot_download(repo, revision=revision, local_files_only=True))
-    except LocalEntryNotFoundError:
+    """The cached snapshot of repo at revision (a branch, tag or commit), without any network. Read from
+    the cache's layout (refs/<name> -> snapshots/<commit>), not with snapshot_download: that counts a
+    snapshot as missing when it lacks files of the repository, as one holding only what vLLM loads does."""
+    repo_dir = hub_cache() / repo_folder(repo)
+    name = revision or "main"
+    commit = name
+    if not COMMIT.fullmatch(name):
+        ref = repo_dir / "refs" / name
+        try:
+            commit = ref.read_text().strip() if is_inner_path(name) and ref.is_file() else ""
+        except OSError:
+            commit = ""
+    path = repo_dir / "snapshots" / commit
+    if not COMMIT.fullmatch(commit) or not path.is_dir():
         return None
+    return _snapshot(repo, str(path))
 
 
 def download(
@@ -115,7 +125,7 @@ def remote_files(repo: str, revision: str | None) -> tuple[str, dict[str, int]] 
         raise
     except Exception:  # httpx's connect and timeout errors, offline mode: snapshot_download decides
         return None
-    if not isinstance(info.sha, str) or not re.fullmatch(r"[0-9a-f]{40}", info.sha):
+    if not isinstance(info.sha, str) or not COMMIT.fullmatch(info.sha):
         raise RemoteError(f"model {repo}: the hub answered no commit for {revision or 'main'}")
     # names that would leave the snapshot folder are never chosen (huggingface_hub refuses them too)
     return info.sha, {s.rfilename: max(0, s.size or 0) for s in info.siblings or [] if is_inner_path(s.rfilename)}

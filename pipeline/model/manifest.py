@@ -11,6 +11,7 @@ sending them again.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -111,4 +112,29 @@ def snapshots_of(hub_listing: str) -> list[tuple[str, str, int]]:
         if kind == "d" and len(parts) == 3 and parts[1] == "snapshots" and parts[0].startswith("models--"):
             repo = parts[0].removeprefix("models--").replace("--", "/", 1)
             out.append((repo, parts[2], size.get(parts[0], 0)))
+    return sorted(out)
+
+
+def file_name(entry: Entry) -> str:
+    """A link's name inside its snapshot: `snapshots/<commit>/a/b.json` -> `a/b.json`."""
+    return entry.path.split("/", 2)[-1]
+
+
+def names_of_blobs(entries: list[Entry]) -> dict[str, list[str]]:
+    """blob path -> the snapshot files that link to it (what a person knows the file as)."""
+    out: dict[str, list[str]] = {}
+    for e in entries:
+        if e.kind == "link" and e.target:
+            blob = posixpath.normpath(posixpath.join(posixpath.dirname(e.path), e.target))
+            out.setdefault(blob, []).append(file_name(e))
+    return out
+
+
+def missing_files(entries: list[Entry], have: Listing) -> list[str]:
+    """The snapshot's files a node lacks: no blob, a blob of another size or still partial, or no link
+    (another revision's snapshot)."""
+    work = todo(entries, have)
+    names = names_of_blobs(entries)
+    out = {n for e in (*work.send, *work.check) if e.kind == "blob" for n in names.get(e.path, [e.path])}
+    out |= {file_name(e) for e in work.send if e.kind == "link"}
     return sorted(out)

@@ -120,3 +120,31 @@ def test_a_gguf_repository_needs_the_file_named(hub: HubStandin, tmp_path: Path)
     assert got["files"] == 1 and [e["path"] for e in got["left_out"]] == ["tiny-Q4_K_M.gguf"]
     missing = run_cli("model", "download", "spark-pipeline/gguf", "--gguf", "nope.gguf", env=env, check=2)
     assert "no such file" in missing.stderr
+
+
+def test_verify_names_the_damaged_shard_and_copy_verify_sends_only_it(hub: HubStandin, tmp_path: Path) -> None:
+    env = env_for(hub, tmp_path)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("nodes:\n  - address: 127.0.0.1\n    name: here\n    transport: local\n")
+    run_cli("model", "download", REPO, "--copy-to", "127.0.0.1", "--cluster", str(cluster), env=env)
+    ok = json.loads(run_cli("model", "verify", REPO, "--cluster", str(cluster), "--json", env=env).stdout)
+    assert [(r["node"], r["missing"], r["damaged"], r["files"]) for r in ok] == [("here", [], [], 7)]
+
+    node = tmp_path / "node-home/.cache/huggingface/hub" / f"models--{REPO.replace('/', '--')}"
+    shard = next(node.glob("snapshots/*/model-00002-of-00003.safetensors")).resolve()
+    data = bytearray(shard.read_bytes())
+    data[1000] ^= 0xFF  # one flipped byte: same size, so only a read of every byte finds it
+    shard.write_bytes(bytes(data))
+    next(node.glob("snapshots/*/tokenizer.json")).unlink()
+    bad = run_cli("model", "verify", REPO, "--cluster", str(cluster), "--json", env=env, check=1)
+    assert [(r["missing"], r["damaged"]) for r in json.loads(bad.stdout)] == [
+        (["tokenizer.json"], ["model-00002-of-00003.safetensors"])
+    ]
+    assert "here" in bad.stderr and "model-00002-of-00003.safetensors" in bad.stderr and "--verify" in bad.stderr
+
+    plain = json.loads(run_cli("model", "copy", REPO, "--cluster", str(cluster), "--json", env=env).stdout)
+    assert plain[0]["sent_files"] == 1 and plain[0]["repaired"] == 0  # the link only: sizes cannot see damage
+    fixed = json.loads(run_cli("model", "copy", REPO, "--verify", "--cluster", str(cluster), "--json", env=env).stdout)
+    assert fixed[0]["repaired"] == 1 and fixed[0]["sent_bytes"] == SHARDS["model-00002-of-00003.safetensors"]
+    again = json.loads(run_cli("model", "verify", REPO, "--cluster", str(cluster), "--json", env=env).stdout)
+    assert again[0]["missing"] == [] and again[0]["damaged"] == []
