@@ -88,3 +88,8 @@ STAGE_KEY = re.compile(r"[0-9a-f]{64}\Z")  # a stage's content key: the store's 
 def is_stage_key(key: str) -> bool:
     """A stage key is an identifier (64 lowercase hex), never a path: `..`, `/x` or `a/b` are refused."""
     return STAGE_KEY.match(key) is not None
+
+
+# `find DIR -printf` format a node lists a model's cache folder in (model copy, model verify, deploy's
+# discovery): type, size, path relative to DIR, link target. Parsed by model/manifest.py.
+LIST_FORMAT = r"%y %s %P\t%l\n"

@@ -175,7 +175,7 @@ class NodeProblem:
     is never parsed back out of a message), what kind of problem, and the message."""
 
     node: str
-    kind: str  # unreachable | discovery | interfaces | layout
+    kind: str  # unreachable | discovery | interfaces | layout | model
     message: str
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.config.cluster import ClusterSpec, NodeSpec
 from pipeline.contract import CONTAINER, ROLE_LABEL
+from pipeline.deploy.models import expected_models, model_problems
 from pipeline.deploy.request import DeployRequest
 from pipeline.engines.docker import Docker
 from pipeline.errors import ConfigError, HostError, LaunchFailed, NodeProblem, PipelineError
@@ -184,8 +185,10 @@ class Deployer:
         """Discover every node (or take `saved` facts: then nothing is contacted, the server is taken as
         not answering), plan the launch, and decide every command. Runs nothing on the nodes."""
         opts = request.options(self.spec, mods, secrets.names())
-        facts = saved if saved is not None else gather(self.hosts, opts.image, self.name)
+        expected = expected_models(request.command)
+        facts = saved if saved is not None else gather(self.hosts, opts.image, self.name, tuple(expected))
         nodes, problems, warnings = node_inputs(facts)
+        problems += model_problems(facts, expected)
         if problems:
             raise LaunchFailed.from_problems("cannot launch", problems)
         local_id = self._local_image_id(opts.image, offline=saved is not None)

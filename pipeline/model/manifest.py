@@ -15,12 +15,12 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from pipeline.contract import is_decimal
+from pipeline.contract import LIST_FORMAT, is_decimal
+
+__all__ = ["LIST_FORMAT"]
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 INCOMPLETE = ".incomplete"
-# `find DIR -printf` format the listing is read from: type, size, path relative to DIR, link target.
-LIST_FORMAT = r"%y %s %P\t%l\n"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.config.cluster import NodeSpec
-from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, is_decimal, is_one_line
+from pipeline.contract import CONTAINER, DEPLOY_LABEL, EXIT_FILE, LIST_FORMAT, is_decimal, is_one_line
 from pipeline.engines.identity import FORMAT as IMAGE_FORMAT
 from pipeline.engines.identity import content_id
 from pipeline.errors import HostError
@@ -44,8 +44,9 @@ LISTENING = (
     "  if len(w)>9 and w[3]=='0A' and f'socket:[{w[9]}]' in mine:\n   print(w[1])\n"
 )
 # One fixed script; the image name arrives as $1, the container name as $2, the node's address as
-# cluster.yaml names it as $3, the LISTENING script as $4 and the image's content-ID format as $5 (quoted
-# by shlex.join), never pasted into it.
+# cluster.yaml names it as $3, the LISTENING script as $4, the image's content-ID format as $5, the model
+# cache folders to list as $6 (models--ORG--NAME, checked here) and their listing format as $7 (quoted by
+# shlex.join), never pasted into it.
 SCRIPT = f"""
 sec() {{ echo "{MARK} $1"; }}
 sec hostname; hostname
@@ -71,6 +72,8 @@ sec container; docker inspect -f '{{{{.State.Running}}}} {{{{index .Config.Label
   2>/dev/null || echo missing
 sec exit; docker exec "$2" cat {EXIT_FILE} 2>/dev/null
 sec listen; docker exec "$2" python3 -c "$4" 2>/dev/null
+set -f
+for m in $6; do sec "model $m"; d="$HOME/.cache/huggingface/hub/$m"; test -d "$d" && find "$d" -printf "$7"; done
 sec end
 """
 
@@ -99,6 +102,7 @@ class NodeFacts:
     container_hash: str = ""
     exit_status: str = ""
     listening: tuple[tuple[str, int], ...] = ()  # (address, port) the deploy container's processes listen on
+    models: dict[str, str] = field(default_factory=dict)  # cache folder -> its listing ('' when absent)
     answers: dict[str, str] = field(default_factory=dict)  # the script's raw sections (doctor --save-facts)
 
     @property
@@ -165,14 +169,20 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     f.container_hash = digest.strip() if f.container_running != "missing" else ""
     f.exit_status = s.get("exit", "") if f.container_running == "true" else ""
     f.listening = parse_proc_net_tcp(s.get("listen", "")) if f.container_running == "true" else ()
+    f.models = {name.removeprefix("model "): text for name, text in s.items() if name.startswith("model ")}
     if "end" not in s:
         f.error = "discovery output was cut short"
     return f
 
 
-def gather(hosts: Hosts, image: str, container: str = CONTAINER) -> list[NodeFacts]:
+def gather(
+    hosts: Hosts, image: str, container: str = CONTAINER, model_folders: tuple[str, ...] = ()
+) -> list[NodeFacts]:
+    """Every node's facts; `model_folders`: the Hugging Face cache folders whose listing each node gives."""
+    folders = " ".join(m for m in model_folders if re.fullmatch(r"models--[A-Za-z0-9._-]+", m))
+
     def one(node: NodeSpec) -> NodeFacts:
-        argv = ["sh", "-c", SCRIPT, "sh", image, container, node.address, LISTENING, IMAGE_FORMAT]
+        argv = ["sh", "-c", SCRIPT, "sh", image, container, node.address, LISTENING, IMAGE_FORMAT, folders, LIST_FORMAT]
         ran = hosts.run(node, argv, timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 

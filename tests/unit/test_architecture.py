@@ -44,6 +44,7 @@ PURE = [
     "ship/oci_layout.py",
     "engines/identity.py",
     "model/manifest.py",
+    "model/select.py",
     "benchmark/profiles.py",
     "benchmark/results.py",
     "contract.py",

@@ -148,3 +148,37 @@ def test_verify_names_the_damaged_shard_and_copy_verify_sends_only_it(hub: HubSt
     assert fixed[0]["repaired"] == 1 and fixed[0]["sent_bytes"] == SHARDS["model-00002-of-00003.safetensors"]
     again = json.loads(run_cli("model", "verify", REPO, "--cluster", str(cluster), "--json", env=env).stdout)
     assert again[0]["missing"] == [] and again[0]["damaged"] == []
+
+
+def test_deploy_refuses_a_node_whose_copy_lacks_a_shard(hub: HubStandin, tmp_path: Path) -> None:
+    """A dry run from saved facts (tests/unit/fixtures/layouts): discovery's listing of each node's copy
+    is compared with this machine's snapshot before any rank starts."""
+    import subprocess
+
+    from pipeline.contract import LIST_FORMAT
+
+    env = env_for(hub, tmp_path)
+    run_cli("model", "download", REPO, env=env)
+    local = tmp_path / "hf/hub" / f"models--{REPO.replace('/', '--')}"
+    listing = subprocess.run(["find", str(local), "-printf", LIST_FORMAT], capture_output=True, text=True).stdout
+    shard = next(local.glob("snapshots/*/model-00003-of-00003.safetensors")).resolve().name
+    case = json.loads((Path(__file__).parent / "fixtures/layouts/twins-one-subnet.json").read_text())
+    facts = case["facts"]
+    whole, lacking = facts["nodes"]
+    whole["answers"][f"model models--{REPO.replace('/', '--')}"] = listing
+    lacking["answers"][f"model models--{REPO.replace('/', '--')}"] = "\n".join(
+        line for line in listing.splitlines() if shard not in line.split("\t")[0]
+    )
+    (tmp_path / "facts.json").write_text(json.dumps(facts))
+    (tmp_path / "cluster.yaml").write_text(json.dumps(case["cluster"]))
+    argv = ["deploy", "--dry-run", "--facts", str(tmp_path / "facts.json"), "--cluster", str(tmp_path / "cluster.yaml")]
+    refused = run_cli(*argv, "--", "vllm", "serve", REPO, "-tp", "2", env=env, check=1)
+    problems = [line.strip() for line in refused.stderr.splitlines() if line.startswith("    ")]
+    assert problems == [
+        f"spark2: model {REPO}: 1 file(s) missing, partial or of another revision: "
+        f"model-00003-of-00003.safetensors (`python -m pipeline model copy {REPO}` sends them)"
+    ]
+    facts["nodes"][1]["answers"][f"model models--{REPO.replace('/', '--')}"] = listing
+    (tmp_path / "facts.json").write_text(json.dumps(facts))
+    ok = run_cli(*argv, "--", "vllm", "serve", REPO, "-tp", "2", env=env)
+    assert "deploy plan" in ok.stderr

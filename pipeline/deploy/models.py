@@ -1,0 +1,47 @@
+"""Before any rank starts, each model the command loads must be whole on every node, as this machine's
+cache holds it (the files `model copy` sends: model/selection.py). Discovery lists each node's copy (one
+`find`, no byte read); a node that lacks a file, holds it partly or holds another revision is refused,
+named with the files. A model this machine does not hold is not checked (nothing to compare with)."""
+
+from __future__ import annotations
+
+from pipeline.config.render import flag_value, models_named
+from pipeline.errors import NodeProblem
+from pipeline.model.copy import entries_of
+from pipeline.model.hub import local_snapshot, repo_folder
+from pipeline.model.manifest import Entry, missing_files, parse_listing
+from pipeline.model.selection import Choice, chosen_files
+from pipeline.nodes.discover import NodeFacts
+
+Expected = dict[str, tuple[str, list[Entry]]]  # cache folder -> (repo, the snapshot's entries)
+
+
+def expected_models(command: tuple[str, ...]) -> Expected:
+    """The models the command loads that this machine's cache holds (the served one at the command's
+    --revision), as the entries a copy sends."""
+    out: Expected = {}
+    for i, repo in enumerate(models_named(command, None)):
+        snap = local_snapshot(repo, flag_value(list(command), ("--revision",)) if i == 0 else None)
+        if snap is not None:
+            out[repo_folder(repo)] = (repo, entries_of(snap, chosen_files(repo, snap.commit, snap.path, Choice())))
+    return out
+
+
+def model_problems(facts: list[NodeFacts], expected: Expected) -> list[NodeProblem]:
+    out = []
+    for f in facts:
+        for folder, (repo, entries) in expected.items():
+            if not f.reachable or folder not in f.models:  # facts saved before this check: unknown
+                continue
+            missing = missing_files(entries, parse_listing(f.models[folder]))
+            if missing:
+                more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+                out.append(
+                    NodeProblem(
+                        f.node.label,
+                        "model",
+                        f"model {repo}: {len(missing)} file(s) missing, partial or of another revision: "
+                        f"{', '.join(missing[:4])}{more} (`python -m pipeline model copy {repo}` sends them)",
+                    )
+                )
+    return out
