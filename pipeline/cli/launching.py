@@ -147,7 +147,12 @@ def deploy_options(f: F) -> F:
                 show_default=True,
                 help="Seconds until the server must answer /health and /v1/models.",
             ),
-            click.option("--force", is_flag=True, help="Redeploy even when every node runs this exact deployment."),
+            click.option(
+                "--force",
+                is_flag=True,
+                help="Redeploy even when every node runs this exact deployment, and launch even when the "
+                "memory estimate says the model does not fit.",
+            ),
             click.option("--cleanup-on-failure", is_flag=True, help="Remove the containers when the launch fails."),
             click.option(
                 "--api-key",
@@ -311,8 +316,11 @@ def show_dry_run(dp: DeployPlan, as_json: bool) -> None:
     from pipeline.cli.console import console, emit_json, say
 
     if as_json:
-        emit_json({**dp.launch.to_json(), "warnings": dp.warnings, "steps": dp.steps.to_json()})
+        memory = [{**e.__dict__, "fits": not e.problems} for e in dp.memory]
+        emit_json({**dp.launch.to_json(), "warnings": dp.warnings, "memory": memory, "steps": dp.steps.to_json()})
     console.print(plan_table(dp.launch))
+    for e in dp.memory:
+        say(e.line())
     for line in dp.steps.lines():
         say(line)
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from pipeline.config.render import flag_value, models_named
 from pipeline.errors import NodeProblem
+from pipeline.launch.memory import NodeMemory
 from pipeline.model.copy import entries_of
 from pipeline.model.hub import local_snapshot, repo_folder
-from pipeline.model.manifest import Entry, missing_files, parse_listing
+from pipeline.model.manifest import Entry, missing_files, names_of_blobs, parse_listing
+from pipeline.model.select import WEIGHTS
 from pipeline.model.selection import Choice, chosen_files
 from pipeline.nodes.discover import NodeFacts
 
@@ -45,3 +47,25 @@ def model_problems(facts: list[NodeFacts], expected: Expected) -> list[NodeProbl
                     )
                 )
     return out
+
+
+def weights_of(expected: Expected, command: tuple[str, ...]) -> int:
+    """Bytes of the served model's weight files this machine holds (0 when it holds none of them)."""
+    served = models_named(command, None)
+    held = expected.get(repo_folder(served[0])) if served else None
+    if held is None:
+        return 0
+    entries = held[1]
+    sizes = {e.path: e.size for e in entries if e.kind == "blob"}
+    blobs = {blob for blob, names in names_of_blobs(entries).items() if any(n.endswith(WEIGHTS) for n in names)}
+    return sum(sizes.get(b, 0) for b in blobs)
+
+
+def memory_of(facts: list[NodeFacts], gpus: str) -> list[NodeMemory]:
+    return [
+        NodeMemory(
+            f.node.label, f.mem_total, f.mem_available, bool(f.gpus) and gpus != "none", f.container_running == "true"
+        )
+        for f in facts
+        if f.reachable
+    ]

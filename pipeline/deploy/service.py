@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import paths
 from pipeline.config.cluster import ClusterSpec, NodeSpec
 from pipeline.contract import CONTAINER, ROLE_LABEL
-from pipeline.deploy.models import expected_models, model_problems
+from pipeline.deploy.models import Expected, expected_models, memory_of, model_problems, weights_of
 from pipeline.deploy.request import DeployRequest
 from pipeline.engines.docker import Docker
 from pipeline.errors import ConfigError, HostError, LaunchFailed, NodeProblem, PipelineError
@@ -32,6 +32,7 @@ from pipeline.launch.apply import (
     ray_alive_nodes,
 )
 from pipeline.launch.interfaces import interfaces
+from pipeline.launch.memory import Estimate, claim_of, estimate
 from pipeline.launch.mods import Mod, cleanup, load_mod
 from pipeline.launch.plan import LaunchPlan, NodeInput, Options, plan
 from pipeline.launch.secrets import Secrets
@@ -52,6 +53,7 @@ class DeployPlan:
     options: Options
     mods: list[Mod]
     warnings: list[str]
+    memory: list[Estimate] = field(default_factory=list)
 
 
 @dataclass
@@ -196,6 +198,8 @@ class Deployer:
         if launch.problems:
             raise LaunchFailed.from_problems("cannot launch", list(launch.problems))
         warnings += exposure_warnings(launch, secrets)
+        memory = self._memory(facts, launch, request, expected)
+        warnings += [f"{e.node}: {p} (--force: launching anyway)" for e in memory for p in e.problems]
         answers = saved is None and self._answers(launch, secrets)
         todo = steps(
             launch,
@@ -213,7 +217,19 @@ class Deployer:
                 master_port=request.master_port,
             ),
         )
-        return DeployPlan(launch=launch, steps=todo, options=opts, mods=mods, warnings=warnings)
+        return DeployPlan(launch=launch, steps=todo, options=opts, mods=mods, warnings=warnings, memory=memory)
+
+    def _memory(
+        self, facts: list[NodeFacts], launch: LaunchPlan, request: DeployRequest, expected: Expected
+    ) -> list[Estimate]:
+        """Per node, whether the model fits (launch/memory.py); refused with the numbers unless --force."""
+        used = {n.name for n in launch.nodes}
+        nodes = memory_of([f for f in facts if f.node.label in used], request.gpus)
+        found = estimate(nodes, weights_of(expected, request.command), claim_of(request.command))
+        bad = [f"{e.node}: {p}" for e in found for p in e.problems]
+        if bad and not request.force:
+            raise ConfigError("the model does not fit (--force launches anyway):\n  " + "\n  ".join(bad))
+        return found
 
     def _answers(self, launch: LaunchPlan, secrets: Secrets) -> bool:
         """Whether the server answers now: from here, or on the head when it listens on loopback only."""

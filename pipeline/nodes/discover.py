@@ -61,6 +61,7 @@ sec docker; docker version --format '{{{{.Server.Version}}}}' 2>&1 || echo ABSEN
 sec root; docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null
 sec store; docker info --format '{{{{json .DriverStatus}}}}' 2>/dev/null
 sec buildx; docker buildx version 2>/dev/null | head -1
+sec meminfo; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo 2>/dev/null
 sec df; root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null); df -Pk "${{root:-/}}" 2>/dev/null | tail -1
 sec gpu-access; command -v nvidia-container-runtime-hook >/dev/null 2>&1 && echo hook
 docker info --format '{{{{range $k, $v := .Runtimes}}}}runtime {{{{$k}}}}{{{{println}}}}{{{{end}}}}' 2>/dev/null
@@ -96,6 +97,8 @@ class NodeFacts:
     image_store: str = ""  # classic | containerd ('' when Docker did not answer)
     buildx: str = ""  # the buildx plugin's version, '' when the node has none
     disk_free: int = 0
+    mem_total: int = 0  # bytes, /proc/meminfo (GB10: the GPU's memory too, it is unified); 0 when unknown
+    mem_available: int = 0  # MemAvailable: what can be had without swapping (page cache counts as free)
     gpu_access: GpuAccess = field(default_factory=GpuAccess)
     image_id: str = ""  # the deploy image's content ID (engines/identity.py), the same on either image store
     container_running: str = "missing"  # true | false | missing
@@ -160,6 +163,7 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     if len(parts) >= 4 and is_decimal(parts[3]):
         f.disk_free = int(parts[3]) * 1024
     f.gpu_access = parse_gpu_access(s.get("gpu-access", ""))
+    f.mem_total, f.mem_available = parse_meminfo(s.get("meminfo", ""))
     image = s.get("image", "").strip()
     # facts saved before content IDs hold Docker's `.Id`: kept, so an offline plan still sees the image
     # (it then differs from this build's content ID, and the deploy pulls, which moves no layer it has)
@@ -175,14 +179,30 @@ def parse_facts(node: NodeSpec, text: str) -> NodeFacts:
     return f
 
 
+def parse_meminfo(text: str) -> tuple[int, int]:
+    """(MemTotal, MemAvailable) in bytes from /proc/meminfo lines; 0 for what is missing or not a number."""
+    kb = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        words = rest.split()
+        if words and is_decimal(words[0]) and len(words[0]) <= 15:
+            kb[name.strip()] = int(words[0]) * 1024
+    return kb.get("MemTotal", 0), kb.get("MemAvailable", 0)
+
+
+def script_argv(image: str, container: str, address: str, model_folders: tuple[str, ...] = ()) -> list[str]:
+    """The discovery command for one node (SCRIPT with its arguments)."""
+    folders = " ".join(m for m in model_folders if re.fullmatch(r"models--[A-Za-z0-9._-]+", m))
+    return ["sh", "-c", SCRIPT, "sh", image, container, address, LISTENING, IMAGE_FORMAT, folders, LIST_FORMAT]
+
+
 def gather(
     hosts: Hosts, image: str, container: str = CONTAINER, model_folders: tuple[str, ...] = ()
 ) -> list[NodeFacts]:
     """Every node's facts; `model_folders`: the Hugging Face cache folders whose listing each node gives."""
-    folders = " ".join(m for m in model_folders if re.fullmatch(r"models--[A-Za-z0-9._-]+", m))
 
     def one(node: NodeSpec) -> NodeFacts:
-        argv = ["sh", "-c", SCRIPT, "sh", image, container, node.address, LISTENING, IMAGE_FORMAT, folders, LIST_FORMAT]
+        argv = script_argv(image, container, node.address, model_folders)
         ran = hosts.run(node, argv, timeout=60, check=False)
         return parse_facts(node, ran.stdout)
 

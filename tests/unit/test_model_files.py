@@ -155,3 +155,8 @@ def test_deploy_refuses_a_node_whose_copy_lacks_a_shard(hub: HubStandin, tmp_pat
     (tmp_path / "facts.json").write_text(json.dumps(facts))
     ok = run_cli(*argv, "--", "vllm", "serve", REPO, "-tp", "2", env=env)
     assert "deploy plan" in ok.stderr
+    for node in facts["nodes"]:  # the memory estimate counts the weights this machine holds, split over the ranks
+        node["answers"]["meminfo"] = "MemTotal: 124142312 kB\nMemAvailable: 121000000 kB"
+    (tmp_path / "facts.json").write_text(json.dumps(facts))
+    plan = json.loads(run_cli(*argv, "--json", "--", "vllm", "serve", REPO, "-tp", "2", env=env).stdout)
+    assert [m["weights"] for m in plan["memory"]] == [sum(SHARDS.values()) // 2] * 2

@@ -11,7 +11,7 @@ from pipeline.config.cluster import ClusterSpec
 from pipeline.deploy.service import Deployer, DeployRequest
 from pipeline.launch.apply import WATCH
 from pipeline.launch.secrets import Secrets
-from pipeline.nodes.discover import IMAGE_FORMAT, LISTENING, MARK, SCRIPT
+from pipeline.nodes.discover import MARK, script_argv
 from pipeline.report import ListReporter
 from tests.doubles import FakeHosts
 from tests.unit.test_apply import IMAGE_ID
@@ -50,7 +50,7 @@ class Docker:
 def test_deploy_from_python(server: int, isolated_cache: Path) -> None:
     spec = ClusterSpec.model_validate({"nodes": [{"address": "127.0.0.1", "name": "spark1"}]})
     hosts = FakeHosts(spec)
-    discover = ["sh", "-c", SCRIPT, "sh", "vllm-node", "vllm_node", "127.0.0.1", LISTENING, IMAGE_FORMAT]
+    discover = script_argv("vllm-node", "vllm_node", "127.0.0.1")
     hosts.expect("spark1", discover, stdout=FACTS)
     request = DeployRequest(command=("vllm", "serve", "m", "--port", str(server)), gpus="none")
     reporter = ListReporter()
