@@ -42,6 +42,11 @@ def ray_token_file(container: str) -> Path:
     return cache_root() / "ray-tokens" / f"{container}.token"
 
 
+def startup_file(container: str) -> Path:
+    """How the last deploy of a deployment started (its phases, time to ready): `bench` records it."""
+    return cache_root() / "deploy" / f"{container}.startup.json"
+
+
 def failed_hosts_file() -> Path:
     """The nodes the last deploy/ship/stop failed on (`--limit @failed`)."""
     return cache_root() / "last-failed.json"

@@ -230,6 +230,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def warm_up(spec: str) -> None:
+    """vLLM's start, in vLLM's own log words: loading the weight shards, then compiling and capturing
+    graphs, then the API server. SMOKE_START_SECONDS="weights=3,compile=2" makes each phase take that
+    long (a deploy's phased wait is tested against it); by default they pass at once."""
+    took = {
+        k: float(v) for k, _, v in (p.partition("=") for p in spec.split(",") if p) if v.replace(".", "", 1).isdigit()
+    }
+    log("Starting to load model (the fixture has no weights to load)")
+    shards = 3
+    for i in range(shards + 1):
+        log(f"Loading safetensors checkpoint shards: {100 * i // shards}% Completed | {i}/{shards}")
+        if i < shards:
+            time.sleep(took.get("weights", 0) / shards)
+    log(f"Loading weights took {took.get('weights', 0):.2f} seconds")
+    log("Capturing CUDA graphs (decode, FULL): the fixture captures none")
+    time.sleep(took.get("compile", 0))
+    log(f"Graph capturing finished in {took.get('compile', 0):.0f} secs")
+    log("Starting vLLM API server 0")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "serve":
@@ -250,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if ignored:
         log(f"accepted and ignored: {' '.join(ignored)}")
+    warm_up(os.environ.get("SMOKE_START_SECONDS", ""))
     Handler.server_state = Server(args)
     srv = http.server.ThreadingHTTPServer((args.host, args.port), Handler)
     log(f"serving {Handler.server_state.name} on http://{args.host}:{args.port}")

@@ -23,6 +23,15 @@ class Row(BaseModel):
     ttfr_ms: float | None = None  # time to first response
 
 
+class Startup(BaseModel):
+    """How the deployment measured came up (`deploy` writes it): seconds to ready and per startup phase."""
+
+    url: str
+    ready_seconds: float
+    phases: dict[str, float]
+    deployed: str
+
+
 class Record(BaseModel):
     build_key: str
     recipe: str
@@ -34,6 +43,7 @@ class Record(BaseModel):
     seconds: float
     llama_benchy: str
     rows: list[Row]
+    startup: Startup | None = None
 
     @property
     def label(self) -> str:
@@ -87,7 +97,11 @@ def table_md(record: Record) -> str:
     lines += [
         f"| {r.depth} | {r.concurrency} | {fmt(r.pp_tps)} | {fmt(r.tg_tps)} | {fmt(r.ttfr_ms)} |" for r in record.rows
     ]
-    return head + "\n".join(lines) + "\n"
+    started = ""
+    if record.startup is not None:
+        phases = ", ".join(f"{k} {v:.0f} s" for k, v in record.startup.phases.items())
+        started = f"Ready {record.startup.ready_seconds:.0f} s after the deploy began ({phases}).\n\n"
+    return head + started + "\n".join(lines) + "\n"
 
 
 class Delta(BaseModel):

@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipeline import paths
 from pipeline.benchmark.chart import write_png
 from pipeline.benchmark.profiles import BenchArgs, llama_benchy_argv
-from pipeline.benchmark.results import Record, rows_of, table_md
+from pipeline.benchmark.results import Record, Startup, rows_of, table_md
 from pipeline.contract import CONTAINER
 from pipeline.errors import BenchFailed, ConfigError
 
@@ -100,6 +101,15 @@ WITH_KEY = (
 )
 
 
+def last_startup(base_url: str) -> Startup | None:
+    """How the default deployment last started (`deploy` keeps it), when it serves `base_url`'s port."""
+    try:
+        found = Startup.model_validate_json(paths.startup_file(CONTAINER).read_text()[:65536])
+    except (OSError, ValueError):
+        return None
+    return found if urlsplit(found.url).port == urlsplit(base_url).port else None
+
+
 def api_key() -> str:
     """The server's API key: VLLM_API_KEY here, else the one `deploy --api-key auto` made for the default
     deployment ('' when neither: a server without a key)."""
@@ -160,6 +170,7 @@ def benchmark(
     key: dict[str, str | int],
     timeout: float,
     on_line: Callable[[str], None],
+    startup: Startup | None = None,
 ) -> tuple[Record, Path]:
     """Run, then write the record's directory whole (record.json, table.md, chart.png, llama-benchy.json)."""
     started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -191,6 +202,7 @@ def benchmark(
         seconds=round(time.monotonic() - t0, 1),
         llama_benchy=str(report.get("version", "")),
         rows=rows_of(report),
+        startup=startup,
     )
     if not record.rows:
         raise BenchFailed(f"llama-benchy wrote no results (see {raw})")

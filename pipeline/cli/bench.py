@@ -141,7 +141,7 @@ def run(
       python -m pipeline bench run --model Qwen/Qwen3-8B -b depth=0,8192 -b concurrency=1,4
     """
     from pipeline.benchmark.profiles import parse_sets, resolve
-    from pipeline.benchmark.run import benchmark, local_tokenizer
+    from pipeline.benchmark.run import benchmark, last_startup, local_tokenizer
     from pipeline.cli.console import console, emit_json, say
     from pipeline.errors import ConfigError
 
@@ -184,6 +184,7 @@ def run(
         key=key,
         timeout=timeout or (block.timeout if block and block.timeout else 3600),
         on_line=lambda line: console.print(f"  [dim]{_esc(line)}[/dim]", soft_wrap=True),
+        startup=last_startup(base_url),
     )
     for r in record.rows:
         if r.pp_tps is None and r.tg_tps is None:

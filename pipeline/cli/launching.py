@@ -145,7 +145,17 @@ def deploy_options(f: F) -> F:
                 type=click.FloatRange(min=0, min_open=True),
                 default=DEFAULTS.timeout,
                 show_default=True,
-                help="Seconds until the server must answer /health and /v1/models.",
+                help="Seconds, in all, until the server must answer /health and /v1/models (each startup "
+                "phase also has its own deadline: --phase-timeout).",
+            ),
+            click.option(
+                "--phase-timeout",
+                "phase_timeouts",
+                multiple=True,
+                metavar="PHASE=SECONDS",
+                help="A startup phase's own deadline, from when the head's log shows it: start "
+                "(900), weights (3600), compile (3600, torch.compile, autotune, CUDA graphs), serve (900). "
+                "Repeatable.",
             ),
             click.option(
                 "--force",
@@ -208,6 +218,7 @@ def deploy_options(f: F) -> F:
 
 def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
     from pipeline.launch.plan import resolve_mode
+    from pipeline.launch.startup import parse_deadlines
 
     limits = {k: o[k] for k in ("mem_limit_gb", "mem_swap_limit_gb", "pids_limit", "shm_size_gb") if o[k] is not None}
     return DeployRequest(
@@ -234,6 +245,7 @@ def request_from(command: tuple[str, ...], o: dict[str, Any]) -> Any:
         vllm_repo=o["vllm_repo"],
         ship_mode=o["ship_mode"],
         timeout=o["timeout"],
+        phase_deadlines=parse_deadlines(o["phase_timeouts"]),
         force=o["force"],
         cleanup_on_failure=o["cleanup_on_failure"],
         api_key=o["api_key"],
@@ -287,12 +299,32 @@ def run_deploy(command: tuple[str, ...], o: dict[str, Any]) -> None:
         else:
             console.print(result_table(result.dep.rows()))
             where = f" (on {dp.launch.head.name} only)" if dp.launch.expose == "local" else ""
-            say(f"ready in {time.monotonic() - started:.1f} s: {dp.launch.url}/v1{where}")
+            ready = time.monotonic() - started
+            say(f"ready in {ready:.1f} s: {dp.launch.url}/v1{where}")
+            record_startup(request.name, dp.launch.url, ready, result.dep.phases)
         named = f" --name {o['name']}" if o["name"] != CONTAINER else ""
         say(f"useful: python -m pipeline status{named} | logs{named} -f | exec{named} -- CMD | stop{named}")
     finally:
         cleanup(mods, paths.deploy_workdir())
         deployer.close()
+
+
+def record_startup(container: str, url: str, ready: float, phases: list[tuple[str, float]]) -> None:
+    """What `bench` records beside its numbers: how long this deployment took to answer, per phase."""
+    import json
+    from datetime import UTC, datetime
+
+    from pipeline import paths
+    from pipeline.fsutil import write_atomic
+    from pipeline.launch.startup import LABELS
+
+    doc = {
+        "url": f"{url}/v1",
+        "ready_seconds": round(ready, 1),
+        "phases": {LABELS[name]: seconds for name, seconds in phases},
+        "deployed": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+    }
+    write_atomic(paths.startup_file(container), json.dumps(doc) + "\n")
 
 
 def plan_recording_failures(

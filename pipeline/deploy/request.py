@@ -47,7 +47,8 @@ class DeployRequest:
     vllm_prs: tuple[str, ...] = ()
     vllm_repo: str = "https://github.com/vllm-project/vllm.git"
     ship_mode: str = "registry"
-    timeout: float = 1800
+    timeout: float = 7200  # the whole start: a cold 100B+ model compiles for tens of minutes
+    phase_deadlines: dict[str, float] = field(default_factory=dict)  # startup phase -> seconds (launch/startup.py)
     force: bool = False
     cleanup_on_failure: bool = False
     api_key: str | None = None  # "auto": a key made once per container name, kept 0600 (paths.api_key_file)

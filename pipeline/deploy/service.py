@@ -259,7 +259,7 @@ class Deployer:
         shipper = Shipper(
             self.hosts, self.docker, paths.ship_workdir(), self.spec.registry_port, progress=self.report.transfer
         )
-        applier = Applier(self.hosts, shipper, self.name, self.report, secrets)
+        applier = Applier(self.hosts, shipper, self.name, self.report, secrets, deadlines=request.phase_deadlines)
         try:
             applier.apply(dp.steps, dep, started + request.timeout)
         except KeyboardInterrupt:

@@ -23,6 +23,7 @@ from pipeline.errors import ConfigError, HostError, LaunchFailed
 from pipeline.launch.plan import LaunchPlan
 from pipeline.launch.scripts import probe_argv
 from pipeline.launch.secrets import Secrets
+from pipeline.launch.startup import DEFAULT_DEADLINES, LABELS, Seen, progress
 from pipeline.launch.steps import (
     WAITS,
     Command,
@@ -78,6 +79,7 @@ class Deployment:
     by_name: dict[str, NodeSpec]
     states: dict[str, NodeState] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)  # containers this run started (Ctrl-C stops only these)
+    phases: list[tuple[str, float]] = field(default_factory=list)  # (startup phase, seconds) as the wait saw them
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """(node, role, status, detail) for the per-node result table."""
@@ -164,6 +166,7 @@ class Applier:
         reporter: Reporter,
         secrets: Secrets | None = None,
         poll: float = 1.0,
+        deadlines: dict[str, float] | None = None,
     ):
         self.hosts = hosts
         self.shipper = shipper
@@ -171,6 +174,7 @@ class Applier:
         self.report = reporter
         self.secrets = secrets or Secrets()
         self.poll = poll
+        self.deadlines = {**DEFAULT_DEADLINES, **(deadlines or {})}
 
     def apply(self, todo: DeploySteps, dep: Deployment, deadline: float) -> float:
         """Run every phase; returns when the server answered (monotonic). Raises LaunchFailed."""
@@ -291,27 +295,52 @@ class Applier:
 
     def wait_ready(self, dep: Deployment, c: WaitReady, deadline: float) -> float:
         """Until /health and /v1/models answer (from here, or on the head when the server listens on its
-        loopback only); fails at once when any node's process or container ends or its Docker stops
+        loopback only), phase by phase (startup.py: each has its deadline, and the head's log says which
+        one it is in); fails at once when any node's process or container ends or its Docker stops
         answering. Returns when the server answered (monotonic)."""
         last_error = "no answer yet"
         next_watch = 0.0
         head = dep.by_name[dep.plan.head.name]
+        seen, since = Seen("start", "no output yet"), time.monotonic()
         while True:
             ok, why = (
                 node_answers(self.hosts, head, self.container, c.port)
                 if c.on_node
                 else answers_here(c.url, self.secrets.common.get("VLLM_API_KEY", ""))
             )
-            if ok:
-                return time.monotonic()
-            last_error = why
             now = time.monotonic()
+            if ok:
+                self._phase_done(dep, seen.phase, now - since)
+                return now
+            last_error = why
             if now >= next_watch:
                 next_watch = now + self.poll
                 self._fail_if_ended(dep, "")
+                seen, since = self._watch_phase(dep, head, seen, since, now)
             if now > deadline:
-                self._timed_out(dep, last_error)
+                self._timed_out(dep, f"{last_error}; {LABELS[seen.phase]}, last seen: {seen.detail}")
             time.sleep(self.poll if c.on_node else 0.2)
+
+    def _watch_phase(self, dep: Deployment, head: NodeSpec, seen: Seen, since: float, now: float) -> tuple[Seen, float]:
+        """The phase the head's log shows; a phase past its own deadline fails the launch naming it."""
+        with contextlib.suppress(HostError, OSError):
+            new = progress(log_tail(self.hosts, head, self.container, 400), seen.phase)
+            if new.phase != seen.phase:
+                self._phase_done(dep, seen.phase, now - since)
+                since = now
+            seen = new
+        limit = self.deadlines[seen.phase]
+        if now - since > limit:
+            self._timed_out(
+                dep,
+                f"{LABELS[seen.phase]} took longer than {limit:.0f} s (--phase-timeout {seen.phase}=SECONDS); "
+                f"last seen: {seen.detail}",
+            )
+        return seen, since
+
+    def _phase_done(self, dep: Deployment, phase: str, seconds: float) -> None:
+        dep.phases.append((phase, round(seconds, 1)))
+        self.report.say(f"{LABELS[phase]}: {seconds:.0f} s", "note")
 
     def _timed_out(self, dep: Deployment, last_error: str) -> None:
         for n in dep.plan.nodes:
@@ -321,9 +350,7 @@ class Applier:
                     st.log_tail = log_tail(self.hosts, dep.by_name[n.name], self.container)
                 st.detail = st.detail or f"not ready: {last_error}"
         head = dep.plan.head.name
-        raise LaunchFailed(
-            f"the server on {head} did not answer within the deadline ({last_error})", {head: last_error}, dep
-        )
+        raise LaunchFailed(f"the server on {head} did not answer: {last_error}", {head: last_error}, dep)
 
     def wait_ray(self, dep: Deployment, want: int, deadline: float) -> None:
         head = dep.by_name[dep.plan.head.name]

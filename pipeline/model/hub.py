@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from pipeline.contract import is_inner_path
 from pipeline.errors import ConfigError, RemoteError
+from pipeline.fsutil import write_atomic
 from pipeline.model.select import select
 from pipeline.model.selection import Choice, save_selection
 
@@ -106,11 +106,7 @@ def _name_commit(repo_dir: Path, revision: str, commit: str) -> None:
     download by the commit our listing named, so the files chosen are that commit's)."""
     if revision == commit or not is_inner_path(revision):
         return
-    ref = repo_dir / "refs" / revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref.with_name(f".{ref.name}.tmp{os.getpid()}")
-    tmp.write_text(commit)
-    os.replace(tmp, ref)
+    write_atomic(repo_dir / "refs" / revision, commit)
 
 
 def remote_files(repo: str, revision: str | None) -> tuple[str, dict[str, int]] | None:

@@ -4,13 +4,12 @@ same set and `model ls` says what was left out and how much. I/O at the edge of 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import paths
 from pipeline.contract import is_inner_path
+from pipeline.fsutil import write_atomic
 from pipeline.model.select import Selection, select
 
 RECORD_LIMIT = 64 << 20
@@ -42,12 +41,7 @@ def save_selection(repo: str, commit: str, sel: Selection, files: dict[str, int]
         "chosen": list(sel.chosen),
         "left_out": [{"path": p, "why": why, "bytes": files.get(p, 0)} for p, why in sel.left_out],
     }
-    dest = record_path(repo, commit)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, dest)
+    write_atomic(record_path(repo, commit), json.dumps(doc))
 
 
 def load_selection(repo: str, commit: str) -> Record | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -436,3 +437,24 @@ def test_solo_on_this_machine_without_ssh(deploy_image: str, tmp_path: Path) -> 
         check=True,
     ).stdout
     assert left == ""
+
+
+def test_a_start_is_waited_on_phase_by_phase_and_a_stuck_phase_is_named(testbed: Testbed, cluster_yaml: Path) -> None:
+    """The smoke server takes its time in each phase, in vLLM's log words (SMOKE_START_SECONDS): the
+    deploy reports each phase with its time, and fails naming the phase that outlived its deadline."""
+    cmd = ["--", "vllm", "serve", "test/model", "--port", "8023", "-pp", "3"]
+    slow = ["-e", "SMOKE_START_SECONDS=weights=4,compile=3"]
+    proc = deploy(cluster_yaml, *slow, *cmd)
+    took = {
+        m[1]: int(m[2])
+        for m in re.finditer(
+            r"(starting|loading weights|compiling and capturing graphs|starting the API server): (\d+) s", proc.stderr
+        )
+    }
+    assert set(took) >= {"loading weights", "compiling and capturing graphs", "starting the API server"}, proc.stderr
+    assert 3 <= took["loading weights"] <= 7 and 2 <= took["compiling and capturing graphs"] <= 6
+    stuck = deploy(
+        cluster_yaml, "--force", "--phase-timeout", "weights=2", "-e", "SMOKE_START_SECONDS=weights=30", *cmd, check=1
+    )
+    assert "loading weights took longer than 2 s (--phase-timeout weights=SECONDS)" in stuck.stderr
+    assert re.search(r"last seen: [0-3]/3 shards", stuck.stderr), stuck.stderr

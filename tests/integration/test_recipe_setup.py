@@ -206,6 +206,10 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     d = Path(rec["dir"])
     assert (d / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 4096 | 1 |" in (d / "table.md").read_text()
+    # beside the throughput: how long the deployment took to answer, per startup phase (from the deploy)
+    assert rec["startup"]["ready_seconds"] > 0 and rec["startup"]["url"].endswith(":8000/v1")
+    assert {"loading weights", "compiling and capturing graphs"} <= set(rec["startup"]["phases"])
+    assert "Ready " in (d / "table.md").read_text()
     assert json.loads((d / "record.json").read_text())["build_key"] == rec["build_key"] != "unknown"
 
 
