@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -228,12 +229,8 @@ def run_argv(n: NodeInput, opts: Options, env: list[tuple[str, str]], role: str,
     hf = f"{n.home}/.cache/huggingface"
     argv += ["-v", f"{hf}:/root/.cache/huggingface"]
     if opts.cache_dirs:
-        for src, dst in (
-            (".cache/vllm", "/root/.cache/vllm"),
-            (".cache/flashinfer", "/root/.cache/flashinfer"),
-            (".triton", "/root/.triton"),
-        ):
-            argv += ["-v", f"{n.home}/{src}:{dst}"]
+        for src, dst in zip(cache_dirs(n), CACHE_TARGETS, strict=True):
+            argv += ["-v", f"{src}:{dst}"]
     for v in opts.volumes:
         argv += ["-v", v]
     argv += ["--entrypoint", ""]
@@ -253,8 +250,26 @@ def command_of(exec_line: tuple[str, ...]) -> tuple[str, ...]:
 def mount_dirs(n: NodeInput, opts: Options) -> list[str]:
     dirs = [f"{n.home}/.cache/huggingface"]
     if opts.cache_dirs:
-        dirs += [f"{n.home}/.cache/vllm", f"{n.home}/.cache/flashinfer", f"{n.home}/.triton"]
+        dirs += cache_dirs(n)
     return dirs
+
+
+CACHE_TARGETS = ("/root/.cache/vllm", "/root/.cache/flashinfer", "/root/.triton")
+
+
+def cache_dirs(n: NodeInput) -> list[str]:
+    """The node's compile caches (vLLM's torch.compile, FlashInfer's JIT and autotune, Triton's), one set per
+    node under its name: two nodes that share a home (NFS) never share a cache file, and FlashInfer's
+    autotune cache, saved by one rank and read by all, cannot deadlock their all_reduce. A Spark runs one
+    rank per node, so per node is per rank."""
+    base = f"{n.home}/.cache/spark-pipeline/nodes/{node_folder(n.name)}"
+    return [f"{base}/vllm", f"{base}/flashinfer", f"{base}/triton"]
+
+
+def node_folder(name: str) -> str:
+    """A folder name for a node's label (an IPv6 address, a hostname, any text): readable and unique."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:48].lstrip(".") or "node"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def resolve_mode(solo: bool, ray: bool | None) -> Mode:

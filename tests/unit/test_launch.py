@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -111,3 +112,14 @@ def test_command_of_shows_what_runs_in_the_container() -> None:
         Options(image="vllm-node", command=("vllm", "serve", "m")),
     )
     assert command_of(p.head.start[0]) == ("vllm", "serve", "m")
+
+
+@given(st.text(min_size=1, max_size=80), st.text(min_size=1, max_size=80))
+def test_each_node_gets_its_own_cache_folder_whatever_its_name(a: str, b: str) -> None:
+    """Compile caches are mounted per node (launch/plan.py cache_dirs): two nodes sharing a home never share
+    a file; the folder is one path part."""
+    from pipeline.launch.plan import node_folder
+
+    fa, fb = node_folder(a), node_folder(b)
+    assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", fa) and fa not in (".", "..")
+    assert (fa == fb) == (a == b)
