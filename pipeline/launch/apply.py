@@ -310,33 +310,38 @@ class Applier:
             )
             now = time.monotonic()
             if ok:
+                seen, since = self._read_phase(dep, head, seen, since, now)  # the phase it answered in
                 self._phase_done(dep, seen.phase, now - since)
                 return now
             last_error = why
             if now >= next_watch:
                 next_watch = now + self.poll
                 self._fail_if_ended(dep, "")
-                seen, since = self._watch_phase(dep, head, seen, since, now)
+                seen, since = self._read_phase(dep, head, seen, since, now)
+                self._check_phase(dep, seen, now - since)
             if now > deadline:
                 self._timed_out(dep, f"{last_error}; {LABELS[seen.phase]}, last seen: {seen.detail}")
             time.sleep(self.poll if c.on_node else 0.2)
 
-    def _watch_phase(self, dep: Deployment, head: NodeSpec, seen: Seen, since: float, now: float) -> tuple[Seen, float]:
-        """The phase the head's log shows; a phase past its own deadline fails the launch naming it."""
+    def _read_phase(self, dep: Deployment, head: NodeSpec, seen: Seen, since: float, now: float) -> tuple[Seen, float]:
+        """The phase the head's log shows, and since when; a phase left behind is reported with its time."""
         with contextlib.suppress(HostError, OSError):
             new = progress(log_tail(self.hosts, head, self.container, 400), seen.phase)
             if new.phase != seen.phase:
                 self._phase_done(dep, seen.phase, now - since)
                 since = now
             seen = new
+        return seen, since
+
+    def _check_phase(self, dep: Deployment, seen: Seen, spent: float) -> None:
+        """A phase past its own deadline fails the launch, naming it and what the log last said."""
         limit = self.deadlines[seen.phase]
-        if now - since > limit:
+        if spent > limit:
             self._timed_out(
                 dep,
                 f"{LABELS[seen.phase]} took longer than {limit:.0f} s (--phase-timeout {seen.phase}=SECONDS); "
                 f"last seen: {seen.detail}",
             )
-        return seen, since
 
     def _phase_done(self, dep: Deployment, phase: str, seconds: float) -> None:
         dep.phases.append((phase, round(seconds, 1)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,9 +36,15 @@ class Snapshot:
 
 
 def hub_cache() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
+    """The Hugging Face cache as huggingface_hub finds it (HF_HUB_CACHE, else HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub), read here at each call: deploy and copy look at it without
+    importing huggingface_hub (which reads the environment once, at import)."""
+    env = os.environ
+    explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(home).expanduser() / "hub"
 
 
 def repo_folder(repo: str) -> str:
@@ -95,7 +102,8 @@ def download(
         kept = resume_partials(repo, hub_cache() / repo_folder(repo), revision)
         if kept and on_resume is not None:
             on_resume(kept)
-        snap = _snapshot(repo, snapshot_download(repo, revision=revision, allow_patterns=allow))
+        where = str(hub_cache())  # as this process reads the environment now (huggingface_hub read it at import)
+        snap = _snapshot(repo, snapshot_download(repo, revision=revision, allow_patterns=allow, cache_dir=where))
         if listing is not None:
             _name_commit(snap.repo_dir, asked or "main", snap.commit)
         return snap
@@ -131,7 +139,8 @@ def _index_reader(repo: str, commit: str) -> Callable[[str], str]:
     """Reads a weight index from the hub (into the cache: it is one of the files chosen)."""
     from huggingface_hub import hf_hub_download
 
-    return lambda name: Path(hf_hub_download(repo, name, revision=commit)).read_text(errors="replace")
+    where = str(hub_cache())
+    return lambda name: Path(hf_hub_download(repo, name, revision=commit, cache_dir=where)).read_text(errors="replace")
 
 
 @contextlib.contextmanager
@@ -172,7 +181,7 @@ def cached_models() -> list[Snapshot]:
     from huggingface_hub.errors import CacheNotFound
 
     try:
-        info = scan_cache_dir()
+        info = scan_cache_dir(hub_cache())
     except CacheNotFound:
         return []
     out = []

@@ -208,7 +208,7 @@ def test_setup_builds_downloads_copies_deploys_and_a_second_run_sends_nothing(
     assert "| 4096 | 1 |" in (d / "table.md").read_text()
     # beside the throughput: how long the deployment took to answer, per startup phase (from the deploy)
     assert rec["startup"]["ready_seconds"] > 0 and rec["startup"]["url"].endswith(":8000/v1")
-    assert {"loading weights", "compiling and capturing graphs"} <= set(rec["startup"]["phases"])
+    assert "starting the API server" in rec["startup"]["phases"]  # the smoke server's phases pass at once
     assert "Ready " in (d / "table.md").read_text()
     assert json.loads((d / "record.json").read_text())["build_key"] == rec["build_key"] != "unknown"
 
