@@ -70,9 +70,11 @@ def expect_all(hosts: FakeHosts, todo: DeploySteps, fail: dict[str, int] | None 
                     )
 
 
-def alive(hosts: FakeHosts, p: LaunchPlan) -> None:
+def alive(hosts: FakeHosts, p: LaunchPlan, log: str = "INFO Starting vLLM API server 0 on http://0.0.0.0:8000") -> None:
+    """Every node's container runs; the head's log (the phased wait reads it) says what `log` says."""
     for n in p.nodes:
         hosts.expect(n.name, ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
+    hosts.expect(p.head.name, ["docker", "logs", "--tail", "400", "vllm_node"], stdout=log, repeat=True)
 
 
 def run(
@@ -97,7 +99,7 @@ def test_solo_runs_exactly_the_listed_commands_in_order(server: int) -> None:
     expect_all(hosts, todo)
     alive(hosts, p)
     dep, rep = run(hosts, p, todo)
-    ran = [c for c in hosts.commands("s1") if not c.startswith("sh -c")]
+    ran = [c for c in hosts.commands("s1") if not c.startswith(("sh -c", "docker logs"))]
     assert ran == [shlex.join(c.argv) for ph in todo.phases for ns in ph.nodes for c in ns.commands if c.kind == "run"]
     assert ran[0].startswith("mkdir -p /home/me/.cache/huggingface") and ran[1] == "docker rm -f vllm_node"
     assert ran[2].startswith("docker run -d --pull=never --name vllm_node")
@@ -187,6 +189,7 @@ def test_a_rank_that_dies_fails_the_launch_at_once_naming_its_node(server: int) 
     hosts = FakeHosts(cluster(2))
     expect_all(hosts, todo)
     hosts.expect("s1", ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
+    hosts.expect("s1", ["docker", "logs", "--tail", "400", "vllm_node"], stdout="", repeat=True)
     hosts.expect("s2", ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n1\n", repeat=True)
     hosts.expect("s2", ["docker", "logs", "--tail", "20", "vllm_node"], stdout="DistStoreError: wait timeout")
     started = time.monotonic()
@@ -265,3 +268,27 @@ def test_a_secret_value_with_a_line_break_never_adds_a_line_to_the_env_file() ->
     for bad in ({"HF_TOKEN": "tok\nLD_PRELOAD=/tmp/evil.so"}, {"HF_TOKEN\n": "x"}, {"A": "x\ry"}):
         with pytest.raises(ConfigError):
             env_file_text(bad)
+
+
+def test_a_phase_past_its_deadline_fails_the_launch_naming_it_and_what_the_log_last_said(server: int) -> None:
+    Health.ready_after = time.monotonic() + 60  # the server never answers in this test
+    p = launch(1, server)
+    todo = steps(p, inputs(p))
+    hosts = FakeHosts(cluster(1))
+    expect_all(hosts, todo)
+    alive(
+        hosts,
+        p,
+        "Starting to load model m...\rLoading safetensors checkpoint shards:  50% Completed | 1/2 [00:04<00:04]",
+    )
+    hosts.expect("s1", ["docker", "logs", "--tail", "20", "vllm_node"], stdout="still loading", repeat=True)
+    dep = Deployment(plan=p, by_name={n.label: n for n in hosts.cluster.nodes})
+    applier = Applier(hosts, FakeShipper(), "vllm_node", ListReporter(), poll=0.01, deadlines={"weights": 0.2})
+    started = time.monotonic()
+    with pytest.raises(LaunchFailed) as info:
+        applier.apply(todo, dep, started + 10)
+    assert time.monotonic() - started < 5
+    assert str(info.value).endswith(
+        "loading weights took longer than 0 s (--phase-timeout weights=SECONDS); last seen: 1/2 shards"
+    )
+    assert [name for name, _ in dep.phases] == ["start"]
