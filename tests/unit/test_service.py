@@ -63,6 +63,7 @@ def test_deploy_from_python(server: int, isolated_cache: Path) -> None:
                 if c.kind == "run":
                     hosts.expect(ns.node, c.argv)
     hosts.expect("spark1", ["sh", "-c", WATCH, "sh", "vllm_node"], stdout="true\n@@\n", repeat=True)
+    hosts.expect("spark1", ["docker", "logs", "--tail", "400", "vllm_node"], stdout="Starting vLLM API server 0")
     result = deployer.apply(dp, request, Secrets())
     assert not result.skipped and result.dep.states["spark1"].status == "ready"
     assert "  spark1: nothing to do, because it has vllm-node (aaaaaaaaaaaa)" in dp.steps.lines()
