@@ -9,6 +9,7 @@ from pipeline.config.render import flag_value, models_named
 from pipeline.errors import NodeProblem
 from pipeline.launch.memory import NodeMemory
 from pipeline.model.copy import entries_of
+from pipeline.model.damage import Damage
 from pipeline.model.hub import local_snapshot, repo_folder
 from pipeline.model.manifest import Entry, missing_files, names_of_blobs, parse_listing
 from pipeline.model.select import WEIGHTS
@@ -29,9 +30,23 @@ def expected_models(command: tuple[str, ...]) -> Expected:
     return out
 
 
-def model_problems(facts: list[NodeFacts], expected: Expected) -> list[NodeProblem]:
+def model_problems(facts: list[NodeFacts], expected: Expected, damaged: Damage | None = None) -> list[NodeProblem]:
+    """Nodes whose copy lacks files (from discovery's listing), or holds files the last `model verify`
+    found damaged (`damaged`: model/damage.py's record, keyed repo@commit)."""
     out = []
+    commits = {repo: commit for repo, commit in (_repo_commit(e) for e in expected.values())}
     for f in facts:
+        for repo, commit in commits.items():
+            bad = (damaged or {}).get(f.node.label, {}).get(f"{repo}@{commit}", [])
+            if bad:
+                out.append(
+                    NodeProblem(
+                        f.node.label,
+                        "model",
+                        f"model {repo}: `model verify` found {len(bad)} damaged file(s): {', '.join(bad[:4])} "
+                        f"(`python -m pipeline model copy {repo} --verify` repairs them)",
+                    )
+                )
         for folder, (repo, entries) in expected.items():
             if not f.reachable or folder not in f.models:  # facts saved before this check: unknown
                 continue
@@ -47,6 +62,13 @@ def model_problems(facts: list[NodeFacts], expected: Expected) -> list[NodeProbl
                     )
                 )
     return out
+
+
+def _repo_commit(held: tuple[str, list[Entry]]) -> tuple[str, str]:
+    """The repo and the commit its snapshot entries are of (their links' `snapshots/<commit>/...`)."""
+    repo, entries = held
+    link = next((e.path for e in entries if e.kind == "link"), "snapshots//")
+    return repo, link.split("/")[1]
 
 
 def weights_of(expected: Expected, command: tuple[str, ...]) -> int:

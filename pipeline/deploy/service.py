@@ -37,6 +37,7 @@ from pipeline.launch.mods import Mod, cleanup, load_mod
 from pipeline.launch.plan import LaunchPlan, NodeInput, Options, plan
 from pipeline.launch.secrets import Secrets
 from pipeline.launch.steps import DeploySteps, Inputs, StepFacts, steps
+from pipeline.model import damage
 from pipeline.nodes.discover import NodeFacts, gather
 from pipeline.nodes.hosts import HostResults, Hosts
 from pipeline.nodes.transport import Ran
@@ -190,7 +191,7 @@ class Deployer:
         expected = expected_models(request.command)
         facts = saved if saved is not None else gather(self.hosts, opts.image, self.name, tuple(expected))
         nodes, problems, warnings = node_inputs(facts)
-        problems += model_problems(facts, expected)
+        problems += model_problems(facts, expected, damage.load())
         if problems:
             raise LaunchFailed.from_problems("cannot launch", problems)
         local_id = self._local_image_id(opts.image, offline=saved is not None)

@@ -25,6 +25,7 @@ from typing import IO
 from pipeline.config.cluster import ClusterSpec, NodeSpec, SshSpec
 from pipeline.contract import is_decimal
 from pipeline.errors import HostError, NodesFailed
+from pipeline.model import damage
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import (
     INCOMPLETE,
@@ -361,6 +362,8 @@ def copy_all(
             entries = entries_of(snap, chosen_files(snap.repo, snap.commit, snap.path, choice or Choice()))
             outcome = hosts.each(lambda node, s=snap, e=entries: copier.copy(node, s, e))  # type: ignore[misc]
             results += list(outcome.values.values())
+            for label in outcome.values if repair else ():
+                damage.record(label, snap.repo, snap.commit, [])  # read whole and repaired
             failed = outcome.failed
             if failed:
                 raise NodesFailed(

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.config.cluster import ClusterSpec, NodeSpec
+from pipeline.model import damage
 from pipeline.model.copy import Copier, entries_of
 from pipeline.model.hub import Snapshot
 from pipeline.model.manifest import Entry, missing_files, names_of_blobs
@@ -59,7 +60,11 @@ def verify_all(spec: ClusterSpec, snap: Snapshot, choice: Choice | None = None) 
         outcome = hosts.each(lambda node: verify_one(copier, node, snap, entries))
     finally:
         hosts.close()
-    return [
+    results = [
         o.value if o.value is not None else VerifyResult(o.node.label, snap.repo, snap.commit, 0, (), (), 0.0, o.reason)
         for o in outcome
     ]
+    for r in results:
+        if not r.error:
+            damage.record(r.node, snap.repo, snap.commit, list(r.damaged))  # deploy refuses the node until repaired
+    return results

@@ -1,8 +1,9 @@
 """Models on the three test hosts, from the stand-in hub on loopback: `model download` fetches, and
 `model copy` sends, only the shards and the small files of a repository that also holds `original/` and
 a `.bin` set; `model verify` names a node whose shard was damaged (same size: every byte is read) and one
-whose shard was cut short; `deploy` refuses the node it can see is wrong (sizes, links: no byte read)
-before any rank starts; `model copy --verify` repairs both by resending that shard only."""
+whose shard was cut short; `deploy` refuses both before any rank starts (the short one from its listing,
+the damaged one from the last verify's record); `model copy --verify` repairs both by resending that
+shard only, and deploy plans again."""
 
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def test_only_what_vllm_loads_is_moved_verified_and_repaired(testbed: Testbed, t
     deploy = ["deploy", "--dry-run", "--cluster", str(cluster), "--", "vllm", "serve", REPO, "-tp", "3"]
     refused = run_cli(*deploy, env=env, subprocess=True, check=1)
     assert f"h3: model {REPO}: 1 file(s) missing, partial or of another revision: {SHARD}" in refused.stderr
-    assert "h1: model" not in refused.stderr and "h2: model" not in refused.stderr  # a listing reads no byte
+    # h2's damage has h2's size: the listing cannot see it, the last verify's record can
+    assert f"h2: model {REPO}: `model verify` found 1 damaged file(s): {SHARD}" in refused.stderr
+    assert "h1: model" not in refused.stderr
 
     fixed = json.loads(
         run_cli(

@@ -160,3 +160,19 @@ def test_deploy_refuses_a_node_whose_copy_lacks_a_shard(hub: HubStandin, tmp_pat
     (tmp_path / "facts.json").write_text(json.dumps(facts))
     plan = json.loads(run_cli(*argv, "--json", "--", "vllm", "serve", REPO, "-tp", "2", env=env).stdout)
     assert [m["weights"] for m in plan["memory"]] == [sum(SHARDS.values()) // 2] * 2
+
+
+def test_the_damage_record_round_trips_and_trusts_nothing_malformed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.model import damage
+
+    monkeypatch.setenv("SPARK_PIPELINE_CACHE", str(tmp_path))
+    damage.record("h2", REPO, "c" * 40, ["b.safetensors", "a.safetensors"])
+    damage.record("h3", REPO, "c" * 40, [])
+    assert damage.load() == {"h2": {f"{REPO}@{'c' * 40}": ["a.safetensors", "b.safetensors"]}}
+    damage.record("h2", REPO, "c" * 40, [])  # repaired: the node is whole again
+    assert damage.load() == {}
+    for text in ("[1, 2]", '{"h1": "x"}', '{"h1": {"r@c": "notalist"}}', "{", ""):
+        damage.damage_file().write_text(text)
+        assert damage.load() == {}
