@@ -95,7 +95,7 @@ def download(
         listing = None if choice.all_files else remote_files(repo, revision)
         allow = None
         if listing is not None:
-            commit, files = listing
+            commit, files, lfs = listing
             sel = select(files, _index_reader(repo, commit), choice.load_format, choice.gguf)
             save_selection(repo, commit, sel, files)
             revision, allow = commit, [glob.escape(p) for p in sel.chosen]
@@ -105,8 +105,23 @@ def download(
         where = str(hub_cache())  # as this process reads the environment now (huggingface_hub read it at import)
         snap = _snapshot(repo, snapshot_download(repo, revision=revision, allow_patterns=allow, cache_dir=where))
         if listing is not None:
+            check_arrived(snap, {p: files[p] for p in sel.chosen}, lfs)
             _name_commit(snap.repo_dir, asked or "main", snap.commit)
         return snap
+
+
+def check_arrived(snap: Snapshot, sizes: dict[str, int], lfs: dict[str, str]) -> None:
+    """Each chosen file is in the snapshot with the size the hub listed, and an LFS file under the sha256
+    the hub listed (huggingface_hub names the blob by it, having checked it): a short or swapped file
+    never passes as the model."""
+    for path, size in sorted(sizes.items()):
+        f = snap.path / path
+        if not f.is_file():
+            raise RemoteError(f"model {snap.repo}: {path} did not arrive")
+        if size and f.stat().st_size != size:
+            raise RemoteError(f"model {snap.repo}: {path} has {f.stat().st_size} bytes, the hub lists {size}")
+        if path in lfs and f.resolve().name != lfs[path]:
+            raise RemoteError(f"model {snap.repo}: {path} is not the file the hub lists (sha256 {lfs[path][:12]}…)")
 
 
 def _name_commit(repo_dir: Path, revision: str, commit: str) -> None:
@@ -117,9 +132,9 @@ def _name_commit(repo_dir: Path, revision: str, commit: str) -> None:
     write_atomic(repo_dir / "refs" / revision, commit)
 
 
-def remote_files(repo: str, revision: str | None) -> tuple[str, dict[str, int]] | None:
-    """(commit, path -> size) from the hub's file listing (metadata only), None when the hub cannot be
-    reached (the download then answers from the cache). The hub's own refusals are raised."""
+def remote_files(repo: str, revision: str | None) -> tuple[str, dict[str, int], dict[str, str]] | None:
+    """(commit, path -> size, path -> LFS sha256) from the hub's file listing (metadata only), None when
+    the hub cannot be reached (the download then answers from the cache). The hub's refusals are raised."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -132,7 +147,10 @@ def remote_files(repo: str, revision: str | None) -> tuple[str, dict[str, int]] 
     if not isinstance(info.sha, str) or not COMMIT.fullmatch(info.sha):
         raise RemoteError(f"model {repo}: the hub answered no commit for {revision or 'main'}")
     # names that would leave the snapshot folder are never chosen (huggingface_hub refuses them too)
-    return info.sha, {s.rfilename: max(0, s.size or 0) for s in info.siblings or [] if is_inner_path(s.rfilename)}
+    siblings = [s for s in info.siblings or [] if is_inner_path(s.rfilename)]
+    sizes = {s.rfilename: max(0, s.size or 0) for s in siblings}
+    lfs = {s.rfilename: s.lfs.sha256 for s in siblings if s.lfs and re.fullmatch(r"[0-9a-f]{64}", s.lfs.sha256 or "")}
+    return info.sha, sizes, lfs
 
 
 def _index_reader(repo: str, commit: str) -> Callable[[str], str]:

@@ -176,3 +176,23 @@ def test_the_damage_record_round_trips_and_trusts_nothing_malformed(
     for text in ("[1, 2]", '{"h1": "x"}', '{"h1": {"r@c": "notalist"}}', "{", ""):
         damage.damage_file().write_text(text)
         assert damage.load() == {}
+
+
+def test_a_file_that_arrived_short_or_swapped_never_passes_as_the_model(tmp_path: Path) -> None:
+    from pipeline.errors import RemoteError
+    from pipeline.model.hub import Snapshot, check_arrived
+
+    blob = tmp_path / "blobs" / ("a" * 64)
+    blob.parent.mkdir()
+    blob.write_bytes(b"abc")
+    snap_dir = tmp_path / "snapshots" / ("c" * 40)
+    snap_dir.mkdir(parents=True)
+    (snap_dir / "model.safetensors").symlink_to(blob)
+    snap = Snapshot(REPO, "c" * 40, snap_dir, 1, 3)
+    check_arrived(snap, {"model.safetensors": 3}, {"model.safetensors": "a" * 64})
+    with pytest.raises(RemoteError, match="has 3 bytes, the hub lists 5"):
+        check_arrived(snap, {"model.safetensors": 5}, {})
+    with pytest.raises(RemoteError, match="not the file the hub lists"):
+        check_arrived(snap, {"model.safetensors": 3}, {"model.safetensors": "b" * 64})
+    with pytest.raises(RemoteError, match="config.json did not arrive"):
+        check_arrived(snap, {"config.json": 2}, {})
