@@ -194,5 +194,5 @@ def test_a_file_that_arrived_short_or_swapped_never_passes_as_the_model(tmp_path
         check_arrived(snap, {"model.safetensors": 5}, {})
     with pytest.raises(RemoteError, match="not the file the hub lists"):
         check_arrived(snap, {"model.safetensors": 3}, {"model.safetensors": "b" * 64})
-    with pytest.raises(RemoteError, match="config.json did not arrive"):
+    with pytest.raises(RemoteError, match=r"config\.json did not arrive"):
         check_arrived(snap, {"config.json": 2}, {})
