@@ -96,7 +96,10 @@ def download(
         allow = None
         if listing is not None:
             commit, files, lfs = listing
-            sel = select(files, _index_reader(repo, commit), choice.load_format, choice.gguf)
+            try:
+                sel = select(files, _index_reader(repo, commit), choice.load_format, choice.gguf)
+            except ConfigError as e:
+                raise ConfigError(f"model {repo}: {e}") from None
             save_selection(repo, commit, sel, files)
             revision, allow = commit, [glob.escape(p) for p in sel.chosen]
         kept = resume_partials(repo, hub_cache() / repo_folder(repo), revision)

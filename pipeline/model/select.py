@@ -135,7 +135,10 @@ def _weight_set(
         return {gguf}, f"GGUF {gguf}"
     safetensors = sorted(p for p in top if p.endswith(".safetensors"))
     if load_format == "mistral":
-        return {p for p in safetensors if p.startswith("consolidated")}, "consolidated*.safetensors (mistral format)"
+        consolidated = {p for p in safetensors if p.startswith("consolidated")}
+        if not consolidated:
+            raise ConfigError("--load-format mistral: the repository has no top-level consolidated*.safetensors")
+        return consolidated, "consolidated*.safetensors (mistral format)"
     if load_format != "pt" and safetensors:
         return _by_index(safetensors, files, read_index, ".safetensors.index.json", "safetensors")
     torch_files = sorted(p for p in top if p.endswith((".bin", ".pt", ".pth")) and p not in TRAINING)

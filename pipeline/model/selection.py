@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.contract import is_inner_path
+from pipeline.errors import ConfigError
 from pipeline.fsutil import write_atomic
 from pipeline.model.select import Selection, select
 
@@ -83,4 +84,7 @@ def chosen_files(repo: str, commit: str, snapshot: Path, choice: Choice) -> set[
     def read(name: str) -> str:
         return (snapshot / name).read_text(errors="replace")
 
-    return set(select(local_files(snapshot), read, choice.load_format, choice.gguf).chosen)
+    try:
+        return set(select(local_files(snapshot), read, choice.load_format, choice.gguf).chosen)
+    except ConfigError as e:
+        raise ConfigError(f"model {repo} (this machine's cache): {e}; --all-files sends every file") from None
