@@ -452,7 +452,8 @@ def test_a_start_is_waited_on_phase_by_phase_and_a_stuck_phase_is_named(testbed:
         )
     }
     assert set(took) >= {"loading weights", "compiling and capturing graphs", "starting the API server"}, proc.stderr
-    assert 3 <= took["loading weights"] <= 7 and 2 <= took["compiling and capturing graphs"] <= 6
+    # each phase is timed from the poll that first saw it to the one that saw the next: a poll or two off
+    assert 2 <= took["loading weights"] <= 9 and 1 <= took["compiling and capturing graphs"] <= 8
     stuck = deploy(
         cluster_yaml, "--force", "--phase-timeout", "weights=2", "-e", "SMOKE_START_SECONDS=weights=30", *cmd, check=1
     )
