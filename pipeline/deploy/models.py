@@ -84,9 +84,15 @@ def weights_of(expected: Expected, command: tuple[str, ...]) -> int:
 
 
 def memory_of(facts: list[NodeFacts], gpus: str) -> list[NodeMemory]:
+    """Each node's memory as the preflight reads it. Only a GB10 (compute capability 12.1) shares its
+    memory with the OS; a discrete GPU's claim is in its own memory, which MemAvailable does not show."""
     return [
         NodeMemory(
-            f.node.label, f.mem_total, f.mem_available, bool(f.gpus) and gpus != "none", f.container_running == "true"
+            f.node.label,
+            f.mem_total,
+            f.mem_available,
+            gpus != "none" and any(g.compute_cap.startswith("12.1") or "GB10" in g.name for g in f.gpus),
+            f.container_running == "true",
         )
         for f in facts
         if f.reachable

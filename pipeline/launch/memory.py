@@ -10,7 +10,8 @@ GPU:
 - the claim plus headroom for the OS must fit in MemAvailable (MemTotal when our own container runs
   there: a redeploy replaces it and its memory comes back).
 
-A node without a GPU (or memory it did not report) is not estimated: vLLM's claim is not in its RAM.
+A node without a GB10 (no GPU, or a discrete one) or without memory facts is not estimated: vLLM's claim
+is not in its RAM.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class NodeMemory:
     node: str
     total: int  # MemTotal, bytes (0: unknown)
     available: int  # MemAvailable, bytes
-    gpu: bool
+    gpu: bool  # a GPU whose memory is the node's (GB10's unified memory)
     ours_running: bool  # our deploy container runs there (a redeploy frees what it holds)
 
 

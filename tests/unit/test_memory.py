@@ -102,3 +102,17 @@ def test_dry_run_prints_the_estimate_and_refuses_a_node_that_cannot_hold_it(tmp_
     plan = json.loads(forced.stdout)
     assert [m["fits"] for m in plan["memory"]] == [True, False]
     assert any("spark2: vLLM's" in w and "--force" in w for w in plan["warnings"])
+
+
+def test_only_a_gb10_s_memory_is_the_node_s_memory() -> None:
+    from pipeline.config.cluster import NodeSpec
+    from pipeline.deploy.models import memory_of
+    from pipeline.nodes.discover import NodeFacts
+    from pipeline.nodes.netfacts import Gpu
+
+    def facts(gpu: Gpu) -> NodeFacts:
+        return NodeFacts(node=NodeSpec(address="10.0.0.1"), gpus=[gpu], mem_total=64 * GIB, mem_available=50 * GIB)
+
+    spark, desktop = facts(Gpu("NVIDIA GB10", "12.1")), facts(Gpu("NVIDIA GeForce RTX 4090", "8.9"))
+    assert [m.gpu for m in memory_of([spark, desktop], "all")] == [True, False]
+    assert [m.gpu for m in memory_of([spark], "none")] == [False]  # --gpus none: vLLM gets no GPU
