@@ -91,6 +91,15 @@ class Fault:
     detail: bool = True  # false: the EXEC_ERROR comes with null cmd, exitCode, stdout and stderr
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    """A dagger-io client opens a connection per concurrent query: on a busy CI machine the default
+    listen backlog (5) refused some, and the client retried (gql backoff). The engine's own backlog is
+    far larger."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Session:
     def __init__(
         self, version: str = "v0.21.11", drop_fields: tuple[str, ...] = (), docker: str | None = "/usr/bin/docker"
@@ -105,7 +114,7 @@ class Session:
         self.images: list[str] = []
         self.faults: list[Fault] = []
         self._lock = threading.Lock()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     @property
@@ -153,11 +162,14 @@ class Session:
                     return
                 answer = session.execute(query, body.get("variables") or {})
                 data = json.dumps(answer, default=lambda v: None if v is VOID else str(v)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up on this request (and retries it): nothing to answer
 
             def log_message(self, *args: object) -> None:
                 pass
