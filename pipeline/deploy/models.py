@@ -1,7 +1,9 @@
 """Before any rank starts, each model the command loads must be whole on every node, as this machine's
 cache holds it (the files `model copy` sends: model/selection.py). Discovery lists each node's copy (one
 `find`, no byte read); a node that lacks a file, holds it partly or holds another revision is refused,
-named with the files. A model this machine does not hold is not checked (nothing to compare with)."""
+named with the files, and so is one where the last `model verify` found a damaged file (model/damage.py:
+same-size damage a listing cannot see). A model this machine does not hold is not checked (nothing to
+compare with). Also each node's memory, as the preflight reads it (launch/memory.py)."""
 
 from __future__ import annotations
 
