@@ -274,9 +274,7 @@ def ls(as_json: bool, **o: Any) -> None:
                     "repo": r,
                     "commit": c,
                     "bytes": b,
-                    "left_out_bytes": rec.left_out_bytes
-                    if (rec := records.get((r, c))) and m == "this machine"
-                    else None,
+                    "left_out_bytes": rec.left_out_bytes if (rec := _record(records, m, r, c)) else None,
                 }
                 for m, r, c, b in rows
             ]
@@ -298,7 +296,8 @@ def _record(records: dict[tuple[str, str], Record | None], machine: str, repo: s
 
 def node_models(o: dict[str, Any]) -> list[tuple[str, str, str, int]]:
     from pipeline.cli.nodeopts import cluster_from
-    from pipeline.model.manifest import LIST_FORMAT, snapshots_of
+    from pipeline.contract import LIST_FORMAT
+    from pipeline.model.manifest import snapshots_of
     from pipeline.nodes.hosts import Hosts
 
     spec = cluster_from(o)

@@ -48,14 +48,20 @@ def check_command(command: tuple[str, ...]) -> None:
         raise ConfigError(f"command: --port expects a port number 1-65535, got {port!r}")
 
 
-def parallelism(command: tuple[str, ...]) -> int | None:
-    """tp × pp × dp from the command; None when it sets none of them."""
+def parallel_sizes(command: tuple[str, ...]) -> dict[str, int]:
+    """tp, pp and dp as the command sets them (checked: a bad value is a located error); unset ones absent."""
     check_command(command)
     found: dict[str, int] = {}
     for flag, key in PARALLEL_FLAGS.items():
         v = flag_value(command, (flag,))
         if v is not None:
             found[key] = int(v)
+    return found
+
+
+def parallelism(command: tuple[str, ...]) -> int | None:
+    """tp × pp × dp from the command; None when it sets none of them."""
+    found = parallel_sizes(command)
     if not found:
         return None
     return found.get("tp", 1) * found.get("pp", 1) * found.get("dp", 1)

@@ -12,13 +12,14 @@ from pipeline.errors import NodeProblem
 from pipeline.launch.memory import NodeMemory
 from pipeline.model.copy import entries_of
 from pipeline.model.damage import Damage
+from pipeline.model.damage import key as damage_key
 from pipeline.model.hub import local_snapshot, repo_folder
 from pipeline.model.manifest import Entry, missing_files, names_of_blobs, parse_listing
 from pipeline.model.select import WEIGHTS
 from pipeline.model.selection import Choice, chosen_files
 from pipeline.nodes.discover import NodeFacts
 
-Expected = dict[str, tuple[str, list[Entry]]]  # cache folder -> (repo, the snapshot's entries)
+Expected = dict[str, tuple[str, str, list[Entry]]]  # cache folder -> (repo, commit, the snapshot's entries)
 
 
 def expected_models(command: tuple[str, ...]) -> Expected:
@@ -28,7 +29,8 @@ def expected_models(command: tuple[str, ...]) -> Expected:
     for i, repo in enumerate(models_named(command, None)):
         snap = local_snapshot(repo, flag_value(list(command), ("--revision",)) if i == 0 else None)
         if snap is not None:
-            out[repo_folder(repo)] = (repo, entries_of(snap, chosen_files(repo, snap.commit, snap.path, Choice())))
+            chosen = chosen_files(repo, snap.commit, snap.path, Choice())
+            out[repo_folder(repo)] = (repo, snap.commit, entries_of(snap, chosen))
     return out
 
 
@@ -36,10 +38,9 @@ def model_problems(facts: list[NodeFacts], expected: Expected, damaged: Damage |
     """Nodes whose copy lacks files (from discovery's listing), or holds files the last `model verify`
     found damaged (`damaged`: model/damage.py's record, keyed repo@commit)."""
     out = []
-    commits = {repo: commit for repo, commit in (_repo_commit(e) for e in expected.values())}
     for f in facts:
-        for repo, commit in commits.items():
-            bad = (damaged or {}).get(f.node.label, {}).get(f"{repo}@{commit}", [])
+        for repo, commit, _ in expected.values():
+            bad = (damaged or {}).get(f.node.label, {}).get(damage_key(repo, commit), [])
             if bad:
                 out.append(
                     NodeProblem(
@@ -49,7 +50,7 @@ def model_problems(facts: list[NodeFacts], expected: Expected, damaged: Damage |
                         f"(`python -m pipeline model copy {repo} --verify` repairs them)",
                     )
                 )
-        for folder, (repo, entries) in expected.items():
+        for folder, (repo, _, entries) in expected.items():
             if not f.reachable or folder not in f.models:  # facts saved before this check: unknown
                 continue
             missing = missing_files(entries, parse_listing(f.models[folder]))
@@ -66,20 +67,13 @@ def model_problems(facts: list[NodeFacts], expected: Expected, damaged: Damage |
     return out
 
 
-def _repo_commit(held: tuple[str, list[Entry]]) -> tuple[str, str]:
-    """The repo and the commit its snapshot entries are of (their links' `snapshots/<commit>/...`)."""
-    repo, entries = held
-    link = next((e.path for e in entries if e.kind == "link"), "snapshots//")
-    return repo, link.split("/")[1]
-
-
 def weights_of(expected: Expected, command: tuple[str, ...]) -> int:
     """Bytes of the served model's weight files this machine holds (0 when it holds none of them)."""
     served = models_named(command, None)
     held = expected.get(repo_folder(served[0])) if served else None
     if held is None:
         return 0
-    entries = held[1]
+    entries = held[2]
     sizes = {e.path: e.size for e in entries if e.kind == "blob"}
     blobs = {blob for blob, names in names_of_blobs(entries).items() if any(n.endswith(WEIGHTS) for n in names)}
     return sum(sizes.get(b, 0) for b in blobs)

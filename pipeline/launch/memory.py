@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.config.vllm_args import flag_value
+from pipeline.config.vllm_args import flag_value, parallel_sizes
 from pipeline.errors import ConfigError
 
 GIB = 1 << 30
@@ -46,10 +46,8 @@ class Claim:
 
 def claim_of(command: tuple[str, ...]) -> Claim:
     """The claim a vLLM command makes (its flags are checked: a bad value is a located exit-2 error)."""
-    ranks = 1
-    for names in (("-tp", "--tensor-parallel-size"), ("-pp", "--pipeline-parallel-size")):
-        v = flag_value(command, names)
-        ranks *= int(v) if v and re.fullmatch(r"[0-9]{1,6}", v) and int(v) > 0 else 1
+    sizes = parallel_sizes(command)
+    ranks = sizes.get("tp", 1) * sizes.get("pp", 1)
     gb = flag_value(command, ("--gpu-memory-utilization-gb",))
     if gb is not None:
         if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", gb) or float(gb) <= 0:

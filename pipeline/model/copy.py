@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.config.cluster import ClusterSpec, NodeSpec, SshSpec
-from pipeline.contract import is_decimal
+from pipeline.contract import LIST_FORMAT, is_decimal
 from pipeline.errors import HostError, NodesFailed
 from pipeline.model import damage
 from pipeline.model.hub import Snapshot, repo_folder
 from pipeline.model.manifest import (
     INCOMPLETE,
-    LIST_FORMAT,
     SHA256,
     Entry,
     Listing,

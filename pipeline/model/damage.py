@@ -15,6 +15,10 @@ LIMIT = 16 << 20
 Damage = dict[str, dict[str, list[str]]]  # node -> "repo@commit" -> damaged files
 
 
+def key(repo: str, commit: str) -> str:
+    return f"{repo}@{commit}"
+
+
 def damage_file() -> Path:
     return paths.cache_root() / "models" / "damaged.json"
 
@@ -42,9 +46,8 @@ def record(node: str, repo: str, commit: str, damaged: list[str]) -> None:
     """Set what a check of `node` found for repo@commit (nothing damaged: the entry goes)."""
     doc = load()
     models = doc.setdefault(node, {})
-    key = f"{repo}@{commit}"
     if damaged:
-        models[key] = sorted(damaged)
+        models[key(repo, commit)] = sorted(damaged)
     else:
-        models.pop(key, None)
+        models.pop(key(repo, commit), None)
     write_atomic(damage_file(), json.dumps({n: m for n, m in doc.items() if m}, indent=1) + "\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline.contract import is_inner_path
 from pipeline.errors import ConfigError, RemoteError
 from pipeline.fsutil import write_atomic
+from pipeline.model.manifest import SHA256
 from pipeline.model.select import select
 from pipeline.model.selection import Choice, save_selection
 
@@ -152,7 +153,7 @@ def remote_files(repo: str, revision: str | None) -> tuple[str, dict[str, int], 
     # names that would leave the snapshot folder are never chosen (huggingface_hub refuses them too)
     siblings = [s for s in info.siblings or [] if is_inner_path(s.rfilename)]
     sizes = {s.rfilename: max(0, s.size or 0) for s in siblings}
-    lfs = {s.rfilename: s.lfs.sha256 for s in siblings if s.lfs and re.fullmatch(r"[0-9a-f]{64}", s.lfs.sha256 or "")}
+    lfs = {s.rfilename: s.lfs.sha256 for s in siblings if s.lfs and SHA256.fullmatch(s.lfs.sha256 or "")}
     return info.sha, sizes, lfs
 
 

@@ -15,9 +15,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from pipeline.contract import LIST_FORMAT, is_decimal
-
-__all__ = ["LIST_FORMAT"]
+from pipeline.contract import is_decimal
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 INCOMPLETE = ".incomplete"
